@@ -1,0 +1,53 @@
+# scorestream: two commands for a fresh machine (Python 3.11+, Java 17+, Maven).
+#   make demo   create the venv, install, start a local Kafka broker, run the main job
+#   make test   create the venv, install, run every test (the suite starts its own broker)
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+KAFKA  := $(PYTHON) deploy/kafka/kafka_local.py
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test venv lint typecheck unit integration broker-start broker-stop clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: venv
+	@$(KAFKA) fetch >/dev/null
+	@$(KAFKA) start >/dev/null
+	@trap '$(KAFKA) stop >/dev/null' EXIT INT TERM; \
+	  SCORESTREAM_KAFKA_BOOTSTRAP=$$(cat .run/kafka/bootstrap) $(VENV)/bin/scorestream demo $(DEMO_ARGS)
+
+test: venv
+	$(KAFKA) fetch >/dev/null
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest tests/unit models -q
+
+integration: venv
+	$(PY) -m pytest tests/integration -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+broker-start:
+	$(KAFKA) start
+
+broker-stop:
+	$(KAFKA) stop
+
+clean:
+	-$(KAFKA) stop
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The Faust application: topics, agents, alert rules, web views, metrics and the CLI."""
