@@ -28,12 +28,12 @@ class TopicSpec:
     config: dict[str, str]
 
 
-def client_config(settings: Settings) -> dict[str, str]:
+def client_config(settings: Settings) -> dict[str, str | int | float | bool]:
     """Base librdkafka config for every confluent-kafka client scorestream creates."""
     return {"bootstrap.servers": settings.kafka_bootstrap}
 
 
-def producer_config(settings: Settings) -> dict[str, str | int]:
+def producer_config(settings: Settings) -> dict[str, str | int | float | bool]:
     """Producer config: murmur2 keys land on the same partitions as Faust (Java) expects."""
     return {
         **client_config(settings),

@@ -1,0 +1,65 @@
+"""The `scorestream` command: worker, topics, demo, replay, generate.
+
+Each subcommand lives in the module named for it; this file only parses arguments, sets up
+logging and dispatches, so `scorestream --help` stays fast (Faust is imported on demand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from streams.settings import Settings, SettingsError
+
+log = logging.getLogger("scorestream")
+
+# subcommand -> (module, one-line help); each module has add_arguments(parser) and run(args).
+COMMANDS = {
+    "worker": ("streams.worker", "run a scoring worker (joins the consumer group)"),
+    "topics": ("streams.worker", "create the topics scorestream uses, then exit"),
+    "demo": ("streams.demo", "generate events, run them through a worker, report what happened"),
+    "replay": ("streams.replay", "replay a JSON-lines event file through the core, no Kafka"),
+    "generate": ("streams.generate", "write a deterministic synthetic event history"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="scorestream",
+        description="Live customer scorecards from Kafka event streams.",
+        epilog="Configuration comes from SCORESTREAM_* environment variables (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
+        adder(sub_parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as err:
+        print(f"scorestream: configuration error: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    args.settings = settings
+    module = importlib.import_module(COMMANDS[args.command][0])
+    runner = getattr(module, f"run_{args.command}", None) or module.run
+    return int(runner(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Helpers for tests on the real broker: produce, read a topic back, run a worker process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer, Message, Producer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def produce(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+) -> int:
+    """Produce (key, value) records and wait until the broker acknowledged every one."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    failures: list[str] = []
+
+    def on_delivery(err: object, _msg: Message) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    count = 0
+    for key, value in records:
+        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+        count += 1
+        producer.poll(0)
+    remaining = producer.flush(30)
+    assert remaining == 0 and not failures, f"produce failed: {remaining} left, {failures[:3]}"
+    return count
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0,
+               settle: float = 1.0) -> list[Message]:
+    """Read a topic from the start until `expected` records arrived (then `settle` seconds more,
+    to catch extras), or the timeout passes; returns what was read."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"test-reader-{os.getpid()}-{time.monotonic_ns()}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([topic])
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            if settle_until is not None and time.monotonic() >= settle_until:
+                break
+            for msg in consumer.consume(num_messages=1000, timeout=0.2):
+                if msg.error() is None:
+                    messages.append(msg)
+            if len(messages) >= expected and settle_until is None:
+                settle_until = time.monotonic() + settle
+    finally:
+        consumer.close()
+    return messages
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class WorkerProcess:
+    """A `scorestream worker` subprocess and where to reach it."""
+
+    process: subprocess.Popen[bytes]
+    web_url: str
+    log_path: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, wait for a clean exit; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"worker ignored SIGTERM:\n{self.log_tail()}") from None
+        return int(self.process.returncode)
+
+
+def worker_env(bootstrap: str, app_id: str, topics: dict[str, str], data_dir: Path,
+               port: int, **extra: str) -> dict[str, str]:
+    """Environment for a worker with its own group, topics, state dir and web port."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SCORESTREAM_KAFKA_BOOTSTRAP": bootstrap,
+           "SCORESTREAM_APP_ID": app_id, "SCORESTREAM_DATA_DIR": str(data_dir),
+           "SCORESTREAM_WEB_PORT": str(port), "SCORESTREAM_PARTITIONS": "4",
+           "SCORESTREAM_BATCH_WITHIN_S": "0.02"}
+    env.update({f"SCORESTREAM_TOPIC_{role.upper()}": name for role, name in topics.items()})
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def running_worker(env: dict[str, str], log_path: Path,
+                   ready_timeout: float = 60.0) -> Iterator[WorkerProcess]:
+    """Start `scorestream worker`, wait until its web server answers, stop it on exit."""
+    port = env["SCORESTREAM_WEB_PORT"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    worker = WorkerProcess(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{worker.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{worker.web_url}/healthz", timeout=1) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker not up after {ready_timeout}s:\n{worker.log_tail()}")
+            time.sleep(0.2)
+        yield worker
+    finally:
+        worker.stop()
