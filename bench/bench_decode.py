@@ -1,0 +1,121 @@
+"""Decode + validate cost per event, per source, on a realistic mix (a script, not a test).
+
+Usage (after `pip install -e .`, or with PYTHONPATH=.):
+    python bench/bench_decode.py [--events 200000] [--invalid 0.03] [--seed 7] [--repeat 3]
+
+Builds the records first (serialised bytes, like Kafka hands them over), then times
+`decode_source_event` alone and the whole `Ingestion.process` path (decode, dedupe, identity)
+over the same records, and prints microseconds per event and events per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import random
+import time
+from collections import defaultdict
+from typing import Any
+
+import orjson
+
+from models.ingestion import Ingestion, IngestionConfig
+from schemas.decode import DeadLetter, compile_validators, decode_source_event
+from schemas.registry import SOURCES, examples
+
+T0 = 1_767_225_600_000
+MIX = {"web": 0.5, "email": 0.25, "crm": 0.15, "support": 0.10}
+BROKEN = [b"", b"{", b"[]", b"\xff\xfe", b'{"event_id": "x"}']
+
+
+def build(count: int, invalid_share: float, seed: int) -> list[tuple[str, bytes]]:
+    """`count` (source, value) records: examples re-stamped with fresh ids, times and ids."""
+    rng = random.Random(seed)
+    by_source = {source: examples(source) for source in SOURCES}
+    sources = rng.choices(list(MIX), weights=list(MIX.values()), k=count)
+    records = []
+    for n, source in enumerate(sources):
+        if rng.random() < invalid_share:
+            records.append((source, rng.choice(BROKEN)))
+            continue
+        event: dict[str, Any] = copy.deepcopy(rng.choice(by_source[source]))
+        event["event_id"] = f"{source[0]}-{n}"
+        at = T0 + n * 50
+        event["occurred_at"] = at if rng.random() < 0.5 else _rfc3339(at)
+        if "customer_id" in event and event["event_type"] not in ("login", "profile_updated"):
+            event["customer_id"] = f"C{rng.randrange(50_000)}"
+        if rng.random() < 0.2:
+            event["user_agent"] = "Mozilla/5.0 (X11; Linux x86_64)"
+        records.append((source, orjson.dumps(event)))
+    return records
+
+
+def _rfc3339(millis: int) -> str:
+    seconds, ms = divmod(millis, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+
+
+def bench_decode(records: list[tuple[str, bytes]], now_ms: int) -> dict[str, tuple[int, float]]:
+    """Per source: (events, seconds) spent in decode_source_event, in one pass."""
+    spent: dict[str, float] = defaultdict(float)
+    counted: dict[str, int] = defaultdict(int)
+    clock = time.perf_counter
+    for source, value in records:
+        start = clock()
+        decode_source_event(value, source, now_ms)
+        spent[source] += clock() - start
+        counted[source] += 1
+    return {source: (counted[source], spent[source]) for source in spent}
+
+
+def bench_ingestion(records: list[tuple[str, bytes]], now_ms: int) -> tuple[int, float, Ingestion]:
+    ingestion = Ingestion(IngestionConfig())
+    start = time.perf_counter()
+    for offset, (source, value) in enumerate(records):
+        ingestion.process(value, source, source, 0, offset, None, now_ms)
+    return len(records), time.perf_counter() - start, ingestion
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--invalid", type=float, default=0.03)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=3, help="passes; the fastest is shown")
+    args = parser.parse_args()
+
+    records = build(args.events, args.invalid, args.seed)
+    now_ms = T0 + args.events * 50 + 60_000
+    compile_validators()
+    rejected = sum(isinstance(decode_source_event(v, s, now_ms), DeadLetter) for s, v in records)
+    mean_size = sum(len(v) for _, v in records) / len(records)
+    print(
+        f"{len(records):,} records, mean {mean_size:.0f} bytes, {rejected:,} rejected; "
+        f"fastest of {args.repeat} passes"
+    )
+    print()
+    print(f"{'stage':<22}{'events':>10}{'us/event':>11}{'events/s':>12}")
+    passes = [bench_decode(records, now_ms) for _ in range(args.repeat)]
+    results = {source: min(p[source] for p in passes) for source in SOURCES}
+    for source in SOURCES:
+        _row(f"decode {source}", *results[source])
+    _row("decode all", sum(n for n, _ in results.values()), sum(s for _, s in results.values()))
+    n, seconds, ingestion = min(
+        (bench_ingestion(records, now_ms) for _ in range(args.repeat)), key=lambda r: r[1]
+    )
+    _row("ingest (all stages)", n, seconds)
+    counters = ingestion.counters
+    print()
+    print(
+        f"ingest: accepted {counters.accepted:,}, dead {counters.dead:,}, "
+        f"duplicates {counters.duplicates:,}, held {counters.held:,}, "
+        f"balanced {counters.balanced()}"
+    )
+
+
+def _row(stage: str, events: int, seconds: float) -> None:
+    print(f"{stage:<22}{events:>10,}{seconds / events * 1e6:>11.2f}{events / seconds:>12,.0f}")
+
+
+if __name__ == "__main__":
+    main()
