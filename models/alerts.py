@@ -1,0 +1,230 @@
+"""Alert rules and score-change detection: what, in a new scorecard, someone should hear about.
+
+Pure functions of (previous scorecard, new scorecard, the customer's alert memory), so the
+streaming agents and the replay command raise exactly the same alerts for the same history.
+
+Storms are prevented two ways. *Hysteresis*: a threshold alert fires when its score crosses
+the "on" level upward and re-arms only after the score falls below a lower "off" level, so a
+customer hovering around the threshold fires once. *Cooldown*: the same alert type never fires
+twice for one customer within `cooldown_ms` of event time. Both live in `AlertMemory`, a small
+per-customer value kept inside the customer's state (and so in its changelog).
+
+Every alert's `alert_id` is derived from the customer, the alert type and the event time of
+the change, so a redelivered or replayed alert carries the same id and consumers can drop it.
+
+>>> from models.scorecard import Scorecard
+>>> def card(p, tier="Standard", t=0):
+...     return Scorecard("C1", as_of=t, data_completeness=50.0, ltv_historic=900.0,
+...                      ltv_predicted_12m=300.0, engagement=40.0, revenue_12m=500.0,
+...                      interactions_12m=12, days_since_last_interaction=3,
+...                      churn_probability=p, tier=tier)
+>>> rules, memory = AlertRules(), AlertMemory()
+>>> [a.alert_type for a in rules.evaluate(card(0.2), card(0.8, t=1), memory, None)]
+['churn_risk']
+>>> rules.evaluate(card(0.8, t=1), card(0.6, t=2), memory, None)   # still armed off: no storm
+[]
+>>> [a.alert_type for a in rules.evaluate(None, card(0.1, "VIP", t=3), AlertMemory(), None)]
+['vip_upgrade']
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.scorecard import Scorecard
+
+DAY_MS = 86_400_000
+TIER_RANK = {"Basic": 0, "Standard": 1, "Premium": 2, "VIP": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertConfig:
+    """Thresholds of the alert rules and of score-change emission (documented defaults)."""
+
+    churn_risk_on: float = 0.7
+    """churn_risk fires when the churn probability rises to this or above ..."""
+    churn_risk_off: float = 0.55
+    """... and re-arms once it has fallen below this."""
+    high_value_tiers: frozenset[str] = frozenset({"VIP", "Premium"})
+    high_value_churn_on: float = 0.5
+    """high_value_at_risk: a customer in a high-value tier whose churn risk reaches this."""
+    high_value_churn_off: float = 0.4
+    cooldown_ms: int = 7 * DAY_MS
+    """The same alert type fires at most once per customer within this much event time."""
+    change_churn: float = 0.05
+    """score-changes: smallest churn-probability change worth emitting (absolute)."""
+    change_points: float = 5.0
+    """... for 0-100 scores (data completeness, engagement), in points."""
+    change_money_rel: float = 0.05
+    """... for money values (LTV, predicted value, 12-month revenue), relative (5 %)."""
+    change_money_abs: float = 1.0
+    """... and never for less than this absolute amount in the base currency."""
+
+
+@dataclass(slots=True)
+class AlertMemory:
+    """Per-customer alert state: which threshold alerts are armed, when each type last fired.
+
+    >>> m = AlertMemory(disarmed={"churn_risk"}, last_fired={"churn_risk": 5})
+    >>> AlertMemory.from_dict(m.to_dict()) == m
+    True
+    """
+
+    disarmed: set[str] = field(default_factory=set)
+    last_fired: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Compact JSON-friendly form for the customer state."""
+        return {"d": sorted(self.disarmed), "f": dict(sorted(self.last_fired.items()))}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> AlertMemory:
+        """Inverse of `to_dict` (None gives a fresh memory)."""
+        if not d:
+            return cls()
+        return cls(disarmed=set(d.get("d", ())), last_fired=dict(d.get("f", {})))
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert for one customer (see schemas/alerts.json)."""
+
+    alert_type: str
+    severity: str
+    customer_id: str
+    reason: str
+    scorecard: Scorecard
+    event_time: int
+    trigger_event_id: str | None = None
+
+    @property
+    def alert_id(self) -> str:
+        """Idempotency key: the same change always yields the same id."""
+        raw = f"{self.customer_id}\x1f{self.alert_type}\x1f{self.event_time}"
+        return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+
+    def to_record(self, emitted_at: int) -> dict[str, Any]:
+        """The alerts-topic record."""
+        factors = self.scorecard.churn_factors
+        return {
+            "alert_id": self.alert_id,
+            "alert_type": self.alert_type,
+            "severity": self.severity,
+            "customer_id": self.customer_id,
+            "reason": self.reason,
+            "factors": [f.to_dict() for f in factors],
+            "scorecard": self.scorecard.to_dict(),
+            "event_time": self.event_time,
+            "emitted_at": emitted_at,
+            "model_versions": dict(sorted(self.scorecard.model_versions.items())),
+            "trigger_event_id": self.trigger_event_id,
+        }
+
+
+class AlertRules:
+    """The alert rules: churn_risk, high_value_at_risk, vip_upgrade, tier_downgrade."""
+
+    def __init__(self, config: AlertConfig | None = None) -> None:
+        self.config = config or AlertConfig()
+
+    def evaluate(
+        self,
+        previous: Scorecard | None,
+        current: Scorecard,
+        memory: AlertMemory,
+        trigger_event_id: str | None,
+    ) -> list[Alert]:
+        """Alerts raised by the move from `previous` to `current`; updates `memory` in place."""
+        cfg = self.config
+        alerts: list[Alert] = []
+        p = current.churn_probability
+        why = _factor_phrase(current)
+
+        def fire(kind: str, severity: str, reason: str) -> None:
+            last = memory.last_fired.get(kind)
+            if last is not None and current.as_of - last < cfg.cooldown_ms:
+                return
+            memory.last_fired[kind] = current.as_of
+            alerts.append(Alert(kind, severity, current.customer_id, reason, current,
+                                current.as_of, trigger_event_id))
+
+        if self._crossed("churn_risk", p, cfg.churn_risk_on, cfg.churn_risk_off, memory):
+            old = previous.churn_probability if previous else 0.0
+            fire("churn_risk", "warning",
+                 f"churn risk rose from {old:.2f} to {p:.2f}{why}")
+
+        high_value = current.tier in cfg.high_value_tiers
+        hv_p = p if high_value else 0.0
+        if self._crossed("high_value_at_risk", hv_p, cfg.high_value_churn_on,
+                         cfg.high_value_churn_off, memory):
+            fire("high_value_at_risk", "critical",
+                 f"{current.tier} customer (predicted 12-month value "
+                 f"{current.ltv_predicted_12m:,.0f} {current.currency}) has churn risk "
+                 f"{p:.2f}{why}: route to a senior adviser")
+
+        old_tier = previous.tier if previous else None
+        if current.tier != old_tier:
+            old_rank = TIER_RANK.get(old_tier, -1) if old_tier else -1
+            new_rank = TIER_RANK.get(current.tier, -1)
+            if current.tier == "VIP":
+                fire("vip_upgrade", "info",
+                     f"upgraded to VIP from {old_tier or 'new customer'} (predicted 12-month "
+                     f"value {current.ltv_predicted_12m:,.0f} {current.currency})")
+            elif old_tier is not None and new_rank < old_rank:
+                fire("tier_downgrade", "warning" if old_tier in cfg.high_value_tiers else "info",
+                     f"tier fell from {old_tier} to {current.tier} (predicted 12-month value "
+                     f"{current.ltv_predicted_12m:,.0f} {current.currency})")
+        return alerts
+
+    @staticmethod
+    def _crossed(kind: str, value: float, on: float, off: float, memory: AlertMemory) -> bool:
+        """Hysteresis: True once when value reaches `on`; re-armed when it falls below `off`."""
+        if kind in memory.disarmed:
+            if value < off:
+                memory.disarmed.discard(kind)
+            return False
+        if value >= on:
+            memory.disarmed.add(kind)
+            return True
+        return False
+
+    def changes(self, previous: Scorecard | None, current: Scorecard) -> dict[str, dict[str, Any]]:
+        """Scorecard fields that moved by more than their threshold: {field: {old, new}}.
+
+        A first scorecard reports every tracked field with old = None.
+        """
+        cfg = self.config
+        tracked: list[tuple[str, str, float]] = [
+            ("churn_probability", "abs", cfg.change_churn),
+            ("engagement", "abs", cfg.change_points),
+            ("data_completeness", "abs", cfg.change_points),
+            ("ltv_historic", "money", 0.0),
+            ("ltv_predicted_12m", "money", 0.0),
+            ("revenue_12m", "money", 0.0),
+            ("interactions_12m", "abs", 1.0),
+            ("tier", "any", 0.0),
+        ]
+        out: dict[str, dict[str, Any]] = {}
+        for name, kind, threshold in tracked:
+            new = getattr(current, name)
+            old = getattr(previous, name) if previous is not None else None
+            if old is None:
+                out[name] = {"old": None, "new": new}
+            elif kind == "any":
+                if new != old:
+                    out[name] = {"old": old, "new": new}
+            elif kind == "abs":
+                if abs(new - old) >= threshold:
+                    out[name] = {"old": old, "new": new}
+            elif abs(new - old) >= max(cfg.change_money_abs, cfg.change_money_rel * abs(old)):
+                out[name] = {"old": old, "new": new}
+        return out
+
+
+def _factor_phrase(card: Scorecard) -> str:
+    """', mainly <top factor>' for the one-line reason, or nothing."""
+    if not card.churn_factors:
+        return ""
+    return f", mainly {card.churn_factors[0].label}"

@@ -1,0 +1,107 @@
+"""Alert rules: thresholds with hysteresis and cooldown, tier moves, score-change detection."""
+
+from __future__ import annotations
+
+import itertools
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from models.alerts import DAY_MS, AlertConfig, AlertMemory, AlertRules
+from models.prediction import Factor
+from models.scorecard import Scorecard
+from schemas.registry import validator
+
+
+def card(p: float = 0.1, tier: str = "Standard", t: int = 0, **values: float) -> Scorecard:
+    base = dict(data_completeness=50.0, ltv_historic=900.0, ltv_predicted_12m=300.0,
+                engagement=40.0, revenue_12m=500.0, interactions_12m=12,
+                days_since_last_interaction=3)
+    base.update(values)
+    return Scorecard("C1", as_of=t, churn_probability=p, tier=tier,
+                     churn_factors=(Factor("tickets_90d", "support tickets (90 days): high", 0.4),),
+                     model_versions={"churn": "churn-00003"}, **base)  # type: ignore[arg-type]
+
+
+def run(probabilities: list[float], rules: AlertRules, tier: str = "Standard",
+        step_ms: int = DAY_MS) -> list[tuple[int, str]]:
+    memory, previous, fired = AlertMemory(), None, []
+    for i, p in enumerate(probabilities):
+        current = card(p, tier, t=i * step_ms)
+        fired += [(i, a.alert_type) for a in rules.evaluate(previous, current, memory, f"e{i}")]
+        previous = current
+    return fired
+
+
+def test_churn_risk_fires_once_while_hovering_at_the_threshold() -> None:
+    rules = AlertRules(AlertConfig(churn_risk_on=0.7, churn_risk_off=0.55, cooldown_ms=0))
+    fired = run([0.2, 0.71, 0.69, 0.72, 0.68, 0.71, 0.56, 0.75], rules)
+    assert fired == [(1, "churn_risk")]
+
+
+def test_churn_risk_rearms_below_the_off_level() -> None:
+    rules = AlertRules(AlertConfig(churn_risk_on=0.7, churn_risk_off=0.55, cooldown_ms=0))
+    fired = run([0.2, 0.8, 0.5, 0.8], rules)
+    assert fired == [(1, "churn_risk"), (3, "churn_risk")]
+
+
+def test_cooldown_suppresses_a_second_alert_of_the_same_type() -> None:
+    rules = AlertRules(AlertConfig(cooldown_ms=7 * DAY_MS))
+    assert run([0.2, 0.8, 0.5, 0.8], rules, step_ms=DAY_MS) == [(1, "churn_risk")]
+    assert run([0.2, 0.8, 0.5, 0.8], rules, step_ms=8 * DAY_MS) == [
+        (1, "churn_risk"), (3, "churn_risk")]
+
+
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=60))
+def test_never_more_alerts_than_upward_crossings(probabilities: list[float]) -> None:
+    rules = AlertRules(AlertConfig(cooldown_ms=0))
+    fired = [i for i, kind in run(probabilities, rules) if kind == "churn_risk"]
+    crossings = [i for i, p in enumerate(probabilities)
+                 if p >= 0.7 and (i == 0 or probabilities[i - 1] < 0.7)]
+    assert set(fired) <= set(crossings)
+    for a, b in itertools.pairwise(fired):
+        assert min(probabilities[a:b]) < 0.55  # re-armed in between
+
+
+def test_high_value_at_risk_needs_a_high_value_tier() -> None:
+    rules = AlertRules(AlertConfig(cooldown_ms=0))
+    assert [k for _, k in run([0.1, 0.6], rules, tier="Standard")] == []
+    assert [k for _, k in run([0.1, 0.6], rules, tier="Premium")] == ["high_value_at_risk"]
+    # A first scorecard already in VIP counts as an upgrade (the VIP welcome).
+    assert run([0.1, 0.75], rules, tier="VIP") == [
+        (0, "vip_upgrade"), (1, "churn_risk"), (1, "high_value_at_risk")]
+
+
+def test_tier_moves() -> None:
+    rules, memory = AlertRules(), AlertMemory()
+    up = rules.evaluate(card(tier="Premium"), card(tier="VIP", t=1), memory, "e1")
+    assert [(a.alert_type, a.severity) for a in up] == [("vip_upgrade", "info")]
+    down = rules.evaluate(card(tier="VIP", t=1), card(tier="Standard", t=2), memory, "e2")
+    assert [(a.alert_type, a.severity) for a in down] == [("tier_downgrade", "warning")]
+    assert rules.evaluate(card(tier="Basic"), card(tier="Standard", t=3), memory, "e3") == []
+
+
+def test_alert_record_matches_the_published_schema_and_id_is_stable() -> None:
+    rules = AlertRules()
+    first = rules.evaluate(card(0.1), card(0.9, t=5), AlertMemory(), "e9")[0]
+    again = rules.evaluate(card(0.1), card(0.9, t=5), AlertMemory(), "e9")[0]
+    assert first.alert_id == again.alert_id
+    record = orjson.loads(orjson.dumps(first.to_record(emitted_at=123)))
+    validator("alerts")(record)
+    assert record["reason"].startswith("churn risk rose from 0.10 to 0.90")
+    assert record["factors"][0]["name"] == "tickets_90d"
+
+
+def test_changes_respect_thresholds() -> None:
+    rules = AlertRules(AlertConfig(change_churn=0.05, change_points=5.0, change_money_rel=0.05,
+                                   change_money_abs=1.0))
+    assert set(rules.changes(None, card())) >= {"churn_probability", "tier", "revenue_12m"}
+    assert rules.changes(card(0.10), card(0.14)) == {}
+    assert rules.changes(card(0.10), card(0.16)) == {
+        "churn_probability": {"old": 0.10, "new": 0.16}}
+    assert rules.changes(card(revenue_12m=500.0), card(revenue_12m=520.0)) == {}
+    assert rules.changes(card(revenue_12m=500.0), card(revenue_12m=530.0)) == {
+        "revenue_12m": {"old": 500.0, "new": 530.0}}
+    assert rules.changes(card(tier="Basic"), card(tier="Standard"))["tier"] == {
+        "old": "Basic", "new": "Standard"}
