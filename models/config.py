@@ -1,0 +1,119 @@
+"""Typed configuration of the scoring core, with documented defaults.
+
+One frozen object travels everywhere (engine, models, replay) so that two workers configured
+the same way compute byte-identical scorecards; nothing in `models/` reads the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+DAY_MS = 86_400_000
+
+#: Profile fields that matter for data completeness, and how much each weighs.
+DEFAULT_PROFILE_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {
+        "first_name": 1.0,
+        "last_name": 1.0,
+        "email": 2.0,
+        "phone": 1.0,
+        "street": 0.5,
+        "city": 1.0,
+        "postal_code": 0.5,
+        "country": 1.0,
+        "birth_date": 0.5,
+        "company": 0.5,
+        "job_title": 0.5,
+        "consent_marketing": 1.0,
+    }
+)
+
+#: Units of base currency (EUR) per unit of each currency. Ingestion dead-letters the rest.
+DEFAULT_FX_RATES: Mapping[str, float] = MappingProxyType(
+    {"EUR": 1.0, "USD": 0.92, "GBP": 1.17, "CHF": 1.05, "SEK": 0.087, "DKK": 0.134}
+)
+
+#: (source, event_type) pairs that the customer did themselves: they count as interactions.
+#: Messages we send (email sent/delivered), our own actions (refund, ticket resolved) and
+#: bad news (bounce, late payment, cancellation) are events but not interactions.
+DEFAULT_INTERACTION_TYPES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("web", "page_view"),
+        ("web", "session_started"),
+        ("web", "search"),
+        ("web", "login"),
+        ("web", "goal_completed"),
+        ("email", "opened"),
+        ("email", "clicked"),
+        ("crm", "order_placed"),
+        ("crm", "subscription_started"),
+        ("support", "ticket_opened"),
+        ("support", "satisfaction_rated"),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringConfig:
+    """Everything the scoring core needs to know besides events and time.
+
+    Defaults are the product's documented defaults; horizons are in days of event time.
+
+    >>> cfg = ScoringConfig()
+    >>> cfg.churn_horizon_days, cfg.base_currency, cfg.profile_weights["email"]
+    (90, 'EUR', 2.0)
+    """
+
+    #: Weight of each profile field in data completeness (0-100 = known weight / total).
+    profile_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_PROFILE_WEIGHTS)
+    #: Currency every amount is converted to, and the rate table (base units per unit).
+    base_currency: str = "EUR"
+    fx_rates: Mapping[str, float] = field(default_factory=lambda: DEFAULT_FX_RATES)
+    #: Which events are interactions (recency, frequency, churn-by-silence).
+    interaction_types: frozenset[tuple[str, str]] = DEFAULT_INTERACTION_TYPES
+    #: Rolling window of revenue_12m and interactions_12m: the N UTC days ending on as_of's day.
+    window_days: int = 365
+    #: Churn = cancellation or no interaction within this many days after a snapshot.
+    churn_horizon_days: int = 90
+    #: Engagement model target: interactions in this many days after a snapshot.
+    engagement_horizon_days: int = 30
+    #: Value model horizon (predicted value and its progressive check).
+    value_horizon_days: int = 365
+    #: Recent event ids (48-bit hashes) kept per customer to drop redeliveries.
+    dedupe_window: int = 32
+    #: Distinct order days remembered exactly for repeat-purchase frequency.
+    order_days_cap: int = 512
+    #: Expected 30-day interactions that map to engagement 63 (100 * (1 - 1/e)).
+    engagement_scale: float = 8.0
+    #: Labels the engagement regressor needs before it replaces the recency/frequency heuristic.
+    engagement_min_labels: int = 200
+    #: Labels the churn classifier needs before its probabilities are used (prior before).
+    churn_min_labels: int = 50
+    #: Share of customers (by stable hash of id) whose examples are never learned: honest AUC.
+    holdout_fraction: float = 0.1
+    #: Tier cut points as fractions of customers below: Basic | Standard | Premium | VIP.
+    tier_cuts: tuple[float, float, float] = (0.10, 0.70, 0.90)
+    #: Churn probability used before the model has learned anything.
+    churn_prior: float = 0.2
+    #: Sum of profile weights (derived, for data completeness).
+    profile_total: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "profile_total", float(sum(self.profile_weights.values())))
+
+    @property
+    def window_ms(self) -> int:
+        """Length of the rolling window in milliseconds."""
+        return self.window_days * DAY_MS
+
+    def fx(self, currency: str | None) -> float:
+        """Base-currency units per unit of `currency` (1.0 for the base or a missing code).
+
+        Ingestion dead-letters unknown currencies, so a miss here means a config drift between
+        ingestion and scoring; counting the amount at face value beats dropping revenue.
+        """
+        if currency is None or currency == self.base_currency:
+            return 1.0
+        return self.fx_rates.get(currency, 1.0)

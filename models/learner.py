@@ -1,0 +1,128 @@
+"""The learner: turns resolved training examples into new, versioned model bundles.
+
+Scorers are partitioned; learning examples are few (one per customer per horizon), so a single
+learner trains the global models and publishes bundles that every scorer loads. Quality does
+then not depend on how many scorers run. Quality is measured here too, on the predictions the
+scorers logged when they took each snapshot (before the label existed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+from models.bundle import ModelBundle
+from models.config import ScoringConfig
+from models.engine import VALUE_POPULATION
+from models.labels import CHURN, ENGAGEMENT, VALUE, TrainingExample
+from models.quality import BinaryQuality, RegressionQuality
+from models.tiers import TierThresholds
+
+
+class Learner:
+    """Consumes training examples, learns, measures and publishes `ModelBundle`s.
+
+    Held-back customers' examples are measured but never learned, so `quality["churn_holdout"]`
+    is an honest estimate on customers the model never saw. RFM summaries for the value model's
+    population fit are kept as a bottom-k hash sample (deterministic, unbiased, bounded).
+
+    >>> from models.labels import TrainingExample
+    >>> learner = Learner()
+    >>> ex = TrainingExample("churn", "C1", {"recency_days": 4.0}, 1.0, 0.2, "churn-00000", 0, 1)
+    >>> learner.learn([ex])
+    1
+    >>> bundle = learner.publish()
+    >>> bundle.versions()["churn"], bundle.churn.n_learned
+    ('churn-00001', 1)
+    """
+
+    def __init__(
+        self,
+        config: ScoringConfig | None = None,
+        bundle: ModelBundle | None = None,
+        *,
+        population_cap: int = 50_000,
+        keep_predictions: bool = True,
+    ) -> None:
+        self.config = config or ScoringConfig()
+        start = bundle or ModelBundle.initial(self.config)
+        self.models = ModelBundle.restore(start.snapshot(), self.config)
+        self.population_cap = population_cap
+        self.population: dict[str, tuple[int, dict[str, float]]] = {}
+        self.changed: set[str] = set()
+        self.quality: dict[str, Any] = {
+            "churn": BinaryQuality(keep_all=keep_predictions),
+            "churn_holdout": BinaryQuality(keep_all=keep_predictions),
+            "engagement": RegressionQuality(keep_all=keep_predictions),
+            "value": RegressionQuality(keep_all=keep_predictions),
+        }
+        self.examples_seen = 0
+
+    def learn(self, examples: Iterable[TrainingExample]) -> int:
+        """Measure, then learn each example (not held-back ones); returns how many were learned."""
+        learned = 0
+        m = self.models
+        for ex in examples:
+            self.examples_seen += 1
+            if ex.model == VALUE_POPULATION:
+                self._remember(ex.customer_id, ex.features)
+                continue
+            if ex.model == CHURN:
+                self.quality["churn_holdout" if ex.holdout else "churn"].update(
+                    ex.label, ex.prediction
+                )
+            elif ex.model in (ENGAGEMENT, VALUE):
+                self.quality[ex.model].update(ex.label, ex.prediction)
+            if ex.holdout:
+                continue
+            if ex.model == CHURN:
+                m.churn.learn(ex.features, ex.label)
+            elif ex.model == ENGAGEMENT:
+                m.engagement.learn(ex.features, ex.label)
+            elif ex.model == VALUE:
+                m.value.learn(ex.features, ex.label)
+            else:
+                continue
+            self.changed.add(ex.model)
+            learned += 1
+        return learned
+
+    def _remember(self, customer_id: str, summary: dict[str, float]) -> None:
+        h = int.from_bytes(hashlib.blake2b(customer_id.encode(), digest_size=8).digest(), "big")
+        pop = self.population
+        if customer_id in pop or len(pop) < self.population_cap:
+            pop[customer_id] = (h, summary)
+            return
+        worst = max(pop, key=lambda c: pop[c][0])  # rare: only once the sample is full
+        if h < pop[worst][0]:
+            del pop[worst]
+            pop[customer_id] = (h, summary)
+
+    def refit_value(self, rows: Iterable[dict[str, float]] | None = None) -> bool:
+        """Refit BG/NBD + Gamma-Gamma on `rows` (default: the population sample)."""
+        data = list(rows) if rows is not None else [s for _, s in self.population.values()]
+        if self.models.value.fit(data):
+            self.changed.add(VALUE)
+            return True
+        return False
+
+    def publish(self, tiers: TierThresholds | None = None) -> ModelBundle:
+        """A new independent bundle; models that changed since the last publish get new versions."""
+        m = self.models
+        m.sequence += 1
+        seq = m.sequence
+        if CHURN in self.changed:
+            m.churn.version = f"churn-{seq:05d}"
+        if ENGAGEMENT in self.changed:
+            m.engagement.version = f"engagement-{seq:05d}"
+        if VALUE in self.changed:
+            m.value.version = f"value-{seq:05d}"
+        if tiers is not None:
+            m.tiers = tiers
+        self.changed.clear()
+        return ModelBundle.restore(m.snapshot(), self.config)
+
+    def report(self) -> dict[str, Any]:
+        """Quality of every model, JSON-friendly."""
+        return {name: q.report() for name, q in self.quality.items()}

@@ -1,0 +1,419 @@
+"""Compact per-customer state, updated by applying canonical customer events.
+
+Money is kept in integer cents of the base currency and windowed counters in per-UTC-day
+buckets, so applying the same events in any order gives exactly the same state (integer sums
+commute; floats would not), and a late event lands in the bucket of its own day.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from operator import add, sub
+from typing import Any
+
+import orjson
+
+from models.config import DAY_MS, ScoringConfig
+from models.labels import CHURN, PendingLabel
+
+# Slots of a day bucket (a list of ints); trailing zeros are trimmed when serialised.
+INTERACTIONS = 0
+REVENUE_CENTS = 1
+ORDERS = 2
+TICKETS = 3
+LATE_PAYMENTS = 4
+EMAIL_ENGAGED = 5
+CSAT_SUM = 6
+CSAT_COUNT = 7
+ESCALATIONS = 8
+NEGATIVE_SENTIMENT = 9
+N_SLOTS = 10
+
+_FORMAT = 1
+DEFAULT_CONFIG = ScoringConfig()
+
+
+def event_hash(event_id: str) -> int:
+    """48-bit stable hash of an event id: 6 bytes instead of the id, same answer everywhere.
+
+    Python's `hash()` is salted per process, so it would differ between two workers.
+    """
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=6).digest(), "big")
+
+
+class CustomerState:
+    """Everything scorestream remembers about one customer, in a few hundred bytes.
+
+    `apply` is idempotent for redeliveries (a bounded window of recent event-id hashes) and
+    order-insensitive: counters are integer sums per event-time day, profile fields and the
+    subscription are last-writer-wins by event time. Erasure is dropping the object.
+
+    >>> s = CustomerState("C1")
+    >>> e = {"event_id": "o-1", "event_type": "order_placed", "source": "crm",
+    ...      "occurred_at": 1_767_225_600_000, "customer_id": "C1",
+    ...      "payload": {"order_id": "o-1", "amount": 120.0, "currency": "EUR"}}
+    >>> s.apply(e), s.apply(e)
+    (True, False)
+    >>> s.ltv_cents, s.n_orders, s.last_interaction_ms == e["occurred_at"]
+    (12000, 1, True)
+    >>> CustomerState.restore(s.snapshot()).snapshot() == s.snapshot()
+    True
+    """
+
+    __slots__ = (
+        "_anchor",
+        "_sums",
+        "cancelled_ms",
+        "config",
+        "customer_id",
+        "days",
+        "first_ms",
+        "first_order_ms",
+        "gross_cents",
+        "last",
+        "last_interaction_ms",
+        "last_ms",
+        "last_order_ms",
+        "ltv_cents",
+        "max_day",
+        "n_events",
+        "n_orders",
+        "n_refunds",
+        "order_days",
+        "order_days_dropped",
+        "pending",
+        "profile",
+        "seen",
+        "subscription",
+        "unsubscribed",
+    )
+
+    def __init__(self, customer_id: str, config: ScoringConfig | None = None) -> None:
+        self.customer_id = customer_id
+        self.config = config or DEFAULT_CONFIG
+        self.seen: list[int] = []
+        self.n_events = 0
+        self.first_ms: int | None = None
+        self.last_ms: int | None = None
+        self.last_interaction_ms: int | None = None
+        self.profile: dict[str, list[int]] = {}  # field -> [updated_at, known 0/1]
+        self.days: dict[int, list[int]] = {}  # utc day -> slot counters
+        self.max_day = -(10**9)
+        self.ltv_cents = 0  # orders minus refunds, base currency
+        self.gross_cents = 0  # orders only (average order value)
+        self.n_orders = 0
+        self.n_refunds = 0
+        self.order_days: set[int] = set()
+        self.order_days_dropped = 0
+        self.first_order_ms: int | None = None
+        self.last_order_ms: int | None = None
+        self.subscription: list[int] | None = None  # [updated_at, active 0/1]
+        self.unsubscribed: list[int] | None = None  # [updated_at, 1]
+        self.cancelled_ms: int | None = None
+        self.pending: dict[str, PendingLabel] = {}
+        self.last: list[Any] | None = None  # compact row of the last emitted scorecard
+        # Running window sums as of day `_anchor` (derived, never serialised; see window_sums)
+        self._anchor: int | None = None
+        self._sums: dict[int, list[int]] = {}
+
+    # -- applying events -------------------------------------------------------------------
+
+    def apply(self, event: dict[str, Any]) -> bool:
+        """Fold one canonical customer event into the state; False for a redelivery."""
+        h = event_hash(event["event_id"])
+        seen = self.seen
+        if h in seen:
+            return False
+        seen.append(h)
+        if len(seen) > self.config.dedupe_window:
+            del seen[0]
+        ts: int = event["occurred_at"]
+        etype: str = event["event_type"]
+        source: str = event["source"]
+        payload = event.get("payload") or {}
+        self.n_events += 1
+        if self.first_ms is None or ts < self.first_ms:
+            self.first_ms = ts
+        if self.last_ms is None or ts > self.last_ms:
+            self.last_ms = ts
+        cfg = self.config
+        interaction = (source, etype) in cfg.interaction_types
+        if interaction and (self.last_interaction_ms is None or ts > self.last_interaction_ms):
+            self.last_interaction_ms = ts
+        day = ts // DAY_MS
+        bucket = self._bucket(day)
+        anchor = self._anchor
+        before = bucket[:] if bucket is not None and anchor is not None and day <= anchor else None
+        if bucket is not None and interaction:
+            bucket[INTERACTIONS] += 1
+        order_cents = 0
+        cancelled = False
+        if source == "crm":
+            if etype == "order_placed":
+                order_cents = self._cents(payload)
+                self._order(ts, day, order_cents, bucket)
+            elif etype == "order_refunded":
+                cents = self._cents(payload)
+                self.ltv_cents -= cents
+                self.n_refunds += 1
+                if bucket is not None:
+                    bucket[REVENUE_CENTS] -= cents
+            elif etype == "profile_updated":
+                self._profile(ts, payload.get("fields") or {}, event.get("email"))
+            elif etype == "payment_late":
+                if bucket is not None:
+                    bucket[LATE_PAYMENTS] += 1
+            elif etype == "subscription_started":
+                self.subscription = _lww(self.subscription, ts, 1)
+            elif etype == "subscription_cancelled":
+                self.subscription = _lww(self.subscription, ts, 0)
+                if self.cancelled_ms is None or ts > self.cancelled_ms:
+                    self.cancelled_ms = ts
+                cancelled = True
+        elif source == "email":
+            if etype in ("opened", "clicked"):
+                if bucket is not None:
+                    bucket[EMAIL_ENGAGED] += 1
+            elif etype == "unsubscribed":
+                self.unsubscribed = _lww(self.unsubscribed, ts, 1)
+        elif source == "support" and bucket is not None:
+            if etype == "ticket_opened":
+                bucket[TICKETS] += 1
+            elif etype == "escalated":
+                bucket[ESCALATIONS] += 1
+            elif etype == "satisfaction_rated":
+                csat = payload.get("csat")
+                if isinstance(csat, int | float):
+                    bucket[CSAT_SUM] += int(csat)
+                    bucket[CSAT_COUNT] += 1
+            sentiment = payload.get("sentiment")
+            if isinstance(sentiment, int | float) and sentiment <= -0.3:
+                bucket[NEGATIVE_SENTIMENT] += 1
+        if before is not None and anchor is not None and bucket is not None:
+            self._late(day, anchor, before, bucket)
+        if self.pending:
+            for p in self.pending.values():
+                p.observe(ts, interaction=interaction, order_cents=order_cents, cancelled=cancelled)
+        return True
+
+    def _late(self, day: int, anchor: int, before: list[int], after: list[int]) -> None:
+        """An event on a day the running sums already cover: add its delta where it belongs."""
+        delta = [a - b for a, b in zip(after, before, strict=True)]
+        for w, sums in self._sums.items():
+            if day > anchor - w:
+                for i, dv in enumerate(delta):
+                    if dv:
+                        sums[i] += dv
+
+    def window_sums(self, now_day: int) -> dict[int, list[int]]:
+        """Slot sums over the last w days ending on `now_day`, for w in 30, 90, 365, window.
+
+        Kept incrementally: moving the anchor forward adds the days that entered and removes
+        the days that left each window, and late events add their delta, so scoring a customer
+        costs a few dict lookups instead of a pass over a year of daily buckets. Going back in
+        time, jumping far, or pruning rebuilds from the buckets.
+        """
+        anchor = self._anchor
+        days = self.days
+        if anchor is None or now_day < anchor or now_day - anchor > 60:
+            windows = sorted({30, 90, 365, self.config.window_days})
+            sums = {w: [0] * N_SLOTS for w in windows}
+            for d, b in days.items():
+                age = now_day - d
+                if age < 0:
+                    continue
+                for w in windows:
+                    if age < w:
+                        acc = sums[w]
+                        acc[:] = map(add, acc, b)
+            self._sums = sums
+        else:
+            for d in range(anchor + 1, now_day + 1):
+                entered = days.get(d)
+                if entered is not None:
+                    for acc in self._sums.values():
+                        acc[:] = map(add, acc, entered)
+            for w, acc in self._sums.items():
+                for d in range(anchor - w + 1, now_day - w + 1):
+                    left = days.get(d)
+                    if left is not None:
+                        acc[:] = map(sub, acc, left)
+        self._anchor = now_day
+        return self._sums
+
+    def _bucket(self, day: int) -> list[int] | None:
+        """The day's counters, or None when the day is already outside every window."""
+        b = self.days.get(day)
+        if b is not None:
+            return b
+        if day > self.max_day:
+            self.max_day = day
+        elif day <= self.max_day - max(self.config.window_days, 365):
+            return None
+        b = [0] * N_SLOTS
+        self.days[day] = b
+        if len(self.days) > max(self.config.window_days, 365) + 32:
+            self.prune()
+        return b
+
+    def _cents(self, payload: dict[str, Any]) -> int:
+        amount = payload.get("amount") or 0.0
+        return round(float(amount) * self.config.fx(payload.get("currency")) * 100)
+
+    def _order(self, ts: int, day: int, cents: int, bucket: list[int] | None) -> None:
+        self.ltv_cents += cents
+        self.gross_cents += cents
+        self.n_orders += 1
+        if bucket is not None:
+            bucket[REVENUE_CENTS] += cents
+            bucket[ORDERS] += 1
+        if self.first_order_ms is None or ts < self.first_order_ms:
+            self.first_order_ms = ts
+        if self.last_order_ms is None or ts > self.last_order_ms:
+            self.last_order_ms = ts
+        days = self.order_days
+        if day not in days:
+            days.add(day)
+            if len(days) > self.config.order_days_cap:
+                # Forget the oldest remembered day but keep counting it, so frequency stays
+                # right; only a redelivered order on a forgotten day could count twice.
+                days.remove(min(days))
+                self.order_days_dropped += 1
+
+    def _profile(self, ts: int, fields: dict[str, Any], envelope_email: Any) -> None:
+        weights = self.config.profile_weights
+        profile = self.profile
+        for name, value in fields.items():
+            if name in weights:
+                profile[name] = _lww(profile.get(name), ts, 0 if value in (None, "") else 1)
+        if envelope_email and "email" not in fields and "email" in weights:
+            profile["email"] = _lww(profile.get("email"), ts, 1)
+
+    def prune(self) -> None:
+        """Drop day buckets that no window can reach any more (older than the window)."""
+        cutoff = self.max_day - max(self.config.window_days, 365)
+        if any(d <= cutoff for d in self.days):
+            self.days = {d: b for d, b in self.days.items() if d > cutoff}
+            self._anchor = None  # running sums may still include dropped days
+
+    # -- derived facts -----------------------------------------------------------------------
+
+    @property
+    def purchase_days(self) -> int:
+        """Distinct UTC days with at least one order (BG/NBD counts transactions per day)."""
+        return len(self.order_days) + self.order_days_dropped
+
+    @property
+    def subscription_active(self) -> bool:
+        """True if the last subscription event (by event time) was a start."""
+        return bool(self.subscription and self.subscription[1])
+
+    def known_fields(self) -> list[str]:
+        """Profile fields currently known (set and not cleared)."""
+        return sorted(name for name, (_, known) in self.profile.items() if known)
+
+    def due_times(self) -> Iterator[int]:
+        """Due times of pending labels (to rebuild a `DueIndex` after recovery)."""
+        for p in self.pending.values():
+            yield p.cancelled_at if p.model == CHURN and p.cancelled_at is not None else p.due_at
+
+    def next_due(self) -> int | None:
+        """Earliest time a pending label of this customer becomes due, if any."""
+        return min(self.due_times(), default=None)
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form with short keys; day buckets lose their trailing zeros."""
+        days = []
+        for d in sorted(self.days):
+            b = self.days[d]
+            n = N_SLOTS
+            while n and not b[n - 1]:
+                n -= 1
+            days.append([d, *b[:n]])
+        out: dict[str, Any] = {
+            "v": _FORMAT,
+            "c": self.customer_id,
+            "s": self.seen,
+            "n": self.n_events,
+            "f": self.first_ms,
+            "l": self.last_ms,
+            "li": self.last_interaction_ms,
+            "d": days,
+            "md": self.max_day,
+        }
+        if self.profile:
+            out["p"] = self.profile
+        if self.n_orders or self.n_refunds:
+            out["o"] = [
+                self.ltv_cents,
+                self.gross_cents,
+                self.n_orders,
+                self.n_refunds,
+                self.first_order_ms,
+                self.last_order_ms,
+                self.order_days_dropped,
+                sorted(self.order_days),
+            ]
+        if self.subscription is not None:
+            out["sub"] = self.subscription
+        if self.unsubscribed is not None:
+            out["un"] = self.unsubscribed
+        if self.cancelled_ms is not None:
+            out["cx"] = self.cancelled_ms
+        if self.pending:
+            out["pl"] = [self.pending[k].to_list() for k in sorted(self.pending)]
+        if self.last is not None:
+            out["last"] = self.last
+        return out
+
+    def snapshot(self) -> bytes:
+        """Serialise to compact JSON bytes (the changelog value); prunes unreachable days."""
+        self.prune()
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], config: ScoringConfig | None = None) -> CustomerState:
+        """Inverse of `to_dict`."""
+        s = cls(d["c"], config)
+        s.seen = list(d["s"])
+        s.n_events = d["n"]
+        s.first_ms = d["f"]
+        s.last_ms = d["l"]
+        s.last_interaction_ms = d["li"]
+        s.max_day = d["md"]
+        for row in d["d"]:
+            b = row[1:]
+            b.extend([0] * (N_SLOTS - len(b)))
+            s.days[row[0]] = b
+        s.profile = {k: list(v) for k, v in d.get("p", {}).items()}
+        if "o" in d:
+            o = d["o"]
+            s.ltv_cents, s.gross_cents, s.n_orders, s.n_refunds = o[0], o[1], o[2], o[3]
+            s.first_order_ms, s.last_order_ms, s.order_days_dropped = o[4], o[5], o[6]
+            s.order_days = set(o[7])
+        s.subscription = d.get("sub")
+        s.unsubscribed = d.get("un")
+        s.cancelled_ms = d.get("cx")
+        for row in d.get("pl", []):
+            p = PendingLabel.from_list(row)
+            s.pending[p.model] = p
+        s.last = d.get("last")
+        return s
+
+    @classmethod
+    def restore(cls, b: bytes, config: ScoringConfig | None = None) -> CustomerState:
+        """Rebuild a state from `snapshot()` bytes."""
+        return cls.from_dict(orjson.loads(b), config)
+
+    def __repr__(self) -> str:
+        return f"CustomerState({self.customer_id!r}, events={self.n_events})"
+
+
+def _lww(current: list[int] | None, ts: int, value: int) -> list[int]:
+    """Last-writer-wins register by event time; a tie goes to the larger value (order-free)."""
+    if current is None or ts > current[0] or (ts == current[0] and value > current[1]):
+        return [ts, value]
+    return current

@@ -1,0 +1,180 @@
+"""CustomerState: idempotence, order-insensitivity, late events, persistence."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.config import DAY_MS, ScoringConfig
+from models.state import INTERACTIONS, N_SLOTS, REVENUE_CENTS, CustomerState
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def ev(eid: str, etype: str, source: str, day: float, **payload: object) -> dict:
+    return {
+        "event_id": eid,
+        "event_type": etype,
+        "source": source,
+        "occurred_at": T0 + int(day * DAY_MS),
+        "customer_id": "C1",
+        "payload": payload,
+    }
+
+
+def order(eid: str, day: float, amount: float, currency: str = "EUR") -> dict:
+    return ev(eid, "order_placed", "crm", day, order_id=eid, amount=amount, currency=currency)
+
+
+def canonical(s: CustomerState) -> dict:
+    d = s.to_dict()
+    del d["s"]  # the redelivery window holds the most recently *arrived* ids, by design
+    return d
+
+
+def test_orders_refunds_and_fx_in_cents() -> None:
+    s = CustomerState("C1")
+    assert s.apply(order("o1", 0, 120.0))
+    assert s.apply(order("o2", 1, 100.0, "USD"))  # 0.92 EUR per USD -> 92.00
+    assert s.apply(ev("r1", "order_refunded", "crm", 2, order_id="o1", amount=20.0, currency="EUR"))
+    assert s.ltv_cents == 12000 + 9200 - 2000
+    assert s.gross_cents == 21200
+    assert s.n_orders == 2 and s.n_refunds == 1
+    assert s.purchase_days == 2
+
+
+def test_redelivery_is_ignored() -> None:
+    s = CustomerState("C1")
+    e = order("o1", 0, 10.0)
+    assert s.apply(e) is True
+    assert s.apply(dict(e)) is False
+    assert s.ltv_cents == 1000 and s.n_events == 1
+
+
+def test_redelivery_window_is_bounded() -> None:
+    s = CustomerState("C1", ScoringConfig(dedupe_window=4))
+    for i in range(10):
+        s.apply(ev(f"w{i}", "page_view", "web", 0, url="/"))
+    assert len(s.seen) == 4
+    assert s.apply(ev("w9", "page_view", "web", 0, url="/")) is False
+
+
+def test_late_event_lands_in_its_own_day() -> None:
+    s = CustomerState("C1")
+    s.apply(ev("w1", "page_view", "web", 10, url="/"))
+    s.apply(ev("w0", "page_view", "web", 3, url="/"))  # arrives late
+    day0 = T0 // DAY_MS
+    assert s.days[day0 + 3][INTERACTIONS] == 1
+    assert s.days[day0 + 10][INTERACTIONS] == 1
+    assert s.last_interaction_ms == T0 + 10 * DAY_MS
+
+
+def test_event_older_than_every_window_only_counts_for_lifetime() -> None:
+    s = CustomerState("C1")
+    s.apply(order("o2", 400, 10.0))
+    s.apply(order("o1", 0, 5.0))  # 400 days late: no bucket, still lifetime revenue
+    assert s.ltv_cents == 1500
+    assert T0 // DAY_MS not in s.days
+
+
+def test_profile_last_writer_wins_by_event_time_not_arrival() -> None:
+    set_phone = ev("p1", "profile_updated", "crm", 1, fields={"phone": "+1"})
+    clear_phone = ev("p2", "profile_updated", "crm", 2, fields={"phone": None})
+    a, b = CustomerState("C1"), CustomerState("C1")
+    a.apply(set_phone)
+    a.apply(clear_phone)
+    b.apply(clear_phone)
+    b.apply(set_phone)
+    assert a.known_fields() == b.known_fields() == []
+
+
+def test_subscription_and_unsubscribe() -> None:
+    s = CustomerState("C1")
+    s.apply(ev("s1", "subscription_started", "crm", 1))
+    assert s.subscription_active
+    s.apply(ev("s2", "subscription_cancelled", "crm", 5))
+    assert not s.subscription_active and s.cancelled_ms == T0 + 5 * DAY_MS
+    s.apply(ev("u1", "unsubscribed", "email", 6))
+    assert s.unsubscribed == [T0 + 6 * DAY_MS, 1]
+
+
+def _history(seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    kinds = [
+        ("page_view", "web"),
+        ("opened", "email"),
+        ("ticket_opened", "support"),
+        ("payment_late", "crm"),
+        ("sent", "email"),
+    ]
+    out = []
+    for i in range(60):
+        day = rng.uniform(0, 500)
+        if rng.random() < 0.3:
+            out.append(
+                order(
+                    f"o{i}", day, round(rng.uniform(1, 300), 2), rng.choice(["EUR", "USD", "GBP"])
+                )
+            )
+        else:
+            etype, source = rng.choice(kinds)
+            out.append(ev(f"e{i}", etype, source, day, url="/", ticket_id="t"))
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.randoms(use_true_random=False))
+def test_apply_is_order_insensitive(seed: int, rnd: random.Random) -> None:
+    events = _history(seed)
+    a = CustomerState("C1")
+    for e in events:
+        a.apply(e)
+    shuffled = events[:]
+    rnd.shuffle(shuffled)
+    b = CustomerState("C1")
+    for e in shuffled:
+        b.apply(e)
+    a.prune()
+    b.prune()
+    assert canonical(a) == canonical(b)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.randoms(use_true_random=False))
+def test_running_window_sums_match_a_full_scan(seed: int, rnd: random.Random) -> None:
+    events = sorted(_history(seed), key=lambda e: e["occurred_at"])
+    for i in range(len(events) - 1):  # some late arrivals
+        if rnd.random() < 0.2:
+            j = min(len(events) - 1, i + rnd.randrange(1, 10))
+            events[i], events[j] = events[j], events[i]
+    s = CustomerState("C1")
+    newest = 0
+    for k, e in enumerate(events):
+        s.apply(e)
+        newest = max(newest, e["occurred_at"] // DAY_MS)
+        if k % 3 == 0:
+            now = newest + rnd.choice([0, 0, 1, 7, 90])
+            sums = s.window_sums(now)
+            for w, acc in sums.items():
+                expected = [0] * N_SLOTS
+                for d, b in s.days.items():
+                    if 0 <= now - d < w:
+                        expected = [x + y for x, y in zip(expected, b, strict=True)]
+                assert acc == expected, (w, now)
+
+
+def test_snapshot_roundtrip_and_size() -> None:
+    s = CustomerState("C1")
+    for e in _history(3):
+        s.apply(e)
+    b = s.snapshot()
+    r = CustomerState.restore(b)
+    assert r.snapshot() == b
+    assert r.ltv_cents == s.ltv_cents
+    assert (
+        r.window_sums(T0 // DAY_MS + 500)[365][REVENUE_CENTS]
+        == s.window_sums(T0 // DAY_MS + 500)[365][REVENUE_CENTS]
+    )
+    assert len(b) < 3000
