@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.scorecard import Scorecard
+
+if TYPE_CHECKING:
+    from models.engine import BatchOutcome
 
 DAY_MS = 86_400_000
 TIER_RANK = {"Basic": 0, "Standard": 1, "Premium": 2, "VIP": 3}
@@ -53,6 +56,8 @@ class AlertConfig:
     high_value_churn_off: float = 0.4
     cooldown_ms: int = 7 * DAY_MS
     """The same alert type fires at most once per customer within this much event time."""
+    tier_cooldown_ms: int = 30 * DAY_MS
+    """vip_upgrade / tier_downgrade fire at most once per customer within this much time."""
     change_churn: float = 0.05
     """score-changes: smallest churn-probability change worth emitting (absolute)."""
     change_points: float = 5.0
@@ -142,9 +147,9 @@ class AlertRules:
         p = current.churn_probability
         why = _factor_phrase(current)
 
-        def fire(kind: str, severity: str, reason: str) -> None:
+        def fire(kind: str, severity: str, reason: str, cooldown_ms: int = cfg.cooldown_ms) -> None:
             last = memory.last_fired.get(kind)
-            if last is not None and current.as_of - last < cfg.cooldown_ms:
+            if last is not None and current.as_of - last < cooldown_ms:
                 return
             memory.last_fired[kind] = current.as_of
             alerts.append(Alert(kind, severity, current.customer_id, reason, current,
@@ -164,18 +169,36 @@ class AlertRules:
                  f"{current.ltv_predicted_12m:,.0f} {current.currency}) has churn risk "
                  f"{p:.2f}{why}: route to a senior adviser")
 
+        # Tier moves near a boundary flap as thresholds are republished: vip_upgrade re-arms
+        # only once the customer has fallen below Premium, and tier_downgrade speaks only of
+        # leaving the high-value tiers; both also respect the (longer) tier cooldown.
         old_tier = previous.tier if previous else None
-        if current.tier != old_tier:
-            old_rank = TIER_RANK.get(old_tier, -1) if old_tier else -1
-            new_rank = TIER_RANK.get(current.tier, -1)
-            if current.tier == "VIP":
-                fire("vip_upgrade", "info",
-                     f"upgraded to VIP from {old_tier or 'new customer'} (predicted 12-month "
-                     f"value {current.ltv_predicted_12m:,.0f} {current.currency})")
-            elif old_tier is not None and new_rank < old_rank:
-                fire("tier_downgrade", "warning" if old_tier in cfg.high_value_tiers else "info",
-                     f"tier fell from {old_tier} to {current.tier} (predicted 12-month value "
-                     f"{current.ltv_predicted_12m:,.0f} {current.currency})")
+        rank = TIER_RANK.get(current.tier, 0)
+        if rank <= TIER_RANK["Standard"]:
+            memory.disarmed.discard("vip_upgrade")
+        if current.tier in cfg.high_value_tiers:
+            memory.disarmed.discard("tier_downgrade")
+        if current.tier == "VIP" and "vip_upgrade" not in memory.disarmed:
+            memory.disarmed.add("vip_upgrade")
+            fire("vip_upgrade", "info",
+                 f"upgraded to VIP from {old_tier or 'new customer'} (predicted 12-month "
+                 f"value {current.ltv_predicted_12m:,.0f} {current.currency})",
+                 cfg.tier_cooldown_ms)
+        elif (old_tier in cfg.high_value_tiers and current.tier not in cfg.high_value_tiers
+              and "tier_downgrade" not in memory.disarmed):
+            memory.disarmed.add("tier_downgrade")
+            fire("tier_downgrade", "warning",
+                 f"tier fell from {old_tier} to {current.tier} (predicted 12-month value "
+                 f"{current.ltv_predicted_12m:,.0f} {current.currency})", cfg.tier_cooldown_ms)
+        return alerts
+
+    def on_outcome(self, out: BatchOutcome) -> list[Alert]:
+        """Alerts for one engine outcome, keeping the customer's AlertMemory in its state."""
+        if out.scorecard is None or out.state is None:
+            return []
+        memory = AlertMemory.from_dict(out.state.alerts)
+        alerts = self.evaluate(out.previous_scorecard, out.scorecard, memory, out.last_event_id)
+        out.state.alerts = memory.to_dict() if memory.disarmed or memory.last_fired else None
         return alerts
 
     @staticmethod

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from models.alerts import AlertRules
 from models.bundle import ModelBundle
 from models.config import DAY_MS, ScoringConfig
 from models.engine import BatchOutcome, ScoringEngine
@@ -29,11 +30,6 @@ from models.state import CustomerState
 from models.tiers import TierThresholds, ValueHistogram
 
 _UNPARSABLE = 2**62  # sorts records without a usable time last; ingestion dead-letters them
-
-#: Churn probability at which replay raises a churn_risk alert (upward crossing only).
-CHURN_ALERT_THRESHOLD = 0.5
-#: Hysteresis: after an alert, the probability must fall below this before another one.
-CHURN_ALERT_RESET = 0.4
 
 
 @dataclass(slots=True)
@@ -174,7 +170,7 @@ class _Run:
         self.due = DueIndex()
         self.hist = ValueHistogram()
         self.values: dict[str, float] = {}
-        self.alerted: set[str] = set()
+        self.rules = AlertRules()
         self.alerts: list[dict[str, Any]] = []
         self.pending_examples: list[TrainingExample] = []
         self.events = 0
@@ -223,31 +219,8 @@ class _Run:
         self._alert(sc, out)
 
     def _alert(self, sc: Scorecard, out: BatchOutcome) -> None:
-        """churn_risk on an upward crossing, re-armed only after falling below the reset."""
-        cid = sc.customer_id
-        p = sc.churn_probability
-        if cid in self.alerted:
-            if p < CHURN_ALERT_RESET:
-                self.alerted.discard(cid)
-            return
-        if p >= CHURN_ALERT_THRESHOLD:
-            self.alerted.add(cid)
-            prev = out.previous_scorecard
-            self.alerts.append(
-                {
-                    "idempotency_key": f"churn_risk:{cid}:{sc.as_of}",
-                    "type": "churn_risk",
-                    "severity": "high" if sc.tier in ("VIP", "Premium") else "medium",
-                    "customer_id": cid,
-                    "event_time": sc.as_of,
-                    "reason": f"churn probability rose to {p:.0%}",
-                    "previous_churn_probability": prev.churn_probability if prev else None,
-                    "factors": [f.to_dict() for f in sc.churn_factors],
-                    "model_version": sc.model_versions.get("churn"),
-                    "trigger_event_id": out.last_event_id,
-                    "scorecard": sc.to_dict(),
-                }
-            )
+        """The alerts the live engine would raise; emitted_at is the event time (reproducible)."""
+        self.alerts.extend(a.to_record(emitted_at=sc.as_of) for a in self.rules.on_outcome(out))
 
     def publish(self) -> None:
         pop = len(self.learner.population)

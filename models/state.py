@@ -64,6 +64,7 @@ class CustomerState:
     __slots__ = (
         "_anchor",
         "_sums",
+        "alerts",
         "cancelled_ms",
         "config",
         "customer_id",
@@ -113,6 +114,7 @@ class CustomerState:
         self.cancelled_ms: int | None = None
         self.pending: dict[str, PendingLabel] = {}
         self.last: list[Any] | None = None  # compact row of the last emitted scorecard
+        self.alerts: dict[str, Any] | None = None  # models.alerts.AlertMemory.to_dict()
         # Running window sums as of day `_anchor` (derived, never serialised; see window_sums)
         self._anchor: int | None = None
         self._sums: dict[int, list[int]] = {}
@@ -367,6 +369,8 @@ class CustomerState:
             out["pl"] = [self.pending[k].to_list() for k in sorted(self.pending)]
         if self.last is not None:
             out["last"] = self.last
+        if self.alerts:
+            out["al"] = self.alerts
         return out
 
     def snapshot(self) -> bytes:
@@ -401,6 +405,7 @@ class CustomerState:
             p = PendingLabel.from_list(row)
             s.pending[p.model] = p
         s.last = d.get("last")
+        s.alerts = d.get("al")
         return s
 
     @classmethod

@@ -73,6 +73,15 @@ def test_high_value_at_risk_needs_a_high_value_tier() -> None:
         (0, "vip_upgrade"), (1, "churn_risk"), (1, "high_value_at_risk")]
 
 
+def tier_run(tiers: list[str], rules: AlertRules, step_ms: int = DAY_MS) -> list[tuple[int, str]]:
+    memory, previous, fired = AlertMemory(), None, []
+    for i, tier in enumerate(tiers):
+        current = card(0.1, tier, t=i * step_ms)
+        fired += [(i, a.alert_type) for a in rules.evaluate(previous, current, memory, None)]
+        previous = current
+    return fired
+
+
 def test_tier_moves() -> None:
     rules, memory = AlertRules(), AlertMemory()
     up = rules.evaluate(card(tier="Premium"), card(tier="VIP", t=1), memory, "e1")
@@ -80,6 +89,20 @@ def test_tier_moves() -> None:
     down = rules.evaluate(card(tier="VIP", t=1), card(tier="Standard", t=2), memory, "e2")
     assert [(a.alert_type, a.severity) for a in down] == [("tier_downgrade", "warning")]
     assert rules.evaluate(card(tier="Basic"), card(tier="Standard", t=3), memory, "e3") == []
+    assert rules.evaluate(card(tier="Standard"), card(tier="Basic", t=4), memory, "e4") == []
+
+
+def test_tier_flapping_at_a_boundary_alerts_once() -> None:
+    rules = AlertRules(AlertConfig(tier_cooldown_ms=0))
+    flapping = ["Premium", "VIP", "Premium", "VIP", "Premium", "VIP"]
+    assert tier_run(flapping, rules) == [(1, "vip_upgrade")]
+    leaving = ["Premium", "Standard", "Premium", "Standard"]
+    assert tier_run(leaving, rules) == [(1, "tier_downgrade"), (3, "tier_downgrade")]
+    slow = AlertRules(AlertConfig(tier_cooldown_ms=30 * DAY_MS))
+    assert tier_run(leaving, slow) == [(1, "tier_downgrade")]
+    # Falling below Premium re-arms the VIP welcome.
+    assert tier_run(["VIP", "Standard", "VIP"], rules) == [
+        (0, "vip_upgrade"), (1, "tier_downgrade"), (2, "vip_upgrade")]
 
 
 def test_alert_record_matches_the_published_schema_and_id_is_stable() -> None:
