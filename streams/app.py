@@ -6,12 +6,20 @@ the CLI, the tests and a second worker in the same process each get their own in
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import faust
-from faust.web import Request, Response, View
 
+from streams.metrics import Metrics
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.pipeline import ScoringPipeline
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,24 +58,35 @@ def create_app(settings: Settings) -> faust.App:
             settings.topics["dead_letters"], key_serializer="raw", value_serializer="raw"
         ),
     )
-    # Imported here so that the agents' module sees a fully configured app.
+    # Imported here so that the agents' modules see a fully configured app.
     from streams.ingest import register_ingest
+    from streams.pipeline import ScoringPipeline
+    from streams.web import register_views
 
+    metrics = Metrics()
+    pipeline = ScoringPipeline(settings, metrics=metrics)
     register_ingest(app, settings, topics)
-    _register_health(app)
+    register_views(app, settings, pipeline, metrics)
+    _manage(app, pipeline)
     return app
 
 
-def _register_health(app: faust.App) -> None:
-    """Liveness and readiness probes for orchestrators."""
+def _manage(app: faust.App, pipeline: ScoringPipeline) -> None:
+    """Start the scoring pipeline with the worker, stop it first on shutdown, and take the
+    worker down loudly if a stage dies (a silently dead stage would stop scoring unnoticed)."""
 
-    @app.page("/healthz")
-    class Healthz(View):
-        async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok"})
+    @app.task
+    async def start_pipeline() -> None:
+        pipeline.start()
 
-    @app.page("/readyz")
-    class Readyz(View):
-        async def get(self, request: Request) -> Response:
-            ready = not self.app.rebalancing
-            return self.json({"ready": ready}, status=200 if ready else 503)
+    @app.timer(interval=2.0)
+    async def watch_pipeline() -> None:
+        for stage in (pipeline.scoring, pipeline.learning):
+            if stage.error is not None:
+                log.critical("stage %s failed: %r; stopping the worker", stage.config.name,
+                             stage.error)
+                await app.crash(stage.error)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_pipeline(sender: faust.App, **_: object) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, pipeline.stop)

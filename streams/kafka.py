@@ -50,12 +50,24 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     parts = settings.partitions
     delete_7d = {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}
     delete_30d = {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}
+    compact = {"cleanup.policy": "compact"}
     specs = [TopicSpec(topics[source], parts, delete_7d) for source in settings.source_topics]
     specs += [
         TopicSpec(topics["customer_events"], parts, delete_7d),
-        TopicSpec(topics["score_changes"], parts, {"cleanup.policy": "compact"}),
+        TopicSpec(topics["score_changes"], parts, compact),
         TopicSpec(topics["alerts"], parts, delete_30d),
         TopicSpec(topics["dead_letters"], parts, delete_30d),
+        # Alias-keyed re-key topic of the identity stage: needed only until consumed (held
+        # events and links live in table changelogs), so the source topics' retention.
+        TopicSpec(topics["identity"], parts, delete_7d),
+        # One partition: exactly one worker of the group runs the learner.
+        TopicSpec(topics["training_examples"], 1, delete_7d),
+        TopicSpec(topics["model_snapshots"], 1, compact),
+        # Table changelogs are co-partitioned with the topic their stage consumes.
+        TopicSpec(settings.changelog_topic("customer-state"), parts, compact),
+        TopicSpec(settings.changelog_topic("learner"), 1, compact),
+        TopicSpec(settings.changelog_topic("identity-links"), parts, compact),
+        TopicSpec(settings.changelog_topic("identity-held"), parts, compact),
     ]
     return specs
 

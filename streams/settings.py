@@ -20,6 +20,9 @@ TOPIC_ROLES = (
     "score_changes",
     "alerts",
     "dead_letters",
+    "training_examples",
+    "model_snapshots",
+    "identity",
 )
 SOURCE_ROLES = ("web", "email", "crm", "support")
 
@@ -28,8 +31,11 @@ class SettingsError(ValueError):
     """An environment variable holds a value scorestream cannot use."""
 
 
+_DEFAULT_TOPIC_NAMES = {"identity": "identity-events"}
+
+
 def _default_topics() -> dict[str, str]:
-    return {role: role.replace("_", "-") for role in TOPIC_ROLES}
+    return {role: _DEFAULT_TOPIC_NAMES.get(role, role.replace("_", "-")) for role in TOPIC_ROLES}
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,12 @@ class Settings:
     batch_size: int = 1000
     batch_within_s: float = 0.05
     max_event_bytes: int = 65536
+    identity_max_held: int = 10_000
+    identity_max_hold_ms: int = 86_400_000
+
+    def changelog_topic(self, table: str) -> str:
+        """The compacted changelog topic of one of the app's tables."""
+        return f"{self.app_id}-{table}-changelog"
 
     @property
     def canonical_url(self) -> str:
@@ -89,6 +101,10 @@ class Settings:
             raise SettingsError("SCORESTREAM_PARTITIONS must be >= 1")
         if self.batch_size < 1:
             raise SettingsError("SCORESTREAM_BATCH_SIZE must be >= 1")
+        if self.identity_max_held < 0 or self.identity_max_hold_ms < 0:
+            raise SettingsError(
+                "SCORESTREAM_IDENTITY_MAX_HELD and SCORESTREAM_IDENTITY_MAX_HOLD_MS must be >= 0"
+            )
         if not self.store.startswith(("memory://", "rocksdb://")):
             raise SettingsError("SCORESTREAM_STORE must be memory:// or rocksdb://")
         names = list(self.topics.values())

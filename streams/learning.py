@@ -1,0 +1,172 @@
+"""The learner stage and the model-bundle watcher.
+
+Scorers emit training examples (a feature snapshot with its resolved label) and, now and then,
+their partition's histogram of predicted values. The training topic has ONE partition, so
+exactly one worker in the group runs the learner: it learns the global models, merges the
+histograms into tier thresholds, and publishes versioned `ModelBundle` snapshots to the
+compacted model-snapshots topic. Every worker's `BundleWatcher` loads the newest bundle into
+its scoring engine, so model quality does not depend on how many workers run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from models.bundle import ModelBundle
+from models.config import ScoringConfig
+from models.engine import ScoringEngine
+from models.labels import TrainingExample
+from models.learner import Learner
+from models.tiers import ValueHistogram
+from streams.processor import Output, Table
+
+log = logging.getLogger(__name__)
+
+BUNDLE_KEY = b"bundle"
+HISTOGRAM_PREFIX = b"histogram:"
+
+
+class LearnerHandler:
+    """BatchHandler of the learner stage: learn, and publish a bundle every so often."""
+
+    def __init__(self, config: ScoringConfig, snapshots_topic: str, *,
+                 publish_every: int = 500, publish_interval_s: float = 10.0,
+                 refit_min_population: int = 50) -> None:
+        self.config = config
+        self.snapshots_topic = snapshots_topic
+        self.publish_every = publish_every
+        self.publish_interval_s = publish_interval_s
+        self.refit_min_population = refit_min_population
+        self.learner: Learner | None = None
+        self.histograms: dict[bytes, ValueHistogram] = {}
+        self.unpublished = 0
+        self.last_publish = time.monotonic()
+        self.fitted_population = 0
+
+    def on_assigned(self, partition: int, table: Table) -> None:
+        """Resume from the last published bundle, kept in the learner's own table."""
+        raw = table.get(partition, BUNDLE_KEY)
+        bundle = ModelBundle.restore(raw, self.config) if raw is not None else None
+        self.learner = Learner(self.config, bundle, keep_predictions=False)
+        log.info("learner active on partition %d (bundle %s)", partition,
+                 bundle.versions() if bundle else "initial")
+
+    def on_revoked(self, partition: int) -> None:
+        """Another worker owns learning now."""
+        self.learner = None
+
+    def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
+        """Learn from the batch's examples; keep the newest histogram of each scorer partition."""
+        learner = self.learner
+        if learner is None:
+            return
+        examples = []
+        for msg in messages:
+            key, value = msg.key() or b"", msg.value()
+            if value is None:
+                continue
+            if key.startswith(HISTOGRAM_PREFIX):
+                self.histograms[key] = ValueHistogram.restore(value)
+                continue
+            try:
+                examples.append(TrainingExample.from_dict(orjson.loads(value)))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                log.warning("learner: skipping malformed training example at offset %s: %s",
+                            msg.offset(), err)
+        self.unpublished += learner.learn(examples)
+        self._maybe_publish(partition, table, out)
+
+    def idle(self, table: Table, out: Output) -> None:
+        """Publish pending learning even when no new examples arrive."""
+        for partition in list(table.stores):
+            self._maybe_publish(partition, table, out)
+
+    def _maybe_publish(self, partition: int, table: Table, out: Output) -> None:
+        learner = self.learner
+        if learner is None or not (self.unpublished or self.histograms):
+            return
+        due = time.monotonic() - self.last_publish >= self.publish_interval_s
+        if self.unpublished < self.publish_every and not due:
+            return
+        population = len(learner.population)
+        if population >= self.refit_min_population and population >= 1.25 * max(
+                self.fitted_population, 1):
+            learner.refit_value()
+            self.fitted_population = population
+        merged = ValueHistogram()
+        for histogram in self.histograms.values():
+            merged.merge(histogram)
+        tiers = None
+        if merged.total:
+            tiers = merged.thresholds(self.config.tier_cuts,
+                                      version=f"tiers-{learner.models.sequence + 1:05d}")
+        bundle = learner.publish(tiers)
+        snapshot = bundle.snapshot()
+        table.put(partition, BUNDLE_KEY, snapshot)
+        out.send(self.snapshots_topic, BUNDLE_KEY, snapshot)
+        log.info("published model bundle %s after %d examples", bundle.versions(),
+                 self.unpublished)
+        self.unpublished = 0
+        self.last_publish = time.monotonic()
+
+    def report(self) -> dict[str, Any]:
+        """Model quality measured by the learner (empty when not the active learner)."""
+        return self.learner.report() if self.learner is not None else {}
+
+
+class BundleWatcher:
+    """Loads every newly published model bundle into a scoring engine (a background thread)."""
+
+    def __init__(self, client: dict[str, Any], topic: str, engine: ScoringEngine) -> None:
+        self.client = client
+        self.topic = topic
+        self.engine = engine
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.loaded = 0
+
+    def start(self) -> None:
+        """Start following the snapshots topic from its beginning (it is compacted)."""
+        self._thread = threading.Thread(target=self._run, name="bundle-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop following."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        consumer = Consumer({**self.client, "group.id": "scorestream-bundle-watcher",
+                             "enable.auto.commit": False, "isolation.level": "read_committed"})
+        consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+        try:
+            while not self._stop.is_set():
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("bundle watcher: %s", err)
+                    continue
+                value = msg.value()
+                if msg.key() != BUNDLE_KEY or value is None:
+                    continue
+                try:
+                    bundle = ModelBundle.restore(value, self.engine.config)
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                    log.error("bundle watcher: unreadable bundle at offset %s: %s",
+                              msg.offset(), err)
+                    continue
+                self.engine.bundle = bundle
+                self.loaded += 1
+                log.info("loaded model bundle %s", bundle.versions())
+        finally:
+            consumer.close()

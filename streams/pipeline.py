@@ -1,0 +1,100 @@
+"""The worker's scoring pipeline: scoring stage, learner stage and model-bundle watcher.
+
+One object per worker, created by `create_app`, started when Faust has started and stopped
+before Faust shuts down, so a SIGTERM finishes the current batch, commits its transaction and
+leaves the consumer groups cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from models.alerts import AlertConfig, AlertRules
+from models.config import ScoringConfig
+from models.engine import ScoringEngine
+from models.scorecard import Scorecard
+from streams.kafka import client_config
+from streams.learning import BundleWatcher, LearnerHandler
+from streams.metrics import Metrics
+from streams.partitioning import partition_for
+from streams.processor import BatchProcessor, ProcessorConfig
+from streams.scoring import ScoringHandler, ScoringTopics
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ScoringPipeline:
+    """Everything downstream of customer-events in one worker."""
+
+    def __init__(self, settings: Settings, config: ScoringConfig | None = None,
+                 alert_config: AlertConfig | None = None, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.engine = ScoringEngine(config or ScoringConfig())
+        topics = settings.topics
+        client = client_config(settings)
+        common = dict(client=client, store_url=settings.store, data_dir=settings.data_dir,
+                      batch_size=settings.batch_size, batch_within_s=settings.batch_within_s,
+                      client_id=settings.canonical_url)
+        self.handler = ScoringHandler(
+            self.engine, AlertRules(alert_config),
+            ScoringTopics(score_changes=topics["score_changes"], alerts=topics["alerts"],
+                          training_examples=topics["training_examples"],
+                          dead_letters=topics["dead_letters"]),
+            self.metrics)
+        self.scoring = BatchProcessor(
+            ProcessorConfig(name="customer-state", group_id=f"{settings.app_id}-scoring",
+                            input_topic=topics["customer_events"],
+                            changelog_topic=settings.changelog_topic("customer-state"),
+                            **common),  # type: ignore[arg-type]
+            self.handler, on_batch=self._observe("scoring"))
+        self.learner = LearnerHandler(self.engine.config, topics["model_snapshots"])
+        self.learning = BatchProcessor(
+            ProcessorConfig(name="learner", group_id=f"{settings.app_id}-learner",
+                            input_topic=topics["training_examples"],
+                            changelog_topic=settings.changelog_topic("learner"),
+                            **common),  # type: ignore[arg-type]
+            self.learner, on_batch=self._observe("learner"))
+        self.watcher = BundleWatcher(client, topics["model_snapshots"], self.engine)
+
+    def _observe(self, stage: str) -> Callable[[int, float], None]:
+        size = self.metrics.batch_size.labels(stage)
+        seconds = self.metrics.batch_seconds.labels(stage)
+
+        def observe(records: int, elapsed: float) -> None:
+            size.observe(records)
+            seconds.observe(elapsed)
+
+        return observe
+
+    def start(self) -> None:
+        """Start the watcher, then the learner and the scoring stage."""
+        self.watcher.start()
+        self.learning.start()
+        self.scoring.start()
+
+    def stop(self) -> None:
+        """Stop the scoring stage first (its last batch commits), then the rest."""
+        self.scoring.stop()
+        self.learning.stop()
+        self.watcher.stop()
+        log.info("scoring pipeline stopped")
+
+    @property
+    def healthy(self) -> bool:
+        """True while both stages run."""
+        return self.scoring.alive and self.learning.alive
+
+    def owns(self, customer_id: str) -> tuple[int, bool]:
+        """The customer's partition of customer-events, and whether this worker owns it."""
+        partition = partition_for(customer_id.encode(), self.settings.partitions)
+        return partition, partition in self.scoring.table.stores
+
+    def scorecard(self, customer_id: str) -> Scorecard | None:
+        """The scorecard of a customer owned here, as of its partition's watermark."""
+        partition, owned = self.owns(customer_id)
+        if not owned:
+            return None
+        return self.handler.scorecard(self.scoring.table, partition, customer_id)

@@ -1,0 +1,356 @@
+"""A transactional batch processor on confluent-kafka: the engine's hot path.
+
+Faust's per-event stream machinery costs ~200 us of CPU per event here (see
+docs/architecture.md), so the stages that must keep up with the source topics consume with
+confluent-kafka in batches instead, inside the Faust worker process:
+
+1. `consume()` up to `batch_size` records (or what arrives within `batch_within_s`);
+2. the stage's `BatchHandler` turns them into table writes and output records;
+3. one Kafka transaction carries the table changelog writes, the outputs and the consumed
+   offsets, so state, outputs and offsets move together (exactly-once within Kafka).
+
+Tables are per-partition stores rebuilt from a compacted changelog topic co-partitioned with
+the input: when a partition is assigned, its store is restored from the changelog before any
+of its records are processed; when it is revoked, the store is dropped. After an aborted
+transaction every owned store is rebuilt and the consumer rewinds to the committed offsets,
+so in-memory state never runs ahead of what Kafka holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from streams.stores import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """Where a stage reads, where its table's changelog lives, and how it batches."""
+
+    name: str
+    group_id: str
+    input_topic: str
+    changelog_topic: str
+    client: dict[str, str | int | float | bool]
+    store_url: str = "memory://"
+    data_dir: Path = Path(".run/worker")
+    batch_size: int = 2000
+    batch_within_s: float = 0.05
+    client_id: str = "scorestream"
+
+
+@dataclass
+class Output:
+    """Records a batch produces: table writes and messages for other topics."""
+
+    writes: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)
+    records: list[tuple[str, bytes | None, bytes | None]] = field(default_factory=list)
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        """Queue one output record (partitioned by key with murmur2, like Java clients);
+        a None value is a tombstone."""
+        self.records.append((topic, key, value))
+
+
+class Table:
+    """A changelog-backed key/value table, one store per owned partition."""
+
+    def __init__(self, name: str, store_url: str, data_dir: Path) -> None:
+        self.name = name
+        self.store_url = store_url
+        self.data_dir = data_dir
+        self.stores: dict[int, Store] = {}
+        self._out: Output | None = None
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        """The value of key in an owned partition (None when absent)."""
+        return self.stores[partition].get(key)
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        """Write in the store now and in the changelog with this batch's transaction."""
+        self.stores[partition].put(key, value)
+        if self._out is not None:
+            self._out.writes.append((partition, key, value))
+
+    def delete(self, partition: int, key: bytes) -> None:
+        """Delete (a tombstone on the changelog, so compaction forgets the key too)."""
+        self.stores[partition].delete(key)
+        if self._out is not None:
+            self._out.writes.append((partition, key, None))
+
+    def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every key and value of one owned partition."""
+        return self.stores[partition].items()
+
+    def __len__(self) -> int:
+        return sum(len(store) for store in self.stores.values())
+
+
+class BatchHandler(Protocol):
+    """What a stage does with its records; pure logic lives in models/, not here."""
+
+    def on_assigned(self, partition: int, table: Table) -> None:
+        """A partition's store was restored: rebuild derived indexes."""
+
+    def on_revoked(self, partition: int) -> None:
+        """A partition left this worker: drop what was derived from it."""
+
+    def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
+        """Process one partition's records of a batch."""
+
+    def idle(self, table: Table, out: Output) -> None:
+        """Called when a poll returned nothing (time-driven work)."""
+
+
+class BatchProcessor:
+    """Runs one stage in a thread: consume a batch, handle it, commit it in one transaction."""
+
+    def __init__(self, config: ProcessorConfig, handler: BatchHandler,
+                 on_batch: Callable[[int, float], None] | None = None) -> None:
+        self.config = config
+        self.handler = handler
+        self.table = Table(config.name, config.store_url, config.data_dir)
+        self.on_batch = on_batch
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the processing thread."""
+        self._thread = threading.Thread(target=self._run, name=f"{self.config.name}-processor",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the current batch, commit it, leave the group."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """True while the processing thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def assigned_partitions(self) -> list[int]:
+        """Partitions whose stores are restored and owned by this worker."""
+        return sorted(self.table.stores)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        cfg = self.config
+        try:
+            self._producer = Producer({
+                **cfg.client,
+                "transactional.id": f"{cfg.group_id}-{cfg.name}-{uuid.uuid4().hex[:12]}",
+                "partitioner": "murmur2_random",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 1_000_000,
+                "client.id": cfg.client_id,
+            })
+            self._producer.init_transactions(60)
+            self._consumer = Consumer({
+                **cfg.client,
+                "group.id": cfg.group_id,
+                "client.id": cfg.client_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "fetch.wait.max.ms": 50,
+            })
+            self._consumer.subscribe([cfg.input_topic], on_assign=self._on_assign,
+                                     on_revoke=self._on_revoke, on_lost=self._on_revoke)
+            self.ready.set()
+            while not self._stop.is_set():
+                self._step()
+        except BaseException as err:  # the worker must see why processing stopped
+            self.error = err
+            log.exception("%s processor stopped", cfg.name)
+        finally:
+            self._close()
+
+    def _step(self) -> None:
+        consumer, producer = self._consumer, self._producer
+        assert consumer is not None and producer is not None
+        messages = consumer.consume(self.config.batch_size, self.config.batch_within_s)
+        by_partition: dict[int, list[Message]] = defaultdict(list)
+        for msg in messages:
+            err = msg.error()
+            if err is None:
+                by_partition[msg.partition() or 0].append(msg)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("%s consumer error: %s", self.config.name, err)
+        began = time.perf_counter()
+        out = Output()
+        self.table._out = out
+        try:
+            if by_partition:
+                for partition, batch in by_partition.items():
+                    if partition in self.table.stores:
+                        self.handler.handle(partition, batch, self.table, out)
+            else:
+                self.handler.idle(self.table, out)
+        finally:
+            self.table._out = None
+        if not by_partition and not out.writes and not out.records:
+            producer.poll(0)
+            return
+        self._commit(by_partition, out)
+        if self.on_batch is not None:
+            self.on_batch(len(messages), time.perf_counter() - began)
+
+    def _commit(self, by_partition: dict[int, list[Message]], out: Output) -> None:
+        consumer, producer = self._consumer, self._producer
+        assert consumer is not None and producer is not None
+        cfg = self.config
+        try:
+            producer.begin_transaction()
+            for partition, key, value in out.writes:
+                self._produce(cfg.changelog_topic, key, value, partition)
+            for topic, out_key, out_value in out.records:
+                self._produce(topic, out_key, out_value, None)
+            offsets = [TopicPartition(cfg.input_topic, p, (batch[-1].offset() or 0) + 1)
+                       for p, batch in by_partition.items()]
+            if offsets:
+                producer.send_offsets_to_transaction(
+                    offsets, consumer.consumer_group_metadata(), 30)
+            producer.commit_transaction(60)
+        except KafkaException as err:
+            kafka_err = err.args[0]
+            if kafka_err.txn_requires_abort():
+                log.warning("%s: transaction aborted (%s); rebuilding state", cfg.name, err)
+                producer.abort_transaction(60)
+                self._rewind()
+            elif kafka_err.retriable():
+                log.warning("%s: commit retriable error (%s); rebuilding state", cfg.name, err)
+                self._rewind()
+            else:
+                raise
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+                 partition: int | None) -> None:
+        producer = self._producer
+        assert producer is not None
+        while True:
+            try:
+                if partition is None:
+                    producer.produce(topic, value=value, key=key)
+                else:
+                    producer.produce(topic, value=value, key=key, partition=partition)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    def _rewind(self) -> None:
+        """After an abort: rebuild every owned store and seek back to committed offsets."""
+        consumer = self._consumer
+        assert consumer is not None
+        partitions = list(self.table.stores)
+        for partition in partitions:
+            self._drop(partition)
+        self._restore(partitions)
+        committed = consumer.committed(
+            [TopicPartition(self.config.input_topic, p) for p in partitions], 30)
+        for tp in committed:
+            tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            consumer.seek(tp)
+
+    # -- rebalancing -----------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        wanted = [tp.partition for tp in partitions]
+        log.info("%s: assigned partitions %s; restoring state", self.config.name, wanted)
+        began = time.perf_counter()
+        self._restore(wanted)
+        log.info("%s: restored %d keys for partitions %s in %.2fs", self.config.name,
+                 len(self.table), wanted, time.perf_counter() - began)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._drop(tp.partition)
+        log.info("%s: revoked partitions %s", self.config.name, [tp.partition for tp in partitions])
+
+    def _drop(self, partition: int) -> None:
+        store = self.table.stores.pop(partition, None)
+        if store is not None:
+            store.close()
+        self.handler.on_revoked(partition)
+
+    def _restore(self, partitions: list[int]) -> None:
+        """Fill each partition's store from its changelog, from the start to the end."""
+        cfg = self.config
+        if not partitions:
+            return
+        for p in partitions:
+            self.table.stores[p] = open_store(cfg.store_url, cfg.data_dir, cfg.name, p)
+        reader = Consumer({**cfg.client, "group.id": f"{cfg.group_id}-restore",
+                           "enable.auto.commit": False, "isolation.level": "read_committed",
+                           "enable.partition.eof": True})
+        try:
+            ends: dict[int, int] = {}
+            for p in partitions:
+                low, high = reader.get_watermark_offsets(
+                    TopicPartition(cfg.changelog_topic, p), timeout=30)
+                if high > low:
+                    ends[p] = high
+            reader.assign([TopicPartition(cfg.changelog_topic, p, OFFSET_BEGINNING)
+                           for p in ends])
+            while ends:
+                for msg in reader.consume(10_000, 1.0):
+                    p = msg.partition() or 0
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            ends.pop(p, None)
+                        continue
+                    key, value = msg.key(), msg.value()
+                    if key is not None:
+                        if value is None:
+                            self.table.stores[p].delete(key)
+                        else:
+                            self.table.stores[p].put(key, value)
+                    if (msg.offset() or 0) + 1 >= ends.get(p, 0):
+                        ends.pop(p, None)
+        finally:
+            reader.close()
+        for p in partitions:
+            self.handler.on_assigned(p, self.table)
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close()
+            except KafkaException as err:
+                log.warning("%s: closing consumer: %s", self.config.name, err)
+        if self._producer is not None:
+            self._producer.flush(30)
+        for partition in list(self.table.stores):
+            self._drop(partition)

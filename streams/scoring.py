@@ -1,0 +1,232 @@
+"""The scoring stage: customer-events in; state, score changes, alerts, training examples out.
+
+Runs on the transactional `BatchProcessor`. Per batch and partition it groups the records by
+customer, so each customer is updated, scored, written to the changelog and emitted at most
+once per batch (coalescing), then resolves the delayed labels that the partition's event-time
+watermark made due for customers who sent nothing. The pure work is `ScoringEngine` and
+`AlertRules` from models/; this module only decodes, looks up and emits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from confluent_kafka import Message
+
+from models.alerts import AlertRules
+from models.engine import BatchOutcome, ScoringEngine
+from models.labels import DueIndex
+from models.scorecard import Scorecard
+from models.state import CustomerState
+from models.tiers import ValueHistogram
+from schemas.decode import DeadLetter, Reason
+from streams.learning import HISTOGRAM_PREFIX
+from streams.metrics import Metrics
+from streams.processor import Output, Table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScoringTopics:
+    """Where the scoring stage writes."""
+
+    score_changes: str
+    alerts: str
+    training_examples: str
+    dead_letters: str
+
+
+@dataclass
+class Aggregates:
+    """Running totals over one partition's latest scorecards (for management's gauges)."""
+
+    customers: int = 0
+    completeness_sum: float = 0.0
+    revenue_12m_sum: float = 0.0
+    tiers: dict[str, int] = field(default_factory=dict)
+
+    def replace(self, old: Scorecard | None, new: Scorecard | None) -> None:
+        """Swap one customer's previous scorecard for its new one (None = absent)."""
+        for card, sign in ((old, -1), (new, 1)):
+            if card is None:
+                continue
+            self.customers += sign
+            self.completeness_sum += sign * card.data_completeness
+            self.revenue_12m_sum += sign * card.revenue_12m
+            self.tiers[card.tier] = self.tiers.get(card.tier, 0) + sign
+
+
+class ScoringHandler:
+    """BatchHandler of the scoring stage (one per worker; state per owned partition)."""
+
+    def __init__(self, engine: ScoringEngine, rules: AlertRules, topics: ScoringTopics,
+                 metrics: Metrics | None = None, histogram_interval_s: float = 10.0) -> None:
+        self.engine = engine
+        self.metrics = metrics or Metrics()
+        self.aggregates: dict[int, Aggregates] = {}
+        self.rules = rules
+        self.topics = topics
+        self.histogram_interval_s = histogram_interval_s
+        self.due: dict[int, DueIndex] = {}
+        self.watermark: dict[int, int] = {}
+        self.histograms: dict[int, ValueHistogram] = {}
+        self._histogram_sent: dict[int, float] = {}
+
+    # -- partition lifecycle ---------------------------------------------------------------
+
+    def on_assigned(self, partition: int, table: Table) -> None:
+        """Rebuild the partition's due index and watermark from its restored states."""
+        index, watermark, items, histogram = DueIndex(), 0, [], ValueHistogram()
+        aggregates = Aggregates()
+        for _key, raw in table.items(partition):
+            state = CustomerState.restore(raw, self.engine.config)
+            items.append((state.customer_id, list(state.due_times())))
+            if state.last_ms is not None:
+                watermark = max(watermark, state.last_ms)
+            if state.last:
+                card = Scorecard.from_row(state.last)
+                histogram.add(card.ltv_predicted_12m)
+                aggregates.replace(None, card)
+        index.rebuild(items)
+        self.due[partition] = index
+        self.watermark[partition] = watermark
+        self.histograms[partition] = histogram
+        self.aggregates[partition] = aggregates
+        self._histogram_sent[partition] = 0.0
+
+    def on_revoked(self, partition: int) -> None:
+        """Forget what was derived from a partition this worker no longer owns."""
+        self.due.pop(partition, None)
+        self.watermark.pop(partition, None)
+        self.histograms.pop(partition, None)
+        self.aggregates.pop(partition, None)
+        self._histogram_sent.pop(partition, None)
+
+    # -- processing ------------------------------------------------------------------------
+
+    def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
+        """Coalesce the batch per customer, score each once, then resolve due labels."""
+        by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        watermark = self.watermark.get(partition, 0)
+        for msg in messages:
+            try:
+                event = orjson.loads(msg.value() or b"")
+                customer_id = event["customer_id"]
+                occurred_at = int(event["occurred_at"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                self._dead_letter(msg, out, f"undecodable customer event: {err}")
+                continue
+            by_customer[customer_id].append(event)
+            watermark = max(watermark, occurred_at)
+        self.watermark[partition] = watermark
+        now = time.time()
+        for customer_id, events in by_customer.items():
+            state = self._load(table, partition, customer_id)
+            outcome = self.engine.apply_batch(state, events, watermark, customer_id)
+            self._emit(partition, outcome, table, out)
+            last = events[-1]
+            self.metrics.processing_latency.observe(
+                max(0.0, now - last.get("ingested_at", now * 1000) / 1000))
+            self.metrics.event_time_lag.observe(max(0.0, now - last["occurred_at"] / 1000))
+        self.metrics.events_processed.inc(len(messages))
+        self._resolve_due(partition, watermark, table, out, skip=by_customer.keys())
+        self._send_histogram(partition, out)
+
+    def idle(self, table: Table, out: Output) -> None:
+        """Nothing arrived, so no event time passed; only keep the learner's tiers fresh."""
+        for partition in list(self.histograms):
+            self._send_histogram(partition, out)
+
+    def _send_histogram(self, partition: int, out: Output) -> None:
+        """Share this partition's predicted-value histogram with the learner (for tiers)."""
+        now = time.monotonic()
+        histogram = self.histograms.get(partition)
+        if histogram is None or now - self._histogram_sent.get(partition, 0.0) < (
+                self.histogram_interval_s):
+            return
+        self._histogram_sent[partition] = now
+        out.send(self.topics.training_examples, HISTOGRAM_PREFIX + str(partition).encode(),
+                 histogram.snapshot())
+
+    def scorecard(self, table: Table, partition: int, customer_id: str) -> Scorecard | None:
+        """The customer's scorecard as of the partition's watermark (None if unknown here)."""
+        store = table.stores.get(partition)
+        raw = store.get(customer_id.encode()) if store is not None else None
+        if raw is None:
+            return None
+        state = CustomerState.restore(raw, self.engine.config)
+        as_of = max(self.watermark.get(partition, 0), state.last_ms or 0)
+        return self.engine.score(state, as_of)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _load(self, table: Table, partition: int, customer_id: str) -> CustomerState | None:
+        raw = table.get(partition, customer_id.encode())
+        return CustomerState.restore(raw, self.engine.config) if raw is not None else None
+
+    def _resolve_due(self, partition: int, watermark: int, table: Table, out: Output,
+                     skip: Any) -> None:
+        index = self.due.get(partition)
+        if index is None:
+            return
+        for customer_id in index.pop_due(watermark):
+            if customer_id in skip:
+                continue
+            state = self._load(table, partition, customer_id)
+            if state is not None:
+                self._emit(partition, self.engine.resolve_due(state, watermark), table, out)
+
+    def _emit(self, partition: int, outcome: BatchOutcome, table: Table, out: Output) -> None:
+        key = outcome.customer_id.encode()
+        now_ms = int(time.time() * 1000)
+        if outcome.erased or outcome.state is None:
+            # Tombstones: compaction then forgets the customer on both compacted topics.
+            previous = outcome.previous_scorecard
+            self._histogram(partition).replace(
+                previous.ltv_predicted_12m if previous else None, None)
+            self.aggregates.setdefault(partition, Aggregates()).replace(previous, None)
+            table.delete(partition, key)
+            out.send(self.topics.score_changes, key, None)
+            return
+        alerts = self.rules.on_outcome(outcome)  # updates the alert memory inside the state
+        table.put(partition, key, outcome.state.snapshot())
+        if outcome.next_due is not None:
+            self.due.setdefault(partition, DueIndex()).push(outcome.next_due, outcome.customer_id)
+        for example in outcome.training_examples:
+            out.send(self.topics.training_examples, key, orjson.dumps(example.to_dict()))
+            self.metrics.examples.labels(example.model).inc()
+        card = outcome.scorecard
+        if card is None:
+            return
+        previous = outcome.previous_scorecard
+        self._histogram(partition).replace(
+            previous.ltv_predicted_12m if previous else None, card.ltv_predicted_12m)
+        self.aggregates.setdefault(partition, Aggregates()).replace(previous, card)
+        changed = self.rules.changes(outcome.previous_scorecard, card)
+        if changed:
+            out.send(self.topics.score_changes, key, orjson.dumps({
+                "customer_id": card.customer_id, "changed": changed, "scorecard": card.to_dict(),
+                "trigger_event_id": outcome.last_event_id,
+                "model_versions": dict(sorted(card.model_versions.items())),
+                "event_time": card.as_of, "emitted_at": now_ms,
+            }))
+            self.metrics.score_changes.inc()
+        for alert in alerts:
+            out.send(self.topics.alerts, key, orjson.dumps(alert.to_record(emitted_at=now_ms)))
+            self.metrics.alerts.labels(alert.alert_type).inc()
+
+    def _histogram(self, partition: int) -> ValueHistogram:
+        return self.histograms.setdefault(partition, ValueHistogram())
+
+    def _dead_letter(self, msg: Message, out: Output, message: str) -> None:
+        letter = DeadLetter(Reason.SCHEMA_VIOLATION, message)
+        record = letter.to_record(msg.topic() or "", msg.partition(), msg.offset(), msg.key(),
+                                  msg.value(), int(time.time() * 1000))
+        out.send(self.topics.dead_letters, msg.key(), orjson.dumps(record))
+        self.metrics.dead_letters.labels(letter.reason.value).inc()
