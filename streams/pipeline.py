@@ -8,7 +8,9 @@ leaves the consumer groups cleanly.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import GaugeMetricFamily
 
 from models.alerts import AlertConfig, AlertRules
 from models.config import ScoringConfig
@@ -16,7 +18,7 @@ from models.engine import ScoringEngine
 from models.scorecard import Scorecard
 from streams.kafka import client_config
 from streams.learning import BundleWatcher, LearnerHandler
-from streams.metrics import Metrics
+from streams.metrics import Metrics, gauge
 from streams.partitioning import partition_for
 from streams.processor import BatchProcessor, ProcessorConfig
 from streams.scoring import ScoringHandler, ScoringTopics
@@ -58,6 +60,7 @@ class ScoringPipeline:
                             **common),  # type: ignore[arg-type]
             self.learner, on_batch=self._observe("learner"))
         self.watcher = BundleWatcher(client, topics["model_snapshots"], self.engine)
+        self.metrics.add_collector(self._collect)
 
     def _observe(self, stage: str) -> Callable[[int, float], None]:
         size = self.metrics.batch_size.labels(stage)
@@ -68,6 +71,46 @@ class ScoringPipeline:
             seconds.observe(elapsed)
 
         return observe
+
+    def _collect(self) -> Iterator[GaugeMetricFamily]:
+        """State-derived gauges, computed at scrape time."""
+        aggregates = list(self.handler.aggregates.values())
+        customers = sum(a.customers for a in aggregates)
+        yield gauge("scorestream_customers", "Customers in this worker's state.",
+                    [({}, float(len(self.scoring.table)))])
+        tiers: dict[str, int] = {}
+        for a in aggregates:
+            for tier, count in list(a.tiers.items()):
+                tiers[tier] = tiers.get(tier, 0) + count
+        yield gauge("scorestream_customers_by_tier", "Customers per value tier (latest scores).",
+                    [({"tier": t}, float(c)) for t, c in sorted(tiers.items())], ("tier",))
+        completeness = sum(a.completeness_sum for a in aggregates)
+        yield gauge("scorestream_data_completeness_average_percent",
+                    "Average data completeness of this worker's customers.",
+                    [({}, completeness / customers if customers else 0.0)])
+        yield gauge("scorestream_revenue_12m_total",
+                    "Sum of customers' 12-month revenue in the base currency.",
+                    [({}, sum(a.revenue_12m_sum for a in aggregates))])
+        yield gauge("scorestream_consumer_lag_records", "Records behind the end, per partition.",
+                    [({"topic": self.scoring.config.input_topic, "partition": str(p)},
+                      float(lag)) for p, lag in sorted(self.scoring.lag.items())],
+                    ("topic", "partition"))
+        versions = self.engine.bundle.versions()
+        yield gauge("scorestream_model_info", "Model versions the scorer uses (value is 1).",
+                    [({"model": m, "version": v}, 1.0) for m, v in sorted(versions.items())],
+                    ("model", "version"))
+        quality = self.learner.report()
+        samples = []
+        for model, report in sorted(quality.items()):
+            version = versions.get(model.removesuffix("_holdout"), "")
+            for name in ("auc_window", "log_loss", "brier", "ece", "mae", "n"):
+                value = report.get(name)
+                if value is not None:
+                    samples.append(({"model": model, "version": version, "metric": name},
+                                    float(value)))
+        yield gauge("scorestream_model_quality",
+                    "Progressive model quality measured by the learner (only on its worker).",
+                    samples, ("model", "version", "metric"))
 
     def start(self) -> None:
         """Start the watcher, then the learner and the scoring stage."""

@@ -137,6 +137,8 @@ class BatchProcessor:
         self.ready = threading.Event()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self.lag: dict[int, int] = {}
+        self._lag_checked = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -220,12 +222,28 @@ class BatchProcessor:
                 self.handler.idle(self.table, out)
         finally:
             self.table._out = None
+        self._measure_lag()
         if not by_partition and not out.writes and not out.records:
             producer.poll(0)
             return
         self._commit(by_partition, out)
         if self.on_batch is not None:
             self.on_batch(len(messages), time.perf_counter() - began)
+
+    def _measure_lag(self, every_s: float = 5.0) -> None:
+        """Records not yet consumed per owned partition (transaction markers count as one)."""
+        consumer = self._consumer
+        if consumer is None or time.monotonic() - self._lag_checked < every_s:
+            return
+        self._lag_checked = time.monotonic()
+        topic = self.config.input_topic
+        owned = [TopicPartition(topic, p) for p in self.table.stores]
+        lag = {}
+        for tp in consumer.position(owned):
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                lag[tp.partition] = max(0, high - tp.offset)
+        self.lag = lag
 
     def _commit(self, by_partition: dict[int, list[Message]], out: Output) -> None:
         consumer, producer = self._consumer, self._producer
