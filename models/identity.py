@@ -17,15 +17,18 @@ Durability and partitioning (for the streaming shell):
 - Links are state keyed by `alias_key(kind, alias)` ('email:ann@example.com'); `Link.to_record`
   / `Link.from_record` are the table value. Store them in a changelog-backed table keyed by
   alias: create the resolver with `track_changes=True`, write `drain_changes()` (key, record,
-  or None for a deletion) to the table after each event, and on start-up `load_links()` the
-  table's recovered items. `snapshot()` / `restore()` cover links and held events together
-  (for replays and for tables that persist a whole partition's resolver).
+  or None for a deletion) to the table after each event. Either load the whole table at start
+  (`load_links()`), or, when the table is the source of truth and partitions move between
+  workers, `adopt()` each message's key from the table before handling it and `clear_links()`
+  after (what `models.ingestion.IdentityPartition` does). `snapshot()` / `restore()` cover
+  links and held events together (for replays and for rebuilding held events from a table).
 - Route by alias, not by the source producer's key: publish link updates and alias-only
   events keyed by the routing alias key (email when present, else anonymous id; see
   `routing_alias`) onto a topic co-partitioned with the links table. Then the resolver that
   owns an alias's link is also the one holding that alias's waiting events, whichever worker
   runs the partition after a rebalance. In that setting, resolve and hold with the routing
   alias only; a single-process resolver (tests, replay) can use all of an event's aliases.
+  So an event carrying both an email and an anonymous id waits for its email's link only.
 - Erasure: `forget(customer_id)` drops every link to that customer this resolver knows and
   the held events waiting on the given aliases. When links are spread over alias partitions,
   send `unlink(kind, alias)` for each alias of the erased customer to its alias partition.
@@ -245,6 +248,24 @@ class IdentityResolver:
             if current is None or new.supersedes(current):
                 self._store(new.key, new, track=False)
 
+    def adopt(self, key: str, record: dict[str, Any] | None) -> None:
+        """Make one alias key's link what durable storage says (None: not linked); not tracked.
+
+        For a resolver whose links live in a table (the table is the source of truth): adopt
+        the key of each message before handling it, so a link changed by another worker that
+        owned the partition in between is never shadowed by a stale copy here.
+        """
+        if key in self._links:
+            link = self._links.pop(key)
+            self._unindex(key, link.customer_id)
+        if record is not None:
+            self._store(key, Link.from_record(record), track=False)
+
+    def clear_links(self) -> None:
+        """Forget every link (not tracked): drop a table-backed resolver's scratch copies."""
+        self._links.clear()
+        self._by_customer.clear()
+
     def drain_changes(self) -> list[tuple[str, dict[str, Any] | None]]:
         """Link changes since the last drain: (key, record) or (key, None) for a deletion."""
         changes, self._changes = self._changes, []
@@ -282,6 +303,11 @@ class IdentityResolver:
     def held(self) -> Iterator[HeldEvent]:
         """Waiting events, oldest first."""
         return iter(list(self._held.values()))
+
+    @property
+    def last_held(self) -> HeldEvent | None:
+        """The most recently held event still waiting (what a held-events table stores)."""
+        return next(reversed(self._held.values()), None)
 
     def hold(
         self, aliases: Iterable[tuple[str, str]], item: dict[str, Any], *, now: int

@@ -11,6 +11,17 @@ Time: `now_ms` is the wall clock passed in (for `ingested_at`, `dead_lettered_at
 future-skew check); the dedupe horizon and identity hold bound run on event time, advanced
 by the highest `occurred_at` accepted so far (the ingestion watermark).
 
+Two ways to run it:
+
+- `Ingestion.process` does everything in one place (replay, tests, a single process).
+- Partitioned, for several workers: `Ingestion.route` (stage 1, on the source topics) decodes
+  and de-duplicates, sends events with a customer id straight on, and turns alias-only events,
+  identity links and erasures into messages for an internal identity topic keyed by alias key
+  (`event_message`, `link_message`, `erase_message`; `tick_message` carries the watermark to
+  quiet partitions). `IdentityPartition` (stage 2, one per identity-topic partition) resolves,
+  holds, releases and evicts, with links and held events in the caller's tables. Released
+  events then reach customer-events after the event that linked them, not before it.
+
 >>> ingestion = Ingestion()
 >>> page = (b'{"event_id":"w-1","event_type":"page_view","source":"web",'
 ...         b'"occurred_at":1767225600000,"anonymous_id":"a-1","payload":{"url":"/"}}')
@@ -27,11 +38,20 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from models.dedupe import Dedupe
-from models.identity import Eviction, HeldEvent, IdentityResolver
+from models.identity import (
+    Eviction,
+    HeldEvent,
+    IdentityResolver,
+    alias_key,
+    routing_alias,
+)
 from schemas.decode import (
     DeadLetter,
     DecodedEvent,
@@ -92,6 +112,21 @@ class IngestResult:
 
 
 @dataclass(slots=True)
+class Routed:
+    """Stage 1's output for one record (`Ingestion.route`), each list in emit order.
+
+    `accepted` go to customer-events keyed by customer id; `identity` are (alias key, message)
+    pairs for the identity topic, keyed by that alias key; `dead` go to dead-letters.
+    """
+
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    identity: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+    duplicate: bool = False
+    forwarded: bool = False
+
+
+@dataclass(slots=True)
 class IngestCounters:
     """Running totals; `balanced()` is the no-silent-drop invariant."""
 
@@ -101,6 +136,8 @@ class IngestCounters:
     dead: int = 0
     duplicates: int = 0
     held: int = 0
+    forwarded: int = 0
+    """Alias-only records handed to the identity stage (`route` only)."""
 
     @property
     def processed(self) -> int:
@@ -109,7 +146,9 @@ class IngestCounters:
 
     def balanced(self) -> bool:
         """True when every consumed record is accounted for exactly once."""
-        return self.consumed == self.processed + self.dead + self.duplicates + self.held
+        return self.consumed == (
+            self.processed + self.dead + self.duplicates + self.held + self.forwarded
+        )
 
 
 class Ingestion:
@@ -134,6 +173,7 @@ class Ingestion:
         )
         self.counters = IngestCounters(held=self.resolver.held_count)
         self.watermark = max(self.dedupe.clock, 0)
+        self._partition_dedupes: dict[tuple[str, int | None], Dedupe] = {}
 
     def process(
         self,
@@ -148,15 +188,11 @@ class Ingestion:
         """Ingest one consumed record. Never raises for any value bytes."""
         self.counters.consumed += 1
         result = IngestResult()
-        decoded = decode_source_event(value, source, now_ms, self._decoder_config)
-        if isinstance(decoded, DeadLetter):
-            result.dead.append(
-                self._dead_record(decoded, topic, partition, offset, key, value, now_ms)
-            )
+        decoded = self._admit(value, source, topic, partition, offset, key, now_ms, self.dedupe)
+        if isinstance(decoded, dict):
+            result.dead.append(decoded)
             return self._finish(result, now_ms)
-
-        self.watermark = max(self.watermark, decoded.occurred_at)
-        if self.dedupe.seen(source, decoded.event_id, decoded.occurred_at):
+        if decoded is None:
             result.duplicate = True
             self.counters.duplicates += 1
             return self._finish(result, now_ms)
@@ -190,6 +226,70 @@ class Ingestion:
             forgotten = self.resolver.forget(customer_id, decoded.aliases())
             self.counters.erased += len(forgotten.held)
         return self._finish(result, now_ms)
+
+    def route(
+        self,
+        value: bytes | None,
+        source: str,
+        topic: str,
+        partition: int | None,
+        offset: int | None,
+        key: bytes | None,
+        now_ms: int,
+    ) -> Routed:
+        """Stage 1 of the partitioned pipeline: decode, de-duplicate, and say where things go.
+
+        Unlike `process`, this resolves nothing: an event with a customer id goes straight to
+        customer-events; an alias-only event, and every link or erasure an event carries, goes
+        to the identity topic keyed by its alias key, where `IdentityPartition` (stage 2) owns
+        the links and the waiting events of that key. Never raises for any value bytes.
+
+        Duplicates are remembered per source partition: a consumer reads its partitions at
+        different event times (one can be days ahead while catching up), and a clock shared by
+        all of them would age a slow partition's entries out before its redeliveries arrive.
+        A redelivery lands on the original's partition when the producer keeps its key; one
+        that does not is left to the scoring stage's per-customer event-id check.
+        """
+        self.counters.consumed += 1
+        routed = Routed()
+        dedupe = self._partition_dedupes.get((topic, partition))
+        if dedupe is None:
+            dedupe = self._partition_dedupes[(topic, partition)] = Dedupe(
+                self.config.dedupe_max_entries, self.config.dedupe_horizon_ms
+            )
+        decoded = self._admit(value, source, topic, partition, offset, key, now_ms, dedupe)
+        if isinstance(decoded, dict):
+            routed.dead.append(decoded)
+            self.counters.dead += 1
+            return routed
+        if decoded is None:
+            routed.duplicate = True
+            self.counters.duplicates += 1
+            return routed
+
+        customer_id = decoded.customer_id
+        if customer_id is None:
+            # The decoder guarantees at least one identity field, so an alias is there.
+            kind, alias = routing_alias(decoded.aliases()) or ("", "")
+            origin = self._dead_record(_UNRESOLVED, topic, partition, offset, key, value, 0)
+            message = event_message(decoded, origin, self.watermark)
+            routed.identity.append((alias_key(kind, alias), message))
+            routed.forwarded = True
+            self.counters.forwarded += 1
+            return routed
+
+        routed.accepted.append(decoded.to_canonical(customer_id, now_ms))
+        self.counters.accepted += 1
+        links = {alias_key(kind, alias): (kind, alias) for kind, alias in _links_in(decoded)}
+        for link_key, (kind, alias) in links.items():
+            routed.identity.append(
+                (link_key, link_message(kind, alias, decoded, customer_id, self.watermark))
+            )
+        if decoded.event_type == "customer_erased":
+            for kind, alias in decoded.aliases():
+                message = erase_message(kind, alias, customer_id, self.watermark)
+                routed.identity.append((alias_key(kind, alias), message))
+        return routed
 
     def evict(self, event_time: int, now_ms: int) -> IngestResult:
         """Dead-letter events held longer than the hold bound as of `event_time`.
@@ -234,6 +334,26 @@ class Ingestion:
         ingestion.counters.consumed = ingestion.counters.held
         return ingestion
 
+    def _admit(
+        self,
+        value: bytes | None,
+        source: str,
+        topic: str,
+        partition: int | None,
+        offset: int | None,
+        key: bytes | None,
+        now_ms: int,
+        dedupe: Dedupe,
+    ) -> DecodedEvent | dict[str, Any] | None:
+        """Decode and de-duplicate: the event, its dead-letter record, or None for a duplicate."""
+        decoded = decode_source_event(value, source, now_ms, self._decoder_config)
+        if isinstance(decoded, DeadLetter):
+            return self._dead_record(decoded, topic, partition, offset, key, value, now_ms)
+        self.watermark = max(self.watermark, decoded.occurred_at)
+        if dedupe.seen(source, decoded.event_id, decoded.occurred_at):
+            return None
+        return decoded
+
     def _finish(self, result: IngestResult, now_ms: int) -> IngestResult:
         """Apply the time bound, update counters, collect table changes."""
         self._dead_evictions(result, self.resolver.evict(self.watermark), now_ms)
@@ -248,15 +368,7 @@ class Ingestion:
             result.dead.append(self._evicted_record(held, why, now_ms))
 
     def _evicted_record(self, held: HeldEvent, why: str, now_ms: int) -> dict[str, Any]:
-        """Dead letter of an evicted event, from the origin captured when it was held."""
-        record = dict(held.item["origin"])
-        record.update(
-            reason=str(Reason.UNRESOLVED_IDENTITY),
-            message=why,
-            event_id=held.item["event"]["event_id"],
-            dead_lettered_at=now_ms,
-        )
-        return record
+        return _evicted_record(held, why, now_ms)
 
     def _dead_record(
         self,
@@ -279,6 +391,18 @@ class Ingestion:
         )
 
 
+def _evicted_record(held: HeldEvent, why: str, now_ms: int) -> dict[str, Any]:
+    """Dead letter of an evicted event, from the origin captured when it was held."""
+    record = dict(held.item["origin"])
+    record.update(
+        reason=str(Reason.UNRESOLVED_IDENTITY),
+        message=why,
+        event_id=held.item["event"]["event_id"],
+        dead_lettered_at=now_ms,
+    )
+    return record
+
+
 _UNRESOLVED = DeadLetter(Reason.UNRESOLVED_IDENTITY, "")
 """Template capturing a held record's origin (topic, offset, base64 bytes) when it is held."""
 
@@ -297,3 +421,297 @@ def _links_in(event: DecodedEvent) -> list[tuple[str, str]]:
             found.append(("email", field_email))
         return found
     return []
+
+
+# -- stage 2: the identity topic ------------------------------------------------------------
+
+IDENTITY_OPS = ("event", "link", "erase", "tick")
+"""Kinds of identity-topic message (field `op`)."""
+
+
+def event_message(event: DecodedEvent, origin: dict[str, Any], watermark: int) -> dict[str, Any]:
+    """Identity-topic message for an alias-only event: the event and its source record.
+
+    `origin` is the dead-letter record of the source record (topic, offset, original bytes), so
+    the identity stage can still dead-letter it faithfully if its link never arrives.
+    """
+    return {"op": "event", "event": event.to_record(), "origin": origin, "watermark": watermark}
+
+
+def link_message(
+    alias_kind: str, alias: str, event: DecodedEvent, customer_id: str, watermark: int
+) -> dict[str, Any]:
+    """Identity-topic message for one alias -> customer id link carried by `event`."""
+    return {
+        "op": "link",
+        "alias_kind": alias_kind,
+        "alias": alias,
+        "customer_id": customer_id,
+        "event_time": event.occurred_at,
+        "event_id": event.event_id,
+        "watermark": watermark,
+    }
+
+
+def erase_message(alias_kind: str, alias: str, customer_id: str, watermark: int) -> dict[str, Any]:
+    """Identity-topic message of an erasure: drop the alias's link to the customer, and its waiting
+    events."""
+    return {
+        "op": "erase",
+        "alias_kind": alias_kind,
+        "alias": alias,
+        "customer_id": customer_id,
+        "watermark": watermark,
+    }
+
+
+def tick_message(watermark: int) -> dict[str, Any]:
+    """Identity-topic message that only advances a partition's event-time clock (so events held
+    on a quiet partition still age out)."""
+    return {"op": "tick", "watermark": watermark}
+
+
+def held_key(alias: str, source: str, event_id: str) -> str:
+    """Held-events table key of one waiting event: unique, and the same on a redelivery."""
+    return f"{alias}|{source}|{event_id}"
+
+
+class IdentityMessageError(ValueError):
+    """An identity-topic message that this stage did not write (malformed or mis-keyed)."""
+
+
+@dataclass(slots=True)
+class IdentityResult:
+    """What one identity-topic message produced.
+
+    `accepted` go to customer-events keyed by customer id, `dead` to dead-letters. The table
+    changes are (key, record) pairs, None meaning delete: `link_changes` for the links table
+    (keyed by alias key), `held_changes` for the held-events table (keyed by `held_key`).
+    """
+
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+    link_changes: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+    held_changes: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class IdentityCounters:
+    """Running totals of one identity partition; `balanced()` is its no-silent-drop invariant.
+
+    `consumed` counts alias-only events (link, erase and tick messages are not events).
+    """
+
+    consumed: int = 0
+    resolved: int = 0
+    """Emitted at once: their alias was already linked."""
+    released: int = 0
+    """Emitted when their link arrived."""
+    dead: int = 0
+    """Evicted by a hold bound: dead-lettered as `unresolved_identity`."""
+    erased: int = 0
+    duplicates: int = 0
+    """Already waiting (a redelivery after a crash)."""
+    held: int = 0
+    invalid: int = 0
+    """Malformed identity-topic messages, dead-lettered as `internal_error` (not events)."""
+
+    def balanced(self) -> bool:
+        """True when every alias-only event received is accounted for exactly once."""
+        return self.consumed == (
+            self.resolved + self.released + self.dead + self.erased + self.duplicates + self.held
+        )
+
+
+class IdentityPartition:
+    """Stage 2 for one partition of the identity topic: links, and events waiting for one.
+
+    Links live in the caller's table (a `Mapping` of alias key -> `Link` record, the source of
+    truth): each message's key is adopted from it before handling, and `link_changes` say what
+    to write back. Waiting events live in this object's `IdentityResolver` *and* in the
+    caller's held-events table (`held_changes`); construct with that table's records for this
+    partition to pick up after a restart or a rebalance. Resolving and holding use the routing
+    alias only (the message key), since only that alias's link lives on this partition.
+
+    >>> stage1, stage2, links = Ingestion(), IdentityPartition(0), {}
+    >>> def run(raw):  # what the two agents do, identity topic in between
+    ...     routed = stage1.route(raw, "web", "web", 0, None, None, now_ms=1767225700000)
+    ...     out = list(routed.accepted)
+    ...     for key, message in routed.identity:
+    ...         result = stage2.handle(orjson.dumps(message), key.encode(), links, 1767225700000,
+    ...                                topic="identity-events", partition=0, offset=None)
+    ...         links.update((k, v) for k, v in result.link_changes if v is not None)
+    ...         out += result.accepted
+    ...     return [(e["event_id"], e["customer_id"]) for e in out]
+    >>> run(b'{"event_id":"w-1","event_type":"page_view","source":"web",'
+    ...     b'"occurred_at":1767225600000,"anonymous_id":"a-1","payload":{"url":"/"}}')
+    []
+    >>> run(b'{"event_id":"w-2","event_type":"login","source":"web",'
+    ...     b'"occurred_at":1767225660000,"customer_id":"C42","anonymous_id":"a-1"}')
+    [('w-2', 'C42'), ('w-1', 'C42')]
+    >>> links["anonymous_id:a-1"]["customer_id"], stage2.counters.released
+    ('C42', 1)
+    """
+
+    def __init__(
+        self,
+        partition: int,
+        config: IngestionConfig | None = None,
+        held: Iterable[dict[str, Any]] = (),
+    ) -> None:
+        self.partition = partition
+        self.config = config or IngestionConfig()
+        records = sorted(held, key=lambda record: int(record["seq"]))
+        self.resolver = IdentityResolver.restore(
+            {
+                "links": [],
+                "held": records,
+                "seq": max((int(r["seq"]) for r in records), default=0),
+                "clock": max((int(r["held_at"]) for r in records), default=0),
+            },
+            max_held=self.config.max_held,
+            max_hold_ms=self.config.max_hold_ms,
+            track_changes=True,
+        )
+        self._held_keys = {held.item["held_key"] for held in self.resolver.held()}
+        self.clock = max((int(r["held_at"]) for r in records), default=0)
+        """Event-time clock: the highest stage-1 watermark seen on this partition."""
+        # Restored events were consumed by an earlier incarnation: count them in, so the
+        # invariant holds when they are released or evicted.
+        self.counters = IdentityCounters(consumed=len(records), held=len(records))
+
+    def handle(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        links: Mapping[str, dict[str, Any]],
+        now_ms: int,
+        *,
+        topic: str,
+        partition: int | None,
+        offset: int | None,
+    ) -> IdentityResult:
+        """Handle one identity-topic record. Never raises for any bytes."""
+        result = IdentityResult()
+        try:
+            alias, message = _parse_identity_message(value, key)
+        except IdentityMessageError as err:
+            self.counters.invalid += 1
+            letter = DeadLetter(Reason.INTERNAL_ERROR, f"bad identity-topic message: {err}")
+            result.dead.append(letter.to_record(topic, partition, offset, key, value, now_ms))
+            return result
+
+        self.clock = max(self.clock, int(message.get("watermark", 0)))
+        if alias is not None:
+            self.resolver.adopt(alias_key(*alias), links.get(alias_key(*alias)))
+        op = message["op"]
+        if op == "event":
+            self._on_event(alias, message, result, now_ms)
+        elif op == "link":
+            self._on_link(message, result, now_ms)
+        elif op == "erase":
+            forgotten = self.resolver.forget(message["customer_id"], [alias] if alias else [])
+            self.counters.erased += len(forgotten.held)
+            for held in forgotten.held:
+                self._unhold(held, result)
+        self._dead_evictions(self.resolver.evict(self.clock), result, now_ms)
+        result.link_changes = self.resolver.drain_changes()
+        self.resolver.clear_links()
+        self.counters.held = self.resolver.held_count
+        return result
+
+    def _on_event(
+        self, alias: tuple[str, str] | None, message: dict[str, Any], result: IdentityResult,
+        now_ms: int,
+    ) -> None:
+        assert alias is not None
+        self.counters.consumed += 1
+        event = DecodedEvent.from_record(message["event"])
+        key = held_key(alias_key(*alias), event.source, event.event_id)
+        if key in self._held_keys:
+            result.duplicate = True
+            self.counters.duplicates += 1
+            return
+        customer_id = self.resolver.lookup(*alias)
+        if customer_id is not None:
+            result.accepted.append(event.to_canonical(customer_id, now_ms))
+            self.counters.resolved += 1
+            return
+        item = {"event": message["event"], "origin": message["origin"], "held_key": key}
+        evicted = self.resolver.hold([alias], item, now=self.clock)
+        newest = self.resolver.last_held
+        if newest is not None and newest.item is item:
+            self._held_keys.add(key)
+            result.held_changes.append((key, {**newest.to_record(), "partition": self.partition}))
+        self._dead_evictions(evicted, result, now_ms)
+
+    def _on_link(self, message: dict[str, Any], result: IdentityResult, now_ms: int) -> None:
+        releases = self.resolver.link(
+            message["alias_kind"],
+            message["alias"],
+            message["customer_id"],
+            event_time=int(message["event_time"]),
+            event_id=message.get("event_id"),
+        )
+        for customer_id, held in releases:
+            event = DecodedEvent.from_record(held.item["event"])
+            result.accepted.append(event.to_canonical(customer_id, now_ms))
+            self._unhold(held, result)
+        self.counters.released += len(releases)
+
+    def _dead_evictions(
+        self, evicted: list[Eviction], result: IdentityResult, now_ms: int
+    ) -> None:
+        for held, why in evicted:
+            result.dead.append(_evicted_record(held, why, now_ms))
+            self._unhold(held, result)
+        self.counters.dead += len(evicted)
+
+    def _unhold(self, held: HeldEvent, result: IdentityResult) -> None:
+        key = held.item["held_key"]
+        if key in self._held_keys:
+            self._held_keys.discard(key)
+            result.held_changes.append((key, None))
+
+
+def _parse_identity_message(
+    value: bytes | None, key: bytes | None
+) -> tuple[tuple[str, str] | None, dict[str, Any]]:
+    """The (kind, alias) a message is about (None for a tick) and the message, checked."""
+    if not value:
+        raise IdentityMessageError("empty value")
+    try:
+        message = orjson.loads(value)
+    except orjson.JSONDecodeError as err:
+        raise IdentityMessageError(f"not valid JSON: {err}") from err
+    if not isinstance(message, dict) or message.get("op") not in IDENTITY_OPS:
+        raise IdentityMessageError(f"not an object with op in {', '.join(IDENTITY_OPS)}")
+    op = message["op"]
+    try:
+        int(message.get("watermark", 0))
+        if op == "tick":
+            return None, message
+        if op == "event":
+            event = DecodedEvent.from_record(message["event"])
+            if event.customer_id is not None or not isinstance(message["origin"], dict):
+                raise IdentityMessageError("event message without origin, or not alias-only")
+            alias = routing_alias(event.aliases())
+            if alias is None:
+                raise IdentityMessageError("event carries no alias")
+        else:
+            alias = (str(message["alias_kind"]), str(message["alias"]))
+            if not isinstance(message["customer_id"], str):
+                raise IdentityMessageError("customer_id is not a string")
+            if op == "link":
+                int(message["event_time"])
+        expected = alias_key(*alias)
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, IdentityMessageError):
+            raise
+        raise IdentityMessageError(f"{op} message: {type(err).__name__}: {err}") from err
+    if key != expected.encode():
+        raise IdentityMessageError(
+            f"keyed {key!r}, but its alias key is {expected!r} (sent to the wrong partition?)"
+        )
+    return alias, message

@@ -29,6 +29,8 @@ class Topics:
     sources: faust.TopicT
     customer_events: faust.TopicT
     dead_letters: faust.TopicT
+    identity: faust.TopicT
+    """Alias-keyed: alias-only events, identity links and erasures for the identity agent."""
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -57,8 +59,12 @@ def create_app(settings: Settings) -> faust.App:
         dead_letters=app.topic(
             settings.topics["dead_letters"], key_serializer="raw", value_serializer="raw"
         ),
+        identity=app.topic(
+            settings.topics["identity"], key_serializer="raw", value_serializer="raw"
+        ),
     )
     # Imported here so that the agents' modules see a fully configured app.
+    from streams.identity import register_identity
     from streams.ingest import register_ingest
     from streams.pipeline import ScoringPipeline
     from streams.web import register_views
@@ -66,6 +72,7 @@ def create_app(settings: Settings) -> faust.App:
     metrics = Metrics()
     pipeline = ScoringPipeline(settings, metrics=metrics)
     register_ingest(app, settings, topics)
+    register_identity(app, settings, topics)
     register_views(app, settings, pipeline, metrics)
     _manage(app, pipeline)
     return app

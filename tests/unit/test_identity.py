@@ -197,3 +197,28 @@ def test_snapshot_round_trip_keeps_links_held_events_and_order() -> None:
     released = restored.link(*ANON, "C2", event_time=40)
     assert [r.event.item["id"] for r in released] == ["e0", "e1", "e2"]
     assert restored.held_count == 0
+
+
+def test_adopt_makes_the_table_the_source_of_truth() -> None:
+    resolver = IdentityResolver(track_changes=True)
+    resolver.link(*EMAIL, "C1", event_time=10)
+    resolver.drain_changes()
+    table_record = Link("email", "ann@example.com", "C2", linked_at=5).to_record()
+    resolver.adopt(alias_key(*EMAIL), table_record)  # older, but the table says so
+    assert resolver.lookup(*EMAIL) == "C2"
+    assert resolver.aliases_of("C1") == [] and resolver.aliases_of("C2") == [alias_key(*EMAIL)]
+    resolver.adopt(alias_key(*EMAIL), None)
+    assert resolver.lookup(*EMAIL) is None
+    assert resolver.drain_changes() == []  # adopting is not a change to write back
+
+
+def test_clear_links_keeps_held_events() -> None:
+    resolver = IdentityResolver()
+    resolver.link(*ANON, "C1", event_time=1)
+    resolver.hold([EMAIL], {"event_id": "e-1"}, now=2)
+    resolver.clear_links()
+    assert resolver.lookup(*ANON) is None and resolver.aliases_of("C1") == []
+    assert resolver.held_count == 1
+    last = resolver.last_held
+    assert last is not None and last.item == {"event_id": "e-1"}
+    assert IdentityResolver().last_held is None

@@ -1,0 +1,126 @@
+"""Identity agent (stage 2): alias-keyed identity messages in; resolved events and dead letters out.
+
+The ingest agent sends every alias-only event, identity link and erasure to the identity topic
+keyed by its alias key (`email:ann@example.com`). This agent consumes that topic, so partition
+*p* of it, partition *p* of both tables below and the `IdentityPartition` that handles it
+always sit on the same worker, and a link meets the events waiting for it whichever worker
+produced them. Faust moves all three together on a rebalance.
+
+State, all of it in changelog-backed tables (nothing is lost on a crash, a restart or a
+rebalance):
+
+- `identity-links`: alias key -> link record. The source of truth: each message adopts its
+  key's link from the table before it is handled, and link changes are written back.
+- `identity-held`: held-event key -> the event waiting for its alias's link, with its original
+  source record (for a faithful `unresolved_identity` dead letter) and its identity partition.
+
+Why held events are persisted rather than left uncommitted: Faust commits a partition's offset
+up to the oldest unacknowledged event, so an event held for hours would pin the offset and a
+restart would replay (and re-emit) everything after it; and Faust acknowledges take_events
+batches itself. A held event is instead written to `identity-held` in the same batch whose
+offsets then commit after the producer flush, so it is in the changelog before its offset is.
+When a partition is (re)assigned its `IdentityPartition` is rebuilt lazily from the recovered
+table (Faust recovers tables before streams resume), giving back the count and time bounds'
+order. A held record redelivered after a crash is recognised by its key (alias, source,
+event id) and not held twice; released and resolved events are at least once, like the rest of
+the pipeline.
+
+Table writes need the current event's partition (the changelog partition, and RocksDB's
+per-partition store), which `take_events` does not set per event; the loop sets it before
+handling each event.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any, cast
+
+import faust
+import orjson
+from faust.types import TP
+
+from models.ingestion import IdentityPartition
+from streams.ingest import ingestion_config
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.app import Topics
+
+log = logging.getLogger(__name__)
+
+LINKS_TABLE = "identity-links"
+HELD_TABLE = "identity-held"
+
+
+def register_identity(app: faust.App, settings: Settings, topics: Topics) -> None:
+    """Register the identity agent and its two tables on app."""
+    links = app.Table(
+        LINKS_TABLE, key_type=str, partitions=settings.partitions,
+        help="alias key -> identity link (customer id, event time, linking event)",
+    )
+    held = app.Table(
+        HELD_TABLE, key_type=str, partitions=settings.partitions,
+        help="alias-only events waiting for their alias's link",
+    )
+    config = ingestion_config(settings)
+    identity_topic = settings.topics["identity"]
+    owned: dict[int, IdentityPartition] = {}
+
+    def partition_state(partition: int) -> IdentityPartition:
+        state = owned.get(partition)
+        if state is None:
+            records = [r for r in held.values() if r.get("partition") == partition]
+            state = owned[partition] = IdentityPartition(partition, config, records)
+            if records:
+                log.info("identity partition %d: %d held events recovered", partition,
+                         len(records))
+        return state
+
+    async def drop_revoked(sender: faust.App, revoked: set[TP], **_: object) -> None:
+        # Whoever gets a partition next rebuilds it from the table; a stale copy must not
+        # survive here in case it comes back.
+        for tp in revoked:
+            if tp.topic == identity_topic:
+                owned.pop(tp.partition, None)
+
+    # mode types receivers as (sender, *Any); ours names the revoked set.
+    app.on_partitions_revoked.connect(drop_revoked)  # type: ignore[arg-type]
+
+    @app.agent(topics.identity, name="identity")
+    async def resolve(stream: faust.StreamT) -> None:
+        concrete = cast(faust.Stream, stream)
+        async for batch in concrete.take_events(settings.batch_size, settings.batch_within_s):
+            now_ms = int(time.time() * 1000)
+            for event in batch:
+                concrete._set_current_event(event)
+                message = event.message
+                result = partition_state(message.partition).handle(
+                    message.value,
+                    message.key,
+                    links,
+                    now_ms,
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                )
+                _apply(links, result.link_changes)
+                _apply(held, result.held_changes)
+                for accepted in result.accepted:
+                    topics.customer_events.send_soon(
+                        key=accepted["customer_id"].encode(), value=orjson.dumps(accepted)
+                    )
+                for dead in result.dead:
+                    topics.dead_letters.send_soon(key=message.key, value=orjson.dumps(dead))
+
+
+def _apply(
+    table: MutableMapping[str, Any], changes: list[tuple[str, dict[str, Any] | None]]
+) -> None:
+    """Write (key, record) changes to a table; None deletes the key."""
+    for key, record in changes:
+        if record is None:
+            table.pop(key, None)
+        else:
+            table[key] = record
