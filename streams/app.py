@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 class Topics:
     """The Faust topic objects of one app, by role (all raw bytes: we decode ourselves)."""
 
-    sources: faust.TopicT
     customer_events: faust.TopicT
     dead_letters: faust.TopicT
     identity: faust.TopicT
@@ -50,9 +49,6 @@ def create_app(settings: Settings) -> faust.App:
         producer_compression_type="lz4",
     )
     topics = Topics(
-        sources=app.topic(
-            *settings.source_topics.values(), key_serializer="raw", value_serializer="raw"
-        ),
         customer_events=app.topic(
             settings.topics["customer_events"], key_serializer="raw", value_serializer="raw"
         ),
@@ -65,13 +61,11 @@ def create_app(settings: Settings) -> faust.App:
     )
     # Imported here so that the agents' modules see a fully configured app.
     from streams.identity import register_identity
-    from streams.ingest import register_ingest
     from streams.pipeline import ScoringPipeline
     from streams.web import register_views
 
     metrics = Metrics()
     pipeline = ScoringPipeline(settings, metrics=metrics)
-    register_ingest(app, settings, topics)
     register_identity(app, settings, topics)
     register_views(app, settings, pipeline, metrics)
     _manage(app, pipeline)
@@ -88,7 +82,7 @@ def _manage(app: faust.App, pipeline: ScoringPipeline) -> None:
 
     @app.timer(interval=2.0)
     async def watch_pipeline() -> None:
-        for stage in (pipeline.scoring, pipeline.learning):
+        for stage in pipeline.stages:
             if stage.error is not None:
                 log.critical("stage %s failed: %r; stopping the worker", stage.config.name,
                              stage.error)

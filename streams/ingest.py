@@ -1,38 +1,36 @@
-"""Ingest agent (stage 1): raw source records in; customer events, identity messages and dead
+"""Ingest stage (stage 1): raw source records in; customer events, identity messages and dead
 letters out.
 
-The agent is thin on purpose: it hands each record's bytes to `Ingestion.route` (decode,
+The handler is thin on purpose: it hands each record's bytes to `Ingestion.route` (decode,
 validate, de-duplicate) and sends what comes back. Events that carry a customer id go straight
 to customer-events keyed by that id. Alias-only events, and every identity link or erasure an
 event carries, go to the identity topic keyed by their alias key, where the identity agent
 (`streams/identity.py`, stage 2) owns that alias's link and the events waiting for it.
 
-Events are taken in batches and acknowledged only after the batch's output is handed to the
-producer, and Faust flushes the producer before it commits, so committed offsets never run
-ahead of what was emitted. De-duplication memory is per worker and in memory: after a restart
-or a rebalance, records after the last commit are processed again (at least once), and the
-scoring stage drops redelivered event ids per customer.
+It runs on the transactional `BatchProcessor` (not a Faust stream: see docs/architecture.md),
+so a batch's outputs and its consumed offsets commit together: a crash neither loses nor
+re-emits ingested events. De-duplication memory is per worker and in memory; a redelivery that
+reaches another worker after a rebalance is dropped by the scoring stage's per-customer check.
 
 Event time for the identity stage's hold bound: every identity message carries this worker's
-watermark (highest accepted `occurred_at`), and once a second, when it advanced, a timer sends
-a `tick` to every identity partition so events held on a quiet partition still age out.
+watermark (highest accepted `occurred_at`), and once a second, when it advanced, a `tick` goes
+to every identity partition so events held on a quiet partition still age out.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, cast
+from collections import Counter
 
-import faust
 import orjson
+from confluent_kafka import Message
 
 from models.config import ScoringConfig
 from models.ingestion import Ingestion, IngestionConfig, tick_message
+from streams.metrics import Metrics
+from streams.processor import Output, Table
 from streams.settings import Settings
-
-if TYPE_CHECKING:
-    from streams.app import Topics
 
 log = logging.getLogger(__name__)
 
@@ -56,47 +54,70 @@ def ingestion_config(settings: Settings, scoring: ScoringConfig | None = None) -
     )
 
 
-def register_ingest(app: faust.App, settings: Settings, topics: Topics) -> None:
-    """Register the ingest agent on app."""
-    source_of = {topic: source for source, topic in settings.source_topics.items()}
-    ingestion = Ingestion(ingestion_config(settings))
-    ticked = [0]
+class IngestHandler:
+    """BatchHandler of the ingest stage (stateless but for de-duplication memory)."""
 
-    @app.timer(interval=TICK_INTERVAL_S)
-    async def send_ticks() -> None:
-        """Advance every identity partition's event-time clock to this worker's watermark."""
-        watermark = ingestion.watermark
-        if watermark <= ticked[0]:
+    def __init__(self, settings: Settings, metrics: Metrics,
+                 scoring: ScoringConfig | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.ingestion = Ingestion(ingestion_config(settings, scoring))
+        self.source_of = {topic: source for source, topic in settings.source_topics.items()}
+        self.customer_events = settings.topics["customer_events"]
+        self.identity = settings.topics["identity"]
+        self.dead_letters = settings.topics["dead_letters"]
+        self._ticked_watermark = 0
+        self._ticked_at = 0.0
+
+    def on_assigned(self, partition: int, table: Table) -> None:
+        """Nothing to restore: ingest keeps no table."""
+
+    def on_revoked(self, partition: int) -> None:
+        """Nothing to drop."""
+
+    def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
+        """Route every record of one source partition's batch."""
+        now_ms = int(time.time() * 1000)
+        topic = messages[0].topic() or ""
+        source = self.source_of[topic]
+        route = self.ingestion.route
+        dumps = orjson.dumps
+        send = out.send
+        ingested: Counter[str] = Counter()
+        dead_reasons: Counter[str] = Counter()
+        duplicates = 0
+        for msg in messages:
+            key = msg.key()
+            routed = route(msg.value(), source, topic, partition, msg.offset(), key, now_ms)
+            for event in routed.accepted:
+                send(self.customer_events, event["customer_id"].encode(), dumps(event))
+                ingested[event["event_type"]] += 1
+            for alias_key, message in routed.identity:
+                send(self.identity, alias_key.encode(), dumps(message))
+            for dead in routed.dead:
+                send(self.dead_letters, key, dumps(dead))
+                dead_reasons[dead["reason"]] += 1
+            duplicates += routed.duplicate
+        # Metrics once per batch: label lookups per event would cost more than the routing.
+        self.metrics.events_consumed.labels(source).inc(len(messages))
+        for event_type, count in ingested.items():
+            self.metrics.events_ingested.labels(source, event_type).inc(count)
+        for reason, count in dead_reasons.items():
+            self.metrics.dead_letters.labels(reason).inc(count)
+        if duplicates:
+            self.metrics.duplicates.labels(source).inc(duplicates)
+        self._tick(out)
+
+    def idle(self, table: Table, out: Output) -> None:
+        """Keep the identity partitions' clocks moving while sources are quiet."""
+        self._tick(out)
+
+    def _tick(self, out: Output) -> None:
+        watermark = self.ingestion.watermark
+        now = time.monotonic()
+        if watermark <= self._ticked_watermark or now - self._ticked_at < TICK_INTERVAL_S:
             return
         tick = orjson.dumps(tick_message(watermark))
-        for partition in range(settings.partitions):
-            topics.identity.send_soon(key=None, value=tick, partition=partition)
-        ticked[0] = watermark
-
-    @app.agent(topics.sources, name="ingest")
-    async def ingest(stream: faust.StreamT) -> None:
-        # take_events is on the concrete Stream; StreamT does not declare it.
-        batches = cast(faust.Stream, stream).take_events(
-            settings.batch_size, settings.batch_within_s
-        )
-        async for batch in batches:
-            now_ms = int(time.time() * 1000)
-            for event in batch:
-                message = event.message
-                routed = ingestion.route(
-                    message.value,
-                    source_of[message.topic],
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=message.key,
-                    now_ms=now_ms,
-                )
-                for accepted in routed.accepted:
-                    topics.customer_events.send_soon(
-                        key=accepted["customer_id"].encode(), value=orjson.dumps(accepted)
-                    )
-                for alias_key, identity in routed.identity:
-                    topics.identity.send_soon(key=alias_key.encode(), value=orjson.dumps(identity))
-                for dead in routed.dead:
-                    topics.dead_letters.send_soon(key=message.key, value=orjson.dumps(dead))
+        for partition in range(self.settings.partitions):
+            out.send(self.identity, None, tick, partition)
+        self._ticked_watermark, self._ticked_at = watermark, now

@@ -16,6 +16,7 @@ from models.alerts import AlertConfig, AlertRules
 from models.config import ScoringConfig
 from models.engine import ScoringEngine
 from models.scorecard import Scorecard
+from streams.ingest import IngestHandler
 from streams.kafka import client_config
 from streams.learning import BundleWatcher, LearnerHandler
 from streams.metrics import Metrics, gauge
@@ -48,14 +49,20 @@ class ScoringPipeline:
             self.metrics)
         self.scoring = BatchProcessor(
             ProcessorConfig(name="customer-state", group_id=f"{settings.app_id}-scoring",
-                            input_topic=topics["customer_events"],
+                            input_topics=(topics["customer_events"],),
                             changelog_topic=settings.changelog_topic("customer-state"),
                             **common),  # type: ignore[arg-type]
             self.handler, on_batch=self._observe("scoring"))
+        self.ingest = BatchProcessor(
+            ProcessorConfig(name="ingest", group_id=f"{settings.app_id}-ingest",
+                            input_topics=tuple(settings.source_topics.values()),
+                            changelog_topic=None, **common),  # type: ignore[arg-type]
+            IngestHandler(settings, self.metrics, self.engine.config),
+            on_batch=self._observe("ingest"))
         self.learner = LearnerHandler(self.engine.config, topics["model_snapshots"])
         self.learning = BatchProcessor(
             ProcessorConfig(name="learner", group_id=f"{settings.app_id}-learner",
-                            input_topic=topics["training_examples"],
+                            input_topics=(topics["training_examples"],),
                             changelog_topic=settings.changelog_topic("learner"),
                             **common),  # type: ignore[arg-type]
             self.learner, on_batch=self._observe("learner"))
@@ -92,8 +99,8 @@ class ScoringPipeline:
                     "Sum of customers' 12-month revenue in the base currency.",
                     [({}, sum(a.revenue_12m_sum for a in aggregates))])
         yield gauge("scorestream_consumer_lag_records", "Records behind the end, per partition.",
-                    [({"topic": self.scoring.config.input_topic, "partition": str(p)},
-                      float(lag)) for p, lag in sorted(self.scoring.lag.items())],
+                    [({"topic": topic, "partition": str(p)}, float(lag))
+                     for stage in self.stages for (topic, p), lag in sorted(stage.lag.items())],
                     ("topic", "partition"))
         versions = self.engine.bundle.versions()
         yield gauge("scorestream_model_info", "Model versions the scorer uses (value is 1).",
@@ -112,28 +119,33 @@ class ScoringPipeline:
                     "Progressive model quality measured by the learner (only on its worker).",
                     samples, ("model", "version", "metric"))
 
+    @property
+    def stages(self) -> tuple[BatchProcessor, ...]:
+        """The batch stages, upstream first."""
+        return (self.ingest, self.scoring, self.learning)
+
     def start(self) -> None:
-        """Start the watcher, then the learner and the scoring stage."""
+        """Start the bundle watcher, then every stage."""
         self.watcher.start()
-        self.learning.start()
-        self.scoring.start()
+        for stage in reversed(self.stages):
+            stage.start()
 
     def stop(self) -> None:
-        """Stop the scoring stage first (its last batch commits), then the rest."""
-        self.scoring.stop()
-        self.learning.stop()
+        """Stop the stages upstream first (each commits its last batch), then the watcher."""
+        for stage in self.stages:
+            stage.stop()
         self.watcher.stop()
-        log.info("scoring pipeline stopped")
+        log.info("pipeline stopped")
 
     @property
     def healthy(self) -> bool:
-        """True while both stages run."""
-        return self.scoring.alive and self.learning.alive
+        """True while every stage runs."""
+        return all(stage.alive for stage in self.stages)
 
     def owns(self, customer_id: str) -> tuple[int, bool]:
         """The customer's partition of customer-events, and whether this worker owns it."""
         partition = partition_for(customer_id.encode(), self.settings.partitions)
-        return partition, partition in self.scoring.table.stores
+        return partition, self.scoring.owns(partition)
 
     def scorecard(self, customer_id: str) -> Scorecard | None:
         """The scorecard of a customer owned here, as of its partition's watermark."""

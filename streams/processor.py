@@ -49,8 +49,9 @@ class ProcessorConfig:
 
     name: str
     group_id: str
-    input_topic: str
-    changelog_topic: str
+    input_topics: tuple[str, ...]
+    changelog_topic: str | None
+    """None for a stateless stage; with a table, exactly one input topic (co-partitioned)."""
     client: dict[str, str | int | float | bool]
     store_url: str = "memory://"
     data_dir: Path = Path(".run/worker")
@@ -64,12 +65,14 @@ class Output:
     """Records a batch produces: table writes and messages for other topics."""
 
     writes: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)
-    records: list[tuple[str, bytes | None, bytes | None]] = field(default_factory=list)
+    records: list[tuple[str, bytes | None, bytes | None, int | None]] = field(
+        default_factory=list)
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
-        """Queue one output record (partitioned by key with murmur2, like Java clients);
-        a None value is a tombstone."""
-        self.records.append((topic, key, value))
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             partition: int | None = None) -> None:
+        """Queue one output record, partitioned by key with murmur2 (like Java clients) unless
+        a partition is given; a None value is a tombstone."""
+        self.records.append((topic, key, value, partition))
 
 
 class Table:
@@ -131,13 +134,16 @@ class BatchProcessor:
         self.handler = handler
         self.table = Table(config.name, config.store_url, config.data_dir)
         self.on_batch = on_batch
+        if config.changelog_topic is not None and len(config.input_topics) != 1:
+            raise ValueError(f"{config.name}: a table needs exactly one (co-partitioned) input")
+        self.owned: set[tuple[str, int]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.ready = threading.Event()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
-        self.lag: dict[int, int] = {}
+        self.lag: dict[tuple[str, int], int] = {}
         self._lag_checked = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -159,9 +165,9 @@ class BatchProcessor:
         """True while the processing thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
-    def assigned_partitions(self) -> list[int]:
-        """Partitions whose stores are restored and owned by this worker."""
-        return sorted(self.table.stores)
+    def owns(self, partition: int) -> bool:
+        """True when this worker owns (and has restored) that partition of the input."""
+        return (self.config.input_topics[0], partition) in self.owned
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -188,7 +194,7 @@ class BatchProcessor:
                 "partition.assignment.strategy": "cooperative-sticky",
                 "fetch.wait.max.ms": 50,
             })
-            self._consumer.subscribe([cfg.input_topic], on_assign=self._on_assign,
+            self._consumer.subscribe(list(cfg.input_topics), on_assign=self._on_assign,
                                      on_revoke=self._on_revoke, on_lost=self._on_revoke)
             self.ready.set()
             while not self._stop.is_set():
@@ -203,11 +209,11 @@ class BatchProcessor:
         consumer, producer = self._consumer, self._producer
         assert consumer is not None and producer is not None
         messages = consumer.consume(self.config.batch_size, self.config.batch_within_s)
-        by_partition: dict[int, list[Message]] = defaultdict(list)
+        by_partition: dict[tuple[str, int], list[Message]] = defaultdict(list)
         for msg in messages:
             err = msg.error()
             if err is None:
-                by_partition[msg.partition() or 0].append(msg)
+                by_partition[(msg.topic() or "", msg.partition() or 0)].append(msg)
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("%s consumer error: %s", self.config.name, err)
         began = time.perf_counter()
@@ -215,9 +221,9 @@ class BatchProcessor:
         self.table._out = out
         try:
             if by_partition:
-                for partition, batch in by_partition.items():
-                    if partition in self.table.stores:
-                        self.handler.handle(partition, batch, self.table, out)
+                for tp, batch in by_partition.items():
+                    if tp in self.owned:
+                        self.handler.handle(tp[1], batch, self.table, out)
             else:
                 self.handler.idle(self.table, out)
         finally:
@@ -236,27 +242,27 @@ class BatchProcessor:
         if consumer is None or time.monotonic() - self._lag_checked < every_s:
             return
         self._lag_checked = time.monotonic()
-        topic = self.config.input_topic
-        owned = [TopicPartition(topic, p) for p in self.table.stores]
+        owned = [TopicPartition(topic, p) for topic, p in self.owned]
         lag = {}
         for tp in consumer.position(owned):
             _low, high = consumer.get_watermark_offsets(tp, cached=True)
             if tp.offset >= 0 and high >= 0:
-                lag[tp.partition] = max(0, high - tp.offset)
+                lag[(tp.topic, tp.partition)] = max(0, high - tp.offset)
         self.lag = lag
 
-    def _commit(self, by_partition: dict[int, list[Message]], out: Output) -> None:
+    def _commit(self, by_partition: dict[tuple[str, int], list[Message]], out: Output) -> None:
         consumer, producer = self._consumer, self._producer
         assert consumer is not None and producer is not None
         cfg = self.config
         try:
             producer.begin_transaction()
-            for partition, key, value in out.writes:
-                self._produce(cfg.changelog_topic, key, value, partition)
-            for topic, out_key, out_value in out.records:
-                self._produce(topic, out_key, out_value, None)
-            offsets = [TopicPartition(cfg.input_topic, p, (batch[-1].offset() or 0) + 1)
-                       for p, batch in by_partition.items()]
+            if cfg.changelog_topic is not None:
+                for partition, key, value in out.writes:
+                    self._produce(cfg.changelog_topic, key, value, partition)
+            for topic, out_key, out_value, out_partition in out.records:
+                self._produce(topic, out_key, out_value, out_partition)
+            offsets = [TopicPartition(topic, p, (batch[-1].offset() or 0) + 1)
+                       for (topic, p), batch in by_partition.items()]
             if offsets:
                 producer.send_offsets_to_transaction(
                     offsets, consumer.consumer_group_metadata(), 30)
@@ -291,12 +297,11 @@ class BatchProcessor:
         """After an abort: rebuild every owned store and seek back to committed offsets."""
         consumer = self._consumer
         assert consumer is not None
-        partitions = list(self.table.stores)
-        for partition in partitions:
-            self._drop(partition)
-        self._restore(partitions)
-        committed = consumer.committed(
-            [TopicPartition(self.config.input_topic, p) for p in partitions], 30)
+        owned = sorted(self.owned)
+        for topic, partition in owned:
+            self._drop(topic, partition)
+        self._restore(owned)
+        committed = consumer.committed([TopicPartition(t, p) for t, p in owned], 30)
         for tp in committed:
             tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             consumer.seek(tp)
@@ -304,8 +309,8 @@ class BatchProcessor:
     # -- rebalancing -----------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        wanted = [tp.partition for tp in partitions]
-        log.info("%s: assigned partitions %s; restoring state", self.config.name, wanted)
+        wanted = [(tp.topic, tp.partition) for tp in partitions]
+        log.info("%s: assigned %s; restoring state", self.config.name, wanted)
         began = time.perf_counter()
         self._restore(wanted)
         log.info("%s: restored %d keys for partitions %s in %.2fs", self.config.name,
@@ -313,19 +318,25 @@ class BatchProcessor:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            self._drop(tp.partition)
-        log.info("%s: revoked partitions %s", self.config.name, [tp.partition for tp in partitions])
+            self._drop(tp.topic, tp.partition)
+        log.info("%s: revoked %s", self.config.name,
+                 [(tp.topic, tp.partition) for tp in partitions])
 
-    def _drop(self, partition: int) -> None:
+    def _drop(self, topic: str, partition: int) -> None:
+        self.owned.discard((topic, partition))
         store = self.table.stores.pop(partition, None)
         if store is not None:
             store.close()
         self.handler.on_revoked(partition)
 
-    def _restore(self, partitions: list[int]) -> None:
+    def _restore(self, wanted: list[tuple[str, int]]) -> None:
         """Fill each partition's store from its changelog, from the start to the end."""
         cfg = self.config
-        if not partitions:
+        partitions = [p for _topic, p in wanted]
+        if cfg.changelog_topic is None or not partitions:
+            self.owned.update(wanted)
+            for p in partitions:
+                self.handler.on_assigned(p, self.table)
             return
         for p in partitions:
             self.table.stores[p] = open_store(cfg.store_url, cfg.data_dir, cfg.name, p)
@@ -359,6 +370,7 @@ class BatchProcessor:
                         ends.pop(p, None)
         finally:
             reader.close()
+        self.owned.update(wanted)
         for p in partitions:
             self.handler.on_assigned(p, self.table)
 
@@ -370,5 +382,5 @@ class BatchProcessor:
                 log.warning("%s: closing consumer: %s", self.config.name, err)
         if self._producer is not None:
             self._producer.flush(30)
-        for partition in list(self.table.stores):
-            self._drop(partition)
+        for topic, partition in list(self.owned):
+            self._drop(topic, partition)

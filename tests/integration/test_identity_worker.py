@@ -53,13 +53,17 @@ def _wait_held(bootstrap: str, app_id: str, expected: int, worker: Any) -> None:
     assert len(puts) == expected, worker.log_tail()
 
 
-def _events(messages: list[Message]) -> dict[str, dict[str, Any]]:
-    """Customer events by event id; fails on a repeated id or a key that is not the customer."""
+def _events(messages: list[Message], *, redelivery_ok: bool = False) -> dict[str, dict[str, Any]]:
+    """Customer events by event id; fails on a key that is not the customer, and on a repeated
+    id unless redeliveries are allowed (then every copy must name the same customer)."""
     by_id: dict[str, dict[str, Any]] = {}
     for msg in messages:
         event = orjson.loads(msg.value())
         assert msg.key() == event["customer_id"].encode()
-        assert event["event_id"] not in by_id, f"emitted twice: {event['event_id']}"
+        seen = by_id.get(event["event_id"])
+        if seen is not None:
+            assert redelivery_ok, f"emitted twice: {event['event_id']}"
+            assert seen["customer_id"] == event["customer_id"], event["event_id"]
         by_id[event["event_id"]] = event
     return by_id
 
@@ -318,7 +322,11 @@ def test_two_workers_split_identity_partitions_and_a_survivor_takes_over_held_ev
         dead = read_topic(kafka_bootstrap, topics["dead_letters"], 1, timeout=3.0)
         assert worker_a.stop() == 0, worker_a.log_tail()
 
-    owner = {e["event_id"]: e["customer_id"] for e in _events(events).values()}
+    # The identity agent is at-least-once: a partition handed over mid-stream may release an
+    # event twice. The scoring stage drops the second copy by event id, so only the customer
+    # each copy names matters here.
+    owner = {e["event_id"]: e["customer_id"]
+             for e in _events(events, redelivery_ok=True).values()}
     assert owner == {
         **{f"wait-{n}-{k}": f"C{n}" for n in customers for k in range(2)},
         **{f"link-{n}": f"C{n}" for n in customers},
