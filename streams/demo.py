@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
               f"(seed {args.seed}); producing to the four source topics ...")
         produced = _produce(settings, events)
         consumed = _collect(settings, produced, args.timeout, worker)
+        _show_latest_alert(settings, consumed)
     finally:
         _stop_worker(worker)
     return _report(produced, consumed, run_dir / "worker.log")
@@ -77,7 +79,7 @@ def _stop_worker(process: subprocess.Popen[bytes]) -> None:
 
 def _produce(settings: Settings, events: list[dict]) -> Counter[str]:
     """Produce events keyed the way a source system might, plus a few malformed records."""
-    producer = Producer(producer_config(settings))
+    producer = Producer({**producer_config(settings), "queue.buffering.max.messages": 500_000})
     topics = settings.source_topics
     produced: Counter[str] = Counter()
     seen_ids: set[tuple[str, str]] = set()
@@ -87,14 +89,24 @@ def _produce(settings: Settings, events: list[dict]) -> Counter[str]:
             produced["duplicates"] += 1  # redelivered on purpose: must count once
         seen_ids.add(ident)
         key = event.get("customer_id") or event.get("email") or event.get("anonymous_id")
-        producer.produce(topics[event["source"]], key=str(key).encode(), value=orjson.dumps(event))
+        _send(producer, topics[event["source"]], str(key).encode(), orjson.dumps(event))
         produced[event["source"]] += 1
-        producer.poll(0)
     for raw in MALFORMED:
-        producer.produce(topics["web"], value=raw)
+        _send(producer, topics["web"], None, raw)
         produced["malformed"] += 1
     producer.flush(60)
     return produced
+
+
+def _send(producer: Producer, topic: str, key: bytes | None, value: bytes) -> None:
+    """Produce one record, waiting for room when the local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value)
+            producer.poll(0)
+            return
+        except BufferError:
+            producer.poll(0.1)
 
 
 def _collect(settings: Settings, produced: Counter[str], timeout: float,
@@ -103,12 +115,15 @@ def _collect(settings: Settings, produced: Counter[str], timeout: float,
     consumer = Consumer({**client_config(settings), "group.id": f"demo-reader-{os.getpid()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     out_topics = {settings.topics["customer_events"]: "events",
-                  settings.topics["dead_letters"]: "dead"}
+                  settings.topics["dead_letters"]: "dead",
+                  settings.topics["score_changes"]: "changes",
+                  settings.topics["alerts"]: "alerts"}
     consumer.subscribe(list(out_topics))
-    seen: dict[str, Counter[str]] = {"events": Counter(), "dead": Counter(), "customers": Counter()}
+    seen: dict[str, Counter[str]] = {"events": Counter(), "dead": Counter(), "customers": Counter(),
+                                     "changes": Counter(), "alerts": Counter(), "last": Counter()}
     total = sum(produced.values()) - produced["duplicates"]
     began = last_print = last_progress = time.monotonic()
-    done = 0
+    done = progress = 0
     try:
         while time.monotonic() - began < timeout and worker.poll() is None:
             for msg in consumer.consume(num_messages=2000, timeout=0.5):
@@ -116,25 +131,61 @@ def _collect(settings: Settings, produced: Counter[str], timeout: float,
                 if msg.error() is not None or value is None or topic is None:
                     continue
                 record = orjson.loads(value)
-                if out_topics[topic] == "events":
+                kind = out_topics[topic]
+                if kind == "events":
                     seen["events"][record["source"]] += 1
                     seen["customers"][record["customer_id"]] += 1
-                else:
+                elif kind == "dead":
                     seen["dead"][record["reason"]] += 1
-            now_done = sum(seen["events"].values()) + sum(seen["dead"].values())
-            if now_done > done:
-                done, last_progress = now_done, time.monotonic()
+                elif kind == "changes":
+                    seen["changes"]["score changes"] += 1
+                else:
+                    seen["alerts"][record["alert_type"]] += 1
+                    seen["last"] = Counter({f"{record['customer_id']}\t{record['reason']}": 1})
+            done = sum(seen["events"].values()) + sum(seen["dead"].values())
+            outputs = done + sum(seen["changes"].values()) + sum(seen["alerts"].values())
+            if outputs > progress:
+                progress, last_progress = outputs, time.monotonic()
             if time.monotonic() - last_print > 2:
-                print(f"  {done:,} of {total:,} records out of the worker "
+                print(f"  {done:,} of {total:,} records ingested, "
+                      f"{sum(seen['changes'].values()):,} score changes, "
+                      f"{sum(seen['alerts'].values()):,} alerts "
                       f"({time.monotonic() - began:.0f}s)")
                 last_print = time.monotonic()
-            # Held alias-only events may never resolve; stop once output has been quiet a while.
-            if done >= total or (done and time.monotonic() - last_progress > QUIET_S):
+            # Scores follow ingestion; held alias-only events may never resolve. Stop once
+            # every output has been quiet a while.
+            quiet = time.monotonic() - last_progress
+            if (done >= total and quiet > 3.0) or (done and quiet > QUIET_S):
                 break
     finally:
         consumer.close()
     print(f"all output read after {time.monotonic() - began:.0f}s")
     return seen
+
+
+def _show_latest_alert(settings: Settings, seen: dict[str, Counter[str]]) -> None:
+    """Print the newest alert and its customer's scorecard, read from the worker's API."""
+    if not seen["last"]:
+        return
+    customer_id, reason = next(iter(seen["last"])).split("\t", 1)
+    print(f"\nlatest alert: customer {customer_id}: {reason}")
+    url = f"http://127.0.0.1:{settings.web_port}/customers/{customer_id}/scorecard"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            card = orjson.loads(reply.read())
+    except OSError as err:
+        print(f"  (scorecard API not reachable: {err})")
+        return
+    print(f"  scorecard via {url}:")
+    print(f"    tier {card['tier']}, churn risk {card['churn']['probability']:.2f}, "
+          f"engagement {card['engagement']['score']:.0f}/100, "
+          f"data completeness {card['data_completeness']:.0f} %")
+    print(f"    lifetime value {card['ltv']['historic']:,.2f} {card['currency']} "
+          f"(next 12 months {card['ltv']['predicted_12m']:,.2f}), "
+          f"revenue 12 months {card['revenue_12m']:,.2f}, "
+          f"{card['interactions_12m']} interactions in 12 months")
+    for factor in card["churn"]["factors"]:
+        print(f"    why: {factor['label']} ({factor['contribution']:+.2f})")
 
 
 def _report(produced: Counter[str], seen: dict[str, Counter[str]], log_path: Path) -> int:
@@ -149,6 +200,9 @@ def _report(produced: Counter[str], seen: dict[str, Counter[str]], log_path: Pat
     print(f"  dead-letters:     {sum(dead.values()):,}  " +
           ", ".join(f"{k} {v:,}" for k, v in sorted(dead.items())))
     print(f"  distinct customers seen: {len(seen['customers']):,}")
+    print(f"  score-changes:    {sum(seen['changes'].values()):,}")
+    print(f"  alerts:           {sum(seen['alerts'].values()):,}  " +
+          ", ".join(f"{k} {v:,}" for k, v in sorted(seen["alerts"].items())))
     unique = sum(sources.values()) - produced["duplicates"]
     missing = unique - sum(events.values()) - sum(dead.values())
     if missing > 0:

@@ -53,7 +53,7 @@ class Settings:
     web_port: int = 6066
     web_url: str = ""
     log_level: str = "info"
-    batch_size: int = 1000
+    batch_size: int = 5000
     batch_within_s: float = 0.05
     max_event_bytes: int = 65536
     identity_max_held: int = 10_000
