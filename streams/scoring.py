@@ -125,15 +125,18 @@ class ScoringHandler:
             by_customer[customer_id].append(event)
             watermark = max(watermark, occurred_at)
         self.watermark[partition] = watermark
-        now = time.time()
+        oldest_ingest = min((e.get("ingested_at", 0) for es in by_customer.values() for e in es),
+                            default=0)
         for customer_id, events in by_customer.items():
             state = self._load(table, partition, customer_id)
             outcome = self.engine.apply_batch(state, events, watermark, customer_id)
             self._emit(partition, outcome, table, out)
-            last = events[-1]
-            self.metrics.processing_latency.observe(
-                max(0.0, now - last.get("ingested_at", now * 1000) / 1000))
-            self.metrics.event_time_lag.observe(max(0.0, now - last["occurred_at"] / 1000))
+        # Once per batch (per-event observations would cost more than a customer's scoring):
+        # the batch's oldest event bounds the ingest-to-emit latency of all of them.
+        now = time.time()
+        if oldest_ingest:
+            self.metrics.processing_latency.observe(max(0.0, now - oldest_ingest / 1000))
+        self.metrics.event_time_lag.observe(max(0.0, now - watermark / 1000))
         self.metrics.events_processed.inc(len(messages))
         self._resolve_due(partition, watermark, table, out, skip=by_customer.keys())
         self._send_histogram(partition, out)
@@ -190,7 +193,7 @@ class ScoringHandler:
             previous = outcome.previous_scorecard
             self._histogram(partition).replace(
                 previous.ltv_predicted_12m if previous else None, None)
-            self.aggregates.setdefault(partition, Aggregates()).replace(previous, None)
+            self._aggregates(partition).replace(previous, None)
             table.delete(partition, key)
             out.send(self.topics.score_changes, key, None)
             return
@@ -207,7 +210,7 @@ class ScoringHandler:
         previous = outcome.previous_scorecard
         self._histogram(partition).replace(
             previous.ltv_predicted_12m if previous else None, card.ltv_predicted_12m)
-        self.aggregates.setdefault(partition, Aggregates()).replace(previous, card)
+        self._aggregates(partition).replace(previous, card)
         changed = self.rules.changes(outcome.previous_scorecard, card)
         if changed:
             out.send(self.topics.score_changes, key, orjson.dumps({
@@ -222,7 +225,16 @@ class ScoringHandler:
             self.metrics.alerts.labels(alert.alert_type).inc()
 
     def _histogram(self, partition: int) -> ValueHistogram:
-        return self.histograms.setdefault(partition, ValueHistogram())
+        histogram = self.histograms.get(partition)
+        if histogram is None:
+            histogram = self.histograms[partition] = ValueHistogram()
+        return histogram
+
+    def _aggregates(self, partition: int) -> Aggregates:
+        aggregates = self.aggregates.get(partition)
+        if aggregates is None:
+            aggregates = self.aggregates[partition] = Aggregates()
+        return aggregates
 
     def _dead_letter(self, msg: Message, out: Output, message: str) -> None:
         letter = DeadLetter(Reason.SCHEMA_VIOLATION, message)
