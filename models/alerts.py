@@ -66,6 +66,8 @@ class AlertConfig:
     """... for money values (LTV, predicted value, 12-month revenue), relative (5 %)."""
     change_money_abs: float = 1.0
     """... and never for less than this absolute amount in the base currency."""
+    change_interactions: float = 5.0
+    """... for the 12-month interaction count (one page view is not news)."""
 
 
 @dataclass(slots=True)
@@ -226,7 +228,7 @@ class AlertRules:
             ("ltv_historic", "money", 0.0),
             ("ltv_predicted_12m", "money", 0.0),
             ("revenue_12m", "money", 0.0),
-            ("interactions_12m", "abs", 1.0),
+            ("interactions_12m", "abs", cfg.change_interactions),
             ("tier", "any", 0.0),
         ]
         out: dict[str, dict[str, Any]] = {}

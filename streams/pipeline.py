@@ -42,7 +42,7 @@ class ScoringPipeline:
                       batch_size=settings.batch_size, batch_within_s=settings.batch_within_s,
                       client_id=settings.canonical_url)
         self.handler = ScoringHandler(
-            self.engine, AlertRules(alert_config),
+            self.engine, AlertRules(alert_config or settings.alert_config()),
             ScoringTopics(score_changes=topics["score_changes"], alerts=topics["alerts"],
                           training_examples=topics["training_examples"],
                           dead_letters=topics["dead_letters"]),
@@ -59,7 +59,9 @@ class ScoringPipeline:
                             changelog_topic=None, **common),  # type: ignore[arg-type]
             IngestHandler(settings, self.metrics, self.engine.config),
             on_batch=self._observe("ingest"))
-        self.learner = LearnerHandler(self.engine.config, topics["model_snapshots"])
+        self.learner = LearnerHandler(self.engine.config, topics["model_snapshots"],
+                                      publish_every=settings.model_publish_every,
+                                      publish_interval_s=settings.model_publish_interval_s)
         self.learning = BatchProcessor(
             ProcessorConfig(name="learner", group_id=f"{settings.app_id}-learner",
                             input_topics=(topics["training_examples"],),

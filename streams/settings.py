@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from models.alerts import AlertConfig
+
 TOPIC_ROLES = (
     "web",
     "email",
@@ -58,6 +60,34 @@ class Settings:
     max_event_bytes: int = 65536
     identity_max_held: int = 10_000
     identity_max_hold_ms: int = 86_400_000
+    alert_churn_risk_on: float = 0.7
+    alert_churn_risk_off: float = 0.55
+    alert_high_value_churn_on: float = 0.5
+    alert_high_value_churn_off: float = 0.4
+    alert_cooldown_days: float = 7.0
+    alert_tier_cooldown_days: float = 30.0
+    change_churn: float = 0.05
+    change_points: float = 5.0
+    change_money_rel: float = 0.05
+    change_interactions: float = 5.0
+    model_publish_interval_s: float = 10.0
+    model_publish_every: int = 500
+
+    def alert_config(self) -> AlertConfig:
+        """Alert and score-change thresholds for the pure AlertRules."""
+        day_ms = 86_400_000
+        return AlertConfig(
+            churn_risk_on=self.alert_churn_risk_on,
+            churn_risk_off=self.alert_churn_risk_off,
+            high_value_churn_on=self.alert_high_value_churn_on,
+            high_value_churn_off=self.alert_high_value_churn_off,
+            cooldown_ms=int(self.alert_cooldown_days * day_ms),
+            tier_cooldown_ms=int(self.alert_tier_cooldown_days * day_ms),
+            change_churn=self.change_churn,
+            change_points=self.change_points,
+            change_money_rel=self.change_money_rel,
+            change_interactions=self.change_interactions,
+        )
 
     def changelog_topic(self, table: str) -> str:
         """The compacted changelog topic of one of the app's tables."""
@@ -105,6 +135,11 @@ class Settings:
             raise SettingsError(
                 "SCORESTREAM_IDENTITY_MAX_HELD and SCORESTREAM_IDENTITY_MAX_HOLD_MS must be >= 0"
             )
+        if not 0 <= self.alert_churn_risk_off <= self.alert_churn_risk_on <= 1:
+            raise SettingsError("need 0 <= SCORESTREAM_ALERT_CHURN_RISK_OFF <= _ON <= 1")
+        if not 0 <= self.alert_high_value_churn_off <= self.alert_high_value_churn_on <= 1:
+            raise SettingsError(
+                "need 0 <= SCORESTREAM_ALERT_HIGH_VALUE_CHURN_OFF <= _ON <= 1")
         if not self.store.startswith(("memory://", "rocksdb://")):
             raise SettingsError("SCORESTREAM_STORE must be memory:// or rocksdb://")
         names = list(self.topics.values())
