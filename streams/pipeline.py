@@ -46,7 +46,7 @@ class ScoringPipeline:
             ScoringTopics(score_changes=topics["score_changes"], alerts=topics["alerts"],
                           training_examples=topics["training_examples"],
                           dead_letters=topics["dead_letters"]),
-            self.metrics)
+            self.metrics, allowed_lateness_ms=int(settings.allowed_lateness_days * 86_400_000))
         self.scoring = BatchProcessor(
             ProcessorConfig(name="customer-state", group_id=f"{settings.app_id}-scoring",
                             input_topics=(topics["customer_events"],),

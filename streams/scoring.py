@@ -66,8 +66,10 @@ class ScoringHandler:
     """BatchHandler of the scoring stage (one per worker; state per owned partition)."""
 
     def __init__(self, engine: ScoringEngine, rules: AlertRules, topics: ScoringTopics,
-                 metrics: Metrics | None = None, histogram_interval_s: float = 10.0) -> None:
+                 metrics: Metrics | None = None, histogram_interval_s: float = 10.0,
+                 allowed_lateness_ms: int = 400 * 86_400_000) -> None:
         self.engine = engine
+        self.allowed_lateness_ms = allowed_lateness_ms
         self.metrics = metrics or Metrics()
         self.aggregates: dict[int, Aggregates] = {}
         self.rules = rules
@@ -120,7 +122,14 @@ class ScoringHandler:
                 customer_id = event["customer_id"]
                 occurred_at = int(event["occurred_at"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                self._dead_letter(msg, out, f"undecodable customer event: {err}")
+                self._dead_letter(msg, out, Reason.SCHEMA_VIOLATION,
+                                  f"undecodable customer event: {err}")
+                continue
+            if occurred_at < watermark - self.allowed_lateness_ms:
+                self._dead_letter(msg, out, Reason.TOO_LATE,
+                                  f"event time is {(watermark - occurred_at) // 86_400_000} days "
+                                  f"behind the partition's watermark (allowed lateness "
+                                  f"{self.allowed_lateness_ms // 86_400_000} days)")
                 continue
             by_customer[customer_id].append(event)
             watermark = max(watermark, occurred_at)
@@ -236,8 +245,8 @@ class ScoringHandler:
             aggregates = self.aggregates[partition] = Aggregates()
         return aggregates
 
-    def _dead_letter(self, msg: Message, out: Output, message: str) -> None:
-        letter = DeadLetter(Reason.SCHEMA_VIOLATION, message)
+    def _dead_letter(self, msg: Message, out: Output, reason: Reason, message: str) -> None:
+        letter = DeadLetter(reason, message)
         record = letter.to_record(msg.topic() or "", msg.partition(), msg.offset(), msg.key(),
                                   msg.value(), int(time.time() * 1000))
         out.send(self.topics.dead_letters, msg.key(), orjson.dumps(record))

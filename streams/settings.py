@@ -72,6 +72,7 @@ class Settings:
     change_interactions: float = 5.0
     model_publish_interval_s: float = 10.0
     model_publish_every: int = 500
+    allowed_lateness_days: float = 400.0
 
     def alert_config(self) -> AlertConfig:
         """Alert and score-change thresholds for the pure AlertRules."""
