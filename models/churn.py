@@ -3,7 +3,9 @@
 Churn means an explicit cancellation (crm subscription_cancelled) or no interaction for the
 whole horizon (default 90 days) after the snapshot. A River LogisticRegression on
 standard-scaled features (about 20 us per predict + learn) learns once per resolved label;
-an online Platt step on held predictions calibrates it so that 0.3 means about 30 %.
+an isotonic calibrator on the most recent held predictions (`models.calibration`) makes 0.3
+mean about 30 % while the model underneath keeps moving. Bundles published before calibrator
+format 2 restore with their original Platt calibrator and keep working as they did.
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ from typing import Any
 
 import orjson
 
-from models.calibration import PlattCalibrator
+from models.calibration import (
+    CALIBRATOR_FORMAT,
+    Calibrator,
+    IsotonicCalibrator,
+    PlattCalibrator,
+)
 from models.config import ScoringConfig
 from models.features import FEATURE_LABELS
 from models.linear import ScaledLinear
@@ -45,7 +52,7 @@ class ChurnModel:
     def __init__(self, config: ScoringConfig | None = None) -> None:
         self.config = config or ScoringConfig()
         self.linear = ScaledLinear(classifier=True, lr=0.02, l2=1e-4)
-        self.calibrator = PlattCalibrator()
+        self.calibrator: Calibrator = IsotonicCalibrator()
         self.n_learned = 0
         self.n_positive = 0
         self.version = "churn-00000"
@@ -84,7 +91,11 @@ class ChurnModel:
         m.n_learned = d["n_learned"]
         m.n_positive = d["n_positive"]
         m.linear = ScaledLinear.from_dict(d["linear"])
-        m.calibrator = PlattCalibrator.from_dict(d["calibrator"])
+        cal = d["calibrator"]
+        if cal.get("format", 1) >= CALIBRATOR_FORMAT:
+            m.calibrator = IsotonicCalibrator.from_dict(cal)
+        else:
+            m.calibrator = PlattCalibrator.from_dict(cal)
         return m
 
     def snapshot(self) -> bytes:
