@@ -93,11 +93,15 @@ def key_values(state: CustomerState, as_of_ms: int) -> KeyValues:
     (10.0, 0.0)
     """
     w = state.window_sums(as_of_ms // DAY_MS)[state.config.window_days]
-    completeness = _completeness(state)
-    revenue, interactions = w[REVENUE_CENTS], w[INTERACTIONS]
     last = state.last_interaction_ms
     recency = None if last is None else max(0, (as_of_ms - last) // DAY_MS)
-    return KeyValues(completeness, state.ltv_cents / 100, revenue / 100, interactions, recency)
+    return KeyValues(
+        state.completeness(),
+        state.ltv_cents / 100,
+        w[REVENUE_CENTS] / 100,
+        w[INTERACTIONS],
+        recency,
+    )
 
 
 def features(state: CustomerState, as_of_ms: int) -> dict[str, float]:
@@ -121,7 +125,7 @@ def observe(state: CustomerState, as_of_ms: int) -> tuple[KeyValues, dict[str, f
     i30 = sums[30][INTERACTIONS]
     last = state.last_interaction_ms
     kv = KeyValues(
-        _completeness(state),
+        state.completeness(),
         state.ltv_cents / 100,
         r_win / 100,
         i_win,
@@ -151,13 +155,6 @@ def observe(state: CustomerState, as_of_ms: int) -> tuple[KeyValues, dict[str, f
         "unsubscribed": 1.0 if unsub and unsub[1] else 0.0,
     }
     return kv, x
-
-
-def _completeness(state: CustomerState) -> float:
-    weights = state.config.profile_weights
-    total = state.config.profile_total
-    known = sum(weights[k] for k, (_, v) in state.profile.items() if v and k in weights)
-    return round(100.0 * known / total, 1) if total else 0.0
 
 
 def rfm(state: CustomerState, as_of_ms: int) -> dict[str, float] | None:

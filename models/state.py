@@ -8,6 +8,7 @@ commute; floats would not), and a late event lands in the bucket of its own day.
 from __future__ import annotations
 
 import hashlib
+from bisect import insort
 from collections.abc import Iterator
 from operator import add, sub
 from typing import Any
@@ -39,7 +40,11 @@ def event_hash(event_id: str) -> int:
 
     Python's `hash()` is salted per process, so it would differ between two workers.
     """
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=6).digest(), "big")
+    return int.from_bytes(_blake2b(event_id.encode(), digest_size=6).digest(), "big")
+
+
+_blake2b = hashlib.blake2b
+_NUMBER = (int, float)
 
 
 class CustomerState:
@@ -63,6 +68,10 @@ class CustomerState:
 
     __slots__ = (
         "_anchor",
+        "_completeness",
+        "_entered",
+        "_keys",
+        "_left",
         "_sums",
         "alerts",
         "cancelled_ms",
@@ -118,40 +127,56 @@ class CustomerState:
         # Running window sums as of day `_anchor` (derived, never serialised; see window_sums)
         self._anchor: int | None = None
         self._sums: dict[int, list[int]] = {}
+        self._keys: list[int] = []  # bucket days, ascending (valid while _anchor is set)
+        self._entered = 0  # how many of _keys are <= _anchor (inside the sums)
+        self._left: list[int] = []  # per window: how many of _keys are <= _anchor - w
+        self._completeness: float | None = None  # derived, reset when the profile changes
 
     # -- applying events -------------------------------------------------------------------
 
     def apply(self, event: dict[str, Any]) -> bool:
         """Fold one canonical customer event into the state; False for a redelivery."""
-        h = event_hash(event["event_id"])
+        # event_hash inlined: this is the hottest line of the state path
+        h = int.from_bytes(_blake2b(event["event_id"].encode(), digest_size=6).digest(), "big")
         seen = self.seen
         if h in seen:
             return False
         seen.append(h)
-        if len(seen) > self.config.dedupe_window:
+        cfg = self.config
+        if len(seen) > cfg.dedupe_window:
             del seen[0]
         ts: int = event["occurred_at"]
         etype: str = event["event_type"]
         source: str = event["source"]
         payload = event.get("payload") or {}
         self.n_events += 1
-        if self.first_ms is None or ts < self.first_ms:
+        first, last = self.first_ms, self.last_ms
+        if first is None or ts < first:
             self.first_ms = ts
-        if self.last_ms is None or ts > self.last_ms:
+        if last is None or ts > last:
             self.last_ms = ts
-        cfg = self.config
         interaction = (source, etype) in cfg.interaction_types
-        if interaction and (self.last_interaction_ms is None or ts > self.last_interaction_ms):
-            self.last_interaction_ms = ts
         day = ts // DAY_MS
-        bucket = self._bucket(day)
+        bucket = self.days.get(day)
+        if bucket is None:
+            bucket = self._bucket(day)
         anchor = self._anchor
-        before = bucket[:] if bucket is not None and anchor is not None and day <= anchor else None
-        if bucket is not None and interaction:
-            bucket[INTERACTIONS] += 1
+        before = None
+        if interaction:
+            last_int = self.last_interaction_ms
+            if last_int is None or ts > last_int:
+                self.last_interaction_ms = ts
+            if bucket is not None:
+                if anchor is not None and day <= anchor:
+                    before = bucket[:]
+                bucket[INTERACTIONS] += 1
+        elif bucket is not None and anchor is not None and day <= anchor:
+            before = bucket[:]
         order_cents = 0
         cancelled = False
-        if source == "crm":
+        if source == "web":
+            pass  # page views and the like: only the interaction counter above
+        elif source == "crm":
             if etype == "order_placed":
                 order_cents = self._cents(payload)
                 self._order(ts, day, order_cents, bucket)
@@ -186,11 +211,11 @@ class CustomerState:
                 bucket[ESCALATIONS] += 1
             elif etype == "satisfaction_rated":
                 csat = payload.get("csat")
-                if isinstance(csat, int | float):
+                if isinstance(csat, _NUMBER):
                     bucket[CSAT_SUM] += int(csat)
                     bucket[CSAT_COUNT] += 1
             sentiment = payload.get("sentiment")
-            if isinstance(sentiment, int | float) and sentiment <= -0.3:
+            if isinstance(sentiment, _NUMBER) and sentiment <= -0.3:
                 bucket[NEGATIVE_SENTIMENT] += 1
         if before is not None and anchor is not None and bucket is not None:
             self._late(day, anchor, before, bucket)
@@ -211,36 +236,69 @@ class CustomerState:
     def window_sums(self, now_day: int) -> dict[int, list[int]]:
         """Slot sums over the last w days ending on `now_day`, for w in 30, 90, 365, window.
 
-        Kept incrementally: moving the anchor forward adds the days that entered and removes
-        the days that left each window, and late events add their delta, so scoring a customer
-        costs a few dict lookups instead of a pass over a year of daily buckets. Going back in
-        time, jumping far, or pruning rebuilds from the buckets.
+        Kept incrementally: the bucket days are kept in order with one pointer for "entered"
+        and one per window for "left", so moving the anchor forward adds exactly the buckets
+        that entered and removes exactly those that left each window (no pass over empty
+        calendar days), and late events add their delta. Scoring a customer then costs a
+        few list operations instead of a pass over a year of daily buckets. Going back in
+        time or pruning rebuilds from the buckets.
         """
         anchor = self._anchor
+        if anchor == now_day:
+            return self._sums
         days = self.days
-        if anchor is None or now_day < anchor or now_day - anchor > 60:
+        if anchor is None or now_day < anchor:
             windows = sorted({30, 90, 365, self.config.window_days})
             sums = {w: [0] * N_SLOTS for w in windows}
-            for d, b in days.items():
+            keys = self._keys = sorted(days)
+            entered = 0
+            left = [0] * len(windows)
+            for d in keys:
                 age = now_day - d
                 if age < 0:
-                    continue
-                for w in windows:
+                    break
+                entered += 1
+                b = days[d]
+                for i, w in enumerate(windows):
                     if age < w:
                         acc = sums[w]
                         acc[:] = map(add, acc, b)
+                    else:
+                        left[i] += 1
             self._sums = sums
+            self._entered = entered
+            self._left = left
         else:
-            for d in range(anchor + 1, now_day + 1):
-                entered = days.get(d)
-                if entered is not None:
-                    for acc in self._sums.values():
-                        acc[:] = map(add, acc, entered)
-            for w, acc in self._sums.items():
-                for d in range(anchor - w + 1, now_day - w + 1):
-                    left = days.get(d)
-                    if left is not None:
-                        acc[:] = map(sub, acc, left)
+            sums = self._sums
+            keys = self._keys
+            n = len(keys)
+            i = self._entered
+            # Most buckets are empty (messages we sent) or hold interactions only: those two
+            # shapes skip the 10-slot vector add (b.count(0) is one C call).
+            while i < n and keys[i] <= now_day:
+                b = days[keys[i]]
+                zeros = b.count(0)
+                if zeros == N_SLOTS - 1 and b[0]:
+                    for acc in sums.values():
+                        acc[0] += b[0]
+                elif zeros != N_SLOTS:
+                    for acc in sums.values():
+                        acc[:] = map(add, acc, b)
+                i += 1
+            self._entered = i
+            left = self._left
+            for k, (w, acc) in enumerate(sums.items()):
+                j = left[k]
+                cut = now_day - w
+                while j < i and keys[j] <= cut:
+                    b = days[keys[j]]
+                    zeros = b.count(0)
+                    if zeros == N_SLOTS - 1 and b[0]:
+                        acc[0] -= b[0]
+                    elif zeros != N_SLOTS:
+                        acc[:] = map(sub, acc, b)
+                    j += 1
+                left[k] = j
         self._anchor = now_day
         return self._sums
 
@@ -255,6 +313,19 @@ class CustomerState:
             return None
         b = [0] * N_SLOTS
         self.days[day] = b
+        anchor = self._anchor
+        if anchor is not None:
+            keys = self._keys
+            if not keys or day > keys[-1]:
+                keys.append(day)
+            else:
+                insort(keys, day)
+            if day <= anchor:  # a late day: already "entered", maybe already "left" too
+                self._entered += 1
+                left = self._left
+                for k, w in enumerate(self._sums):
+                    if day <= anchor - w:
+                        left[k] += 1
         if len(self.days) > max(self.config.window_days, 365) + 32:
             self.prune()
         return b
@@ -284,6 +355,7 @@ class CustomerState:
                 self.order_days_dropped += 1
 
     def _profile(self, ts: int, fields: dict[str, Any], envelope_email: Any) -> None:
+        self._completeness = None
         weights = self.config.profile_weights
         profile = self.profile
         for name, value in fields.items():
@@ -298,6 +370,7 @@ class CustomerState:
         if any(d <= cutoff for d in self.days):
             self.days = {d: b for d, b in self.days.items() if d > cutoff}
             self._anchor = None  # running sums may still include dropped days
+            self._keys = []
 
     # -- derived facts -----------------------------------------------------------------------
 
@@ -310,6 +383,19 @@ class CustomerState:
     def subscription_active(self) -> bool:
         """True if the last subscription event (by event time) was a start."""
         return bool(self.subscription and self.subscription[1])
+
+    def completeness(self) -> float:
+        """Data completeness 0-100: known profile weight / total weight, one decimal.
+
+        Cached until the next profile event: scoring asks on every batch, profiles rarely change.
+        """
+        c = self._completeness
+        if c is None:
+            cfg = self.config
+            weights, total = cfg.profile_weights, cfg.profile_total
+            known = sum(weights[k] for k, (_, v) in self.profile.items() if v and k in weights)
+            c = self._completeness = round(100.0 * known / total, 1) if total else 0.0
+        return c
 
     def known_fields(self) -> list[str]:
         """Profile fields currently known (set and not cleared)."""

@@ -178,3 +178,30 @@ def test_snapshot_roundtrip_and_size() -> None:
         == s.window_sums(T0 // DAY_MS + 500)[365][REVENUE_CENTS]
     )
     assert len(b) < 3000
+
+
+def _scan(s: CustomerState, now: int) -> dict[int, list[int]]:
+    out = {}
+    for w in (30, 90, 365):
+        acc = [0] * N_SLOTS
+        for d, b in s.days.items():
+            if 0 <= now - d < w:
+                acc = [x + y for x, y in zip(acc, b, strict=True)]
+        out[w] = acc
+    return out
+
+
+def test_late_events_on_new_days_behind_the_running_sums() -> None:
+    s = CustomerState("C1")
+    s.apply(order("o1", 100, 10.0))
+    now = T0 // DAY_MS + 200
+    assert s.window_sums(now)[365][REVENUE_CENTS] == 1000
+    s.apply(order("o2", 150, 5.0))  # a new day inside the 90- and 365-day windows
+    s.apply(order("o3", 20, 7.0))  # a new day that has already left all but the 365-day one
+    s.apply(ev("w1", "page_view", "web", 185, url="/"))  # inside every window
+    s.apply(ev("e1", "sent", "email", 199))  # an empty bucket
+    assert s.window_sums(now) == _scan(s, now)
+    assert s.window_sums(now)[30][INTERACTIONS] == 1
+    assert s.window_sums(now)[365][REVENUE_CENTS] == 2200
+    for later in (now + 1, now + 40, now + 100, now + 300, now + 400, now - 50):
+        assert s.window_sums(later) == _scan(s, later), later
