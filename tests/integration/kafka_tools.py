@@ -16,6 +16,8 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Message, Producer
 
+from streams.settings import TOPIC_ROLES
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -98,6 +100,11 @@ class WorkerProcess:
                 self.process.wait()
                 raise AssertionError(f"worker ignored SIGTERM:\n{self.log_tail()}") from None
         return int(self.process.returncode)
+
+
+def topic_names(unique_name: str) -> dict[str, str]:
+    """Every topic role's name for one test, so tests sharing a broker share no topic."""
+    return {role: f"{role.replace('_', '-')}-{unique_name}" for role in TOPIC_ROLES}
 
 
 def worker_env(bootstrap: str, app_id: str, topics: dict[str, str], data_dir: Path,

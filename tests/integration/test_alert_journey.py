@@ -29,6 +29,7 @@ from tests.integration.kafka_tools import (
     produce,
     read_topic,
     running_worker,
+    topic_names,
     worker_env,
 )
 
@@ -59,41 +60,32 @@ JOURNEY = [
 ]
 
 
-def _reference(bundle: ModelBundle, rules: AlertRules) -> tuple[list[Any], list[Any]]:
-    """Score changes and alerts of the pure core, one event per batch."""
+def _outcomes(bundle: ModelBundle, rules: AlertRules) -> list[tuple[Any, list[Any]]]:
+    """The pure core's outcome and alerts for each journey event, one event per batch."""
     engine = ScoringEngine(ScoringConfig(), bundle)
-    state, watermark = None, 0
-    changes: list[Any] = []
-    alerts: list[Any] = []
+    state, watermark, results = None, 0, []
     for source, raw in JOURNEY:
         decoded = decode_source_event(raw, source, NOW)
         assert isinstance(decoded, DecodedEvent)
         event = decoded.to_canonical("J", NOW)
         watermark = max(watermark, event["occurred_at"])
         outcome = engine.apply_batch(state, [event], watermark, "J")
-        fired = rules.on_outcome(outcome)
+        results.append((outcome, rules.on_outcome(outcome)))
+        state = outcome.state
+    return results
+
+
+def _reference(bundle: ModelBundle, rules: AlertRules) -> tuple[list[Any], list[Any]]:
+    """Score changes and alerts the worker must emit, in order."""
+    changes: list[Any] = []
+    alerts: list[Any] = []
+    for outcome, fired in _outcomes(bundle, rules):
         if outcome.scorecard is not None:
             changed = rules.changes(outcome.previous_scorecard, outcome.scorecard)
             if changed:
                 changes.append(orjson.loads(orjson.dumps(changed)))
         alerts += [(a.alert_id, a.alert_type, a.event_time, a.reason) for a in fired]
-        state = outcome.state
     return changes, alerts
-
-
-def _values(bundle: ModelBundle) -> list[float]:
-    engine = ScoringEngine(ScoringConfig(), bundle)
-    state, watermark, values = None, 0, []
-    for source, raw in JOURNEY:
-        decoded = decode_source_event(raw, source, NOW)
-        assert isinstance(decoded, DecodedEvent)
-        event = decoded.to_canonical("J", NOW)
-        watermark = max(watermark, event["occurred_at"])
-        outcome = engine.apply_batch(state, [event], watermark, "J")
-        if outcome.scorecard is not None:
-            values.append(outcome.scorecard.ltv_predicted_12m)
-        state = outcome.state
-    return values
 
 
 def _metric(url: str, pattern: str) -> float:
@@ -110,7 +102,8 @@ def test_journey_emits_exactly_the_reference_changes_and_alerts(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
     initial = ModelBundle.initial()
-    values = _values(initial)
+    values = [o.scorecard.ltv_predicted_12m for o, _ in _outcomes(initial, AlertRules())
+              if o.scorecard is not None]
     low, high = min(values), max(values)
     assert high > low, values
     # VIP from the middle of the journey's value range: the customer crosses it both ways.
@@ -123,9 +116,7 @@ def test_journey_emits_exactly_the_reference_changes_and_alerts(
     expected_changes, expected_alerts = _reference(ModelBundle.restore(bundle.snapshot()), rules)
     assert any(kind == "vip_upgrade" for _, kind, _, _ in expected_alerts), expected_alerts
 
-    roles = ("web", "email", "crm", "support", "customer_events", "score_changes", "alerts",
-             "dead_letters", "training_examples", "model_snapshots", "identity")
-    topics = {role: f"{role.replace('_', '-')}-{unique_name}" for role in roles}
+    topics = topic_names(unique_name)
     produce(kafka_bootstrap, topics["model_snapshots"], [(b"bundle", bundle.snapshot())])
     env = worker_env(kafka_bootstrap, f"journey-{unique_name}", topics, tmp_path / "state",
                      free_port(), SCORESTREAM_PARTITIONS="1",

@@ -17,12 +17,12 @@ import orjson
 import pytest
 from confluent_kafka import Message
 
-from streams.settings import TOPIC_ROLES
 from tests.integration.kafka_tools import (
     free_port,
     produce,
     read_topic,
     running_worker,
+    topic_names,
     worker_env,
 )
 
@@ -36,10 +36,6 @@ def _ev(source: str, event_type: str, event_id: str, at_s: float, **fields: Any)
              "occurred_at": BASE_MS + int(at_s * 1000)}
     event.update(fields)
     return orjson.dumps(event)
-
-
-def _topics(unique_name: str) -> dict[str, str]:
-    return {role: f"{role.replace('_', '-')}-{unique_name}" for role in TOPIC_ROLES}
 
 
 def _held_changelog(app_id: str) -> str:
@@ -71,7 +67,7 @@ def _events(messages: list[Message], *, redelivery_ok: bool = False) -> dict[str
 def test_mixed_sources_alias_only_events_reach_their_customer(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
-    topics = _topics(unique_name)
+    topics = topic_names(unique_name)
     app_id = f"identity-{unique_name}"
     # Customer events across the four sources; w-5..w-7 arrive out of event-time order.
     known = [
@@ -188,7 +184,7 @@ def test_mixed_sources_alias_only_events_reach_their_customer(
 def test_held_event_count_bound_dead_letters_the_oldest(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
-    topics = _topics(unique_name)
+    topics = topic_names(unique_name)
     app_id = f"identity-bound-{unique_name}"
     crowd = [_ev("email", "opened", f"crowd-{n}", 10 + n, email="crowd@example.com")
              for n in range(3)]
@@ -217,7 +213,7 @@ def test_held_event_count_bound_dead_letters_the_oldest(
 def test_links_and_held_events_survive_a_worker_restart(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
-    topics = _topics(unique_name)
+    topics = topic_names(unique_name)
     app_id = f"identity-restart-{unique_name}"
     before = [
         _ev("crm", "profile_updated", "p-eve", 10, customer_id="C7",
@@ -275,7 +271,7 @@ def test_two_workers_split_identity_partitions_and_a_survivor_takes_over_held_ev
 ) -> None:
     import time
 
-    topics = _topics(unique_name)
+    topics = topic_names(unique_name)
     app_id = f"identity-pair-{unique_name}"
     customers = range(12)
     waiting = [

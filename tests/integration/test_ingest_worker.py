@@ -10,12 +10,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.settings import TOPIC_ROLES
 from tests.integration.kafka_tools import (
     free_port,
     produce,
     read_topic,
     running_worker,
+    topic_names,
     worker_env,
 )
 
@@ -34,7 +34,7 @@ def _event(source: str, event_type: str, n: int, **fields: object) -> bytes:
 def test_worker_routes_valid_events_and_dead_letters_bad_ones(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
-    topics = {role: f"{role.replace('_', '-')}-{unique_name}" for role in TOPIC_ROLES}
+    topics = topic_names(unique_name)
     web = [_event("web", "page_view", n, payload={"url": f"/p/{n}"}) for n in range(40)]
     crm = [_event("crm", "order_placed", n,
                   payload={"order_id": f"o{n}", "amount": 10.0 + n, "currency": "EUR"})

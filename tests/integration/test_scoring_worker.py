@@ -19,6 +19,7 @@ from tests.integration.kafka_tools import (
     produce,
     read_topic,
     running_worker,
+    topic_names,
     worker_env,
 )
 
@@ -73,9 +74,7 @@ def _wait_for(predicate: Any, timeout: float, what: str, log: Any) -> Any:
 def test_journey_scorecard_outputs_metrics_and_erasure(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
-    roles = ("web", "email", "crm", "support", "customer_events", "score_changes", "alerts",
-             "dead_letters", "training_examples", "model_snapshots")
-    topics = {role: f"{role.replace('_', '-')}-{unique_name}" for role in roles}
+    topics = topic_names(unique_name)
     env = worker_env(kafka_bootstrap, f"score-{unique_name}", topics, tmp_path / "state",
                      free_port(), SCORESTREAM_PARTITIONS="1")
     with running_worker(env, tmp_path / "worker.log") as worker:
