@@ -227,6 +227,16 @@ class Ingestion:
             self.counters.erased += len(forgotten.held)
         return self._finish(result, now_ms)
 
+    def forget_partition(self, partition: int) -> None:
+        """Drop the de-duplication memory of a partition number (of every source topic).
+
+        Called when the partition leaves this worker, or when its uncommitted records will be
+        read again after an aborted transaction: remembering them would drop them as
+        duplicates.
+        """
+        for key in [k for k in self._partition_dedupes if k[1] == partition]:
+            del self._partition_dedupes[key]
+
     def route(
         self,
         value: bytes | None,

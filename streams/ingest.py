@@ -73,7 +73,9 @@ class IngestHandler:
         """Nothing to restore: ingest keeps no table."""
 
     def on_revoked(self, partition: int) -> None:
-        """Nothing to drop."""
+        """Forget the partition's de-duplication memory (it is also called before records are
+        read again after an aborted transaction, which must not count them as duplicates)."""
+        self.ingestion.forget_partition(partition)
 
     def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
         """Route every record of one source partition's batch."""

@@ -79,21 +79,26 @@ class LearnerHandler:
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
                 log.warning("learner: skipping malformed training example at offset %s: %s",
                             msg.offset(), err)
-        self.unpublished += learner.learn(examples)
-        self._maybe_publish(partition, table, out)
+        learned = learner.learn(examples)
+        self.unpublished += learned
+        if not self._maybe_publish(partition, table, out) and learned:
+            # The batch's offsets commit with this write, so what was learned survives a crash
+            # even before the next publish.
+            table.put(partition, BUNDLE_KEY, learner.models.snapshot())
 
     def idle(self, table: Table, out: Output) -> None:
         """Publish pending learning even when no new examples arrive."""
         for partition in list(table.stores):
             self._maybe_publish(partition, table, out)
 
-    def _maybe_publish(self, partition: int, table: Table, out: Output) -> None:
+    def _maybe_publish(self, partition: int, table: Table, out: Output) -> bool:
+        """Publish a bundle when enough was learned or enough time passed; True if it did."""
         learner = self.learner
         if learner is None or not (self.unpublished or self.histograms):
-            return
+            return False
         due = time.monotonic() - self.last_publish >= self.publish_interval_s
         if self.unpublished < self.publish_every and not due:
-            return
+            return False
         population = len(learner.population)
         if population >= self.refit_min_population and population >= 1.25 * max(
                 self.fitted_population, 1):
@@ -114,6 +119,7 @@ class LearnerHandler:
                  self.unpublished)
         self.unpublished = 0
         self.last_publish = time.monotonic()
+        return True
 
     def report(self) -> dict[str, Any]:
         """Model quality measured by the learner (empty when not the active learner)."""
@@ -135,6 +141,11 @@ class BundleWatcher:
         """Start following the snapshots topic from its beginning (it is compacted)."""
         self._thread = threading.Thread(target=self._run, name="bundle-watcher", daemon=True)
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """True while the watcher thread runs."""
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop following."""

@@ -141,8 +141,8 @@ class ScoringPipeline:
 
     @property
     def healthy(self) -> bool:
-        """True while every stage runs."""
-        return all(stage.alive for stage in self.stages)
+        """True while every stage and the bundle watcher run."""
+        return all(stage.alive for stage in self.stages) and self.watcher.alive
 
     def owns(self, customer_id: str) -> tuple[int, bool]:
         """The customer's partition of customer-events, and whether this worker owns it."""

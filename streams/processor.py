@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -106,7 +105,8 @@ class Table:
         return self.stores[partition].items()
 
     def __len__(self) -> int:
-        return sum(len(store) for store in self.stores.values())
+        # A copy: the web thread counts while the processing thread may add or drop stores.
+        return sum(len(store) for store in list(self.stores.values()))
 
 
 class BatchHandler(Protocol):
@@ -144,6 +144,7 @@ class BatchProcessor:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self.lag: dict[tuple[str, int], int] = {}
+        self._in_transaction = False
         self._lag_checked = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -176,7 +177,9 @@ class BatchProcessor:
         try:
             self._producer = Producer({
                 **cfg.client,
-                "transactional.id": f"{cfg.group_id}-{cfg.name}-{uuid.uuid4().hex[:12]}",
+                # Stable per worker and stage: a restarted worker fences its predecessor and
+                # aborts the transaction it left open, instead of waiting for its timeout.
+                "transactional.id": f"{cfg.group_id}-{cfg.name}-{cfg.client_id}",
                 "partitioner": "murmur2_random",
                 "linger.ms": 5,
                 "compression.type": "lz4",
@@ -216,14 +219,16 @@ class BatchProcessor:
                 by_partition[(msg.topic() or "", msg.partition() or 0)].append(msg)
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("%s consumer error: %s", self.config.name, err)
+        # Records of partitions revoked during this consume() are neither handled nor committed:
+        # their new owner reads them from the committed offset.
+        by_partition = {tp: batch for tp, batch in by_partition.items() if tp in self.owned}
         began = time.perf_counter()
         out = Output()
         self.table._out = out
         try:
             if by_partition:
                 for tp, batch in by_partition.items():
-                    if tp in self.owned:
-                        self.handler.handle(tp[1], batch, self.table, out)
+                    self.handler.handle(tp[1], batch, self.table, out)
             else:
                 self.handler.idle(self.table, out)
         finally:
@@ -256,6 +261,7 @@ class BatchProcessor:
         cfg = self.config
         try:
             producer.begin_transaction()
+            self._in_transaction = True
             if cfg.changelog_topic is not None:
                 for partition, key, value in out.writes:
                     self._produce(cfg.changelog_topic, key, value, partition)
@@ -264,20 +270,17 @@ class BatchProcessor:
             offsets = [TopicPartition(topic, p, (batch[-1].offset() or 0) + 1)
                        for (topic, p), batch in by_partition.items()]
             if offsets:
-                producer.send_offsets_to_transaction(
-                    offsets, consumer.consumer_group_metadata(), 30)
-            producer.commit_transaction(60)
+                metadata = consumer.consumer_group_metadata()
+                _retrying(lambda: producer.send_offsets_to_transaction(offsets, metadata, 30))
+            _retrying(lambda: producer.commit_transaction(60))
+            self._in_transaction = False
         except KafkaException as err:
-            kafka_err = err.args[0]
-            if kafka_err.txn_requires_abort():
-                log.warning("%s: transaction aborted (%s); rebuilding state", cfg.name, err)
-                producer.abort_transaction(60)
-                self._rewind()
-            elif kafka_err.retriable():
-                log.warning("%s: commit retriable error (%s); rebuilding state", cfg.name, err)
-                self._rewind()
-            else:
+            if not err.args[0].txn_requires_abort():
                 raise
+            log.warning("%s: transaction aborted (%s); rebuilding state", cfg.name, err)
+            producer.abort_transaction(60)
+            self._in_transaction = False
+            self._rewind()
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  partition: int | None) -> None:
@@ -375,6 +378,11 @@ class BatchProcessor:
             self.handler.on_assigned(p, self.table)
 
     def _close(self) -> None:
+        if self._producer is not None and self._in_transaction:
+            try:
+                self._producer.abort_transaction(30)
+            except KafkaException as err:
+                log.warning("%s: aborting the open transaction: %s", self.config.name, err)
         if self._consumer is not None:
             try:
                 self._consumer.close()
@@ -384,3 +392,17 @@ class BatchProcessor:
             self._producer.flush(30)
         for topic, partition in list(self.owned):
             self._drop(topic, partition)
+
+
+def _retrying(call: Callable[[], object], attempts: int = 5) -> None:
+    """Run a transactional producer call, repeating it on retriable errors (librdkafka allows
+    calling send_offsets_to_transaction and commit_transaction again after those)."""
+    for attempt in range(attempts):
+        try:
+            call()
+            return
+        except KafkaException as err:
+            if not err.args[0].retriable() or attempt == attempts - 1:
+                raise
+            log.warning("transactional call failed (%s); retrying", err)
+            time.sleep(0.5 * (attempt + 1))
