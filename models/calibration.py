@@ -60,33 +60,8 @@ class PlattCalibrator:
         self._dirty = True
 
     def _fit(self) -> None:
-        a, b = self._a, self._b
-        lam = self.prior
-        for _ in range(30):
-            ga = lam * (a - 1.0)
-            gb = lam * b
-            haa, hab, hbb = lam, 0.0, lam
-            for n, k, ss in zip(self.n, self.pos, self.sum_s, strict=True):
-                if not n:
-                    continue
-                s = ss / n
-                p = sigmoid(a * s + b)
-                r = n * p - k
-                w = n * p * (1.0 - p)
-                ga += r * s
-                gb += r
-                haa += w * s * s
-                hab += w * s
-                hbb += w
-            det = haa * hbb - hab * hab
-            if det <= 1e-12:
-                break
-            # Damped Newton: from a far start on saturated bins a full step can overshoot.
-            da = max(-0.5, min(0.5, (hbb * ga - hab * gb) / det))
-            db = max(-0.5, min(0.5, (haa * gb - hab * ga) / det))
-            a, b = a - da, b - db
-            if abs(da) + abs(db) < 1e-9:
-                break
+        groups = [(n, ss, k) for n, k, ss in zip(self.n, self.pos, self.sum_s, strict=True) if n]
+        a, b = _platt(groups, self.prior, start=(self._a, self._b))
         self._a, self._b = a, b
         self._dirty = False
 
@@ -275,7 +250,7 @@ def fit_isotonic(
             ]
         )
         i = j
-    slope = min(tail_slope, max(0.0, _platt(groups, prior)[0]))
+    slope = min(tail_slope, max(0.0, _platt(groups, max(prior, 1e-3))[0]))
     # PAV on shrunk rates; a block is [weight, sum logit, sum label, rate, lowest, highest].
     blocks: list[list[float]] = []
     for w, ss, k, lo, hi in groups:
@@ -307,10 +282,12 @@ def fit_isotonic(
     return xs, ps, slope
 
 
-def _platt(groups: Sequence[Sequence[float]], prior: float) -> tuple[float, float]:
-    """Weighted Platt fit (a, b) of p = sigmoid(a * s + b) on groups (weight, sum s, sum y, ..)."""
-    a, b = 1.0, 0.0
-    lam = max(prior, 1e-3)
+def _platt(
+    groups: Sequence[Sequence[float]], lam: float, start: tuple[float, float] = (1.0, 0.0)
+) -> tuple[float, float]:
+    """Weighted Platt fit (a, b) of p = sigmoid(a * s + b) on groups (weight, sum s, sum y, ..),
+    by damped Newton steps from `start`, regularised by `lam` toward (1, 0)."""
+    a, b = start
     for _ in range(30):
         ga, gb = lam * (a - 1.0), lam * b
         haa, hab, hbb = lam, 0.0, lam
