@@ -8,7 +8,7 @@ commute; floats would not), and a late event lands in the bucket of its own day.
 from __future__ import annotations
 
 import hashlib
-from bisect import insort
+from bisect import bisect_right, insort
 from collections.abc import Iterator
 from operator import add, sub
 from typing import Any
@@ -69,9 +69,11 @@ class CustomerState:
     __slots__ = (
         "_anchor",
         "_completeness",
+        "_dirty",
         "_entered",
         "_keys",
         "_left",
+        "_rows",
         "_sums",
         "alerts",
         "cancelled_ms",
@@ -131,6 +133,9 @@ class CustomerState:
         self._entered = 0  # how many of _keys are <= _anchor (inside the sums)
         self._left: list[int] = []  # per window: how many of _keys are <= _anchor - w
         self._completeness: float | None = None  # derived, reset when the profile changes
+        # Serialised day rows (see to_dict) and the days touched since they were made
+        self._rows: dict[int, list[int]] = {}
+        self._dirty: set[int] = set()
 
     # -- applying events -------------------------------------------------------------------
 
@@ -160,6 +165,8 @@ class CustomerState:
         bucket = self.days.get(day)
         if bucket is None:
             bucket = self._bucket(day)
+        if bucket is not None:
+            self._dirty.add(day)
         anchor = self._anchor
         before = None
         if interaction:
@@ -365,12 +372,31 @@ class CustomerState:
             profile["email"] = _lww(profile.get("email"), ts, 1)
 
     def prune(self) -> None:
-        """Drop day buckets that no window can reach any more (older than the window)."""
+        """Drop day buckets that no window can reach any more (older than the window).
+
+        When the running sums are anchored at or after the newest bucket, every prunable day
+        has already left every window, so the sums stay valid and only the pointers shift;
+        otherwise the sums are rebuilt on the next `window_sums`.
+        """
         cutoff = self.max_day - max(self.config.window_days, 365)
-        if any(d <= cutoff for d in self.days):
-            self.days = {d: b for d, b in self.days.items() if d > cutoff}
-            self._anchor = None  # running sums may still include dropped days
-            self._keys = []
+        days = self.days
+        if not days or min(days) > cutoff:
+            return
+        anchor = self._anchor
+        if anchor is not None and anchor >= self.max_day:
+            keys = self._keys
+            k = bisect_right(keys, cutoff)
+            rows = self._rows
+            for d in keys[:k]:
+                del days[d]
+                rows.pop(d, None)
+            del keys[:k]
+            self._entered -= k
+            self._left = [j - k for j in self._left]
+            return
+        self.days = {d: b for d, b in days.items() if d > cutoff}
+        self._anchor = None  # running sums may still include dropped days
+        self._keys = []
 
     # -- derived facts -----------------------------------------------------------------------
 
@@ -413,14 +439,20 @@ class CustomerState:
     # -- persistence -------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form with short keys; day buckets lose their trailing zeros."""
-        days = []
-        for d in sorted(self.days):
-            b = self.days[d]
-            n = N_SLOTS
-            while n and not b[n - 1]:
-                n -= 1
-            days.append([d, *b[:n]])
+        """JSON-friendly form with short keys; day buckets lose their trailing zeros.
+
+        The rows of untouched days are reused from the previous call: a live customer's
+        snapshot then costs a few rows, not a year of them.
+        """
+        buckets, rows = self.days, self._rows
+        for d in self._dirty:
+            b = buckets.get(d)
+            if b is not None:
+                rows[d] = _row(d, b)
+        self._dirty.clear()
+        if len(rows) != len(buckets):  # pruned days linger, or rows were never made
+            rows = self._rows = {d: rows.get(d) or _row(d, b) for d, b in buckets.items()}
+        days = [rows[d] for d in sorted(buckets)]
         out: dict[str, Any] = {
             "v": _FORMAT,
             "c": self.customer_id,
@@ -474,10 +506,12 @@ class CustomerState:
         s.last_ms = d["l"]
         s.last_interaction_ms = d["li"]
         s.max_day = d["md"]
+        rows = s._rows
         for row in d["d"]:
             b = row[1:]
             b.extend([0] * (N_SLOTS - len(b)))
             s.days[row[0]] = b
+            rows[row[0]] = row
         s.profile = {k: list(v) for k, v in d.get("p", {}).items()}
         if "o" in d:
             o = d["o"]
@@ -501,6 +535,14 @@ class CustomerState:
 
     def __repr__(self) -> str:
         return f"CustomerState({self.customer_id!r}, events={self.n_events})"
+
+
+def _row(day: int, bucket: list[int]) -> list[int]:
+    """A day bucket as serialised: the day, then its slots without trailing zeros."""
+    n = N_SLOTS
+    while n and not bucket[n - 1]:
+        n -= 1
+    return [day, *bucket[:n]]
 
 
 def _lww(current: list[int] | None, ts: int, value: int) -> list[int]:

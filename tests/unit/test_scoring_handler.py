@@ -115,3 +115,79 @@ def test_erasure_deletes_the_state_and_tombstones_score_changes() -> None:
     assert records(out, "score-changes") == [None]
     assert handler.scorecard(table, 0, "A") is None
     assert handler.aggregates[0].customers == 0
+
+
+def _run_history(live_states: int, customers: int = 40) -> tuple[list[Any], dict[bytes, bytes]]:
+    """Feed a generated history through a handler in small batches; every output and the
+    final store."""
+    from models.synthetic import generate
+    from schemas.decode import decode_source_event
+
+    events, _ = generate(customers, seed=5, days=500)
+    canonical = []
+    for e in events:
+        decoded = decode_source_event(orjson.dumps(e), e["source"], BASE + 2000 * DAY)
+        if getattr(decoded, "customer_id", None):
+            canonical.append(orjson.dumps(decoded.to_canonical(decoded.customer_id, 1)))
+    handler = ScoringHandler(ScoringEngine(), AlertRules(), TOPICS, live_states=live_states)
+    table = Table("customer-state", "memory://", None)
+    table.stores[0] = MemoryStore()
+    handler.on_assigned(0, table)
+    records: list[Any] = []
+    records.append(canonical)
+    for start in range(0, len(canonical), 97):
+        out = Output()
+        table._out = out
+        batch = [FakeMessage(v, start + i) for i, v in enumerate(canonical[start:start + 97])]
+        handler.handle(0, batch, table, out)  # type: ignore[arg-type]
+        records.extend((t, k, _without_wall_clock(v)) for t, k, v, _ in out.records)
+        records.extend(out.writes)
+    return records, dict(table.stores[0].items())
+
+
+def _without_wall_clock(value: bytes | None) -> Any:
+    if value is None or not value.startswith(b"{"):
+        return value
+    record = orjson.loads(value)
+    record.pop("emitted_at", None)
+    return record
+
+
+def test_live_states_change_nothing_but_speed() -> None:
+    """Scoring from cached live objects (a tiny cache, so eviction happens too) writes the
+    same states and emits the same records as restoring every customer from the store."""
+    restored, restored_store = _run_history(live_states=0)
+    cached, cached_store = _run_history(live_states=7)
+    assert len(restored) > 1000
+    assert cached == restored
+    assert cached_store == restored_store
+    # ...and the day buckets written batch by batch are those of folding everything at once.
+    by_customer: dict[str, list[dict[str, Any]]] = {}
+    for raw in restored[0]:
+        e = orjson.loads(raw)
+        by_customer.setdefault(e["customer_id"], []).append(e)
+    engine = ScoringEngine()
+    for key, value in cached_store.items():
+        events = by_customer[key.decode()]
+        whole = engine.apply_batch(None, events, max(e["occurred_at"] for e in events))
+        assert whole.state is not None
+        whole.state.prune()
+        assert orjson.loads(value)["d"] == whole.state.to_dict()["d"]
+
+
+def test_live_states_are_bounded_and_follow_their_partitions() -> None:
+    from models.state import CustomerState
+    from streams.scoring import LiveStates
+
+    live = LiveStates(capacity=2)
+    a, b, c = CustomerState("A"), CustomerState("B"), CustomerState("C")
+    live.put(0, a)
+    live.put(1, b)
+    assert live.get("A") is a  # now the most recently used
+    live.put(0, c)
+    assert len(live) == 2 and live.get("B") is None and live.get("A") is a
+    live.drop_partition(0)
+    assert len(live) == 0
+    live.put(1, b)
+    live.discard("B")
+    assert live.get("B") is None
