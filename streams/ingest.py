@@ -22,12 +22,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import orjson
 from confluent_kafka import Message
 
 from models.config import ScoringConfig
 from models.ingestion import Ingestion, IngestionConfig, tick_message
+from streams.alignment import Aligner, Held, Record
 from streams.metrics import Metrics
 from streams.processor import Output, Table
 from streams.settings import Settings
@@ -68,6 +70,8 @@ class IngestHandler:
         self.dead_letters = settings.topics["dead_letters"]
         self._ticked_watermark = 0
         self._ticked_at = 0.0
+        skew_ms = int(settings.max_source_skew_s * 1000)
+        self.aligner = Aligner(skew_ms) if skew_ms > 0 else None
 
     def on_assigned(self, partition: int, table: Table) -> None:
         """Nothing to restore: ingest keeps no table."""
@@ -77,6 +81,34 @@ class IngestHandler:
         read again after an aborted transaction, which must not count them as duplicates)."""
         self.ingestion.forget_partition(partition)
 
+    # -- event-time alignment (streams/alignment.py): the processor's optional hooks --------
+
+    def assigned(self, partitions: list[tuple[str, int]]) -> None:
+        """New source partitions hold the others back until they deliver or go quiet."""
+        if self.aligner is not None:
+            self.aligner.assigned(partitions, time.monotonic())
+
+    def forget(self, topic: str, partition: int) -> None:
+        """A source partition left (or will be re-read): drop the records it held."""
+        if self.aligner is not None:
+            self.aligner.forget((topic, partition))
+
+    def finish(self, table: Table, out: Output,
+               caught_up: Callable[[], set[tuple[str, int]]]) -> None:
+        """After a batch: send what the slowest partition with a backlog allows
+        (`caught_up()`: the partitions with nothing left to read)."""
+        if self.aligner is not None:
+            out.records.extend(self.aligner.release(time.monotonic(), caught_up()))
+
+    def positions(self) -> dict[tuple[str, int], int] | None:
+        """Offsets to commit: up to the first record still held, per partition that moved
+        (None without alignment: everything handled is done)."""
+        return self.aligner.positions() if self.aligner is not None else None
+
+    def pause_resume(self) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        """Partitions to pause (running ahead) and to resume (caught up)."""
+        return self.aligner.pause_resume() if self.aligner is not None else ([], [])
+
     def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
         """Route every record of one source partition's batch."""
         now_ms = int(time.time() * 1000)
@@ -84,22 +116,33 @@ class IngestHandler:
         source = self.source_of[topic]
         route = self.ingestion.route
         dumps = orjson.dumps
-        send = out.send
+        send = out.records.append  # (topic, key, value, partition), as Output.send queues it
         ingested: Counter[str] = Counter()
         dead_reasons: Counter[str] = Counter()
         duplicates = 0
+        aligner = self.aligner
+        if aligner is not None:
+            tp = (topic, partition)
+            records: list[Record] = []
+            send = records.append
         for msg in messages:
             key = msg.key()
             routed = route(msg.value(), source, topic, partition, msg.offset(), key, now_ms)
+            event_time = None
             for event in routed.accepted:
-                send(self.customer_events, event["customer_id"].encode(), dumps(event))
+                send((self.customer_events, event["customer_id"].encode(), dumps(event), None))
                 ingested[event["event_type"]] += 1
+                event_time = event["occurred_at"]
             for alias_key, message in routed.identity:
-                send(self.identity, alias_key.encode(), dumps(message))
+                send((self.identity, alias_key.encode(), dumps(message), None))
             for dead in routed.dead:
-                send(self.dead_letters, key, dumps(dead))
+                send((self.dead_letters, key, dumps(dead), None))
                 dead_reasons[dead["reason"]] += 1
             duplicates += routed.duplicate
+            if aligner is not None:
+                aligner.add(tp, Held(msg.offset() or 0, event_time, records))
+                records = []
+                send = records.append
         # Metrics once per batch: label lookups per event would cost more than the routing.
         self.metrics.events_consumed.labels(source).inc(len(messages))
         for event_type, count in ingested.items():

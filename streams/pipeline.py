@@ -16,6 +16,7 @@ from models.alerts import AlertConfig, AlertRules
 from models.config import ScoringConfig
 from models.engine import ScoringEngine
 from models.scorecard import Scorecard
+from streams.erasure import ErasureConfirmations
 from streams.ingest import IngestHandler
 from streams.kafka import client_config
 from streams.learning import BundleWatcher, LearnerHandler
@@ -26,6 +27,14 @@ from streams.scoring import ScoringHandler, ScoringTopics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+ALIGNED_FETCH: dict[str, str | int | float | bool] = {
+    # With event-time alignment, ingest pauses partitions that run ahead, and a pause drops
+    # what the consumer prefetched for them: keep that small, so little is fetched twice.
+    "queued.min.messages": 2000,
+    "queued.max.messages.kbytes": 8192,
+    "max.partition.fetch.bytes": 256 * 1024,
+}
 
 
 class ScoringPipeline:
@@ -40,13 +49,18 @@ class ScoringPipeline:
         client = client_config(settings)
         common = dict(client=client, store_url=settings.store, data_dir=settings.data_dir,
                       batch_size=settings.batch_size, batch_within_s=settings.batch_within_s,
-                      client_id=settings.canonical_url)
+                      client_id=settings.canonical_url,
+                      session_timeout_ms=int(settings.group_session_timeout_s * 1000),
+                      transaction_timeout_ms=int(settings.transaction_timeout_s * 1000))
         self.handler = ScoringHandler(
             self.engine, AlertRules(alert_config or settings.alert_config()),
             ScoringTopics(score_changes=topics["score_changes"], alerts=topics["alerts"],
                           training_examples=topics["training_examples"],
                           dead_letters=topics["dead_letters"]),
-            self.metrics, allowed_lateness_ms=int(settings.allowed_lateness_days * 86_400_000))
+            self.metrics, allowed_lateness_ms=int(settings.allowed_lateness_days * 86_400_000),
+            live_states=settings.live_states)
+        self.handler.erasures = ErasureConfirmations(
+            topics["erasure_confirmations"], topics["training_examples"], self.metrics)
         self.scoring = BatchProcessor(
             ProcessorConfig(name="customer-state", group_id=f"{settings.app_id}-scoring",
                             input_topics=(topics["customer_events"],),
@@ -56,7 +70,9 @@ class ScoringPipeline:
         self.ingest = BatchProcessor(
             ProcessorConfig(name="ingest", group_id=f"{settings.app_id}-ingest",
                             input_topics=tuple(settings.source_topics.values()),
-                            changelog_topic=None, **common),  # type: ignore[arg-type]
+                            changelog_topic=None, consumer_overrides=(
+                                ALIGNED_FETCH if settings.max_source_skew_s > 0 else {}),
+                            **common),  # type: ignore[arg-type]
             IngestHandler(settings, self.metrics, self.engine.config),
             on_batch=self._observe("ingest"))
         self.learner = LearnerHandler(self.engine.config, topics["model_snapshots"],

@@ -57,6 +57,14 @@ class ProcessorConfig:
     batch_size: int = 2000
     batch_within_s: float = 0.05
     client_id: str = "scorestream"
+    consumer_overrides: dict[str, str | int | float | bool] = field(default_factory=dict)
+    """Extra consumer settings of this stage (librdkafka names)."""
+    session_timeout_ms: int = 45_000
+    """How long the group waits for a silent member (a crashed worker) before moving its
+    partitions to the others."""
+    transaction_timeout_ms: int = 60_000
+    """How long the broker keeps a crashed worker's open transaction before aborting it; until
+    then read_committed readers and committed-offset fetches of its partitions wait."""
 
 
 @dataclass
@@ -146,6 +154,7 @@ class BatchProcessor:
         self.lag: dict[tuple[str, int], int] = {}
         self._in_transaction = False
         self._lag_checked = 0.0
+        self._start: dict[tuple[str, int], int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -185,6 +194,7 @@ class BatchProcessor:
                 "compression.type": "lz4",
                 "queue.buffering.max.messages": 1_000_000,
                 "client.id": cfg.client_id,
+                "transaction.timeout.ms": cfg.transaction_timeout_ms,
             })
             self._producer.init_transactions(60)
             self._consumer = Consumer({
@@ -196,6 +206,9 @@ class BatchProcessor:
                 "isolation.level": "read_committed",
                 "partition.assignment.strategy": "cooperative-sticky",
                 "fetch.wait.max.ms": 50,
+                "session.timeout.ms": cfg.session_timeout_ms,
+                "heartbeat.interval.ms": min(3000, cfg.session_timeout_ms // 3),
+                **cfg.consumer_overrides,
             })
             self._consumer.subscribe(list(cfg.input_topics), on_assign=self._on_assign,
                                      on_revoke=self._on_revoke, on_lost=self._on_revoke)
@@ -231,15 +244,48 @@ class BatchProcessor:
                     self.handler.handle(tp[1], batch, self.table, out)
             else:
                 self.handler.idle(self.table, out)
+            finish = getattr(self.handler, "finish", None)
+            if finish is not None:
+                finish(self.table, out, self._caught_up)
         finally:
             self.table._out = None
+        self._flow()
         self._measure_lag()
-        if not by_partition and not out.writes and not out.records:
+        positions = self._positions(by_partition)
+        if not positions and not out.writes and not out.records:
             producer.poll(0)
             return
-        self._commit(by_partition, out)
+        self._commit(positions, out)
         if self.on_batch is not None:
             self.on_batch(len(messages), time.perf_counter() - began)
+
+    def _caught_up(self) -> set[tuple[str, int]]:
+        """Owned partitions with nothing left to read (as of the latest fetch responses; a
+        transaction marker at the end counts as nothing)."""
+        consumer = self._consumer
+        if consumer is None:
+            return set()
+        done = set()
+        for tp in consumer.position([TopicPartition(t, p) for t, p in self.owned]):
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            # Nothing consumed yet: it starts at its committed offset, or at the start.
+            offset = tp.offset if tp.offset >= 0 else self._start.get((tp.topic, tp.partition))
+            if offset is not None and high >= 0 and high - max(offset, low) <= 1:
+                done.add((tp.topic, tp.partition))
+        return done
+
+    def _flow(self) -> None:
+        """Pause and resume input partitions as the handler asks (event-time alignment)."""
+        flow = getattr(self.handler, "pause_resume", None)
+        consumer = self._consumer
+        if flow is None or consumer is None:
+            return
+        pause, resume = flow()
+        pause = [tp for tp in pause if tp in self.owned]
+        if pause:
+            consumer.pause([TopicPartition(t, p) for t, p in pause])
+        if resume:
+            consumer.resume([TopicPartition(t, p) for t, p in resume if (t, p) in self.owned])
 
     def _measure_lag(self, every_s: float = 5.0) -> None:
         """Records not yet consumed per owned partition (transaction markers count as one)."""
@@ -255,7 +301,17 @@ class BatchProcessor:
                 lag[(tp.topic, tp.partition)] = max(0, high - tp.offset)
         self.lag = lag
 
-    def _commit(self, by_partition: dict[tuple[str, int], list[Message]], out: Output) -> None:
+    def _positions(self, by_partition: dict[tuple[str, int], list[Message]]
+                   ) -> dict[tuple[str, int], int]:
+        """Offsets to commit: past each batch, or what the handler says it is done with (a
+        handler that holds records back commits only up to the first one it holds)."""
+        held = getattr(self.handler, "positions", None)
+        positions = held() if held is not None else None
+        if positions is not None:
+            return {tp: offset for tp, offset in positions.items() if tp in self.owned}
+        return {tp: (batch[-1].offset() or 0) + 1 for tp, batch in by_partition.items()}
+
+    def _commit(self, positions: dict[tuple[str, int], int], out: Output) -> None:
         consumer, producer = self._consumer, self._producer
         assert consumer is not None and producer is not None
         cfg = self.config
@@ -267,8 +323,7 @@ class BatchProcessor:
                     self._produce(cfg.changelog_topic, key, value, partition)
             for topic, out_key, out_value, out_partition in out.records:
                 self._produce(topic, out_key, out_value, out_partition)
-            offsets = [TopicPartition(topic, p, (batch[-1].offset() or 0) + 1)
-                       for (topic, p), batch in by_partition.items()]
+            offsets = [TopicPartition(topic, p, offset) for (topic, p), offset in positions.items()]
             if offsets:
                 metadata = consumer.consumer_group_metadata()
                 _retrying(lambda: producer.send_offsets_to_transaction(offsets, metadata, 30))
@@ -314,6 +369,9 @@ class BatchProcessor:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         wanted = [(tp.topic, tp.partition) for tp in partitions]
         log.info("%s: assigned %s; restoring state", self.config.name, wanted)
+        if hasattr(self.handler, "finish"):  # it asks which partitions are caught up
+            for tp in consumer.committed(partitions, 30):
+                self._start[(tp.topic, tp.partition)] = max(tp.offset, 0)
         began = time.perf_counter()
         self._restore(wanted)
         log.info("%s: restored %d keys for partitions %s in %.2fs", self.config.name,
@@ -327,6 +385,9 @@ class BatchProcessor:
 
     def _drop(self, topic: str, partition: int) -> None:
         self.owned.discard((topic, partition))
+        forget = getattr(self.handler, "forget", None)
+        if forget is not None:
+            forget(topic, partition)
         store = self.table.stores.pop(partition, None)
         if store is not None:
             store.close()
@@ -340,6 +401,9 @@ class BatchProcessor:
             self.owned.update(wanted)
             for p in partitions:
                 self.handler.on_assigned(p, self.table)
+            assigned = getattr(self.handler, "assigned", None)
+            if assigned is not None:
+                assigned(wanted)
             return
         for p in partitions:
             self.table.stores[p] = open_store(cfg.store_url, cfg.data_dir, cfg.name, p)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from models.scorecard import Scorecard
 from models.state import CustomerState
 from models.tiers import ValueHistogram
 from schemas.decode import DeadLetter, Reason
+from streams.erasure import ErasureConfirmations
 from streams.learning import HISTOGRAM_PREFIX
 from streams.metrics import Metrics
 from streams.processor import Output, Table
@@ -62,13 +63,63 @@ class Aggregates:
             self.tiers[card.tier] = self.tiers.get(card.tier, 0) + sign
 
 
+class LiveStates:
+    """The most recently used customers' live `CustomerState` objects, beside the store.
+
+    Restoring a state from its bytes costs more than scoring it, and a restored state has to
+    rebuild its running window sums; a customer seen again soon skips both. The store stays
+    the source of truth: entries are only ever the state as last written to it in this
+    batch or an earlier one, and a partition's entries go when the partition does (also
+    after an aborted transaction, which rebuilds the stores).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._states: OrderedDict[str, CustomerState] = OrderedDict()
+        self._partition: dict[str, int] = {}
+
+    def get(self, customer_id: str) -> CustomerState | None:
+        """The live state, or None when it is not cached."""
+        state = self._states.get(customer_id)
+        if state is not None:
+            self._states.move_to_end(customer_id)
+        return state
+
+    def put(self, partition: int, state: CustomerState) -> None:
+        """Remember a state just written to the store (evicting the least recently used)."""
+        if self.capacity <= 0:
+            return
+        cid = state.customer_id
+        self._states[cid] = state
+        self._states.move_to_end(cid)
+        self._partition[cid] = partition
+        while len(self._states) > self.capacity:
+            old, _ = self._states.popitem(last=False)
+            del self._partition[old]
+
+    def discard(self, customer_id: str) -> None:
+        """Forget one customer (erased)."""
+        self._states.pop(customer_id, None)
+        self._partition.pop(customer_id, None)
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget every customer of a partition that left this worker."""
+        for cid in [c for c, p in self._partition.items() if p == partition]:
+            self.discard(cid)
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
 class ScoringHandler:
     """BatchHandler of the scoring stage (one per worker; state per owned partition)."""
 
     def __init__(self, engine: ScoringEngine, rules: AlertRules, topics: ScoringTopics,
                  metrics: Metrics | None = None, histogram_interval_s: float = 10.0,
-                 allowed_lateness_ms: int = 400 * 86_400_000) -> None:
+                 allowed_lateness_ms: int = 400 * 86_400_000,
+                 live_states: int = 0) -> None:
         self.engine = engine
+        self.live = LiveStates(live_states)
         self.allowed_lateness_ms = allowed_lateness_ms
         self.metrics = metrics or Metrics()
         self.aggregates: dict[int, Aggregates] = {}
@@ -79,6 +130,8 @@ class ScoringHandler:
         self.watermark: dict[int, int] = {}
         self.histograms: dict[int, ValueHistogram] = {}
         self._histogram_sent: dict[int, float] = {}
+        self.erasures: ErasureConfirmations | None = None
+        """Confirms erasures (streams/erasure.py); set by the pipeline."""
 
     # -- partition lifecycle ---------------------------------------------------------------
 
@@ -109,6 +162,7 @@ class ScoringHandler:
         self.histograms.pop(partition, None)
         self.aggregates.pop(partition, None)
         self._histogram_sent.pop(partition, None)
+        self.live.drop_partition(partition)
 
     # -- processing ------------------------------------------------------------------------
 
@@ -140,6 +194,8 @@ class ScoringHandler:
             state = self._load(table, partition, customer_id)
             outcome = self.engine.apply_batch(state, events, watermark, customer_id)
             self._emit(partition, outcome, table, out)
+            if outcome.erased and self.erasures is not None:
+                self.erasures.confirm(customer_id, events, state is not None, out)
         # Once per batch (per-event observations would cost more than a customer's scoring):
         # the batch's oldest event bounds the ingest-to-emit latency of all of them.
         now = time.time()
@@ -179,6 +235,9 @@ class ScoringHandler:
     # -- internals -------------------------------------------------------------------------
 
     def _load(self, table: Table, partition: int, customer_id: str) -> CustomerState | None:
+        state = self.live.get(customer_id)
+        if state is not None:
+            return state
         raw = table.get(partition, customer_id.encode())
         return CustomerState.restore(raw, self.engine.config) if raw is not None else None
 
@@ -204,10 +263,12 @@ class ScoringHandler:
                 previous.ltv_predicted_12m if previous else None, None)
             self._aggregates(partition).replace(previous, None)
             table.delete(partition, key)
+            self.live.discard(outcome.customer_id)
             out.send(self.topics.score_changes, key, None)
             return
         alerts = self.rules.on_outcome(outcome)  # updates the alert memory inside the state
         table.put(partition, key, outcome.state.snapshot())
+        self.live.put(partition, outcome.state)
         if outcome.next_due is not None:
             self.due.setdefault(partition, DueIndex()).push(outcome.next_due, outcome.customer_id)
         for example in outcome.training_examples:
