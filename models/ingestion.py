@@ -15,12 +15,14 @@ Two ways to run it:
 
 - `Ingestion.process` does everything in one place (replay, tests, a single process).
 - Partitioned, for several workers: `Ingestion.route` (stage 1, on the source topics) decodes
-  and de-duplicates, sends events with a customer id straight on, and turns alias-only events,
-  identity links and erasures into messages for an internal identity topic keyed by alias key
-  (`event_message`, `link_message`, `erase_message`; `tick_message` carries the watermark to
-  quiet partitions). `IdentityPartition` (stage 2, one per identity-topic partition) resolves,
-  holds, releases and evicts, with links and held events in the caller's tables. Released
-  events then reach customer-events after the event that linked them, not before it.
+  and de-duplicates, sends events with a customer id straight on, and turns alias-only events
+  and identity links into messages for an internal identity topic keyed by alias key
+  (`event_message`, `link_message`; `tick_message` carries the watermark to quiet partitions).
+  `IdentityPartition` (stage 2, one per identity-topic partition) resolves, holds, releases and
+  evicts, with links and held events in the caller's tables. Released events then reach
+  customer-events after the event that linked them, not before it. An erasure goes to the
+  identity topic keyed by customer, where `models.erasure.ErasureCoordinator` erases every
+  alias of the customer before the event continues to customer-events.
 
 >>> ingestion = Ingestion()
 >>> page = (b'{"event_id":"w-1","event_type":"page_view","source":"web",'
@@ -45,6 +47,13 @@ from typing import Any
 import orjson
 
 from models.dedupe import Dedupe
+from models.erasure import (
+    customer_key,
+    erase_customer_message,
+    erased_alias_message,
+    index_message,
+    unindex_message,
+)
 from models.identity import (
     Eviction,
     HeldEvent,
@@ -288,6 +297,17 @@ class Ingestion:
             self.counters.forwarded += 1
             return routed
 
+        if decoded.event_type == "customer_erased":
+            # Through the identity stage first: the customer's index there knows every alias
+            # (this event may name none), and it releases the event to customer-events only
+            # once every link is gone (see models/erasure.py).
+            named = [alias_key(kind, alias) for kind, alias in decoded.aliases()]
+            message = erase_customer_message(
+                decoded.to_canonical(customer_id, now_ms), named, self.watermark)
+            routed.identity.append((customer_key(customer_id), message))
+            routed.forwarded = True
+            self.counters.forwarded += 1
+            return routed
         routed.accepted.append(decoded.to_canonical(customer_id, now_ms))
         self.counters.accepted += 1
         links = {alias_key(kind, alias): (kind, alias) for kind, alias in _links_in(decoded)}
@@ -295,10 +315,6 @@ class Ingestion:
             routed.identity.append(
                 (link_key, link_message(kind, alias, decoded, customer_id, self.watermark))
             )
-        if decoded.event_type == "customer_erased":
-            for kind, alias in decoded.aliases():
-                message = erase_message(kind, alias, customer_id, self.watermark)
-                routed.identity.append((alias_key(kind, alias), message))
         return routed
 
     def evict(self, event_time: int, now_ms: int) -> IngestResult:
@@ -463,18 +479,6 @@ def link_message(
     }
 
 
-def erase_message(alias_kind: str, alias: str, customer_id: str, watermark: int) -> dict[str, Any]:
-    """Identity-topic message of an erasure: drop the alias's link to the customer, and its waiting
-    events."""
-    return {
-        "op": "erase",
-        "alias_kind": alias_kind,
-        "alias": alias,
-        "customer_id": customer_id,
-        "watermark": watermark,
-    }
-
-
 def tick_message(watermark: int) -> dict[str, Any]:
     """Identity-topic message that only advances a partition's event-time clock (so events held
     on a quiet partition still age out)."""
@@ -504,6 +508,9 @@ class IdentityResult:
     link_changes: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
     held_changes: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
     duplicate: bool = False
+    identity: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """(key, message) for the identity topic itself: customer-index updates and answers to
+    erasures, keyed by customer key (models/erasure.py)."""
 
 
 @dataclass(slots=True)
@@ -625,6 +632,10 @@ class IdentityPartition:
             self.counters.erased += len(forgotten.held)
             for held in forgotten.held:
                 self._unhold(held, result)
+            if alias is not None and message.get("erasure_id"):
+                result.identity.append((customer_key(message["customer_id"]), erased_alias_message(
+                    message["customer_id"], str(message["erasure_id"]), alias_key(*alias),
+                    bool(forgotten.link_keys), len(forgotten.held))))
         self._dead_evictions(self.resolver.evict(self.clock), result, now_ms)
         result.link_changes = self.resolver.drain_changes()
         self.resolver.clear_links()
@@ -657,13 +668,22 @@ class IdentityPartition:
         self._dead_evictions(evicted, result, now_ms)
 
     def _on_link(self, message: dict[str, Any], result: IdentityResult, now_ms: int) -> None:
+        kind, alias = message["alias_kind"], message["alias"]
+        before = self.resolver.lookup(kind, alias)
         releases = self.resolver.link(
-            message["alias_kind"],
-            message["alias"],
+            kind,
+            alias,
             message["customer_id"],
             event_time=int(message["event_time"]),
             event_id=message.get("event_id"),
         )
+        after = self.resolver.lookup(kind, alias)
+        if after is not None and after != before:
+            # Keep the customer -> aliases index (another partition) in step, for erasure.
+            key = alias_key(kind, alias)
+            result.identity.append((customer_key(after), index_message(after, key)))
+            if before is not None:
+                result.identity.append((customer_key(before), unindex_message(before, key)))
         for customer_id, held in releases:
             event = DecodedEvent.from_record(held.item["event"])
             result.accepted.append(event.to_canonical(customer_id, now_ms))

@@ -88,6 +88,13 @@ class Learner:
             learned += 1
         return learned
 
+    def forget(self, customer_id: str) -> bool:
+        """Drop an erased customer from the population sample; True if it was in it.
+
+        The models keep only aggregate weights; the sample is the one per-customer record.
+        """
+        return self.population.pop(customer_id, None) is not None
+
     def _remember(self, customer_id: str, summary: dict[str, float]) -> None:
         h = int.from_bytes(hashlib.blake2b(customer_id.encode(), digest_size=8).digest(), "big")
         pop = self.population

@@ -34,9 +34,13 @@ class Topics:
 
 def create_app(settings: Settings) -> faust.App:
     """Build the scorestream Faust app for these settings."""
+    from streams.kafka import faust_credentials
+    from streams.web import api_guard
+
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings),
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -46,7 +50,16 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         web_canonical_url=settings.canonical_url,
         web_enabled=True,
+        # Read-only API, optional bearer token: a middleware sees every request first.
+        web_application_options={"middlewares": [api_guard(settings.api_token.reveal())]},
+        # Faust's own pages (table contents, routing, stats) are not part of our API.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
         producer_compression_type="lz4",
+        broker_session_timeout=settings.group_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.group_session_timeout_s / 3),
     )
     topics = Topics(
         customer_events=app.topic(

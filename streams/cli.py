@@ -20,9 +20,12 @@ log = logging.getLogger("scorestream")
 COMMANDS = {
     "worker": ("streams.worker", "run a scoring worker (joins the consumer group)"),
     "topics": ("streams.worker", "create the topics scorestream uses, then exit"),
-    "demo": ("streams.demo", "generate events, run them through a worker, report what happened"),
+    "demo": ("streams.demo", "watch a worker score a steady stream of generated events, live"),
     "replay": ("streams.replay", "replay a JSON-lines event file through the core, no Kafka"),
     "generate": ("streams.generate", "write a deterministic synthetic event history"),
+    "tail": ("streams.tail", "follow alerts, score changes or dead letters in the console"),
+    "scorecard": ("streams.scorecard_cli", "print one customer's scorecard from a worker's API"),
+    "erase": ("streams.erasure", "right to erasure: request that a customer be forgotten"),
 }
 
 

@@ -13,6 +13,10 @@ rebalance):
   key's link from the table before it is handled, and link changes are written back.
 - `identity-held`: held-event key -> the event waiting for its alias's link, with its original
   source record (for a faithful `unresolved_identity` dead letter) and its identity partition.
+- `identity-customers`: customer key -> every alias key linked to the customer, and the erasure
+  in flight, if any. Records keyed `customer:<id>` on the identity topic go to the
+  `ErasureCoordinator` instead (models/erasure.py): alias partitions keep this index up to date
+  as links are made, and an erasure fans out from it to every alias of the customer.
 
 Why held events are persisted rather than left uncommitted: Faust commits a partition's offset
 up to the oldest unacknowledged event, so an event held for hours would pin the offset and a
@@ -41,6 +45,7 @@ import faust
 import orjson
 from faust.types import TP
 
+from models.erasure import ErasureCoordinator, is_customer_key
 from models.ingestion import IdentityPartition
 from streams.ingest import ingestion_config
 from streams.settings import Settings
@@ -52,10 +57,11 @@ log = logging.getLogger(__name__)
 
 LINKS_TABLE = "identity-links"
 HELD_TABLE = "identity-held"
+CUSTOMERS_TABLE = "identity-customers"
 
 
 def register_identity(app: faust.App, settings: Settings, topics: Topics) -> None:
-    """Register the identity agent and its two tables on app."""
+    """Register the identity agent and its three tables on app."""
     links = app.Table(
         LINKS_TABLE, key_type=str, partitions=settings.partitions,
         help="alias key -> identity link (customer id, event time, linking event)",
@@ -64,6 +70,11 @@ def register_identity(app: faust.App, settings: Settings, topics: Topics) -> Non
         HELD_TABLE, key_type=str, partitions=settings.partitions,
         help="alias-only events waiting for their alias's link",
     )
+    customers = app.Table(
+        CUSTOMERS_TABLE, key_type=str, partitions=settings.partitions,
+        help="customer key -> its alias keys and the erasure in flight",
+    )
+    coordinator = ErasureCoordinator()
     config = ingestion_config(settings)
     identity_topic = settings.topics["identity"]
     owned: dict[int, IdentityPartition] = {}
@@ -96,23 +107,33 @@ def register_identity(app: faust.App, settings: Settings, topics: Topics) -> Non
             for event in batch:
                 concrete._set_current_event(event)
                 message = event.message
-                result = partition_state(message.partition).handle(
-                    message.value,
-                    message.key,
-                    links,
-                    now_ms,
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                )
-                _apply(links, result.link_changes)
-                _apply(held, result.held_changes)
-                for accepted in result.accepted:
-                    topics.customer_events.send_soon(
-                        key=accepted["customer_id"].encode(), value=orjson.dumps(accepted)
+                if is_customer_key(message.key):
+                    erasure = coordinator.handle(
+                        message.value, message.key, customers, now_ms, topic=message.topic,
+                        partition=message.partition, offset=message.offset)
+                    _apply(customers, erasure.index_changes)
+                    accepted, dead, follow = erasure.accepted, erasure.dead, erasure.identity
+                else:
+                    result = partition_state(message.partition).handle(
+                        message.value,
+                        message.key,
+                        links,
+                        now_ms,
+                        topic=message.topic,
+                        partition=message.partition,
+                        offset=message.offset,
                     )
-                for dead in result.dead:
-                    topics.dead_letters.send_soon(key=message.key, value=orjson.dumps(dead))
+                    _apply(links, result.link_changes)
+                    _apply(held, result.held_changes)
+                    accepted, dead, follow = result.accepted, result.dead, result.identity
+                for record in accepted:
+                    topics.customer_events.send_soon(
+                        key=record["customer_id"].encode(), value=orjson.dumps(record)
+                    )
+                for record in dead:
+                    topics.dead_letters.send_soon(key=message.key, value=orjson.dumps(record))
+                for key, follow_up in follow:
+                    topics.identity.send_soon(key=key.encode(), value=orjson.dumps(follow_up))
 
 
 def _apply(

@@ -7,12 +7,18 @@ newcomer finds every topic's partition count and retention policy in one table.
 from __future__ import annotations
 
 import logging
+import ssl
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +35,66 @@ class TopicSpec:
 
 
 def client_config(settings: Settings) -> dict[str, str | int | float | bool]:
-    """Base librdkafka config for every confluent-kafka client scorestream creates."""
-    return {"bootstrap.servers": settings.kafka_bootstrap}
+    """Base librdkafka config for every confluent-kafka client scorestream creates: bootstrap
+    and security (every consumer, producer and admin client starts from this)."""
+    return {"bootstrap.servers": settings.kafka_bootstrap, **security_config(settings)}
+
+
+def security_config(settings: Settings) -> dict[str, str | int | float | bool]:
+    """librdkafka's security properties for the configured protocol (empty for PLAINTEXT).
+
+    The result holds the SASL and key passwords in clear: hand it to a client, never log it.
+    """
+    protocol = settings.kafka_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    conf: dict[str, str | int | float | bool] = {"security.protocol": protocol.lower()}
+    if protocol.startswith("SASL_"):
+        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism.upper()
+        conf["sasl.username"] = settings.kafka_sasl_username
+        conf["sasl.password"] = settings.kafka_sasl_password.reveal()
+    if protocol.endswith("SSL"):
+        if settings.kafka_ssl_ca_location:
+            conf["ssl.ca.location"] = settings.kafka_ssl_ca_location
+        if settings.kafka_ssl_certfile:
+            conf["ssl.certificate.location"] = settings.kafka_ssl_certfile
+        if settings.kafka_ssl_keyfile:
+            conf["ssl.key.location"] = settings.kafka_ssl_keyfile
+        if settings.kafka_ssl_key_password:
+            conf["ssl.key.password"] = settings.kafka_ssl_key_password.reveal()
+        conf["ssl.endpoint.identification.algorithm"] = (
+            "https" if settings.kafka_ssl_check_hostname else "none")
+    return conf
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context of the Faust (aiokafka) clients, from the same settings as librdkafka's."""
+    context = ssl.create_default_context(cafile=settings.kafka_ssl_ca_location or None)
+    if settings.kafka_ssl_certfile:
+        context.load_cert_chain(
+            settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile or None,
+            password=settings.kafka_ssl_key_password.reveal() or None)
+    context.check_hostname = settings.kafka_ssl_check_hostname
+    return context
+
+
+def faust_credentials(settings: Settings) -> CredentialsT | None:
+    """Faust's `broker_credentials` for the configured protocol (None for PLAINTEXT): Faust
+    hands them to every aiokafka consumer, producer and topic-creating client it makes."""
+    from faust.auth import SASLCredentials, SSLCredentials
+
+    protocol = settings.kafka_protocol
+    context = ssl_context(settings) if protocol.endswith("SSL") else None
+    if protocol.startswith("SASL_"):
+        return SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.reveal(),
+            mechanism=settings.kafka_sasl_mechanism.upper(),
+            ssl_context=context,
+        )
+    if context is not None:
+        return SSLCredentials(context)
+    return None
 
 
 def producer_config(settings: Settings) -> dict[str, str | int | float | bool]:
@@ -56,6 +120,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(topics["customer_events"], parts, delete_7d),
         TopicSpec(topics["score_changes"], parts, compact),
         TopicSpec(topics["alerts"], parts, delete_30d),
+        # The audit trail of erasures: customer id and counts only, no personal data.
+        TopicSpec(topics["erasure_confirmations"], parts, delete_30d),
         TopicSpec(topics["dead_letters"], parts, delete_30d),
         # Alias-keyed re-key topic of the identity stage: needed only until consumed (held
         # events and links live in table changelogs), so the source topics' retention.
@@ -68,20 +134,44 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.changelog_topic("learner"), 1, compact),
         TopicSpec(settings.changelog_topic("identity-links"), parts, compact),
         TopicSpec(settings.changelog_topic("identity-held"), parts, compact),
+        TopicSpec(settings.changelog_topic("identity-customers"), parts, compact),
     ]
     return specs
 
 
+def _connect(settings: Settings, timeout: float) -> tuple[AdminClient, set[str]]:
+    """An admin client and the cluster's topic names; fails fast and says so when the broker
+    refuses our credentials (librdkafka would otherwise retry until the timeout)."""
+    auth_errors: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() == KafkaError._AUTHENTICATION:
+            auth_errors.append(err.str())
+
+    config: dict[str, Any] = {**client_config(settings), "error_cb": on_error}
+    admin = AdminClient(config)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return admin, set(admin.list_topics(timeout=2.0).topics)
+        except KafkaException as err:
+            admin.poll(0)  # serves error_cb: librdkafka reports a refused login there
+            if auth_errors:
+                raise RuntimeError(
+                    f"Kafka at {settings.kafka_bootstrap} refused our credentials "
+                    f"(SCORESTREAM_KAFKA_SASL_* / SCORESTREAM_KAFKA_SSL_*): {auth_errors[-1]}"
+                ) from err
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"cannot reach Kafka at {settings.kafka_bootstrap} "
+                    "(SCORESTREAM_KAFKA_BOOTSTRAP, SCORESTREAM_KAFKA_SECURITY_PROTOCOL): "
+                    f"{err}"
+                ) from err
+
+
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create the missing topics; return the names created. Existing topics are left as they are."""
-    admin = AdminClient(client_config(settings))
-    try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
-    except KafkaException as err:
-        raise RuntimeError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap} "
-            f"(SCORESTREAM_KAFKA_BOOTSTRAP): {err}"
-        ) from err
+    admin, existing = _connect(settings, timeout)
     missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
     if not missing:
         return []

@@ -70,6 +70,8 @@ class LearnerHandler:
         for msg in messages:
             key, value = msg.key() or b"", msg.value()
             if value is None:
+                if key and not key.startswith(HISTOGRAM_PREFIX):
+                    learner.forget(key.decode(errors="replace"))  # the customer was erased
                 continue
             if key.startswith(HISTOGRAM_PREFIX):
                 self.histograms[key] = ValueHistogram.restore(value)

@@ -6,8 +6,9 @@ os.environ. `Settings.from_env()` fails fast with a message naming the variable 
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -25,12 +26,76 @@ TOPIC_ROLES = (
     "training_examples",
     "model_snapshots",
     "identity",
+    "erasure_confirmations",
 )
 SOURCE_ROLES = ("web", "email", "crm", "support")
 
 
 class SettingsError(ValueError):
     """An environment variable holds a value scorestream cannot use."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A password or token: masked wherever it is printed (repr, str, logs, f-strings).
+
+    Only `reveal()` gives the value, at the one place that hands it to a client library.
+
+    >>> token = Secret("s3cret")
+    >>> token, f"{token}", token.reveal(), bool(Secret())
+    (Secret('***'), "Secret('***')", 's3cret', False)
+    """
+
+    _value: str = field(default="", repr=False)
+
+    def reveal(self) -> str:
+        """The secret itself."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+def redact_logs(secrets: Iterable[str]) -> None:
+    """Mask these values in every log record the process creates from now on.
+
+    A safety net under `Secret`: client libraries log what they send, and aiokafka's debug log
+    prints each SASL request with the password in it. Masks the plain value and its escaped
+    form inside a bytes repr.
+    """
+    values: set[str] = set()
+    for secret in secrets:
+        if secret:
+            values.update((secret, repr(secret.encode())[2:-1], repr(secret)[1:-1]))
+    ordered = sorted(values, key=len, reverse=True)
+    if not ordered:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a bad format string: logging reports it at emit
+            return record
+        if any(value in message for value in ordered):
+            for value in ordered:
+                message = message.replace(value, "***")
+            record.msg, record.args = message, None
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SECRET_FIELDS = ("api_token", "kafka_sasl_password", "kafka_ssl_key_password")
+"""Fields that may also be read from a file named by `SCORESTREAM_<NAME>_FILE`."""
 
 
 _DEFAULT_TOPIC_NAMES = {"identity": "identity-events"}
@@ -57,6 +122,8 @@ class Settings:
     log_level: str = "info"
     batch_size: int = 5000
     batch_within_s: float = 0.05
+    live_states: int = 0
+    max_source_skew_s: float = 0.0
     max_event_bytes: int = 65536
     identity_max_held: int = 10_000
     identity_max_hold_ms: int = 86_400_000
@@ -73,6 +140,18 @@ class Settings:
     model_publish_interval_s: float = 10.0
     model_publish_every: int = 500
     allowed_lateness_days: float = 400.0
+    api_token: Secret = Secret()
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: Secret = Secret()
+    kafka_ssl_ca_location: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_key_password: Secret = Secret()
+    kafka_ssl_check_hostname: bool = True
+    group_session_timeout_s: float = 45.0
+    transaction_timeout_s: float = 60.0
 
     def alert_config(self) -> AlertConfig:
         """Alert and score-change thresholds for the pure AlertRules."""
@@ -113,7 +192,11 @@ class Settings:
             if spec.name == "topics":
                 continue
             var = f"SCORESTREAM_{spec.name.upper()}"
-            if var in env:
+            if spec.name in SECRET_FIELDS and f"{var}_FILE" in env:
+                if var in env:
+                    raise SettingsError(f"set {var} or {var}_FILE, not both")
+                values[spec.name] = Secret(_read_secret_file(f"{var}_FILE", env[f"{var}_FILE"]))
+            elif var in env:
                 values[spec.name] = _convert(var, env[var], spec.type)
         topics = _default_topics()
         for role in TOPIC_ROLES:
@@ -132,6 +215,10 @@ class Settings:
             raise SettingsError("SCORESTREAM_PARTITIONS must be >= 1")
         if self.batch_size < 1:
             raise SettingsError("SCORESTREAM_BATCH_SIZE must be >= 1")
+        if self.max_source_skew_s < 0:
+            raise SettingsError("SCORESTREAM_MAX_SOURCE_SKEW_S must be >= 0 (0: no alignment)")
+        if self.live_states < 0:
+            raise SettingsError("SCORESTREAM_LIVE_STATES must be >= 0")
         if self.identity_max_held < 0 or self.identity_max_hold_ms < 0:
             raise SettingsError(
                 "SCORESTREAM_IDENTITY_MAX_HELD and SCORESTREAM_IDENTITY_MAX_HOLD_MS must be >= 0"
@@ -141,15 +228,60 @@ class Settings:
         if not 0 <= self.alert_high_value_churn_off <= self.alert_high_value_churn_on <= 1:
             raise SettingsError(
                 "need 0 <= SCORESTREAM_ALERT_HIGH_VALUE_CHURN_OFF <= _ON <= 1")
+        if not 6 <= self.group_session_timeout_s <= 1800:
+            raise SettingsError("SCORESTREAM_GROUP_SESSION_TIMEOUT_S must be within 6..1800 "
+                                "(the broker's group.min/max.session.timeout.ms defaults)")
+        if not 1 <= self.transaction_timeout_s <= 900:
+            raise SettingsError("SCORESTREAM_TRANSACTION_TIMEOUT_S must be within 1..900 "
+                                "(the broker's transaction.max.timeout.ms default)")
         if not self.store.startswith(("memory://", "rocksdb://")):
             raise SettingsError("SCORESTREAM_STORE must be memory:// or rocksdb://")
         names = list(self.topics.values())
         if len(set(names)) != len(names):
             raise SettingsError(f"topic names must be distinct, got {sorted(names)}")
+        if self.api_token and len(self.api_token.reveal()) < 16:
+            raise SettingsError("SCORESTREAM_API_TOKEN must be at least 16 characters long")
+        self._validate_kafka_security()
+
+    def secret_values(self) -> list[str]:
+        """The secrets that are set, revealed (for `redact_logs`)."""
+        return [getattr(self, name).reveal() for name in SECRET_FIELDS if getattr(self, name)]
+
+    @property
+    def kafka_protocol(self) -> str:
+        """The Kafka security protocol, upper case (`SASL_SSL`)."""
+        return self.kafka_security_protocol.strip().upper()
+
+    def _validate_kafka_security(self) -> None:
+        protocol = self.kafka_protocol
+        if protocol not in SECURITY_PROTOCOLS:
+            raise SettingsError("SCORESTREAM_KAFKA_SECURITY_PROTOCOL must be one of "
+                                f"{', '.join(SECURITY_PROTOCOLS)}")
+        if protocol.startswith("SASL_"):
+            if self.kafka_sasl_mechanism.upper() not in SASL_MECHANISMS:
+                raise SettingsError(
+                    f"SCORESTREAM_KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}")
+            if not self.kafka_sasl_username or not self.kafka_sasl_password:
+                raise SettingsError(
+                    f"{protocol} needs SCORESTREAM_KAFKA_SASL_USERNAME and "
+                    "SCORESTREAM_KAFKA_SASL_PASSWORD (or SCORESTREAM_KAFKA_SASL_PASSWORD_FILE)")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise SettingsError(
+                "SCORESTREAM_KAFKA_SSL_KEYFILE needs SCORESTREAM_KAFKA_SSL_CERTFILE")
+        for name in ("kafka_ssl_ca_location", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            location = getattr(self, name)
+            if location and not Path(location).exists():
+                raise SettingsError(f"SCORESTREAM_{name.upper()}: no such file {location!r}")
+
+
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
 
 
 def _convert(var: str, raw: str, kind: object) -> object:
     """Parse one variable to the field's declared type (annotations are strings here)."""
+    if kind == "Secret":
+        return Secret(raw)  # never echoed in an error message
     try:
         if kind == "int":
             return int(raw)
@@ -157,6 +289,17 @@ def _convert(var: str, raw: str, kind: object) -> object:
             return float(raw)
         if kind == "Path":
             return Path(raw)
-    except ValueError as err:
+        if kind == "bool":
+            return _BOOLEANS[raw.strip().lower()]
+    except (KeyError, ValueError) as err:
         raise SettingsError(f"{var}={raw!r}: expected {kind}") from err
     return raw
+
+
+def _read_secret_file(var: str, path: str) -> str:
+    """A secret from a file (a mounted Kubernetes or Docker secret); one trailing newline and
+    surrounding whitespace are not part of it."""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise SettingsError(f"{var}: cannot read {path!r}: {err.strerror}") from err

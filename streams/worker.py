@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from streams.kafka import ensure_topics
-from streams.settings import Settings
+from streams.settings import Settings, redact_logs
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from streams.app import create_app
 
     settings: Settings = args.settings
+    redact_logs(settings.secret_values())
     if not args.no_create_topics:
         created = ensure_topics(settings)
         if created:

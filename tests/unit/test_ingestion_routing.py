@@ -10,6 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.erasure import ErasureCoordinator, is_customer_key
 from models.identity import alias_key
 from models.ingestion import (
     IdentityPartition,
@@ -41,6 +42,8 @@ class Pipeline:
         self.stage2 = {p: IdentityPartition(p, self.config) for p in range(partitions)}
         self.links: dict[str, dict[str, Any]] = {}
         self.held: dict[str, dict[str, Any]] = {}
+        self.index: dict[str, dict[str, Any]] = {}
+        self.coordinator = ErasureCoordinator()
         self.accepted: list[dict[str, Any]] = []
         self.dead: list[dict[str, Any]] = []
         self.offset = 0
@@ -58,22 +61,31 @@ class Pipeline:
             self.deliver(self.partition_of(key), key.encode(), orjson.dumps(message))
 
     def deliver(self, partition: int, key: bytes | None, value: bytes | None) -> None:
-        result = self.stage2[partition].handle(
-            value, key, self.links, NOW, topic="identity", partition=partition, offset=None
-        )
-        for table, changes in ((self.links, result.link_changes),
-                               (self.held, result.held_changes)):
+        if is_customer_key(key):  # the customer index (models/erasure.py)
+            out = self.coordinator.handle(
+                value, key, self.index, NOW, topic="identity", partition=partition, offset=None)
+            tables: Any = ((self.index, out.index_changes),)
+            accepted, dead, follow = out.accepted, out.dead, out.identity
+        else:
+            result = self.stage2[partition].handle(
+                value, key, self.links, NOW, topic="identity", partition=partition, offset=None
+            )
+            tables = ((self.links, result.link_changes), (self.held, result.held_changes))
+            accepted, dead, follow = result.accepted, result.dead, result.identity
+            assert self.stage2[partition].counters.balanced()
+        for table, changes in tables:
             for k, record in changes:
                 if record is None:
                     table.pop(k, None)
                 else:
                     table[k] = record
-        self.accepted += result.accepted
-        self.dead += result.dead
-        assert self.stage2[partition].counters.balanced()
-        for record in result.accepted:
+        self.accepted += accepted
+        self.dead += dead
+        for next_key, message in follow:
+            self.deliver(self.partition_of(next_key), next_key.encode(), orjson.dumps(message))
+        for record in accepted:
             validator("customer-events")(record)
-        for record in result.dead:
+        for record in dead:
             validator("dead-letters")(record)
 
     def tick(self, watermark: int) -> None:
@@ -128,13 +140,17 @@ def test_route_forwards_alias_only_events_by_routing_alias_with_their_origin() -
     assert counters.balanced()
 
 
-def test_route_sends_an_erasure_to_every_alias_it_names() -> None:
-    erase = event("crm", "c-9", "customer_erased", customer_id="C1", email="a@x.org",
+def test_route_sends_an_erasure_to_the_customer_index_with_the_aliases_it_names() -> None:
+    erase = event("crm", "c-9", "customer_erased", customer_id="C1", email="A@x.org",
                   anonymous_id="a-1")
-    routed = Ingestion().route(erase, "crm", "crm", 0, 0, None, NOW)
-    assert [e["event_type"] for e in routed.accepted] == ["customer_erased"]
-    assert [(k, m["op"], m["customer_id"]) for k, m in routed.identity] == [
-        ("email:a@x.org", "erase", "C1"), ("anonymous_id:a-1", "erase", "C1")]
+    ingestion = Ingestion()
+    routed = ingestion.route(erase, "crm", "crm", 0, 0, None, NOW)
+    assert routed.accepted == [] and routed.forwarded
+    [(key, message)] = routed.identity
+    assert (key, message["op"], message["erasure_id"]) == ("customer:C1", "erase_customer", "c-9")
+    assert message["aliases"] == ["anonymous_id:a-1", "email:a@x.org"]
+    assert message["event"]["event_type"] == "customer_erased"
+    assert ingestion.counters.balanced()
 
 
 def test_held_events_are_released_to_their_link_in_arrival_order() -> None:
@@ -217,8 +233,34 @@ def test_erasure_discards_held_events_and_drops_only_its_own_links() -> None:
     pipe.send(event("crm", "c-10", "customer_erased", at=T0 + 2, customer_id="C1",
                     email="b@x.org"), "crm")  # b@x.org belongs to C2: kept
     assert set(pipe.links) == {"email:b@x.org"}
-    assert pipe.held == {} and pipe.dead == []
+    assert pipe.held == {} and pipe.dead == [] and pipe.index == {"customer:C2": {
+        "customer_id": "C2", "aliases": ["email:b@x.org"], "erasure": None}}
     assert sum(stage.counters.erased for stage in pipe.stage2.values()) == 1
+    erasures = [e for e in pipe.accepted if e["event_type"] == "customer_erased"]
+    assert [(e["event_id"], e["payload"]["erasure"]) for e in erasures] == [
+        ("c-9", {"identity_links_removed": 1, "held_events_discarded": 1, "aliases_erased": 2}),
+        ("c-10", {"identity_links_removed": 0, "held_events_discarded": 0, "aliases_erased": 1}),
+    ]
+
+
+def test_erasure_removes_every_link_of_the_customer_even_unnamed_ones() -> None:
+    pipe = Pipeline()
+    pipe.send(event("web", "w-1", "login", customer_id="C1", anonymous_id="a-1"))
+    pipe.send(event("web", "w-2", "login", at=T0 + 1, customer_id="C1", anonymous_id="a-2"))
+    pipe.send(event("crm", "c-1", "profile_updated", at=T0 + 2, customer_id="C1",
+                    payload={"fields": {"email": "ann@x.org"}}), "crm")
+    # a-2 moves to C2 later: C1's erasure must leave it alone.
+    pipe.send(event("web", "w-3", "login", at=T0 + 3, customer_id="C2", anonymous_id="a-2"))
+    assert pipe.index["customer:C1"]["aliases"] == ["anonymous_id:a-1", "email:ann@x.org"]
+    pipe.send(event("crm", "c-9", "customer_erased", at=T0 + 4, customer_id="C1"), "crm")
+    assert set(pipe.links) == {"anonymous_id:a-2"}
+    assert pipe.links["anonymous_id:a-2"]["customer_id"] == "C2"
+    assert set(pipe.index) == {"customer:C2"}
+    [erased] = [e for e in pipe.accepted if e["event_type"] == "customer_erased"]
+    assert erased["payload"]["erasure"] == {
+        "identity_links_removed": 2, "held_events_discarded": 0, "aliases_erased": 2}
+    pipe.send(event("email", "e-1", "opened", at=T0 + 5, email="ann@x.org"), "email")
+    assert len(pipe.held) == 1  # the erased link no longer resolves the alias
 
 
 def test_bad_identity_messages_become_internal_error_dead_letters() -> None:
