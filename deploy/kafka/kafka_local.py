@@ -3,6 +3,7 @@
 
     python deploy/kafka/kafka_local.py start [--run-dir DIR]   # prints the bootstrap address
     python deploy/kafka/kafka_local.py stop  [--run-dir DIR]
+    python deploy/kafka/kafka_local.py restart [--run-dir DIR] # same ports and data after stop
     python deploy/kafka/kafka_local.py status [--run-dir DIR]
     python deploy/kafka/kafka_local.py fetch                   # only resolve the jars
 
@@ -172,6 +173,27 @@ def server_properties(run_dir: Path, port: int, controller_port: int) -> str:
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
 
+def with_sasl_listener(properties: str, sasl_port: int, users: dict[str, str]) -> str:
+    """Add a SASL_PLAINTEXT listener (mechanism PLAIN) on sasl_port that accepts these
+    username -> password pairs; the PLAINTEXT listener and inter-broker traffic stay as they are.
+
+    For testing clients' SASL settings only: PLAIN over plaintext sends the password in clear.
+    """
+    jaas = "org.apache.kafka.common.security.plain.PlainLoginModule required " + " ".join(
+        f'user_{name}="{password}"' for name, password in sorted(users.items())) + ";"
+    lines = []
+    for line in properties.splitlines():
+        key = line.partition("=")[0]
+        if key in ("listeners", "advertised.listeners"):
+            line = f"{line},SASL_PLAINTEXT://127.0.0.1:{sasl_port}"
+        elif key == "listener.security.protocol.map":
+            line = f"{line},SASL_PLAINTEXT:SASL_PLAINTEXT"
+        lines.append(line)
+    lines += ["sasl.enabled.mechanisms=PLAIN",
+              f"listener.name.sasl_plaintext.plain.sasl.jaas.config={jaas}"]
+    return "\n".join(lines) + "\n"
+
+
 def _classpath(jars: Path) -> str:
     return f"{jars}/*"
 
@@ -232,8 +254,13 @@ def _is_our_broker(pid: int, run_dir: Path) -> bool:
     return b"kafka.Kafka" in cmdline and str(run_dir).encode() in cmdline
 
 
-def start(run_dir: Path, timeout: float = 120.0) -> Broker:
-    """Format a fresh data dir, start the broker in the background, wait until it serves."""
+def start(run_dir: Path, timeout: float = 120.0,
+          sasl_users: dict[str, str] | None = None) -> Broker:
+    """Format a fresh data dir, start the broker in the background, wait until it serves.
+
+    With sasl_users, the broker also listens for SASL/PLAIN clients; that address is written to
+    `sasl_bootstrap` in run_dir.
+    """
     run_dir = run_dir.resolve()
     existing = status(run_dir)
     if existing is not None:
@@ -248,7 +275,12 @@ def start(run_dir: Path, timeout: float = 120.0) -> Broker:
         controller_port = free_port()
     props = run_dir / "server.properties"
     props.write_text(server_properties(run_dir, port, controller_port))
-    log_path = run_dir / "broker.log"
+    if sasl_users:
+        sasl_port = free_port()
+        while sasl_port in (port, controller_port):
+            sasl_port = free_port()
+        props.write_text(with_sasl_listener(props.read_text(), sasl_port, sasl_users))
+        (run_dir / "sasl_bootstrap").write_text(f"127.0.0.1:{sasl_port}")
     base = [java, *JVM_OPTS, f"-Dlog4j2.configurationFile={LOG_CONFIG}",
             f"-Dkafka.logs.dir={run_dir / 'logs'}", "-cp", _classpath(jars)]
     fmt = subprocess.run(
@@ -258,7 +290,33 @@ def start(run_dir: Path, timeout: float = 120.0) -> Broker:
     )
     if fmt.returncode != 0:
         raise BrokerError(f"formatting storage failed:\n{(fmt.stdout + fmt.stderr)[-3000:]}")
-    with log_path.open("wb") as log:
+    return _launch(run_dir, base, port, timeout)
+
+
+def restart(run_dir: Path, timeout: float = 120.0) -> Broker:
+    """Start the stopped broker of run_dir again on its ports, with its data (topics, offsets,
+    transactions): what a broker restart in production looks like to clients."""
+    run_dir = run_dir.resolve()
+    existing = status(run_dir)
+    if existing is not None:
+        raise BrokerError(f"a broker already runs from {run_dir} at {existing.bootstrap}")
+    props = run_dir / "server.properties"
+    match = re.search(r"^listeners=PLAINTEXT://127\.0\.0\.1:(\d+),",
+                      props.read_text() if props.exists() else "", re.M)
+    if match is None or not (run_dir / "data").is_dir():
+        raise BrokerError(f"no stopped broker in {run_dir}: run `start` first")
+    base = [java_bin(), *JVM_OPTS, f"-Dlog4j2.configurationFile={LOG_CONFIG}",
+            f"-Dkafka.logs.dir={run_dir / 'logs'}", "-cp", _classpath(fetch_jars())]
+    return _launch(run_dir, base, int(match.group(1)), timeout)
+
+
+def _launch(run_dir: Path, base: list[str], port: int, timeout: float) -> Broker:
+    """Run kafka.Kafka with run_dir's config in the background; wait until it serves."""
+    props = run_dir / "server.properties"
+    log_path = run_dir / "broker.log"
+    # Appended, so a restart keeps the earlier run's log; readiness is judged on new lines only.
+    seen = log_path.stat().st_size if log_path.exists() else 0
+    with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [*base, "kafka.Kafka", str(props)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -273,7 +331,10 @@ def start(run_dir: Path, timeout: float = 120.0) -> Broker:
                 f"broker exited with code {proc.returncode} during start-up; log tail:\n"
                 f"{_log_tail(log_path)}"
             )
-        if READY_LINE in log_path.read_text(errors="replace") and _api_versions_ok(port):
+        with log_path.open("rb") as log:
+            log.seek(seen)
+            started = READY_LINE.encode() in log.read()
+        if started and _api_versions_ok(port):
             (run_dir / "bootstrap").write_text(bootstrap)
             return Broker(bootstrap=bootstrap, pid=proc.pid, run_dir=run_dir)
         time.sleep(0.2)
@@ -318,9 +379,12 @@ def stop(run_dir: Path, timeout: float = 30.0) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Command line: fetch | start | stop | status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["fetch", "start", "stop", "status"])
+    parser.add_argument("command", choices=["fetch", "start", "restart", "stop", "status"])
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR,
                         help="per-run data, config, pid and log (default: .run/kafka)")
+    parser.add_argument("--sasl-user", action="append", default=[], metavar="NAME:PASSWORD",
+                        help="start: also listen for SASL/PLAIN clients with these users "
+                             "(address in RUN_DIR/sasl_bootstrap); repeatable")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds to wait for the broker to serve (default 120)")
     args = parser.parse_args(argv)
@@ -329,8 +393,15 @@ def main(argv: list[str] | None = None) -> int:
             print(fetch_jars())
         elif args.command == "start":
             began = time.monotonic()
-            broker = start(args.run_dir, args.timeout)
+            users = dict(user.split(":", 1) for user in args.sasl_user)
+            broker = start(args.run_dir, args.timeout, sasl_users=users)
             print(f"kafka {kafka_version()} ready at {broker.bootstrap} (pid {broker.pid}, "
+                  f"{time.monotonic() - began:.1f}s, log {broker.log_path})", file=sys.stderr)
+            print(broker.bootstrap)
+        elif args.command == "restart":
+            began = time.monotonic()
+            broker = restart(args.run_dir, args.timeout)
+            print(f"kafka {kafka_version()} restarted at {broker.bootstrap} (pid {broker.pid}, "
                   f"{time.monotonic() - began:.1f}s, log {broker.log_path})", file=sys.stderr)
             print(broker.bootstrap)
         elif args.command == "stop":

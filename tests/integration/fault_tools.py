@@ -1,0 +1,342 @@
+"""Helpers of the fault-tolerance tests: a generated stream with its single-process reference,
+and ways to look at what workers left in Kafka (changelog states, group members, offsets).
+
+The reference is what is deterministic whatever the timing of a live run: the customer state
+folded from every accepted event (models.replay's ingestion, then `CustomerState.apply`) and
+the key values computed from it. Churn, engagement, predicted value and tiers depend on which
+model bundle the learner had published when a customer was scored, so they are left out.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from models.config import ScoringConfig
+from models.engine import ScoringEngine
+from models.ingestion import Ingestion
+from models.replay import ingest, sort_raw
+from models.state import CustomerState
+from models.synthetic import generate, iter_lines
+from streams.ingest import ingestion_config
+from streams.partitioning import partition_for
+from streams.settings import Settings
+
+PARTITIONS = 4
+HOLD_MS = 10 * 365 * 86_400_000
+"""Alias-only events wait for their link however far ingest's clock runs ahead (the live
+interleaving of source topics is arbitrary; the replay's is event-time order)."""
+DETERMINISTIC_FIELDS = ("customer_id", "as_of", "data_completeness", "revenue_12m",
+                        "interactions_12m", "days_since_last_interaction")
+
+
+@dataclass
+class Stream:
+    """Raw source records in event-time order and the reference they must produce."""
+
+    records: list[tuple[str, bytes, bytes]]
+    """(source, key, value) in the order they are produced."""
+    states: dict[str, CustomerState]
+    dead: list[dict[str, Any]]
+    watermarks: dict[int, int] = field(default_factory=dict)
+    """Per partition of customer-events: the highest event time of its customers."""
+
+    @property
+    def customers(self) -> list[str]:
+        """Every customer id of the reference, sorted."""
+        return sorted(self.states)
+
+    @property
+    def events(self) -> int:
+        """Accepted (distinct) events in the reference."""
+        return sum(s.n_events for s in self.states.values())
+
+
+def worker_settings() -> Settings:
+    """The settings the reference shares with the workers under test."""
+    return Settings(partitions=PARTITIONS, identity_max_hold_ms=HOLD_MS)
+
+
+def make_stream(customers: int, seed: int, days: int, *, direct_only: bool = False) -> Stream:
+    """Generate a history and fold it, as one process would, into the reference states.
+
+    `direct_only` keeps only events that carry a customer id: they go from ingest straight to
+    scoring, both transactional, leaving out the at-least-once identity stage."""
+    raw, _truth = generate(customers, seed=seed, days=days)
+    if direct_only:
+        raw = [event for event in raw if event.get("customer_id")]
+    records = []
+    for event in raw:
+        key = event.get("customer_id") or event.get("email") or event.get("anonymous_id")
+        records.append((event["source"], str(key).encode(), orjson.dumps(event)))
+    dead: list[dict[str, Any]] = []
+    ingestion = Ingestion(ingestion_config(worker_settings()))
+    events = ingest(sort_raw(iter_lines(raw)), ingestion, dead)
+    return Stream(records, fold(events), dead, {})
+
+
+def fold(events: Iterable[dict[str, Any]]) -> dict[str, CustomerState]:
+    """Customer states from canonical events (any order: state updates commute)."""
+    config = ScoringConfig()
+    states: dict[str, CustomerState] = {}
+    for event in events:
+        cid = event["customer_id"]
+        state = states.get(cid)
+        if state is None:
+            state = states[cid] = CustomerState(cid, config)
+        state.apply(event)
+    # Through the changelog format, as a worker's states are (it prunes unreachable days).
+    return {cid: CustomerState.restore(s.snapshot(), config) for cid, s in states.items()}
+
+
+def with_watermarks(stream: Stream) -> Stream:
+    """Fill in each customer-events partition's expected watermark."""
+    for cid, state in stream.states.items():
+        p = partition_for(cid.encode(), PARTITIONS)
+        stream.watermarks[p] = max(stream.watermarks.get(p, 0), state.last_ms or 0)
+    return stream
+
+
+def projection(state: CustomerState) -> dict[str, Any]:
+    """The parts of a state that depend only on which events were applied (not on the order,
+    batch boundaries, or model versions): counters, money, profile, subscription, day buckets.
+    The dedupe window ("s") is order-dependent beyond its 32 entries, so it is compared only
+    for customers with fewer events (see `seen_matches`)."""
+    d = state.to_dict()
+    return {k: d.get(k) for k in ("c", "n", "f", "l", "li", "md", "d", "p", "o", "sub", "un",
+                                  "cx")}
+
+
+def seen_matches(live: CustomerState, reference: CustomerState) -> bool:
+    """Every event id the reference applied is in the live state's dedupe window (when the
+    window still holds them all)."""
+    if reference.n_events > live.config.dedupe_window:
+        return True
+    return set(live.seen) == set(reference.seen)
+
+
+def expected_card(stream: Stream, customer: str, as_of: int) -> dict[str, Any]:
+    """The deterministic part of a customer's scorecard as of `as_of`."""
+    card = ScoringEngine(ScoringConfig()).score(stream.states[customer], as_of).to_dict()
+    return {**{k: card[k] for k in DETERMINISTIC_FIELDS}, "ltv_historic": card["ltv"]["historic"]}
+
+
+def live_card(body: dict[str, Any]) -> dict[str, Any]:
+    """The same deterministic part of an API answer."""
+    return {**{k: body[k] for k in DETERMINISTIC_FIELDS}, "ltv_historic": body["ltv"]["historic"]}
+
+
+def produce_records(bootstrap: str, topics: dict[str, str],
+                    records: Iterable[tuple[str, bytes | None, bytes | None]]) -> int:
+    """Produce (source, key, value) records to their source topics; wait for every ack."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "message.max.bytes": 4_000_000})
+    failures: list[str] = []
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    count = 0
+    for source, key, value in records:
+        while True:
+            try:
+                producer.produce(topics[source], key=key, value=value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        count += 1
+        producer.poll(0)
+    remaining = producer.flush(120)
+    assert remaining == 0 and not failures, f"produce failed: {remaining} left, {failures[:3]}"
+    return count
+
+
+def get_json(url: str, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
+    """GET a JSON document; (status, body), also for HTTP errors; (0, {}) when unreachable."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            return reply.status, orjson.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        return err.code, orjson.loads(err.read() or b"{}")
+    except (OSError, ValueError):
+        return 0, {}
+
+
+def metric(url: str, name: str) -> float:
+    """Sum of every sample of one metric on a worker's /metrics (-1 when unreachable)."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return -1.0
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name)] in " {":
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def mismatches(stream: Stream, web_url: str) -> list[str]:
+    """Customers whose scorecard through this worker's API differs from the reference (the
+    worker forwards customers of partitions it does not own to their owner)."""
+    wrong = []
+    for cid in stream.customers:
+        status, body = get_json(f"{web_url}/customers/{cid}/scorecard")
+        if status != 200:
+            wrong.append(f"{cid}: HTTP {status}")
+            continue
+        expected_as_of = stream.watermarks[partition_for(cid.encode(), PARTITIONS)]
+        expected = expected_card(stream, cid, expected_as_of)
+        got = live_card(body)
+        if got != expected:
+            wrong.append(f"{cid}: {got} != {expected}")
+    return wrong
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
+             details: Callable[[], str] = lambda: "", every: float = 1.0) -> Any:
+    """Poll until predicate returns something truthy; fail with `details()` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{details()}")
+        time.sleep(every)
+
+
+def converge(stream: Stream, web_url: str, timeout: float, details: Callable[[], str]) -> float:
+    """Wait until every scorecard matches the reference; returns the seconds it took."""
+    began = time.monotonic()
+    last: list[str] = []
+
+    def done() -> bool:
+        last[:] = mismatches(stream, web_url)
+        return not last
+
+    wait_for(done, timeout, "scorecards equal to the reference",
+             lambda: f"{len(last)} differ, e.g. {last[:3]}\n{details()}", every=2.0)
+    return time.monotonic() - began
+
+
+def read_all(bootstrap: str, topic: str, *, committed: bool = True,
+             until: dict[int, int] | None = None, timeout: float = 60.0) -> list[Any]:
+    """Every record of a topic (read_committed unless told), up to `until` offsets per
+    partition when given; stops at the end of each partition."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"ft-reader-{os.getpid()}-{time.time_ns()}",
+        "enable.auto.commit": False, "enable.partition.eof": True,
+        "isolation.level": "read_committed" if committed else "read_uncommitted",
+    })
+    try:
+        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        pending = set(parts)
+        if until is not None:
+            pending = {p for p in pending if until.get(p, 0) > 0}
+        consumer.assign([TopicPartition(topic, p, 0) for p in pending])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while pending:
+            assert time.monotonic() < deadline, f"{topic}: partitions {pending} never ended"
+            for msg in consumer.consume(5000, 0.5):
+                p = msg.partition() or 0
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(p)
+                    continue
+                if p not in pending:
+                    continue
+                offset = msg.offset() or 0
+                if until is not None and offset >= until[p]:
+                    pending.discard(p)
+                    continue
+                out.append(msg)
+                if until is not None and offset + 1 >= until[p]:
+                    pending.discard(p)
+        return out
+    finally:
+        consumer.close()
+
+
+def changelog_states(bootstrap: str, topic: str) -> dict[str, CustomerState]:
+    """The committed customer states of a state changelog (last value per key)."""
+    latest: dict[bytes, bytes | None] = {}
+    for msg in read_all(bootstrap, topic):
+        if msg.key() is not None:
+            latest[msg.key()] = msg.value()
+    config = ScoringConfig()
+    return {k.decode(): CustomerState.restore(v, config) for k, v in latest.items()
+            if v is not None}
+
+
+def state_differences(live: dict[str, CustomerState], stream: Stream) -> list[str]:
+    """Customers whose committed state differs from the reference in what is deterministic."""
+    wrong = [f"missing: {cid}" for cid in stream.states if cid not in live]
+    wrong += [f"unexpected: {cid}" for cid in live if cid not in stream.states]
+    for cid, ref in stream.states.items():
+        state = live.get(cid)
+        if state is None:
+            continue
+        if projection(state) != projection(ref):
+            a, b = projection(state), projection(ref)
+            keys = [k for k in a if a[k] != b[k]]
+            wrong.append(f"{cid}: differs in {keys} (events {a['n']} vs {b['n']})")
+        elif not seen_matches(state, ref):
+            wrong.append(f"{cid}: applied other event ids than the reference")
+    return wrong
+
+
+@functools.cache
+def _admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def group_members(bootstrap: str, groups: list[str]) -> dict[str, list[tuple[str, list[int]]]]:
+    """Each group's members: (client id, partitions assigned)."""
+    admin = _admin(bootstrap)
+    out = {}
+    for group, future in admin.describe_consumer_groups(groups).items():
+        description = future.result(15)
+        out[group] = [(m.client_id, sorted(tp.partition for tp in m.assignment.topic_partitions))
+                      for m in description.members]
+    return out
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """A group's committed offsets on a topic, per partition (absent when none)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    admin = _admin(bootstrap)
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(topic, p) for p in range(PARTITIONS)])
+    result = admin.list_consumer_group_offsets([request])[group].result(15)
+    return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+
+
+def open_transactions(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """Partitions whose last stable offset is behind the high watermark (an open
+    transaction holds them), with how far behind."""
+    admin = _admin(bootstrap)
+    meta = admin.list_topics(timeout=15)
+    tps = [TopicPartition(t, p) for t in topics for p in meta.topics[t].partitions]
+    ends = {}
+    for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED):
+        result = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps},
+                                    isolation_level=level)
+        ends[level] = {(tp.topic, tp.partition): f.result().offset for tp, f in result.items()}
+    return {tp: ends[IsolationLevel.READ_UNCOMMITTED][tp] - lso
+            for tp, lso in ends[IsolationLevel.READ_COMMITTED].items()
+            if lso != ends[IsolationLevel.READ_UNCOMMITTED][tp]}
