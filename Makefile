@@ -1,6 +1,7 @@
 # scorestream: two commands for a fresh machine (Python 3.11+, Java 17+, Maven).
-#   make demo   create the venv, install, start a local Kafka broker, run the main job
+#   make demo   create the venv, install, start a local Kafka broker, watch a live worker
 #   make test   create the venv, install, run every test (the suite starts its own broker)
+#               after installing Debian's kcat and prometheus packages when they are missing
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +9,7 @@ PY     := $(VENV)/bin/python
 KAFKA  := $(PYTHON) deploy/kafka/kafka_local.py
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv lint typecheck unit integration broker-start broker-stop clean
+.PHONY: demo test venv system-deps lint typecheck unit integration broker-start broker-stop clean
 
 venv: $(STAMP)
 
@@ -18,13 +19,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# kcat and prometheus/promtool: real outside programs the integration tests drive.
+system-deps:
+	@sh deploy/system-deps.sh
+
+# The demo starts (and stops) its own broker unless SCORESTREAM_KAFKA_BOOTSTRAP names one.
 demo: venv
 	@$(KAFKA) fetch >/dev/null
-	@$(KAFKA) start >/dev/null
-	@trap '$(KAFKA) stop >/dev/null' EXIT INT TERM; \
-	  SCORESTREAM_KAFKA_BOOTSTRAP=$$(cat .run/kafka/bootstrap) $(VENV)/bin/scorestream demo $(DEMO_ARGS)
+	@$(VENV)/bin/scorestream demo $(DEMO_ARGS)
 
-test: venv
+test: venv system-deps
 	$(KAFKA) fetch >/dev/null
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
@@ -33,7 +37,7 @@ test: venv
 unit: venv
 	$(PY) -m pytest tests/unit models -q
 
-integration: venv
+integration: venv system-deps
 	$(PY) -m pytest tests/integration -q
 
 lint: venv

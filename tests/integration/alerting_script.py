@@ -1,0 +1,148 @@
+"""A small scripted history that makes a worker emit a known set of alerts, for the tests of
+downstream clients (kcat, `scorestream tail`, `scorestream scorecard`) and of monitoring.
+
+The worker scores with a model bundle whose tier thresholds are fixed before it starts, and with
+the churn alerts' thresholds set to the untrained churn model's prior, so every customer's
+first scorecard raises `churn_risk`, and the Premium and VIP customers also raise
+`high_value_at_risk` (and `vip_upgrade` for the VIP). Each alert type fires once per customer
+whatever the batching, because predicted values only grow while the script runs and the churn
+probability stays at the prior (the learner publishes no model during a test).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from models.bundle import ModelBundle
+from models.config import ScoringConfig
+from models.tiers import TierThresholds
+from tests.integration.kafka_tools import produce
+
+DAY = 86_400_000
+BASE = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+ALERT_ENV = {
+    "SCORESTREAM_ALERT_CHURN_RISK_ON": str(ScoringConfig().churn_prior),
+    "SCORESTREAM_ALERT_CHURN_RISK_OFF": "0.1",
+    "SCORESTREAM_ALERT_HIGH_VALUE_CHURN_ON": str(ScoringConfig().churn_prior),
+    "SCORESTREAM_ALERT_HIGH_VALUE_CHURN_OFF": "0.1",
+    "SCORESTREAM_MODEL_PUBLISH_INTERVAL_S": "3600",
+}
+"""Worker settings of the script: churn alerts at the prior, no model published meanwhile."""
+
+TIERS = TierThresholds(standard_from=50.0, premium_from=500.0, vip_from=2000.0,
+                       version="tiers-downstream")
+
+
+def _event(customer: str, n: int, source: str, event_type: str, day: int,
+           **payload: Any) -> tuple[str, bytes, bytes]:
+    event = {"event_id": f"{customer}-{n}", "event_type": event_type, "source": source,
+             "occurred_at": BASE + day * DAY, "customer_id": customer, "payload": payload}
+    return source, customer.encode(), orjson.dumps(event)
+
+
+def _buyer(customer: str, amount: float, orders: int) -> list[tuple[str, bytes, bytes]]:
+    events = [_event(customer, 1, "crm", "profile_updated", 0,
+                     fields={"first_name": "Ada", "email": f"{customer.lower()}@example.com"})]
+    events += [_event(customer, 2 + k, "crm", "order_placed", 2 + 15 * k,
+                      order_id=f"{customer}-o{k}", amount=amount, currency="EUR")
+               for k in range(orders)]
+    return events
+
+
+def _unhappy(customer: str, amount: float) -> list[tuple[str, bytes, bytes]]:
+    return [*_buyer(customer, amount, 3),
+            _event(customer, 10, "support", "ticket_opened", 60, ticket_id=f"{customer}-t"),
+            _event(customer, 11, "support", "escalated", 61, ticket_id=f"{customer}-t"),
+            _event(customer, 12, "crm", "payment_late", 63, days_late=20),
+            _event(customer, 13, "crm", "subscription_cancelled", 64)]
+
+
+EVENTS: list[tuple[str, bytes, bytes]] = [
+    *_buyer("C-VIP", 500.0, 6),       # predicted value about 4,300: VIP
+    *_unhappy("C-PREMIUM", 300.0),    # about 900: Premium
+    *_buyer("C-SMALL", 20.0, 2),      # about 100: Standard
+    *_unhappy("C-UNHAPPY", 20.0),     # about 80: Standard
+]
+"""(source, key, value) of every event, in the order they are produced."""
+
+EXPECTED_ALERTS: set[tuple[str, str]] = {
+    ("C-VIP", "churn_risk"), ("C-VIP", "high_value_at_risk"), ("C-VIP", "vip_upgrade"),
+    ("C-PREMIUM", "churn_risk"), ("C-PREMIUM", "high_value_at_risk"),
+    ("C-SMALL", "churn_risk"), ("C-UNHAPPY", "churn_risk"),
+}
+"""(customer id, alert type) of every alert the worker emits for EVENTS, each exactly once."""
+
+INVALID_RECORD = (b"broken-1", b'{"event_id": "x-1", "event_type": ')
+"""A record every worker dead-letters as invalid_json."""
+
+
+def publish_bundle(bootstrap: str, topics: dict[str, str]) -> None:
+    """Publish the script's model bundle before the worker starts, so it scores with TIERS."""
+    initial = ModelBundle.initial()
+    bundle = ModelBundle(initial.churn, initial.engagement, initial.value, tiers=TIERS,
+                         sequence=1)
+    produce(bootstrap, topics["model_snapshots"], [(b"bundle", bundle.snapshot())])
+
+
+def produce_events(bootstrap: str, topics: dict[str, str]) -> None:
+    """Send every scripted event to its source topic, and one broken record to `web`."""
+    for source in ("crm", "support"):
+        produce(bootstrap, topics[source],
+                [(key, value) for s, key, value in EVENTS if s == source])
+    produce(bootstrap, topics["web"], [INVALID_RECORD])
+
+
+def metric_value(web_url: str, sample: str) -> float | None:
+    """The value of one sample (name with its labels, as exposed) on a worker's /metrics."""
+    try:
+        with urllib.request.urlopen(f"{web_url}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return None
+    match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               log: Callable[[], str]) -> None:
+    """Poll until `predicate` holds; fail with the worker's log tail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}:\n{log()}")
+        time.sleep(0.2)
+
+
+def run_script(bootstrap: str, topics: dict[str, str], web_url: str,
+               log: Callable[[], str]) -> None:
+    """Produce the script to a running worker and wait until it scored and alerted on all of it."""
+    bundle = f'scorestream_model_info{{model="tiers",version="{TIERS.version}"}}'
+    wait_until(lambda: metric_value(web_url, bundle) == 1.0, 60, "the script's bundle", log)
+    produce_events(bootstrap, topics)
+    wait_until(lambda: metric_value(web_url, "scorestream_events_processed_total")
+               == len(EVENTS), 90, "every scripted event scored", log)
+    expected = len(EXPECTED_ALERTS)
+    wait_until(lambda: alerts_emitted(web_url) >= expected, 30, f"{expected} alerts", log)
+    wait_until(lambda: metric_value(
+        web_url, 'scorestream_dead_letters_total{reason="invalid_json"}') == 1.0,
+        30, "the broken record dead-lettered", log)
+    emitted = {kind: metric_value(web_url, f'scorestream_alerts_total{{alert_type="{kind}"}}')
+               for kind in {kind for _, kind in EXPECTED_ALERTS}}
+    expected_by_type = {kind: float(sum(1 for _, k in EXPECTED_ALERTS if k == kind))
+                        for kind in emitted}
+    assert emitted == expected_by_type, log()
+
+
+def alerts_emitted(web_url: str) -> float:
+    """Alerts a worker has emitted so far, every type."""
+    total = 0.0
+    for kind in ("churn_risk", "vip_upgrade", "tier_downgrade", "high_value_at_risk"):
+        total += metric_value(web_url, f'scorestream_alerts_total{{alert_type="{kind}"}}') or 0.0
+    return total
