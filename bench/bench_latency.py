@@ -1,14 +1,17 @@
-"""Latency of one worker at a fixed input rate, and scorecard API latency, on one broker.
+"""Latency of one worker at fixed input rates, and scorecard API latency, on one broker.
 
-    SCORESTREAM_KAFKA_BOOTSTRAP=127.0.0.1:9092 python bench/bench_latency.py --rate 5000
+    python bench/bench_latency.py --rates 1000,2000,5000 [--bootstrap HOST:PORT]
 
 1. Starts `scorestream worker` on fresh topics.
-2. Produces page views and orders for `--customers` customers at `--rate` events/s for
-   `--seconds`, each event's id mapped to its send time.
-3. Reads score-changes (committed, as a downstream consumer sees them) and reports, per
-   change, the time from sending its triggering event to receiving the change: p50/p95/p99.
-   Alerts travel in the same transaction as score changes, so this is also their latency.
-4. Requests `GET /customers/{id}/scorecard` `--requests` times and reports p50/p99.
+2. For each rate: builds every event of the run first (bytes ready to send, event time = its
+   planned send time), then produces page views and orders for `--customers` new customers
+   at that rate for `--seconds`, each event's id mapped to its send time; then waits until
+   the worker has caught up.
+3. A consumer reads score-changes (committed, as a downstream consumer sees them) and
+   reports, per change, the time from sending its triggering event to receiving the change:
+   p50/p95/p99. Alerts travel in the same transaction as score changes, so this is also
+   their latency.
+4. Requests `GET /customers/{id}/scorecard` `--requests` times and reports p50/p95/p99.
 
 A script, not a test: it prints figures and never asserts on time.
 """
@@ -17,134 +20,235 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 from confluent_kafka import Consumer, Producer
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import Worker, broker, percentile, run_topics
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) of values, nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+@dataclass(frozen=True)
+class Percentiles:
+    """p50 / p95 / p99 in milliseconds over `count` samples."""
+
+    count: int
+    p50: float
+    p95: float
+    p99: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Percentiles:
+        """Percentiles of durations given in seconds."""
+        ms = [v * 1000 for v in seconds]
+        return cls(len(ms), statistics.median(ms), percentile(ms, 0.95), percentile(ms, 0.99))
 
 
-def start_worker(bootstrap: str, topics: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    """A worker on its own topics and group, ready when its /healthz answers."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SCORESTREAM_KAFKA_BOOTSTRAP": bootstrap,
-           "SCORESTREAM_APP_ID": f"lat-{uuid.uuid4().hex[:8]}", "SCORESTREAM_WEB_PORT": str(port),
-           "SCORESTREAM_LOG_LEVEL": "warn", "SCORESTREAM_DATA_DIR": f"/tmp/scorestream-lat-{port}"}
-    env.update({f"SCORESTREAM_TOPIC_{role.upper()}": name for role, name in topics.items()})
-    log = open(f"/tmp/scorestream-lat-{port}.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
-                              stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    for _ in range(600):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return worker
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"worker not ready; log: {log.name}")
+@dataclass(frozen=True)
+class RateFigures:
+    """Send -> score-change latency at one input rate."""
+
+    rate: int
+    achieved: float
+    sent: int
+    latency: Percentiles
 
 
-def main() -> int:
-    """Run both measurements and print a table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rate", type=int, default=5000, help="events per second")
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--customers", type=int, default=20_000)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--port", type=int, default=6093)
-    args = parser.parse_args()
-    bootstrap = os.environ.get("SCORESTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    run = uuid.uuid4().hex[:8]
-    roles = ("web", "email", "crm", "support", "customer_events", "score_changes", "alerts",
-             "dead_letters", "training_examples", "model_snapshots", "identity")
-    topics = {role: f"lat-{role.replace('_', '-')}-{run}" for role in roles}
-    worker = start_worker(bootstrap, topics, args.port)
-    sent: dict[str, float] = {}
-    latencies: list[float] = []
-    stop = threading.Event()
+@dataclass(frozen=True)
+class LatencyFigures:
+    """Latency at each rate, and of the scorecard API on the same worker afterwards."""
 
-    def read_changes() -> None:
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{run}",
-                             "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
-        consumer.subscribe([topics["score_changes"]])
-        while not stop.is_set():
-            for msg in consumer.consume(1000, 0.2):
+    rates: list[RateFigures]
+    api: Percentiles
+    customers: int
+    seconds: float
+
+
+class ChangeReader:
+    """Reads committed score changes in a thread and matches each to its trigger's send time."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.sent: dict[str, float] = {}
+        self.latencies: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._consumer = Consumer({"bootstrap.servers": bootstrap,
+                                   "group.id": f"lat-{uuid.uuid4().hex[:8]}",
+                                   "auto.offset.reset": "earliest",
+                                   "isolation.level": "read_committed"})
+        self._consumer.subscribe([topic])
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(1000, 0.2):
                 received = time.time()
                 value = msg.value()
                 if msg.error() is None and value:
                     trigger = orjson.loads(value).get("trigger_event_id")
-                    if trigger in sent:
-                        latencies.append(received - sent[trigger])
-        consumer.close()
+                    sent = self.sent.get(trigger)
+                    if sent is not None:
+                        self.latencies.setdefault(trigger, received - sent)
+        self._consumer.close()
 
-    reader = threading.Thread(target=read_changes, daemon=True)
-    reader.start()
-    try:
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
-        total = int(args.rate * args.seconds)
-        began = time.time()
-        for n in range(total):
-            due = began + n / args.rate
-            pause = due - time.time()
-            if pause > 0:
-                time.sleep(pause)
-            customer = f"L{n % args.customers}"
-            kind = "order_placed" if n % 10 == 0 else "page_view"
-            source = "crm" if kind == "order_placed" else "web"
-            payload = ({"order_id": f"o{n}", "amount": 25.0, "currency": "EUR"}
-                       if kind == "order_placed" else {"url": "/"})
-            event_id = f"{run}-{n}"
-            event = {"event_id": event_id, "event_type": kind, "source": source,
-                     "occurred_at": int(time.time() * 1000), "customer_id": customer,
-                     "payload": payload}
-            sent[event_id] = time.time()
-            producer.produce(topics[source], key=customer.encode(), value=orjson.dumps(event))
-            producer.poll(0)
-        producer.flush(30)
-        achieved = total / (time.time() - began)
-        # Let the worker catch up before timing the API, so both figures are clean.
-        matched, quiet_since = -1, time.time()
-        while time.time() - quiet_since < 3.0:
-            if len(latencies) != matched:
-                matched, quiet_since = len(latencies), time.time()
+    def wait_quiet(self, quiet_s: float = 3.0, timeout: float = 120.0) -> None:
+        """Until no new change has matched for `quiet_s`: the worker has caught up."""
+        matched, quiet_since = -1, time.monotonic()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() - quiet_since < quiet_s and time.monotonic() < deadline:
+            if len(self.latencies) != matched:
+                matched, quiet_since = len(self.latencies), time.monotonic()
             time.sleep(0.2)
-        stop.set()
-        reader.join(10)
-        api: list[float] = []
-        for n in range(args.requests):
-            url = f"http://127.0.0.1:{args.port}/customers/L{(n * 7919) % args.customers}/scorecard"
-            t0 = time.perf_counter()
-            with urllib.request.urlopen(url, timeout=5) as reply:
-                reply.read()
-            api.append(time.perf_counter() - t0)
+
+    def wait_for(self, event_ids: set[str], timeout: float) -> None:
+        """Until a change triggered by one of `event_ids` has been read."""
+        deadline = time.monotonic() + timeout
+        while not event_ids & self.latencies.keys():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no score change read within {timeout:.0f}s")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        """Stop the thread and close the consumer."""
+        self._stop.set()
+        self._thread.join(10)
+
+
+def build_events(tag: str, rate: int, seconds: float, customers: int, topics: dict[str, str],
+                 began_ms: int) -> list[tuple[str, bytes, bytes, str]]:
+    """(topic, key, value, event id) of every event of one rate, event time = planned send time;
+    customers `<tag>-0` ... `<tag>-<customers - 1>`.
+
+    Built before sending so that the paced loop only produces."""
+    out = []
+    for n in range(int(rate * seconds)):
+        customer = f"{tag}-{n % customers}"
+        kind = "order_placed" if n % 10 == 0 else "page_view"
+        source = "crm" if kind == "order_placed" else "web"
+        payload = ({"order_id": f"o{n}", "amount": 25.0, "currency": "EUR"}
+                   if kind == "order_placed" else {"url": "/"})
+        event_id = f"{customer}-{n}"
+        event = {"event_id": event_id, "event_type": kind, "source": source,
+                 "occurred_at": began_ms + n * 1000 // rate, "customer_id": customer,
+                 "payload": payload}
+        out.append((topics[source], customer.encode(), orjson.dumps(event), event_id))
+    return out
+
+
+def send_paced(producer: Producer, events: list[tuple[str, bytes, bytes, str]], rate: int,
+               began: float, reader: ChangeReader) -> float:
+    """Produce events at `rate` from `began` (epoch s); returns the achieved rate."""
+    for n, (topic, key, value, event_id) in enumerate(events):
+        pause = began + n / rate - time.time()
+        if pause > 0:
+            time.sleep(pause)
+        reader.sent[event_id] = time.time()
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    achieved = len(events) / (time.time() - began)
+    producer.flush(30)
+    return achieved
+
+
+def wait_processed(worker: Worker, events: int, timeout: float = 300.0) -> None:
+    """Until the worker has scored `events` events (it has caught up with the input)."""
+    deadline = time.monotonic() + timeout
+    while worker.metric("scorestream_events_processed_total") < events:
+        if time.monotonic() > deadline or worker.process.poll() is not None:
+            raise RuntimeError(f"worker did not catch up with {events:,} events; "
+                               f"log: {worker.log_path}")
+        time.sleep(0.5)
+
+
+def api_latency(url: str, customers: list[str], requests: int) -> Percentiles:
+    """Scorecard requests to one worker, spread over known customers."""
+    spent = []
+    for n in range(requests):
+        customer = customers[(n * 7919) % len(customers)]
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(f"{url}/customers/{customer}/scorecard", timeout=5) as reply:
+            reply.read()
+        spent.append(time.perf_counter() - t0)
+    return Percentiles.of(spent)
+
+
+def measure(bootstrap: str, rates: list[int], seconds: float = 20.0, customers: int = 20_000,
+            requests: int = 2000) -> LatencyFigures:
+    """Run every rate on one worker (new customers per rate), then time the API."""
+    run = uuid.uuid4().hex[:8]
+    topics = run_topics("lat")
+    worker = Worker.start(bootstrap, topics, f"lat-{run}")
+    reader: ChangeReader | None = None
+    results = []
+    try:
+        worker.wait_ready()
+        reader = ChangeReader(bootstrap, topics["score_changes"])
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+        # Warm-up: the first scored events also wait for the worker's stages and the reader to
+        # join their groups; only figures of a running pipeline count.
+        warmup = build_events("W", 100, 1.0, 100, topics, int(time.time() * 1000))
+        send_paced(producer, warmup, 100, time.time(), reader)
+        reader.wait_for({e[3] for e in warmup}, timeout=120.0)
+        sent = len(warmup)
+        for rate in rates:
+            began = time.time() + 1.0
+            events = build_events(f"L{rate}", rate, seconds, customers, topics,
+                                  int(began * 1000))
+            achieved = send_paced(producer, events, rate, began, reader)
+            sent += len(events)
+            wait_processed(worker, sent)
+            reader.wait_quiet(quiet_s=1.0)
+            ids = {e[3] for e in events}
+            matched = [v for k, v in reader.latencies.items() if k in ids]
+            if not matched:
+                raise RuntimeError(f"no score change matched at {rate} events/s; "
+                                   f"log: {worker.log_path}")
+            results.append(RateFigures(rate, achieved, len(events), Percentiles.of(matched)))
+        known = [f"L{rates[-1]}-{n}" for n in range(min(customers, int(rates[-1] * seconds)))]
+        api = api_latency(worker.url, known, requests)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(60)
-    if not latencies:
-        raise SystemExit("no score changes were read")
-    print(f"input rate {achieved:,.0f} events/s for {args.seconds:.0f}s, "
-          f"{len(latencies):,} score changes matched to their trigger")
-    print(f"{'measure':<46}{'p50':>9}{'p95':>9}{'p99':>9}")
-    ms = [v * 1000 for v in latencies]
-    print(f"{'send event -> score change read (ms)':<46}{statistics.median(ms):>9.1f}"
-          f"{percentile(ms, 0.95):>9.1f}{percentile(ms, 0.99):>9.1f}")
-    api_ms = [v * 1000 for v in api]
-    print(f"{'GET scorecard, local request (ms)':<46}{statistics.median(api_ms):>9.2f}"
-          f"{percentile(api_ms, 0.95):>9.2f}{percentile(api_ms, 0.99):>9.2f}")
+        if reader is not None:
+            reader.close()
+        worker.stop()
+    return LatencyFigures(results, api, customers, seconds)
+
+
+def main() -> int:
+    """Run the measurements and print a table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", default=os.environ.get("SCORESTREAM_KAFKA_BOOTSTRAP"),
+                        help="an existing broker (default: start a local one)")
+    parser.add_argument("--rates", default="1000,2000,5000",
+                        help="events per second, comma-separated")
+    parser.add_argument("--seconds", type=float, default=20.0, help="per rate")
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--requests", type=int, default=2000)
+    args = parser.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+    with broker(args.bootstrap) as bootstrap:
+        f = measure(bootstrap, rates, args.seconds, args.customers, args.requests)
+    print(f"{f.customers:,} customers per rate, {f.seconds:.0f}s per rate")
+    print(f"{'measure (ms)':<40}{'achieved/s':>11}{'count':>8}{'p50':>9}{'p95':>9}{'p99':>9}")
+    for r in f.rates:
+        label = f"send -> score change at {r.rate:,}/s"
+        print(f"{label:<40}{r.achieved:>11,.0f}{r.latency.count:>8,}{r.latency.p50:>9.1f}"
+              f"{r.latency.p95:>9.1f}{r.latency.p99:>9.1f}")
+    print(f"{'GET scorecard, local request':<40}{'':>11}{f.api.count:>8,}{f.api.p50:>9.2f}"
+          f"{f.api.p95:>9.2f}{f.api.p99:>9.2f}")
     return 0
 
 
