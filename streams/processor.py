@@ -266,7 +266,13 @@ class BatchProcessor:
         if consumer is None:
             return set()
         done = set()
-        for tp in consumer.position([TopicPartition(t, p) for t, p in self.owned]):
+        positions = consumer.position([TopicPartition(t, p) for t, p in self.owned])
+        unknown = [tp for tp in positions
+                   if tp.offset < 0 and (tp.topic, tp.partition) not in self._start]
+        if unknown:  # where reading starts, once per assignment (a broker round trip)
+            for tp in consumer.committed(unknown, 30):
+                self._start[(tp.topic, tp.partition)] = max(tp.offset, 0)
+        for tp in positions:
             low, high = consumer.get_watermark_offsets(tp, cached=True)
             # Nothing consumed yet: it starts at its committed offset, or at the start.
             offset = tp.offset if tp.offset >= 0 else self._start.get((tp.topic, tp.partition))
@@ -369,9 +375,6 @@ class BatchProcessor:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         wanted = [(tp.topic, tp.partition) for tp in partitions]
         log.info("%s: assigned %s; restoring state", self.config.name, wanted)
-        if hasattr(self.handler, "finish"):  # it asks which partitions are caught up
-            for tp in consumer.committed(partitions, 30):
-                self._start[(tp.topic, tp.partition)] = max(tp.offset, 0)
         began = time.perf_counter()
         self._restore(wanted)
         log.info("%s: restored %d keys for partitions %s in %.2fs", self.config.name,
@@ -385,6 +388,7 @@ class BatchProcessor:
 
     def _drop(self, topic: str, partition: int) -> None:
         self.owned.discard((topic, partition))
+        self._start.pop((topic, partition), None)
         forget = getattr(self.handler, "forget", None)
         if forget is not None:
             forget(topic, partition)
