@@ -18,6 +18,7 @@ so in-memory state never runs ahead of what Kafka holds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -270,8 +271,11 @@ class BatchProcessor:
         unknown = [tp for tp in positions
                    if tp.offset < 0 and (tp.topic, tp.partition) not in self._start]
         if unknown:  # where reading starts, once per assignment (a broker round trip)
-            for tp in consumer.committed(unknown, 30):
-                self._start[(tp.topic, tp.partition)] = max(tp.offset, 0)
+            try:
+                for tp in consumer.committed(unknown, 5):
+                    self._start[(tp.topic, tp.partition)] = max(tp.offset, 0)
+            except KafkaException as err:  # not caught up as far as we know; ask again later
+                log.warning("%s: committed offsets unavailable (%s)", self.config.name, err)
         for tp in positions:
             low, high = consumer.get_watermark_offsets(tp, cached=True)
             # Nothing consumed yet: it starts at its committed offset, or at the start.
@@ -392,6 +396,12 @@ class BatchProcessor:
         forget = getattr(self.handler, "forget", None)
         if forget is not None:
             forget(topic, partition)
+            # A pause outlives the handler's memory of it (and librdkafka keeps it across a
+            # re-assignment): resume, or the partition would never be read again.
+            if self._consumer is not None:
+                # (not assigned any more, or the consumer is closed: nothing to resume)
+                with contextlib.suppress(KafkaException, RuntimeError):
+                    self._consumer.resume([TopicPartition(topic, partition)])
         store = self.table.stores.pop(partition, None)
         if store is not None:
             store.close()

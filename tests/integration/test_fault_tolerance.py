@@ -30,6 +30,7 @@ from models.replay import ingest, replay, sort_raw
 from models.synthetic import iter_lines
 from schemas.decode import Reason
 from streams.ingest import ingestion_config
+from tests.integration.alerting_script import ALERT_ENV
 from tests.integration.fault_tools import (
     HOLD_MS,
     PARTITIONS,
@@ -162,7 +163,9 @@ def test_kill_9_at_three_points_loses_nothing_and_duplicates_no_alert(
     so every event counts once and no alert is committed twice."""
     stream = direct_stream
     topics = topic_names(unique_name)
-    envs = {tag: _env(kafka_bootstrap, unique_name, tmp_path, tag, **FAST_FAILOVER)
+    # Alert thresholds at the untrained model's churn prior: every customer scored before the
+    # learner's first bundle raises churn_risk, so the stream surely raises alerts to count.
+    envs = {tag: _env(kafka_bootstrap, unique_name, tmp_path, tag, **FAST_FAILOVER, **ALERT_ENV)
             for tag in "abcd"}
     app_id = envs["a"]["SCORESTREAM_APP_ID"]
     size = len(stream.records)
