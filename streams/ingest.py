@@ -84,7 +84,8 @@ class IngestHandler:
     # -- event-time alignment (streams/alignment.py): the processor's optional hooks --------
 
     def assigned(self, partitions: list[tuple[str, int]]) -> None:
-        """New source partitions hold the others back until they deliver or go quiet."""
+        """New source partitions hold the others back until they deliver (or the aligner's
+        `wait_s` passes)."""
         if self.aligner is not None:
             self.aligner.assigned(partitions, time.monotonic())
 
@@ -106,7 +107,8 @@ class IngestHandler:
         return self.aligner.positions() if self.aligner is not None else None
 
     def pause_resume(self) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-        """Partitions to pause (running ahead) and to resume (caught up)."""
+        """Partitions to pause (holding many records: running ahead) and to resume (their
+        held records went out)."""
         return self.aligner.pause_resume() if self.aligner is not None else ([], [])
 
     def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
