@@ -361,26 +361,32 @@ class _Stream(threading.Thread):
                     break
                 live_sent += 1
             key = event.get("customer_id") or event.get("email") or event.get("anonymous_id")
-            self._send(self.topics[event["source"]], str(key).encode(), orjson.dumps(event))
+            if not self._send(self.topics[event["source"]], str(key).encode(),
+                              orjson.dumps(event)):
+                break
             self.produced[event["source"]] += 1
             self.event_time_ms, self.sent = at, self.sent + 1
             if self.sent % self.malformed_every == 0:
                 bad = MALFORMED[(self.sent // self.malformed_every) % len(MALFORMED)]
-                self._send(self.topics["web"], None, bad)
+                if not self._send(self.topics["web"], None, bad):
+                    break
                 self.produced["malformed"] += 1
         else:
             self.phase = "history complete: every generated event sent"
 
-    def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def _send(self, topic: str, key: bytes | None, value: bytes) -> bool:
+        """Hand one record to the producer; False if the demo stopped first (nothing sent), so
+        the counts only ever include records that were produced."""
         producer = self.producer
         assert producer is not None
         while not self._halt.is_set():
             try:
                 producer.produce(topic, key=key, value=value)
                 producer.poll(0)
-                return
+                return True
             except BufferError:
                 producer.poll(0.05)
+        return False
 
     def stop(self) -> None:
         """Stop sending and flush what was sent (idempotent)."""
