@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+COMMIT_SLOW_S = 60.0
+"""A batch stage still committing after this long is reported (every COMMIT_SLOW_S)."""
+COMMIT_STUCK_S = 300.0
+"""... and after this long (librdkafka's max.poll.interval.ms: the group has already moved
+its partitions to other workers) the worker stops, so that its supervisor restarts it."""
+
 
 @dataclass
 class Topics:
@@ -85,9 +91,38 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
+class CommitStalls:
+    """Decides what to say about a batch stage whose commit takes long: an error every
+    COMMIT_SLOW_S, and a critical one (stop the worker) at COMMIT_STUCK_S."""
+
+    def __init__(self, slow_s: float = COMMIT_SLOW_S, stuck_s: float = COMMIT_STUCK_S) -> None:
+        self.slow_s = slow_s
+        self.stuck_s = stuck_s
+        self._reported: dict[str, float] = {}
+
+    def check(self, stage: str, committing_s: float) -> tuple[int, str] | None:
+        """(log level, message) when there is something to say about `stage`, which has been
+        committing its batch for `committing_s` seconds (0 when it is not committing)."""
+        if committing_s == 0.0:
+            self._reported.pop(stage, None)
+            return None
+        if committing_s >= self.stuck_s:
+            return logging.CRITICAL, (
+                f"stage {stage} has been committing one batch for {committing_s:.0f} s; its "
+                "consumer has left the group; stopping the worker")
+        if committing_s >= self._reported.get(stage, 0.0) + self.slow_s:
+            self._reported[stage] = committing_s
+            return logging.ERROR, (
+                f"stage {stage} has been committing one batch for {committing_s:.0f} s: is the "
+                f"broker reachable? (the worker stops at {self.stuck_s:.0f} s)")
+        return None
+
+
 def _manage(app: faust.App, pipeline: ScoringPipeline) -> None:
     """Start the scoring pipeline with the worker, stop it first on shutdown, and take the
-    worker down loudly if a stage dies (a silently dead stage would stop scoring unnoticed)."""
+    worker down loudly if a stage dies or hangs (a silently dead stage would stop scoring
+    unnoticed)."""
+    stalls = CommitStalls()
 
     @app.task
     async def start_pipeline() -> None:
@@ -100,6 +135,12 @@ def _manage(app: faust.App, pipeline: ScoringPipeline) -> None:
                 log.critical("stage %s failed: %r; stopping the worker", stage.config.name,
                              stage.error)
                 await app.crash(stage.error)
+            verdict = stalls.check(stage.config.name, stage.committing_for())
+            if verdict is not None:
+                level, message = verdict
+                log.log(level, message)
+                if level == logging.CRITICAL:
+                    await app.crash(RuntimeError(message))
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_pipeline(sender: faust.App, **_: object) -> None:

@@ -42,6 +42,9 @@ from streams.stores import Store, open_store
 
 log = logging.getLogger(__name__)
 
+PRODUCER_IDLE_CLOSE_MS = 10_000
+"""Transactional producers close connections idle this long (see BatchProcessor._run)."""
+
 
 @dataclass(frozen=True)
 class ProcessorConfig:
@@ -156,6 +159,7 @@ class BatchProcessor:
         self._in_transaction = False
         self._lag_checked = 0.0
         self._start: dict[tuple[str, int], int] = {}
+        self._committing_since: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -175,6 +179,12 @@ class BatchProcessor:
     def alive(self) -> bool:
         """True while the processing thread runs."""
         return self._thread is not None and self._thread.is_alive()
+
+    def committing_for(self) -> float:
+        """Seconds the batch in hand has been committing (0 when not committing): a commit
+        that takes minutes means the broker is unreachable or the client is stuck."""
+        since = self._committing_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def owns(self, partition: int) -> bool:
         """True when this worker owns (and has restored) that partition of the input."""
@@ -196,6 +206,12 @@ class BatchProcessor:
                 "queue.buffering.max.messages": 1_000_000,
                 "client.id": cfg.client_id,
                 "transaction.timeout.ms": cfg.transaction_timeout_ms,
+                # After a broker restart librdkafka can keep the old group coordinator's
+                # broker handle, decommissioned, in its coordinator cache, and
+                # send_offsets_to_transaction then waits for that handle to come up, past
+                # its own timeout (librdkafka issue #5511). Closing idle connections makes the
+                # broker state changes that send it looking for the coordinator again.
+                "connections.max.idle.ms": PRODUCER_IDLE_CLOSE_MS,
             })
             self._producer.init_transactions(60)
             self._consumer = Consumer({
@@ -256,7 +272,11 @@ class BatchProcessor:
         if not positions and not out.writes and not out.records:
             producer.poll(0)
             return
-        self._commit(positions, out)
+        self._committing_since = time.monotonic()
+        try:
+            self._commit(positions, out)
+        finally:
+            self._committing_since = None
         if self.on_batch is not None:
             self.on_batch(len(messages), time.perf_counter() - began)
 

@@ -240,9 +240,6 @@ def own_broker(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.xfail(reason="after a broker restart a worker's batch stages stopped polling for "
-                   "more than max.poll.interval.ms (300 s) and left their groups; root cause "
-                   "not found yet (see docs/operations.md, Recovery)", strict=False)
 def test_broker_restart_mid_stream_recovers_without_help(
     own_broker: Path, unique_name: str, tmp_path: Path, direct_stream: Stream
 ) -> None:
