@@ -103,7 +103,9 @@ class ScoringEngine:
         if state is None:
             state = CustomerState(cid, self.config)
         applied = 0
-        for e in sorted(events, key=_event_order):
+        # Redelivered releases first, in arrival order (their positions follow it).
+        fresh = [e for e in events if state.first_release(e)]
+        for e in sorted(fresh, key=_event_order):
             applied += state.apply(e)
         dups = len(events) - applied
         as_of = max(watermark_ms, state.last_ms if state.last_ms is not None else watermark_ms)

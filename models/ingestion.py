@@ -624,9 +624,9 @@ class IdentityPartition:
             self.resolver.adopt(alias_key(*alias), links.get(alias_key(*alias)))
         op = message["op"]
         if op == "event":
-            self._on_event(alias, message, result, now_ms)
+            self._on_event(alias, message, result, now_ms, offset)
         elif op == "link":
-            self._on_link(message, result, now_ms)
+            self._on_link(message, result, now_ms, offset)
         elif op == "erase":
             forgotten = self.resolver.forget(message["customer_id"], [alias] if alias else [])
             self.counters.erased += len(forgotten.held)
@@ -642,9 +642,19 @@ class IdentityPartition:
         self.counters.held = self.resolver.held_count
         return result
 
+    def _position(self, offset: int | None, own: int | None) -> list[int] | None:
+        """Where a release happens: [this partition, offset of the record being handled,
+        offset of the released event's own identity record]. Strictly increasing over a
+        partition's releases, and the same when a record is handled again after a crash, so
+        the scoring stage can drop a release it has already applied (see
+        `CustomerState.apply`)."""
+        if offset is None or own is None:
+            return None
+        return [self.partition, offset, own]
+
     def _on_event(
         self, alias: tuple[str, str] | None, message: dict[str, Any], result: IdentityResult,
-        now_ms: int,
+        now_ms: int, offset: int | None,
     ) -> None:
         assert alias is not None
         self.counters.consumed += 1
@@ -656,10 +666,12 @@ class IdentityPartition:
             return
         customer_id = self.resolver.lookup(*alias)
         if customer_id is not None:
-            result.accepted.append(event.to_canonical(customer_id, now_ms))
+            result.accepted.append(_released(event.to_canonical(customer_id, now_ms),
+                                             self._position(offset, offset)))
             self.counters.resolved += 1
             return
-        item = {"event": message["event"], "origin": message["origin"], "held_key": key}
+        item = {"event": message["event"], "origin": message["origin"], "held_key": key,
+                "offset": offset}
         evicted = self.resolver.hold([alias], item, now=self.clock)
         newest = self.resolver.last_held
         if newest is not None and newest.item is item:
@@ -667,7 +679,8 @@ class IdentityPartition:
             result.held_changes.append((key, {**newest.to_record(), "partition": self.partition}))
         self._dead_evictions(evicted, result, now_ms)
 
-    def _on_link(self, message: dict[str, Any], result: IdentityResult, now_ms: int) -> None:
+    def _on_link(self, message: dict[str, Any], result: IdentityResult, now_ms: int,
+                 offset: int | None) -> None:
         kind, alias = message["alias_kind"], message["alias"]
         before = self.resolver.lookup(kind, alias)
         releases = self.resolver.link(
@@ -684,9 +697,12 @@ class IdentityPartition:
             result.identity.append((customer_key(after), index_message(after, key)))
             if before is not None:
                 result.identity.append((customer_key(before), unindex_message(before, key)))
+        # In the order the held events arrived, so their release positions increase.
+        releases.sort(key=lambda release: release[1].item.get("offset") or 0)
         for customer_id, held in releases:
             event = DecodedEvent.from_record(held.item["event"])
-            result.accepted.append(event.to_canonical(customer_id, now_ms))
+            result.accepted.append(_released(event.to_canonical(customer_id, now_ms),
+                                             self._position(offset, held.item.get("offset"))))
             self._unhold(held, result)
         self.counters.released += len(releases)
 
@@ -703,6 +719,13 @@ class IdentityPartition:
         if key in self._held_keys:
             self._held_keys.discard(key)
             result.held_changes.append((key, None))
+
+
+def _released(record: dict[str, Any], position: list[int] | None) -> dict[str, Any]:
+    """A canonical event released by the identity stage, with its release position."""
+    if position is not None:
+        record["identity_position"] = position
+    return record
 
 
 def _parse_identity_message(

@@ -96,6 +96,7 @@ class CustomerState:
         "order_days_dropped",
         "pending",
         "profile",
+        "released",
         "seen",
         "subscription",
         "unsubscribed",
@@ -105,6 +106,9 @@ class CustomerState:
         self.customer_id = customer_id
         self.config = config or DEFAULT_CONFIG
         self.seen: list[int] = []
+        # identity partition -> [offset, own offset] of the last alias-only event released
+        # from it to this customer (see models.ingestion.IdentityPartition._position)
+        self.released: dict[int, list[int]] = {}
         self.n_events = 0
         self.first_ms: int | None = None
         self.last_ms: int | None = None
@@ -139,8 +143,26 @@ class CustomerState:
 
     # -- applying events -------------------------------------------------------------------
 
+    def first_release(self, event: dict[str, Any]) -> bool:
+        """False for an alias-only event the identity stage released again (after a crash or
+        a handover), however long ago it was first applied; True for every other event.
+
+        Release positions increase in the order the identity stage released the events, so
+        call this in the order they arrived on the topic, before any reordering.
+        """
+        position = event.get("identity_position")
+        if position is None:
+            return True
+        at = position[1:]
+        last = self.released.get(position[0])
+        if last is not None and at <= last:
+            return False
+        self.released[position[0]] = at
+        return True
+
     def apply(self, event: dict[str, Any]) -> bool:
-        """Fold one canonical customer event into the state; False for a redelivery."""
+        """Fold one canonical customer event into the state; False for a redelivery
+        (recognised by event id among the last `dedupe_window` events)."""
         # event_hash inlined: this is the hottest line of the state path
         h = int.from_bytes(_blake2b(event["event_id"].encode(), digest_size=6).digest(), "big")
         seen = self.seen
@@ -489,6 +511,8 @@ class CustomerState:
             out["last"] = self.last
         if self.alerts:
             out["al"] = self.alerts
+        if self.released:
+            out["ip"] = {str(p): at for p, at in self.released.items()}
         return out
 
     def snapshot(self) -> bytes:
@@ -526,6 +550,7 @@ class CustomerState:
             s.pending[p.model] = p
         s.last = d.get("last")
         s.alerts = d.get("al")
+        s.released = {int(p): list(at) for p, at in d.get("ip", {}).items()}
         return s
 
     @classmethod

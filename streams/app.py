@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -67,6 +68,9 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.group_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.group_session_timeout_s / 3),
     )
+    # Faust's consumer reads uncommitted records unless Faust itself is transactional; the
+    # identity agent must not see what a crashed ingest transaction wrote (and then aborted).
+    app.transport = _ReadCommittedTransport(app.conf.broker_consumer, app)
     topics = Topics(
         customer_events=app.topic(
             settings.topics["customer_events"], key_serializer="raw", value_serializer="raw"
@@ -89,6 +93,24 @@ def create_app(settings: Settings) -> faust.App:
     register_views(app, settings, pipeline, metrics)
     _manage(app, pipeline)
     return app
+
+
+class _ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's worker consumer, reading only committed records."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._isolation_level = "read_committed"  # aiokafka applies it when it starts
+        return consumer
+
+
+class _ReadCommittedConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> _ReadCommittedThread:
+        return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _ReadCommittedTransport(faust_aiokafka.Transport):
+    Consumer = _ReadCommittedConsumer
 
 
 class CommitStalls:

@@ -145,8 +145,8 @@ def test_two_workers_split_partitions_and_match_the_replay(
 @pytest.fixture(scope="module")
 def direct_stream() -> Stream:
     """The same history without alias-only events: every event takes the transactional path
-    (ingest -> customer-events -> scoring), none the at-least-once identity agent, whose
-    redeliveries after a crash the state's 32-event dedupe window may not catch."""
+    (ingest -> customer-events -> scoring), none the at-least-once identity agent, so the
+    customer-events topic holds each event once and can be folded as it is."""
     built = with_watermarks(make_stream(250, seed=11, days=365, direct_only=True))
     assert not built.dead and len(built.states) == 250
     return built
@@ -155,13 +155,13 @@ def direct_stream() -> Stream:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_kill_9_at_three_points_loses_nothing_and_duplicates_no_alert(
-    kafka_bootstrap: str, unique_name: str, tmp_path: Path, direct_stream: Stream
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream
 ) -> None:
     """Three times: send a third of the stream and kill -9 a worker while it scores; a fresh
     worker joins after the first two kills. The others take over the dead worker's partitions
     and restore them from the changelog; its open transaction is aborted, never half-applied,
-    so every event counts once and no alert is committed twice."""
-    stream = direct_stream
+    so every event counts once and no alert is committed twice. The stream has alias-only
+    events: those the identity agent releases again after a kill are dropped by position."""
     topics = topic_names(unique_name)
     # Alert thresholds at the untrained model's churn prior: every customer scored before the
     # learner's first bundle raises churn_risk, so the stream surely raises alerts to count.
