@@ -647,7 +647,7 @@ class IdentityPartition:
         offset of the released event's own identity record]. Strictly increasing over a
         partition's releases, and the same when a record is handled again after a crash, so
         the scoring stage can drop a release it has already applied (see
-        `CustomerState.apply`)."""
+        `CustomerState.first_release`)."""
         if offset is None or own is None:
             return None
         return [self.partition, offset, own]

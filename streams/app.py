@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -68,9 +67,6 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.group_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.group_session_timeout_s / 3),
     )
-    # Faust's consumer reads uncommitted records unless Faust itself is transactional; the
-    # identity agent must not see what a crashed ingest transaction wrote (and then aborted).
-    app.transport = _ReadCommittedTransport(app.conf.broker_consumer, app)
     topics = Topics(
         customer_events=app.topic(
             settings.topics["customer_events"], key_serializer="raw", value_serializer="raw"
@@ -95,24 +91,6 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-class _ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's worker consumer, reading only committed records."""
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._isolation_level = "read_committed"  # aiokafka applies it when it starts
-        return consumer
-
-
-class _ReadCommittedConsumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> _ReadCommittedThread:
-        return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _ReadCommittedTransport(faust_aiokafka.Transport):
-    Consumer = _ReadCommittedConsumer
-
-
 class CommitStalls:
     """Decides what to say about a batch stage whose commit takes long: an error every
     COMMIT_SLOW_S, and a critical one (stop the worker) at COMMIT_STUCK_S."""
@@ -122,21 +100,23 @@ class CommitStalls:
         self.stuck_s = stuck_s
         self._reported: dict[str, float] = {}
 
-    def check(self, stage: str, committing_s: float) -> tuple[int, str] | None:
+    def check(self, stage: str, committing_s: float, step: str = "") -> tuple[int, str] | None:
         """(log level, message) when there is something to say about `stage`, which has been
-        committing its batch for `committing_s` seconds (0 when it is not committing)."""
+        committing its batch for `committing_s` seconds (0 when it is not committing), now
+        at transactional `step`."""
         if committing_s == 0.0:
             self._reported.pop(stage, None)
             return None
         if committing_s >= self.stuck_s:
             return logging.CRITICAL, (
-                f"stage {stage} has been committing one batch for {committing_s:.0f} s; its "
-                "consumer has left the group; stopping the worker")
+                f"stage {stage} has been committing one batch for {committing_s:.0f} s "
+                f"({step or 'no step'}); its consumer has left the group; stopping the worker")
         if committing_s >= self._reported.get(stage, 0.0) + self.slow_s:
             self._reported[stage] = committing_s
             return logging.ERROR, (
-                f"stage {stage} has been committing one batch for {committing_s:.0f} s: is the "
-                f"broker reachable? (the worker stops at {self.stuck_s:.0f} s)")
+                f"stage {stage} has been committing one batch for {committing_s:.0f} s "
+                f"({step or 'no step'}): is the broker reachable? (the worker stops at "
+                f"{self.stuck_s:.0f} s)")
         return None
 
 
@@ -157,7 +137,7 @@ def _manage(app: faust.App, pipeline: ScoringPipeline) -> None:
                 log.critical("stage %s failed: %r; stopping the worker", stage.config.name,
                              stage.error)
                 await app.crash(stage.error)
-            verdict = stalls.check(stage.config.name, stage.committing_for())
+            verdict = stalls.check(stage.config.name, stage.committing_for(), stage.committing)
             if verdict is not None:
                 level, message = verdict
                 log.log(level, message)

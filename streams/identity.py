@@ -26,8 +26,9 @@ offsets then commit after the producer flush, so it is in the changelog before i
 When a partition is (re)assigned its `IdentityPartition` is rebuilt lazily from the recovered
 table (Faust recovers tables before streams resume), giving back the count and time bounds'
 order. A held record redelivered after a crash is recognised by its key (alias, source,
-event id) and not held twice; released and resolved events are at least once, like the rest of
-the pipeline.
+event id) and not held twice; released and resolved events are at least once, and carry their
+release position so that the scoring stage applies a redelivered one once (see
+`IdentityPartition._position` and docs/operations.md, Delivery guarantees).
 
 Table writes need the current event's partition (the changelog partition, and RocksDB's
 per-partition store), which `take_events` does not set per event; the loop sets it before
@@ -123,9 +124,9 @@ def register_identity(app: faust.App, settings: Settings, topics: Topics) -> Non
                         partition=message.partition,
                         offset=message.offset,
                     )
-                    _apply(links, result.link_changes)
-                    _apply(held, result.held_changes)
                     accepted, dead, follow = result.accepted, result.dead, result.identity
+                # Releases are queued before the table writes that record them, so a crash
+                # rarely leaves the tables ahead of lost releases (see operations.md).
                 for record in accepted:
                     topics.customer_events.send_soon(
                         key=record["customer_id"].encode(), value=orjson.dumps(record)
@@ -134,6 +135,9 @@ def register_identity(app: faust.App, settings: Settings, topics: Topics) -> Non
                     topics.dead_letters.send_soon(key=message.key, value=orjson.dumps(record))
                 for key, follow_up in follow:
                     topics.identity.send_soon(key=key.encode(), value=orjson.dumps(follow_up))
+                if not is_customer_key(message.key):
+                    _apply(links, result.link_changes)
+                    _apply(held, result.held_changes)
 
 
 def _apply(

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 PRODUCER_IDLE_CLOSE_MS = 10_000
 """Transactional producers close connections idle this long (see BatchProcessor._run)."""
+PRODUCER_METADATA_MAX_AGE_MS = 3_000
+"""... and forget cached coordinators unused this long."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ class BatchProcessor:
         self._lag_checked = 0.0
         self._start: dict[tuple[str, int], int] = {}
         self._committing_since: float | None = None
+        self.committing = ""
+        """The transactional step in progress (for the stall report), or ""."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -209,9 +213,11 @@ class BatchProcessor:
                 # After a broker restart librdkafka can keep the old group coordinator's
                 # broker handle, decommissioned, in its coordinator cache, and
                 # send_offsets_to_transaction then waits for that handle to come up, past
-                # its own timeout (librdkafka issue #5511). Closing idle connections makes the
-                # broker state changes that send it looking for the coordinator again.
+                # its own timeout (librdkafka issue #5511). The cache forgets an entry
+                # unused for metadata.max.age.ms, and the request looks again on broker state
+                # changes, which closing idle connections makes happen.
                 "connections.max.idle.ms": PRODUCER_IDLE_CLOSE_MS,
+                "metadata.max.age.ms": PRODUCER_METADATA_MAX_AGE_MS,
             })
             self._producer.init_transactions(60)
             self._consumer = Consumer({
@@ -277,6 +283,7 @@ class BatchProcessor:
             self._commit(positions, out)
         finally:
             self._committing_since = None
+            self.committing = ""
         if self.on_batch is not None:
             self.on_batch(len(messages), time.perf_counter() - began)
 
@@ -346,8 +353,10 @@ class BatchProcessor:
         assert consumer is not None and producer is not None
         cfg = self.config
         try:
+            self.committing = "begin_transaction"
             producer.begin_transaction()
             self._in_transaction = True
+            self.committing = f"producing {len(out.writes) + len(out.records)} records"
             if cfg.changelog_topic is not None:
                 for partition, key, value in out.writes:
                     self._produce(cfg.changelog_topic, key, value, partition)
@@ -356,15 +365,20 @@ class BatchProcessor:
             offsets = [TopicPartition(topic, p, offset) for (topic, p), offset in positions.items()]
             if offsets:
                 metadata = consumer.consumer_group_metadata()
+                self.committing = "send_offsets_to_transaction"
                 _retrying(lambda: producer.send_offsets_to_transaction(offsets, metadata, 30))
+            self.committing = "commit_transaction"
             _retrying(lambda: producer.commit_transaction(60))
             self._in_transaction = False
         except KafkaException as err:
             if not err.args[0].txn_requires_abort():
                 raise
             log.warning("%s: transaction aborted (%s); rebuilding state", cfg.name, err)
+            self.committing = "abort_transaction"
             producer.abort_transaction(60)
             self._in_transaction = False
+            self._committing_since = None  # rebuilding state is not a stuck commit
+            self.committing = ""
             self._rewind()
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
