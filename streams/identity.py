@@ -27,8 +27,9 @@ When a partition is (re)assigned its `IdentityPartition` is rebuilt lazily from 
 table (Faust recovers tables before streams resume), giving back the count and time bounds'
 order. A held record redelivered after a crash is recognised by its key (alias, source,
 event id) and not held twice; released and resolved events are at least once, and carry their
-release position so that the scoring stage applies a redelivered one once (see
-`IdentityPartition._position` and docs/operations.md, Delivery guarantees).
+release position so that the scoring stage can drop a redelivered one (see
+`IdentityPartition._position`; the gaps that remain are in docs/operations.md, Delivery
+guarantees).
 
 Table writes need the current event's partition (the changelog partition, and RocksDB's
 per-partition store), which `take_events` does not set per event; the loop sets it before

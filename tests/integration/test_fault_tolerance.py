@@ -242,7 +242,7 @@ def own_broker(tmp_path: Path) -> Iterator[Path]:
 @pytest.mark.slow
 @pytest.mark.xfail(reason="librdkafka can hang in send_offsets_to_transaction after a broker "
                    "restart (librdkafka #5511); with the producer settings that work around "
-                   "it this passed in 3 of 4 runs (see docs/operations.md, Recovery)",
+                   "it this passed in 4 of 5 runs (see docs/operations.md, Recovery)",
                    strict=False)
 def test_broker_restart_mid_stream_recovers_without_help(
     own_broker: Path, unique_name: str, tmp_path: Path, direct_stream: Stream
