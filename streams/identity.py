@@ -115,6 +115,7 @@ def register_identity(app: faust.App, settings: Settings, topics: Topics) -> Non
                         partition=message.partition, offset=message.offset)
                     _apply(customers, erasure.index_changes)
                     accepted, dead, follow = erasure.accepted, erasure.dead, erasure.identity
+                    recorded: tuple[tuple[MutableMapping[str, Any], Changes], ...] = ()
                 else:
                     result = partition_state(message.partition).handle(
                         message.value,
@@ -126,6 +127,7 @@ def register_identity(app: faust.App, settings: Settings, topics: Topics) -> Non
                         offset=message.offset,
                     )
                     accepted, dead, follow = result.accepted, result.dead, result.identity
+                    recorded = ((links, result.link_changes), (held, result.held_changes))
                 # Releases are queued before the table writes that record them, so a crash
                 # rarely leaves the tables ahead of lost releases (see operations.md).
                 for record in accepted:
@@ -136,14 +138,15 @@ def register_identity(app: faust.App, settings: Settings, topics: Topics) -> Non
                     topics.dead_letters.send_soon(key=message.key, value=orjson.dumps(record))
                 for key, follow_up in follow:
                     topics.identity.send_soon(key=key.encode(), value=orjson.dumps(follow_up))
-                if not is_customer_key(message.key):
-                    _apply(links, result.link_changes)
-                    _apply(held, result.held_changes)
+                for table, changes in recorded:
+                    _apply(table, changes)
 
 
-def _apply(
-    table: MutableMapping[str, Any], changes: list[tuple[str, dict[str, Any] | None]]
-) -> None:
+Changes = list[tuple[str, dict[str, Any] | None]]
+"""Table writes as (key, record), None deleting the key."""
+
+
+def _apply(table: MutableMapping[str, Any], changes: Changes) -> None:
     """Write (key, record) changes to a table; None deletes the key."""
     for key, record in changes:
         if record is None:
