@@ -47,6 +47,10 @@ class Metrics:
         self.batch_seconds = Histogram(
             "scorestream_batch_duration_seconds", "Time to process one batch.", ["stage"],
             buckets=LATENCY_BUCKETS, registry=r)
+        self.commit_seconds = Histogram(
+            "scorestream_commit_duration_seconds",
+            "Time to produce one batch's records and commit its transaction (part of the "
+            "batch duration).", ["stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.processing_latency = Histogram(
             "scorestream_processing_latency_seconds",
             "Wall time from ingestion of an event to the emit of its batch's results.",

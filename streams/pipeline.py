@@ -25,6 +25,7 @@ from streams.partitioning import partition_for
 from streams.processor import BatchProcessor, ProcessorConfig
 from streams.scoring import ScoringHandler, ScoringTopics
 from streams.settings import Settings
+from streams.stores import StoreClosed
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +88,15 @@ class ScoringPipeline:
         self.watcher = BundleWatcher(client, topics["model_snapshots"], self.engine)
         self.metrics.add_collector(self._collect)
 
-    def _observe(self, stage: str) -> Callable[[int, float], None]:
+    def _observe(self, stage: str) -> Callable[[int, float, float], None]:
         size = self.metrics.batch_size.labels(stage)
         seconds = self.metrics.batch_seconds.labels(stage)
+        commit = self.metrics.commit_seconds.labels(stage)
 
-        def observe(records: int, elapsed: float) -> None:
+        def observe(records: int, elapsed: float, committing: float) -> None:
             size.observe(records)
             seconds.observe(elapsed)
+            commit.observe(committing)
 
         return observe
 
@@ -166,8 +169,10 @@ class ScoringPipeline:
         return partition, self.scoring.owns(partition)
 
     def scorecard(self, customer_id: str) -> Scorecard | None:
-        """The scorecard of a customer owned here, as of its partition's watermark."""
+        """The scorecard of a customer owned here, as of its partition's watermark (None for
+        an unknown customer); raises `StoreClosed` when the partition is not, or no longer,
+        owned here."""
         partition, owned = self.owns(customer_id)
         if not owned:
-            return None
+            raise StoreClosed(f"partition {partition} is not owned here")
         return self.handler.scorecard(self.scoring.table, partition, customer_id)

@@ -143,7 +143,7 @@ class BatchProcessor:
     """Runs one stage in a thread: consume a batch, handle it, commit it in one transaction."""
 
     def __init__(self, config: ProcessorConfig, handler: BatchHandler,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, float, float], None] | None = None) -> None:
         self.config = config
         self.handler = handler
         self.table = Table(config.name, config.store_url, config.data_dir)
@@ -279,13 +279,15 @@ class BatchProcessor:
             producer.poll(0)
             return
         self._committing_since = time.monotonic()
+        committing = time.perf_counter()
         try:
             self._commit(positions, out)
         finally:
             self._committing_since = None
             self.committing = ""
         if self.on_batch is not None:
-            self.on_batch(len(messages), time.perf_counter() - began)
+            done = time.perf_counter()
+            self.on_batch(len(messages), done - began, done - committing)
 
     def _caught_up(self) -> set[tuple[str, int]]:
         """Owned partitions with nothing left to read (as of the latest fetch responses; a
