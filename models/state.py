@@ -3,6 +3,11 @@
 Money is kept in integer cents of the base currency and windowed counters in per-UTC-day
 buckets, so applying the same events in any order gives exactly the same state (integer sums
 commute; floats would not), and a late event lands in the bucket of its own day.
+
+Day buckets and their serialised rows are tuples of ints, replaced when an event changes
+them: the cyclic garbage collector stops tracking such tuples after their first collection,
+so a worker keeping thousands of live states in memory does not make every full collection
+walk a year of buckets per customer.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ CSAT_COUNT = 7
 ESCALATIONS = 8
 NEGATIVE_SENTIMENT = 9
 N_SLOTS = 10
+_EMPTY = (0,) * N_SLOTS
 
 _FORMAT = 1
 DEFAULT_CONFIG = ScoringConfig()
@@ -114,7 +120,7 @@ class CustomerState:
         self.last_ms: int | None = None
         self.last_interaction_ms: int | None = None
         self.profile: dict[str, list[int]] = {}  # field -> [updated_at, known 0/1]
-        self.days: dict[int, list[int]] = {}  # utc day -> slot counters
+        self.days: dict[int, tuple[int, ...]] = {}  # utc day -> slot counters
         self.max_day = -(10**9)
         self.ltv_cents = 0  # orders minus refunds, base currency
         self.gross_cents = 0  # orders only (average order value)
@@ -138,7 +144,7 @@ class CustomerState:
         self._left: list[int] = []  # per window: how many of _keys are <= _anchor - w
         self._completeness: float | None = None  # derived, reset when the profile changes
         # Serialised day rows (see to_dict) and the days touched since they were made
-        self._rows: dict[int, list[int]] = {}
+        self._rows: dict[int, tuple[int, ...]] = {}
         self._dirty: set[int] = set()
 
     # -- applying events -------------------------------------------------------------------
@@ -184,23 +190,23 @@ class CustomerState:
             self.last_ms = ts
         interaction = (source, etype) in cfg.interaction_types
         day = ts // DAY_MS
-        bucket = self.days.get(day)
-        if bucket is None:
-            bucket = self._bucket(day)
-        if bucket is not None:
-            self._dirty.add(day)
+        stored = self.days.get(day)
+        if stored is None:
+            stored = self._bucket(day)
+        bucket: list[int] | None = None
         anchor = self._anchor
         before = None
+        if stored is not None:
+            self._dirty.add(day)
+            bucket = list(stored)
+            if anchor is not None and day <= anchor:
+                before = stored
         if interaction:
             last_int = self.last_interaction_ms
             if last_int is None or ts > last_int:
                 self.last_interaction_ms = ts
             if bucket is not None:
-                if anchor is not None and day <= anchor:
-                    before = bucket[:]
                 bucket[INTERACTIONS] += 1
-        elif bucket is not None and anchor is not None and day <= anchor:
-            before = bucket[:]
         order_cents = 0
         cancelled = False
         if source == "web":
@@ -246,14 +252,16 @@ class CustomerState:
             sentiment = payload.get("sentiment")
             if isinstance(sentiment, _NUMBER) and sentiment <= -0.3:
                 bucket[NEGATIVE_SENTIMENT] += 1
-        if before is not None and anchor is not None and bucket is not None:
-            self._late(day, anchor, before, bucket)
+        if bucket is not None:
+            self.days[day] = tuple(bucket)
+            if before is not None and anchor is not None:
+                self._late(day, anchor, before, bucket)
         if self.pending:
             for p in self.pending.values():
                 p.observe(ts, interaction=interaction, order_cents=order_cents, cancelled=cancelled)
         return True
 
-    def _late(self, day: int, anchor: int, before: list[int], after: list[int]) -> None:
+    def _late(self, day: int, anchor: int, before: tuple[int, ...], after: list[int]) -> None:
         """An event on a day the running sums already cover: add its delta where it belongs."""
         delta = [a - b for a, b in zip(after, before, strict=True)]
         for w, sums in self._sums.items():
@@ -331,8 +339,8 @@ class CustomerState:
         self._anchor = now_day
         return self._sums
 
-    def _bucket(self, day: int) -> list[int] | None:
-        """The day's counters, or None when the day is already outside every window."""
+    def _bucket(self, day: int) -> tuple[int, ...] | None:
+        """The day's (empty) counters, or None when the day is already outside every window."""
         b = self.days.get(day)
         if b is not None:
             return b
@@ -340,7 +348,7 @@ class CustomerState:
             self.max_day = day
         elif day <= self.max_day - max(self.config.window_days, 365):
             return None
-        b = [0] * N_SLOTS
+        b = _EMPTY
         self.days[day] = b
         anchor = self._anchor
         if anchor is not None:
@@ -531,11 +539,13 @@ class CustomerState:
         s.last_interaction_ms = d["li"]
         s.max_day = d["md"]
         rows = s._rows
+        days = s.days
         for row in d["d"]:
-            b = row[1:]
-            b.extend([0] * (N_SLOTS - len(b)))
-            s.days[row[0]] = b
-            rows[row[0]] = row
+            b = tuple(row[1:])
+            if len(b) < N_SLOTS:
+                b += _EMPTY[len(b):]
+            days[row[0]] = b
+            rows[row[0]] = tuple(row)
         s.profile = {k: list(v) for k, v in d.get("p", {}).items()}
         if "o" in d:
             o = d["o"]
@@ -562,12 +572,12 @@ class CustomerState:
         return f"CustomerState({self.customer_id!r}, events={self.n_events})"
 
 
-def _row(day: int, bucket: list[int]) -> list[int]:
+def _row(day: int, bucket: tuple[int, ...]) -> tuple[int, ...]:
     """A day bucket as serialised: the day, then its slots without trailing zeros."""
     n = N_SLOTS
     while n and not bucket[n - 1]:
         n -= 1
-    return [day, *bucket[:n]]
+    return (day, *bucket[:n])
 
 
 def _lww(current: list[int] | None, ts: int, value: int) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 
 from streams.kafka import ensure_topics
@@ -50,5 +51,9 @@ def run_worker(args: argparse.Namespace) -> int:
         settings.web_host, settings.web_port,
     )
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    # What is imported and built by now (Faust, River, SciPy: ~140,000 objects) lives as long
+    # as the process: keep it out of the cyclic collector's full passes, ~80 ms each.
+    gc.collect()
+    gc.freeze()
     worker.execute_from_commandline()
     return 0

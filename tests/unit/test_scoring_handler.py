@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from models.alerts import AlertRules
 from models.engine import ScoringEngine
 from streams.processor import Output, Table
 from streams.scoring import ScoringHandler, ScoringTopics
-from streams.stores import MemoryStore
+from streams.stores import MemoryStore, StoreClosed, open_store
 
 DAY = 86_400_000
 BASE = 1_767_225_600_000
@@ -87,6 +89,34 @@ def test_redelivered_events_count_once() -> None:
     out = run(handler, table, [event(1, "A", 0), event(2, "A", 1)])
     assert records(out, "score-changes") == []
     assert handler.scorecard(table, 0, "A").interactions_12m == 2
+
+
+def test_a_scorecard_read_racing_a_partition_drop_says_retry_not_unknown() -> None:
+    """The API reads from the web thread while the processing thread may drop the partition:
+    a store gone before or during the read is "moving" (503), never "unknown" (404)."""
+    handler, table = setup()
+    run(handler, table, [event(1, "A", 0)])
+    store = table.stores[0]
+
+    class DroppedDuringRead(MemoryStore):
+        def get(self, key: bytes) -> bytes | None:
+            table.stores.pop(0)
+            store.close()  # what BatchProcessor._drop does
+            return store.get(key)
+
+    table.stores[0] = DroppedDuringRead()
+    with pytest.raises(StoreClosed):
+        handler.scorecard(table, 0, "A")
+    with pytest.raises(StoreClosed):  # and once it is gone
+        handler.scorecard(table, 0, "A")
+
+
+def test_a_closed_rocksdb_store_raises_store_closed(tmp_path: Path) -> None:
+    rocks = open_store("rocksdb://", tmp_path, "customer-state", 0)
+    rocks.put(b"A", b"{}")
+    rocks.close()
+    with pytest.raises(StoreClosed):
+        rocks.get(b"A")
 
 
 def test_late_events_within_the_bound_apply_and_beyond_it_are_dead_lettered() -> None:
@@ -172,7 +202,7 @@ def test_live_states_change_nothing_but_speed() -> None:
         whole = engine.apply_batch(None, events, max(e["occurred_at"] for e in events))
         assert whole.state is not None
         whole.state.prune()
-        assert orjson.loads(value)["d"] == whole.state.to_dict()["d"]
+        assert orjson.loads(value)["d"] == [list(row) for row in whole.state.to_dict()["d"]]
 
 
 def test_live_states_are_bounded_and_follow_their_partitions() -> None:

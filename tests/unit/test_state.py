@@ -165,7 +165,7 @@ def test_running_window_sums_match_a_full_scan(seed: int, rnd: random.Random) ->
             if rnd.random() < 0.5:  # reused serialised rows always match the buckets
                 rows = s.to_dict()["d"]
                 assert rows == [
-                    [d, *b[: max((i + 1 for i, x in enumerate(b) if x), default=0)]]
+                    (d, *b[: max((i + 1 for i, x in enumerate(b) if x), default=0)])
                     for d, b in sorted(s.days.items())
                 ]
                 restored = CustomerState.restore(orjson.dumps(s.to_dict()))
