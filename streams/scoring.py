@@ -29,6 +29,7 @@ from streams.erasure import ErasureConfirmations
 from streams.learning import HISTOGRAM_PREFIX
 from streams.metrics import Metrics
 from streams.processor import Output, Table
+from streams.stores import StoreClosed
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +224,18 @@ class ScoringHandler:
                  histogram.snapshot())
 
     def scorecard(self, table: Table, partition: int, customer_id: str) -> Scorecard | None:
-        """The customer's scorecard as of the partition's watermark (None if unknown here)."""
+        """The customer's scorecard as of the partition's watermark (None if unknown here).
+
+        Called from the web thread while the processing thread may drop the partition:
+        raises `StoreClosed` when the store went away before or during the read.
+        """
         store = table.stores.get(partition)
-        raw = store.get(customer_id.encode()) if store is not None else None
+        if store is None:
+            raise StoreClosed(f"partition {partition} is not restored here")
+        raw = store.get(customer_id.encode())
         if raw is None:
+            if table.stores.get(partition) is not store:  # dropped (and emptied) meanwhile
+                raise StoreClosed(f"partition {partition} left while being read")
             return None
         state = CustomerState.restore(raw, self.engine.config)
         as_of = max(self.watermark.get(partition, 0), state.last_ms or 0)

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from rocksdict import Cache, Options
 
 
+class StoreClosed(Exception):
+    """A read met a store that was closed meanwhile: its partition left this worker (or is
+    being rebuilt). Readers outside the processing thread (the API) answer "retry"."""
+
+
 class Store(Protocol):
     """The few operations a table needs from one partition's store."""
 
@@ -91,16 +96,20 @@ class RocksStore:
     """
 
     def __init__(self, path: Path) -> None:
-        from rocksdict import Rdict
+        from rocksdict import DbClosedError, Rdict
 
         if path.exists():
             shutil.rmtree(path)
         path.mkdir(parents=True)
         self._db = Rdict(str(path), _rocksdb_options())
         self._count = 0
+        self._closed_error = DbClosedError
 
     def get(self, key: bytes) -> bytes | None:
-        value = self._db.get(key)
+        try:
+            value = self._db.get(key)
+        except self._closed_error as err:
+            raise StoreClosed(str(err)) from err
         return None if value is None else bytes(value)
 
     def put(self, key: bytes, value: bytes) -> None:

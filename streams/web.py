@@ -33,6 +33,7 @@ from streams.kafka import client_config
 from streams.metrics import Metrics
 from streams.pipeline import ScoringPipeline
 from streams.settings import Settings
+from streams.stores import StoreClosed
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,10 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
                 return self.json({"error": "invalid customer id"}, status=400)
             partition, owned = pipeline.owns(customer_id)
             if owned:
-                card = pipeline.scorecard(customer_id)
+                try:
+                    card = pipeline.scorecard(customer_id)
+                except StoreClosed:  # the partition left while being read
+                    return self.json({"error": "partition is moving; retry"}, status=503)
                 if card is None:
                     return self.json({"error": "unknown customer"}, status=404)
                 return self.json({**card.to_dict(), "partition": partition})
