@@ -235,6 +235,8 @@ def read_all(bootstrap: str, topic: str, *, committed: bool = True,
              until: dict[int, int] | None = None, timeout: float = 60.0) -> list[Any]:
     """Every record of a topic (read_committed unless told), up to `until` offsets per
     partition when given; stops at the end of each partition."""
+    if committed:
+        wait_decided(bootstrap, topic, timeout)
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": f"ft-reader-{os.getpid()}-{time.time_ns()}",
         "enable.auto.commit": False, "enable.partition.eof": True,
@@ -324,6 +326,36 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
         group, [TopicPartition(topic, p) for p in range(PARTITIONS)])
     result = admin.list_consumer_group_offsets([request])[group].result(15)
     return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+
+
+def wait_decided(bootstrap: str, topic: str, timeout: float = 60.0) -> None:
+    """Until every transaction that wrote to `topic` before this call is committed or aborted.
+
+    A worker killed inside a transaction leaves it open until the broker aborts it (the
+    transaction timeout, then the broker's next cleanup pass): until then a read_committed
+    reader ends at that transaction's first record and misses everything written after it,
+    by other workers too. Its last stable offsets reaching the high watermarks of the start
+    says that everything written before the start is decided.
+    """
+    admin = _admin(bootstrap)
+    tps = [TopicPartition(topic, p)
+           for p in admin.list_topics(topic, timeout=15).topics[topic].partitions]
+
+    def ends(level: IsolationLevel) -> dict[int, int]:
+        result = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps},
+                                    isolation_level=level)
+        return {tp.partition: f.result(15).offset for tp, f in result.items()}
+
+    high = ends(IsolationLevel.READ_UNCOMMITTED)
+    deadline = time.monotonic() + timeout
+    while True:
+        stable = ends(IsolationLevel.READ_COMMITTED)
+        if all(stable[p] >= high[p] for p in high):
+            return
+        assert time.monotonic() < deadline, (
+            f"{topic}: transactions still open after {timeout:.0f}s (last stable offsets "
+            f"{stable}, high watermarks {high})")
+        time.sleep(0.25)
 
 
 def open_transactions(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
