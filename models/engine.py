@@ -96,7 +96,7 @@ class ScoringEngine:
         included); the batch's other events for that customer are dropped with it.
         """
         cid = customer_id or (state.customer_id if state else events[0]["customer_id"])
-        prev = Scorecard.from_row(state.last) if state is not None and state.last else None
+        prev = _previous(state) if state is not None else None
         last_id = events[-1]["event_id"] if events else None
         if any(e["event_type"] == "customer_erased" for e in events):
             return BatchOutcome(cid, None, None, prev, erased=True, last_event_id=last_id)
@@ -105,7 +105,7 @@ class ScoringEngine:
         applied = 0
         # Redelivered releases first, in arrival order (their positions follow it).
         fresh = [e for e in events if state.first_release(e)]
-        for e in sorted(fresh, key=_event_order):
+        for e in sorted(fresh, key=_event_order) if len(fresh) > 1 else fresh:
             applied += state.apply(e)
         dups = len(events) - applied
         as_of = max(watermark_ms, state.last_ms if state.last_ms is not None else watermark_ms)
@@ -119,7 +119,7 @@ class ScoringEngine:
             for model in MODEL_NAMES:
                 if model not in state.pending:
                     self._take_snapshot(state, model, as_of, feats, summary, scorecard, examples)
-        state.last = scorecard.to_row()
+        state.last, state.card = scorecard.to_row(), scorecard
         return BatchOutcome(
             cid, state, scorecard, prev, examples, applied, dups, False, state.next_due(), last_id
         )
@@ -131,7 +131,7 @@ class ScoringEngine:
         snapshot right away, so active customers keep producing one example per horizon while
         silent ones stop after their churn is recorded.
         """
-        prev = Scorecard.from_row(state.last) if state.last else None
+        prev = _previous(state)
         as_of = max(watermark_ms, state.last_ms if state.last_ms is not None else watermark_ms)
         resolved = [m for m, p in state.pending.items() if p.is_due(as_of)]
         examples = self._resolve(state, as_of)
@@ -143,7 +143,7 @@ class ScoringEngine:
             active = last_int is not None and as_of - last_int < self._horizon[model]
             if model not in state.pending and active:
                 self._take_snapshot(state, model, as_of, feats, summary, scorecard, examples)
-        state.last = scorecard.to_row()
+        state.last, state.card = scorecard.to_row(), scorecard
         return BatchOutcome(
             state.customer_id, state, scorecard, prev, examples, next_due=state.next_due()
         )
@@ -225,14 +225,13 @@ class ScoringEngine:
         )
 
     def _resolve(self, state: CustomerState, as_of: int) -> list[TrainingExample]:
-        if not state.pending:
+        due = [m for m, p in state.pending.items() if p.is_due(as_of)]
+        if not due:
             return []
         out = []
         holdout = is_holdout(state.customer_id, self.config.holdout_fraction)
-        for model in sorted(state.pending):
+        for model in sorted(due):
             p = state.pending[model]
-            if not p.is_due(as_of):
-                continue
             del state.pending[model]
             names = RFM_NAMES if model == VALUE else FEATURE_NAMES
             out.append(
@@ -249,6 +248,14 @@ class ScoringEngine:
                 )
             )
         return out
+
+
+def _previous(state: CustomerState) -> Scorecard | None:
+    """The last scorecard emitted for this customer (kept as an object on live states)."""
+    if not state.last:
+        return None
+    card = state.card
+    return card if card is not None else Scorecard.from_row(state.last)
 
 
 def _event_order(e: dict[str, Any]) -> tuple[int, str]:

@@ -83,6 +83,7 @@ class CustomerState:
         "_sums",
         "alerts",
         "cancelled_ms",
+        "card",
         "config",
         "customer_id",
         "days",
@@ -135,6 +136,7 @@ class CustomerState:
         self.cancelled_ms: int | None = None
         self.pending: dict[str, PendingLabel] = {}
         self.last: list[Any] | None = None  # compact row of the last emitted scorecard
+        self.card: Any = None  # that scorecard as an object, when this object made it (derived)
         self.alerts: dict[str, Any] | None = None  # models.alerts.AlertMemory.to_dict()
         # Running window sums as of day `_anchor` (derived, never serialised; see window_sums)
         self._anchor: int | None = None
