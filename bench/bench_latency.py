@@ -125,23 +125,47 @@ class ChangeReader:
 
 
 def build_events(tag: str, rate: int, seconds: float, customers: int, topics: dict[str, str],
-                 began_ms: int) -> list[tuple[str, bytes, bytes, str]]:
+                 began_ms: int, pool: str | None = None) -> list[tuple[str, bytes, bytes, str]]:
     """(topic, key, value, event id) of every event of one rate, event time = planned send time;
-    customers `<tag>-0` ... `<tag>-<customers - 1>`.
+    customers `<pool>-0` ... `<pool>-<customers - 1>` (`pool` defaults to `tag`: new ones).
 
     Built before sending so that the paced loop only produces."""
     out = []
     for n in range(int(rate * seconds)):
-        customer = f"{tag}-{n % customers}"
+        customer = f"{pool or tag}-{n % customers}"
         kind = "order_placed" if n % 10 == 0 else "page_view"
         source = "crm" if kind == "order_placed" else "web"
         payload = ({"order_id": f"o{n}", "amount": 25.0, "currency": "EUR"}
                    if kind == "order_placed" else {"url": "/"})
-        event_id = f"{customer}-{n}"
+        event_id = f"{customer}-{n}" if pool is None else f"{customer}-{tag}-{n}"
         event = {"event_id": event_id, "event_type": kind, "source": source,
                  "occurred_at": began_ms + n * 1000 // rate, "customer_id": customer,
                  "payload": payload}
         out.append((topics[source], customer.encode(), orjson.dumps(event), event_id))
+    return out
+
+
+def build_history(customers: int, days: int, topics: dict[str, str], now_ms: int
+                  ) -> list[tuple[str, bytes, bytes, str]]:
+    """A past for customers `H-0` ... : over `days` days before now, a page view every
+    three days and an order every thirty, in event-time order (what a worker that has run
+    for a while holds in its states)."""
+    day = 86_400_000
+    out = []
+    for d in range(days, 0, -1):
+        for c in range(customers):
+            if (c + d) % 3:
+                continue
+            customer = f"H-{c}"
+            order = (c + d) % 30 == 0
+            source = "crm" if order else "web"
+            event_id = f"{customer}-h{d}"
+            event = {"event_id": event_id,
+                     "event_type": "order_placed" if order else "page_view", "source": source,
+                     "occurred_at": now_ms - d * day + c, "customer_id": customer,
+                     "payload": ({"order_id": event_id, "amount": 40.0, "currency": "EUR"}
+                                 if order else {"url": "/"})}
+            out.append((topics[source], customer.encode(), orjson.dumps(event), event_id))
     return out
 
 
@@ -199,8 +223,10 @@ def api_latency(url: str, customers: list[str], requests: int) -> Percentiles:
 
 
 def measure(bootstrap: str, rates: list[int], seconds: float = 20.0, customers: int = 20_000,
-            requests: int = 2000) -> LatencyFigures:
-    """Run every rate on one worker (new customers per rate), then time the API."""
+            requests: int = 2000, history_days: int = 0) -> LatencyFigures:
+    """Run every rate on one worker, then time the API: new customers per rate, or with
+    `history_days` the same customers at every rate, each given that many days of past
+    first."""
     run = uuid.uuid4().hex[:8]
     topics = run_topics("lat")
     worker = Worker.start(bootstrap, topics, f"lat-{run}")
@@ -216,10 +242,16 @@ def measure(bootstrap: str, rates: list[int], seconds: float = 20.0, customers: 
         send_paced(producer, warmup, 100, time.time(), reader)
         reader.wait_for({e[3] for e in warmup}, timeout=120.0)
         sent = len(warmup)
+        if history_days:
+            past = build_history(customers, history_days, topics, int(time.time() * 1000))
+            send_paced(producer, past, 1_000_000, time.time(), reader)
+            sent += len(past)
+            wait_processed(worker, sent, timeout=900)
+            reader.wait_quiet(quiet_s=2.0)
         for rate in rates:
             began = time.time() + 1.0
             events = build_events(f"L{rate}", rate, seconds, customers, topics,
-                                  int(began * 1000))
+                                  int(began * 1000), pool="H" if history_days else None)
             achieved = send_paced(producer, events, rate, began, reader)
             sent += len(events)
             wait_processed(worker, sent)
@@ -230,7 +262,8 @@ def measure(bootstrap: str, rates: list[int], seconds: float = 20.0, customers: 
                 raise RuntimeError(f"no score change matched at {rate} events/s; "
                                    f"log: {worker.log_path}")
             results.append(RateFigures(rate, achieved, len(events), Percentiles.of(matched)))
-        known = [f"L{rates[-1]}-{n}" for n in range(min(customers, int(rates[-1] * seconds)))]
+        pool = "H" if history_days else f"L{rates[-1]}"
+        known = [f"{pool}-{n}" for n in range(min(customers, int(rates[-1] * seconds)))]
         api = api_latency(worker.url, known, requests)
     finally:
         if reader is not None:
@@ -249,11 +282,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="per rate")
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--history-days", type=int, default=0,
+                        help="give the customers this many days of past first, and use the "
+                             "same customers at every rate (default: new customers per rate)")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     with broker(args.bootstrap) as bootstrap:
-        f = measure(bootstrap, rates, args.seconds, args.customers, args.requests)
-    print(f"{f.customers:,} customers per rate, {f.seconds:.0f}s per rate")
+        f = measure(bootstrap, rates, args.seconds, args.customers, args.requests,
+                    args.history_days)
+    kind = (f"the same customers with {args.history_days} days of past" if args.history_days
+            else "new customers per rate")
+    print(f"{f.customers:,} customers ({kind}), {f.seconds:.0f}s per rate, live states "
+          f"{os.environ.get('SCORESTREAM_LIVE_STATES', 'default')}")
     print(f"{'measure (ms)':<40}{'achieved/s':>11}{'count':>8}{'p50':>9}{'p95':>9}{'p99':>9}")
     for r in f.rates:
         label = f"send -> score change at {r.rate:,}/s"
