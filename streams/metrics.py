@@ -50,7 +50,8 @@ class Metrics:
         self.commit_seconds = Histogram(
             "scorestream_commit_duration_seconds",
             "Time to produce one batch's records and commit its transaction (part of the "
-            "batch duration).", ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+            "batch duration; after an aborted transaction, the rebuild of the stage's state "
+            "too).", ["stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.processing_latency = Histogram(
             "scorestream_processing_latency_seconds",
             "Wall time from ingestion of an event to the emit of its batch's results.",

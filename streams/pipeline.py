@@ -59,7 +59,7 @@ class ScoringPipeline:
                           training_examples=topics["training_examples"],
                           dead_letters=topics["dead_letters"]),
             self.metrics, allowed_lateness_ms=int(settings.allowed_lateness_days * 86_400_000),
-            live_states=settings.live_states)
+            live_states=settings.live_states, live_states_bytes=settings.live_states_mb << 20)
         self.handler.erasures = ErasureConfirmations(
             topics["erasure_confirmations"], topics["training_examples"], self.metrics)
         self.scoring = BatchProcessor(

@@ -455,8 +455,9 @@ class BatchProcessor:
             if assigned is not None:
                 assigned(wanted)
             return
-        for p in partitions:
-            self.table.stores[p] = open_store(cfg.store_url, cfg.data_dir, cfg.name, p)
+        # Filled aside and put in place complete: the web thread reads the stores, and a
+        # half-restored one would answer "unknown customer" or an old state.
+        stores = {p: open_store(cfg.store_url, cfg.data_dir, cfg.name, p) for p in partitions}
         reader = Consumer({**cfg.client, "group.id": f"{cfg.group_id}-restore",
                            "enable.auto.commit": False, "isolation.level": "read_committed",
                            "enable.partition.eof": True})
@@ -480,13 +481,18 @@ class BatchProcessor:
                     key, value = msg.key(), msg.value()
                     if key is not None:
                         if value is None:
-                            self.table.stores[p].delete(key)
+                            stores[p].delete(key)
                         else:
-                            self.table.stores[p].put(key, value)
+                            stores[p].put(key, value)
                     if (msg.offset() or 0) + 1 >= ends.get(p, 0):
                         ends.pop(p, None)
+        except BaseException:
+            for store in stores.values():
+                store.close()
+            raise
         finally:
             reader.close()
+        self.table.stores.update(stores)
         self.owned.update(wanted)
         for p in partitions:
             self.handler.on_assigned(p, self.table)

@@ -123,6 +123,7 @@ class Settings:
     batch_size: int = 5000
     batch_within_s: float = 0.05
     live_states: int = 10_000
+    live_states_mb: int = 256
     max_source_skew_s: float = 0.0
     max_event_bytes: int = 65536
     identity_max_held: int = 10_000
@@ -219,6 +220,8 @@ class Settings:
             raise SettingsError("SCORESTREAM_MAX_SOURCE_SKEW_S must be >= 0 (0: no alignment)")
         if self.live_states < 0:
             raise SettingsError("SCORESTREAM_LIVE_STATES must be >= 0")
+        if self.live_states_mb < 0:
+            raise SettingsError("SCORESTREAM_LIVE_STATES_MB must be >= 0")
         if self.identity_max_held < 0 or self.identity_max_hold_ms < 0:
             raise SettingsError(
                 "SCORESTREAM_IDENTITY_MAX_HELD and SCORESTREAM_IDENTITY_MAX_HOLD_MS must be >= 0"

@@ -211,13 +211,29 @@ def test_live_states_are_bounded_and_follow_their_partitions() -> None:
 
     live = LiveStates(capacity=2)
     a, b, c = CustomerState("A"), CustomerState("B"), CustomerState("C")
-    live.put(0, a)
-    live.put(1, b)
-    assert live.get("A") is a  # now the most recently used
-    live.put(0, c)
-    assert len(live) == 2 and live.get("B") is None and live.get("A") is a
+    live.put(0, a, 100)
+    live.put(1, b, 100)
+    assert live.get(0, "A") is a  # now the most recently used
+    assert live.get(1, "A") is None  # a state is only ever served for its own partition
+    live.put(0, c, 100)
+    assert len(live) == 2 and live.get(1, "B") is None and live.get(0, "A") is a
     live.drop_partition(0)
-    assert len(live) == 0
-    live.put(1, b)
+    assert len(live) == 0 and live.bytes == 0
+    live.put(1, b, 100)
     live.discard("B")
-    assert live.get("B") is None
+    assert live.get(1, "B") is None
+
+
+def test_live_states_are_bounded_by_their_estimated_memory() -> None:
+    from models.state import CustomerState
+    from streams.scoring import LIVE_BYTES_PER_SNAPSHOT_BYTE, LiveStates
+
+    live = LiveStates(capacity=100, max_bytes=1000 * LIVE_BYTES_PER_SNAPSHOT_BYTE)
+    states = [CustomerState(f"C{n}") for n in range(4)]
+    for state in states[:3]:
+        live.put(0, state, 300)
+    assert len(live) == 3 and live.bytes == 900 * LIVE_BYTES_PER_SNAPSHOT_BYTE
+    live.put(0, states[0], 500)  # C0 grew: C1, now the least recently used, goes
+    assert live.get(0, "C1") is None and live.bytes == 800 * LIVE_BYTES_PER_SNAPSHOT_BYTE
+    live.put(0, states[3], 5000)  # larger than the whole budget: nothing stays
+    assert len(live) == 0 and live.bytes == 0
