@@ -79,7 +79,7 @@ class LiveStates:
     after an aborted transaction, which rebuilds the stores).
 
     Bounded by count and by an estimate of their memory (snapshot bytes times
-    `LIVE_BYTES_PER_SNAPSHOT_BYTE`): a customer with a year of daily activity costs ten times
+    `LIVE_BYTES_PER_SNAPSHOT_BYTE`): a customer with a year of daily activity costs several times
     one who visits weekly.
     """
 
