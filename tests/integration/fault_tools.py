@@ -337,20 +337,11 @@ def wait_decided(bootstrap: str, topic: str, timeout: float = 60.0) -> None:
     by other workers too. Its last stable offsets reaching the high watermarks of the start
     says that everything written before the start is decided.
     """
-    admin = _admin(bootstrap)
-    tps = [TopicPartition(topic, p)
-           for p in admin.list_topics(topic, timeout=15).topics[topic].partitions]
-
-    def ends(level: IsolationLevel) -> dict[int, int]:
-        result = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps},
-                                    isolation_level=level)
-        return {tp.partition: f.result(15).offset for tp, f in result.items()}
-
-    high = ends(IsolationLevel.READ_UNCOMMITTED)
+    high = _latest_offsets(bootstrap, [topic], IsolationLevel.READ_UNCOMMITTED)
     deadline = time.monotonic() + timeout
     while True:
-        stable = ends(IsolationLevel.READ_COMMITTED)
-        if all(stable[p] >= high[p] for p in high):
+        stable = _latest_offsets(bootstrap, [topic], IsolationLevel.READ_COMMITTED)
+        if all(stable[tp] >= high[tp] for tp in high):
             return
         assert time.monotonic() < deadline, (
             f"{topic}: transactions still open after {timeout:.0f}s (last stable offsets "
@@ -361,14 +352,17 @@ def wait_decided(bootstrap: str, topic: str, timeout: float = 60.0) -> None:
 def open_transactions(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
     """Partitions whose last stable offset is behind the high watermark (an open
     transaction holds them), with how far behind."""
+    stable = _latest_offsets(bootstrap, topics, IsolationLevel.READ_COMMITTED)
+    high = _latest_offsets(bootstrap, topics, IsolationLevel.READ_UNCOMMITTED)
+    return {tp: high[tp] - lso for tp, lso in stable.items() if lso != high[tp]}
+
+
+def _latest_offsets(bootstrap: str, topics: list[str], level: IsolationLevel
+                    ) -> dict[tuple[str, int], int]:
+    """Each partition's end as a reader at `level` sees it: the last stable offset for
+    read_committed, the high watermark for read_uncommitted."""
     admin = _admin(bootstrap)
     meta = admin.list_topics(timeout=15)
     tps = [TopicPartition(t, p) for t in topics for p in meta.topics[t].partitions]
-    ends = {}
-    for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED):
-        result = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps},
-                                    isolation_level=level)
-        ends[level] = {(tp.topic, tp.partition): f.result().offset for tp, f in result.items()}
-    return {tp: ends[IsolationLevel.READ_UNCOMMITTED][tp] - lso
-            for tp, lso in ends[IsolationLevel.READ_COMMITTED].items()
-            if lso != ends[IsolationLevel.READ_UNCOMMITTED][tp]}
+    result = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, isolation_level=level)
+    return {(tp.topic, tp.partition): f.result(15).offset for tp, f in result.items()}
