@@ -88,17 +88,16 @@ class LiveStates:
         self.max_bytes = max_bytes
         """0: bounded by count only."""
         self.bytes = 0
-        self._states: OrderedDict[str, CustomerState] = OrderedDict()
-        self._partition: dict[str, int] = {}
-        self._bytes: dict[str, int] = {}
+        # customer id -> (partition, state, estimated bytes), least recently used first
+        self._states: OrderedDict[str, tuple[int, CustomerState, int]] = OrderedDict()
 
     def get(self, partition: int, customer_id: str) -> CustomerState | None:
         """The live state of a customer of `partition`, or None when it is not cached."""
-        state = self._states.get(customer_id)
-        if state is None or self._partition[customer_id] != partition:
+        entry = self._states.get(customer_id)
+        if entry is None or entry[0] != partition:
             return None
         self._states.move_to_end(customer_id)
-        return state
+        return entry[1]
 
     def put(self, partition: int, state: CustomerState, snapshot_bytes: int) -> None:
         """Remember a state just written to the store as `snapshot_bytes` bytes (evicting the
@@ -106,25 +105,23 @@ class LiveStates:
         if self.capacity <= 0:
             return
         cid = state.customer_id
+        self.discard(cid)
         size = snapshot_bytes * LIVE_BYTES_PER_SNAPSHOT_BYTE
-        self.bytes += size - self._bytes.get(cid, 0)
-        self._bytes[cid] = size
-        self._states[cid] = state
-        self._states.move_to_end(cid)
-        self._partition[cid] = partition
+        self._states[cid] = (partition, state, size)
+        self.bytes += size
         limit = self.max_bytes or float("inf")
         while len(self._states) > self.capacity or (self.bytes > limit and self._states):
             self.discard(next(iter(self._states)))
 
     def discard(self, customer_id: str) -> None:
         """Forget one customer (erased)."""
-        self._states.pop(customer_id, None)
-        self._partition.pop(customer_id, None)
-        self.bytes -= self._bytes.pop(customer_id, 0)
+        entry = self._states.pop(customer_id, None)
+        if entry is not None:
+            self.bytes -= entry[2]
 
     def drop_partition(self, partition: int) -> None:
         """Forget every customer of a partition that left this worker."""
-        for cid in [c for c, p in self._partition.items() if p == partition]:
+        for cid in [c for c, entry in self._states.items() if entry[0] == partition]:
             self.discard(cid)
 
     def __len__(self) -> int:
