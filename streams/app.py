@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import faust
@@ -26,16 +25,6 @@ COMMIT_SLOW_S = 60.0
 COMMIT_STUCK_S = 300.0
 """... and after this long (librdkafka's max.poll.interval.ms: the group has already moved
 its partitions to other workers) the worker stops, so that its supervisor restarts it."""
-
-
-@dataclass
-class Topics:
-    """The Faust topic objects of one app, by role (all raw bytes: we decode ourselves)."""
-
-    customer_events: faust.TopicT
-    dead_letters: faust.TopicT
-    identity: faust.TopicT
-    """Alias-keyed: alias-only events, identity links and erasures for the identity agent."""
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -67,25 +56,12 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.group_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.group_session_timeout_s / 3),
     )
-    topics = Topics(
-        customer_events=app.topic(
-            settings.topics["customer_events"], key_serializer="raw", value_serializer="raw"
-        ),
-        dead_letters=app.topic(
-            settings.topics["dead_letters"], key_serializer="raw", value_serializer="raw"
-        ),
-        identity=app.topic(
-            settings.topics["identity"], key_serializer="raw", value_serializer="raw"
-        ),
-    )
     # Imported here so that the agents' modules see a fully configured app.
-    from streams.identity import register_identity
     from streams.pipeline import ScoringPipeline
     from streams.web import register_views
 
     metrics = Metrics()
     pipeline = ScoringPipeline(settings, metrics=metrics)
-    register_identity(app, settings, topics)
     register_views(app, settings, pipeline, metrics)
     _manage(app, pipeline)
     return app

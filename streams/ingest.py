@@ -4,7 +4,7 @@ letters out.
 The handler is thin on purpose: it hands each record's bytes to `Ingestion.route` (decode,
 validate, de-duplicate) and sends what comes back. Events that carry a customer id go straight
 to customer-events keyed by that id. Alias-only events, and every identity link or erasure an
-event carries, go to the identity topic keyed by their alias key, where the identity agent
+event carries, go to the identity topic keyed by their alias key, where the identity stage
 (`streams/identity.py`, stage 2) owns that alias's link and the events waiting for it.
 
 It runs on the transactional `BatchProcessor` (not a Faust stream: see docs/architecture.md),

@@ -132,9 +132,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # Table changelogs are co-partitioned with the topic their stage consumes.
         TopicSpec(settings.changelog_topic("customer-state"), parts, compact),
         TopicSpec(settings.changelog_topic("learner"), 1, compact),
-        TopicSpec(settings.changelog_topic("identity-links"), parts, compact),
-        TopicSpec(settings.changelog_topic("identity-held"), parts, compact),
-        TopicSpec(settings.changelog_topic("identity-customers"), parts, compact),
+        TopicSpec(settings.changelog_topic("identity"), parts, compact),
     ]
     return specs
 

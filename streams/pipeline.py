@@ -1,4 +1,5 @@
-"""The worker's scoring pipeline: scoring stage, learner stage and model-bundle watcher.
+"""The worker's pipeline: ingest, identity, scoring and learner stages, and the model-bundle
+watcher.
 
 One object per worker, created by `create_app`, started when Faust has started and stopped
 before Faust shuts down, so a SIGTERM finishes the current batch, commits its transaction and
@@ -17,7 +18,8 @@ from models.config import ScoringConfig
 from models.engine import ScoringEngine
 from models.scorecard import Scorecard
 from streams.erasure import ErasureConfirmations
-from streams.ingest import IngestHandler
+from streams.identity import IdentityHandler
+from streams.ingest import IngestHandler, ingestion_config
 from streams.kafka import client_config
 from streams.learning import BundleWatcher, LearnerHandler
 from streams.metrics import Metrics, gauge
@@ -39,7 +41,7 @@ ALIGNED_FETCH: dict[str, str | int | float | bool] = {
 
 
 class ScoringPipeline:
-    """Everything downstream of customer-events in one worker."""
+    """Every stage of one worker, from the source topics to the learner."""
 
     def __init__(self, settings: Settings, config: ScoringConfig | None = None,
                  alert_config: AlertConfig | None = None, metrics: Metrics | None = None) -> None:
@@ -76,6 +78,13 @@ class ScoringPipeline:
                             **common),  # type: ignore[arg-type]
             IngestHandler(settings, self.metrics, self.engine.config),
             on_batch=self._observe("ingest"))
+        self.identity = BatchProcessor(
+            ProcessorConfig(name="identity", group_id=f"{settings.app_id}-identity",
+                            input_topics=(topics["identity"],),
+                            changelog_topic=settings.changelog_topic("identity"),
+                            **common),  # type: ignore[arg-type]
+            IdentityHandler(ingestion_config(settings, self.engine.config), topics),
+            on_batch=self._observe("identity"))
         self.learner = LearnerHandler(self.engine.config, topics["model_snapshots"],
                                       publish_every=settings.model_publish_every,
                                       publish_interval_s=settings.model_publish_interval_s)
@@ -143,7 +152,7 @@ class ScoringPipeline:
     @property
     def stages(self) -> tuple[BatchProcessor, ...]:
         """The batch stages, upstream first."""
-        return (self.ingest, self.scoring, self.learning)
+        return (self.ingest, self.identity, self.scoring, self.learning)
 
     def start(self) -> None:
         """Start the bundle watcher, then every stage."""

@@ -67,14 +67,9 @@ def worker_settings() -> Settings:
     return Settings(partitions=PARTITIONS, identity_max_hold_ms=HOLD_MS)
 
 
-def make_stream(customers: int, seed: int, days: int, *, direct_only: bool = False) -> Stream:
-    """Generate a history and fold it, as one process would, into the reference states.
-
-    `direct_only` keeps only events that carry a customer id: they go from ingest straight to
-    scoring, both transactional, leaving out the at-least-once identity stage."""
+def make_stream(customers: int, seed: int, days: int) -> Stream:
+    """Generate a history and fold it, as one process would, into the reference states."""
     raw, _truth = generate(customers, seed=seed, days=days)
-    if direct_only:
-        raw = [event for event in raw if event.get("customer_id")]
     records = []
     for event in raw:
         key = event.get("customer_id") or event.get("email") or event.get("anonymous_id")

@@ -142,26 +142,16 @@ def test_two_workers_split_partitions_and_match_the_replay(
           f"events scored per worker {processed}")
 
 
-@pytest.fixture(scope="module")
-def direct_stream() -> Stream:
-    """The same history without alias-only events: every event takes the transactional path
-    (ingest -> customer-events -> scoring), none the at-least-once identity agent."""
-    built = with_watermarks(make_stream(250, seed=11, days=365, direct_only=True))
-    assert not built.dead and len(built.states) == 250
-    return built
-
-
 @pytest.mark.integration
 @pytest.mark.slow
 def test_kill_9_at_three_points_loses_nothing_and_duplicates_no_alert(
-    kafka_bootstrap: str, unique_name: str, tmp_path: Path, direct_stream: Stream
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream
 ) -> None:
     """Three times: send a third of the stream and kill -9 a worker while it scores; a fresh
     worker joins after the first two kills. The others take over the dead worker's partitions
-    and restore them from the changelog; its open transaction is aborted, never half-applied,
-    so every event counts once and no alert is committed twice. Without alias-only events:
-    the identity agent's delivery has known gaps (docs/operations.md, Delivery guarantees)."""
-    stream = direct_stream
+    and restore them from the changelogs; its open transactions are aborted, never
+    half-applied, so every event (alias-only ones through the identity stage too) counts once
+    and no alert is committed twice."""
     topics = topic_names(unique_name)
     # Alert thresholds at the untrained model's churn prior: every customer scored before the
     # learner's first bundle raises churn_risk, so the stream surely raises alerts to count.
@@ -245,11 +235,10 @@ def own_broker(tmp_path: Path) -> Iterator[Path]:
                    "it this passed in 4 of 5 runs (see docs/operations.md, Recovery)",
                    strict=False)
 def test_broker_restart_mid_stream_recovers_without_help(
-    own_broker: Path, unique_name: str, tmp_path: Path, direct_stream: Stream
+    own_broker: Path, unique_name: str, tmp_path: Path, stream: Stream
 ) -> None:
     """The broker is stopped while two workers score, and started again on its ports and
     data three seconds later: the same two processes carry on and the result is exact."""
-    stream = direct_stream
     bootstrap = (own_broker / "bootstrap").read_text().strip()
     topics = topic_names(unique_name)
     env_a = _env(bootstrap, unique_name, tmp_path, "a")
@@ -300,14 +289,12 @@ def _restored(worker: WorkerProcess) -> tuple[int, float]:
                    "the fold of the customer events before the committed offsets for a few "
                    "customers with equal event counts; cause not found yet", strict=False)
 def test_sigterm_commits_and_leaves_then_empty_disk_restores(
-    kafka_bootstrap: str, unique_name: str, tmp_path: Path, direct_stream: Stream
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream
 ) -> None:
     """SIGTERM mid-stream: the batch in hand is committed, every group is left, no transaction
     stays open, and the committed state is exactly the customer events up to the committed
     offsets. Then a worker on an empty RocksDB disk restores that state, finishes the stream,
-    and a third one on another empty disk restores the final state alone. Without alias-only
-    events: the identity agent re-releases after a handover, even a clean one."""
-    stream = direct_stream
+    and a third one on another empty disk restores the final state alone."""
     topics = topic_names(unique_name)
     rocks = {"SCORESTREAM_STORE": "rocksdb://"}
     env_a = _env(kafka_bootstrap, unique_name, tmp_path, "a", **rocks)
@@ -323,10 +310,11 @@ def test_sigterm_commits_and_leaves_then_empty_disk_restores(
         shutdown_s = time.monotonic() - began
         assert "Traceback" not in a.log_path.read_text(errors="replace"), _logs(a)
 
-    groups = [app_id, f"{app_id}-ingest", f"{app_id}-scoring", f"{app_id}-learner"]
+    groups = [f"{app_id}-{stage}" for stage in ("ingest", "identity", "scoring", "learner")]
     assert group_members(kafka_bootstrap, groups) == {g: [] for g in groups}
     outputs = [topics["customer_events"], topics["alerts"], topics["score_changes"],
-               topics["dead_letters"], changelog]
+               topics["dead_letters"], topics["identity"], changelog,
+               f"{app_id}-identity-changelog"]
     assert open_transactions(kafka_bootstrap, outputs) == {}
     offsets = committed_offsets(kafka_bootstrap, f"{app_id}-scoring", topics["customer_events"])
     consumed = [orjson.loads(m.value()) for m in

@@ -1,7 +1,7 @@
 """Identity resolution end to end on the real broker, through real `scorestream worker`s.
 
-Alias-only events travel source topic -> ingest agent -> identity topic (keyed by alias) ->
-identity agent, which owns the alias's link in a changelog-backed table and holds the event
+Alias-only events travel source topic -> ingest stage -> identity topic (keyed by alias) ->
+identity stage, which owns the alias's link in a changelog-backed table and holds the event
 until the link arrives. The tests sync on the held-events changelog to know an event is held
 before its link is produced, so every expectation below is exact.
 """
@@ -9,6 +9,7 @@ before its link is produced, so every expectation below is exact.
 from __future__ import annotations
 
 import base64
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -38,28 +39,27 @@ def _ev(source: str, event_type: str, event_id: str, at_s: float, **fields: Any)
     return orjson.dumps(event)
 
 
-def _held_changelog(app_id: str) -> str:
-    return f"{app_id}-identity-held-changelog"
-
-
 def _wait_held(bootstrap: str, app_id: str, expected: int, worker: Any) -> None:
-    """Wait until the identity agent has written `expected` held-event records."""
-    records = read_topic(bootstrap, _held_changelog(app_id), expected, settle=0.5)
-    puts = [m for m in records if m.value() is not None]
-    assert len(puts) == expected, worker.log_tail()
+    """Wait until the identity stage has written `expected` held-event records (keys
+    `held/...` on its table's changelog)."""
+    changelog = f"{app_id}-identity-changelog"
+    deadline = time.monotonic() + 60
+    puts = 0
+    while puts < expected and time.monotonic() < deadline:
+        records = read_topic(bootstrap, changelog, expected, timeout=5, settle=0.5)
+        puts = sum(m.value() is not None and (m.key() or b"").startswith(b"held/")
+                   for m in records)
+    assert puts == expected, worker.log_tail()
 
 
-def _events(messages: list[Message], *, redelivery_ok: bool = False) -> dict[str, dict[str, Any]]:
+def _events(messages: list[Message]) -> dict[str, dict[str, Any]]:
     """Customer events by event id; fails on a key that is not the customer, and on a repeated
-    id unless redeliveries are allowed (then every copy must name the same customer)."""
+    id (the identity stage is exactly once)."""
     by_id: dict[str, dict[str, Any]] = {}
     for msg in messages:
         event = orjson.loads(msg.value())
         assert msg.key() == event["customer_id"].encode()
-        seen = by_id.get(event["event_id"])
-        if seen is not None:
-            assert redelivery_ok, f"emitted twice: {event['event_id']}"
-            assert seen["customer_id"] == event["customer_id"], event["event_id"]
+        assert event["event_id"] not in by_id, f"emitted twice: {event['event_id']}"
         by_id[event["event_id"]] = event
     return by_id
 
@@ -257,7 +257,7 @@ def test_links_and_held_events_survive_a_worker_restart(
 
 
 def _identity_owners(bootstrap: str, group: str, identity_topic: str) -> list[set[int]]:
-    """Identity-topic partitions of each member of the worker group."""
+    """Identity-topic partitions of each member of the identity stage's group."""
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -295,7 +295,8 @@ def test_two_workers_split_identity_partitions_and_a_survivor_takes_over_held_ev
         deadline = time.monotonic() + 90
         owners: list[set[int]] = []
         while time.monotonic() < deadline:
-            owners = _identity_owners(kafka_bootstrap, app_id, topics["identity"])
+            owners = _identity_owners(kafka_bootstrap, f"{app_id}-identity",
+                                      topics["identity"])
             if len(owners) == 2 and all(owners):
                 break
             time.sleep(1.0)
@@ -318,11 +319,8 @@ def test_two_workers_split_identity_partitions_and_a_survivor_takes_over_held_ev
         dead = read_topic(kafka_bootstrap, topics["dead_letters"], 1, timeout=3.0)
         assert worker_a.stop() == 0, worker_a.log_tail()
 
-    # The identity agent is at-least-once: a partition handed over mid-stream may release an
-    # event twice. The scoring stage drops the second copy by event id, so only the customer
-    # each copy names matters here.
-    owner = {e["event_id"]: e["customer_id"]
-             for e in _events(events, redelivery_ok=True).values()}
+    # Exactly once: a partition handed over mid-stream releases each event once.
+    owner = {e["event_id"]: e["customer_id"] for e in _events(events).values()}
     assert owner == {
         **{f"wait-{n}-{k}": f"C{n}" for n in customers for k in range(2)},
         **{f"link-{n}": f"C{n}" for n in customers},

@@ -34,7 +34,7 @@ def erasure(event_id: str, customer: str = "C1") -> dict[str, Any]:
 
 
 class Index:
-    """A coordinator with a dict for its table, fed the way the identity agent feeds it."""
+    """A coordinator with a dict for its table, fed the way the identity stage feeds it."""
 
     def __init__(self) -> None:
         self.coordinator = ErasureCoordinator()
