@@ -2,7 +2,8 @@
 
     python bench/bench_latency.py --rates 1000,2000,5000 [--bootstrap HOST:PORT]
 
-1. Starts `scorestream worker` on fresh topics.
+1. Starts `scorestream worker` on fresh topics, and warms up at the first rate for
+   `--warmup-seconds` (printed, not counted: a freshly started broker is slow at first).
 2. For each rate: builds every event of the run first (bytes ready to send, event time = its
    planned send time), then produces page views and orders for `--customers` new customers
    at that rate for `--seconds`, each event's id mapped to its send time; then waits until
@@ -72,6 +73,8 @@ class LatencyFigures:
     api: Percentiles
     customers: int
     seconds: float
+    warmup: RateFigures | None = None
+    """The warm-up phase at the first rate: not counted, shown for what a cold start costs."""
 
 
 class ChangeReader:
@@ -223,10 +226,13 @@ def api_latency(url: str, customers: list[str], requests: int) -> Percentiles:
 
 
 def measure(bootstrap: str, rates: list[int], seconds: float = 20.0, customers: int = 20_000,
-            requests: int = 2000, history_days: int = 0) -> LatencyFigures:
+            requests: int = 2000, history_days: int = 0, warmup_s: float = 20.0
+            ) -> LatencyFigures:
     """Run every rate on one worker, then time the API: new customers per rate, or with
     `history_days` the same customers at every rate, each given that many days of past
-    first."""
+    first. A warm-up of `warmup_s` at the first rate comes before: a freshly started broker
+    answers slowly for its first seconds of load (its JVM compiles), which showed as seconds
+    of latency in whichever rate came first."""
     run = uuid.uuid4().hex[:8]
     topics = run_topics("lat")
     worker = Worker.start(bootstrap, topics, f"lat-{run}")
@@ -242,6 +248,11 @@ def measure(bootstrap: str, rates: list[int], seconds: float = 20.0, customers: 
         send_paced(producer, warmup, 100, time.time(), reader)
         reader.wait_for({e[3] for e in warmup}, timeout=120.0)
         sent = len(warmup)
+        warmed: RateFigures | None = None
+        if warmup_s > 0:
+            warmed, more = _phase(worker, producer, reader, rates[0], warmup_s, customers,
+                                  topics, sent, tag=f"W{rates[0]}")
+            sent += more
         if history_days:
             past = build_history(customers, history_days, topics, int(time.time() * 1000))
             send_paced(producer, past, 1_000_000, time.time(), reader)
@@ -249,19 +260,10 @@ def measure(bootstrap: str, rates: list[int], seconds: float = 20.0, customers: 
             wait_processed(worker, sent, timeout=900)
             reader.wait_quiet(quiet_s=2.0)
         for rate in rates:
-            began = time.time() + 1.0
-            events = build_events(f"L{rate}", rate, seconds, customers, topics,
-                                  int(began * 1000), pool="H" if history_days else None)
-            achieved = send_paced(producer, events, rate, began, reader)
-            sent += len(events)
-            wait_processed(worker, sent)
-            reader.wait_quiet(quiet_s=1.0)
-            ids = {e[3] for e in events}
-            matched = [v for k, v in reader.latencies.items() if k in ids]
-            if not matched:
-                raise RuntimeError(f"no score change matched at {rate} events/s; "
-                                   f"log: {worker.log_path}")
-            results.append(RateFigures(rate, achieved, len(events), Percentiles.of(matched)))
+            figures, more = _phase(worker, producer, reader, rate, seconds, customers, topics,
+                                   sent, pool="H" if history_days else None)
+            sent += more
+            results.append(figures)
         pool = "H" if history_days else f"L{rates[-1]}"
         known = [f"{pool}-{n}" for n in range(min(customers, int(rates[-1] * seconds)))]
         api = api_latency(worker.url, known, requests)
@@ -269,7 +271,26 @@ def measure(bootstrap: str, rates: list[int], seconds: float = 20.0, customers: 
         if reader is not None:
             reader.close()
         worker.stop()
-    return LatencyFigures(results, api, customers, seconds)
+    return LatencyFigures(results, api, customers, seconds, warmed)
+
+
+def _phase(worker: Worker, producer: Producer, reader: ChangeReader, rate: int, seconds: float,
+           customers: int, topics: dict[str, str], sent_before: int, tag: str | None = None,
+           pool: str | None = None) -> tuple[RateFigures, int]:
+    """Send at `rate` for `seconds` (customers `<tag>-n`, tag `L<rate>` by default), wait
+    until the worker has caught up, and time each event's score change; returns the figures
+    and the number of events sent."""
+    began = time.time() + 1.0
+    events = build_events(tag or f"L{rate}", rate, seconds, customers, topics,
+                          int(began * 1000), pool=pool)
+    achieved = send_paced(producer, events, rate, began, reader)
+    wait_processed(worker, sent_before + len(events))
+    reader.wait_quiet(quiet_s=1.0)
+    ids = {e[3] for e in events}
+    matched = [v for k, v in reader.latencies.items() if k in ids]
+    if not matched:
+        raise RuntimeError(f"no score change matched at {rate} events/s; log: {worker.log_path}")
+    return RateFigures(rate, achieved, len(events), Percentiles.of(matched)), len(events)
 
 
 def main() -> int:
@@ -282,6 +303,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="per rate")
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--warmup-seconds", type=float, default=20.0,
+                        help="send at the first rate this long first, not counted (a fresh "
+                             "broker is slow for its first seconds of load)")
     parser.add_argument("--history-days", type=int, default=0,
                         help="give the customers this many days of past first, and use the "
                              "same customers at every rate (default: new customers per rate)")
@@ -289,14 +313,16 @@ def main() -> int:
     rates = [int(r) for r in args.rates.split(",")]
     with broker(args.bootstrap) as bootstrap:
         f = measure(bootstrap, rates, args.seconds, args.customers, args.requests,
-                    args.history_days)
+                    args.history_days, args.warmup_seconds)
     kind = (f"the same customers with {args.history_days} days of past" if args.history_days
             else "new customers per rate")
     print(f"{f.customers:,} customers ({kind}), {f.seconds:.0f}s per rate, live states "
           f"{os.environ.get('SCORESTREAM_LIVE_STATES', 'default')}")
     print(f"{'measure (ms)':<40}{'achieved/s':>11}{'count':>8}{'p50':>9}{'p95':>9}{'p99':>9}")
-    for r in f.rates:
-        label = f"send -> score change at {r.rate:,}/s"
+    rows = [(f"send -> score change at {r.rate:,}/s", r) for r in f.rates]
+    if f.warmup is not None:
+        rows.insert(0, (f"warm-up at {f.warmup.rate:,}/s, not counted", f.warmup))
+    for label, r in rows:
         print(f"{label:<40}{r.achieved:>11,.0f}{r.latency.count:>8,}{r.latency.p50:>9.1f}"
               f"{r.latency.p95:>9.1f}{r.latency.p99:>9.1f}")
     print(f"{'GET scorecard, local request':<40}{'':>11}{f.api.count:>8,}{f.api.p50:>9.2f}"
