@@ -139,6 +139,29 @@ class BatchHandler(Protocol):
         """Called when a poll returned nothing (time-driven work)."""
 
 
+class Stage(Protocol):
+    """What the worker sees of a stage: a `BatchProcessor`, or the ingest stage's process."""
+
+    config: ProcessorConfig
+    error: BaseException | None
+    ready: threading.Event
+    lag: dict[tuple[str, int], int]
+    committing: str
+
+    def start(self) -> None:
+        """Start processing."""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish and commit the batch in hand, then leave the group."""
+
+    @property
+    def alive(self) -> bool:
+        """True while the stage runs."""
+
+    def committing_for(self) -> float:
+        """Seconds the batch in hand has been committing (0 when not committing)."""
+
+
 class BatchProcessor:
     """Runs one stage in a thread: consume a batch, handle it, commit it in one transaction."""
 
@@ -398,14 +421,28 @@ class BatchProcessor:
                 producer.poll(0.05)
 
     def _rewind(self) -> None:
-        """After an abort: rebuild every owned store and seek back to committed offsets."""
+        """After an abort: rebuild every owned store and seek back to committed offsets.
+
+        An abort often means the broker is unreachable, and then so is the changelog: retry
+        (the stores stay dropped meanwhile) until it answers or the stage is stopped."""
         consumer = self._consumer
         assert consumer is not None
         owned = sorted(self.owned)
-        for topic, partition in owned:
-            self._drop(topic, partition)
-        self._restore(owned)
-        committed = consumer.committed([TopicPartition(t, p) for t, p in owned], 30)
+        delay = 0.5
+        while True:
+            for topic, partition in owned:
+                self._drop(topic, partition)
+            try:
+                self._restore(owned)
+                committed = consumer.committed([TopicPartition(t, p) for t, p in owned], 30)
+                break
+            except KafkaException as err:
+                if self._stop.is_set():
+                    raise
+                log.warning("%s: rebuilding state after an abort failed (%s); retrying in "
+                            "%.1f s", self.config.name, err, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
         for tp in committed:
             tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             consumer.seek(tp)
