@@ -48,6 +48,10 @@ class LearnerHandler:
         self.unpublished = 0
         self.last_publish = time.monotonic()
         self.fitted_population = 0
+        self._lock = threading.Lock()
+        """Held while the learner learns and while /metrics reads its quality: River's rolling
+        metrics buffer updates and flush them when read, and a read racing an update
+        corrupted their buffers (every later scrape failed)."""
 
     def on_assigned(self, partition: int, table: Table) -> None:
         """Resume from the last published bundle, kept in the learner's own table."""
@@ -71,7 +75,8 @@ class LearnerHandler:
             key, value = msg.key() or b"", msg.value()
             if value is None:
                 if key and not key.startswith(HISTOGRAM_PREFIX):
-                    learner.forget(key.decode(errors="replace"))  # the customer was erased
+                    with self._lock:  # the customer was erased
+                        learner.forget(key.decode(errors="replace"))
                 continue
             if key.startswith(HISTOGRAM_PREFIX):
                 self.histograms[key] = ValueHistogram.restore(value)
@@ -81,7 +86,8 @@ class LearnerHandler:
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
                 log.warning("learner: skipping malformed training example at offset %s: %s",
                             msg.offset(), err)
-        learned = learner.learn(examples)
+        with self._lock:
+            learned = learner.learn(examples)
         self.unpublished += learned
         if not self._maybe_publish(partition, table, out) and learned:
             # The batch's offsets commit with this write, so what was learned survives a crash
@@ -104,7 +110,8 @@ class LearnerHandler:
         population = len(learner.population)
         if population >= self.refit_min_population and population >= 1.25 * max(
                 self.fitted_population, 1):
-            learner.refit_value()
+            with self._lock:
+                learner.refit_value()
             self.fitted_population = population
         merged = ValueHistogram()
         for histogram in self.histograms.values():
@@ -113,7 +120,8 @@ class LearnerHandler:
         if merged.total:
             tiers = merged.thresholds(self.config.tier_cuts,
                                       version=f"tiers-{learner.models.sequence + 1:05d}")
-        bundle = learner.publish(tiers)
+        with self._lock:
+            bundle = learner.publish(tiers)
         snapshot = bundle.snapshot()
         table.put(partition, BUNDLE_KEY, snapshot)
         out.send(self.snapshots_topic, BUNDLE_KEY, snapshot)
@@ -125,7 +133,11 @@ class LearnerHandler:
 
     def report(self) -> dict[str, Any]:
         """Model quality measured by the learner (empty when not the active learner)."""
-        return self.learner.report() if self.learner is not None else {}
+        learner = self.learner
+        if learner is None:
+            return {}
+        with self._lock:
+            return learner.report()
 
 
 class BundleWatcher:
