@@ -60,10 +60,11 @@ class IngestHandler:
     """BatchHandler of the ingest stage (stateless but for de-duplication memory)."""
 
     def __init__(self, settings: Settings, metrics: Metrics,
-                 scoring: ScoringConfig | None = None) -> None:
+                 scoring: ScoringConfig | None = None,
+                 config: IngestionConfig | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.ingestion = Ingestion(ingestion_config(settings, scoring))
+        self.ingestion = Ingestion(config or ingestion_config(settings, scoring))
         self.source_of = {topic: source for source, topic in settings.source_topics.items()}
         self.customer_events = settings.topics["customer_events"]
         self.identity = settings.topics["identity"]

@@ -20,11 +20,12 @@ from models.scorecard import Scorecard
 from streams.erasure import ErasureConfirmations
 from streams.identity import IdentityHandler
 from streams.ingest import IngestHandler, ingestion_config
+from streams.ingest_process import IngestProcess
 from streams.kafka import client_config
 from streams.learning import BundleWatcher, LearnerHandler
 from streams.metrics import Metrics, gauge
 from streams.partitioning import partition_for
-from streams.processor import BatchProcessor, ProcessorConfig
+from streams.processor import BatchProcessor, ProcessorConfig, Stage
 from streams.scoring import ScoringHandler, ScoringTopics
 from streams.settings import Settings
 from streams.stores import StoreClosed
@@ -70,20 +71,23 @@ class ScoringPipeline:
                             changelog_topic=settings.changelog_topic("customer-state"),
                             **common),  # type: ignore[arg-type]
             self.handler, on_batch=self._observe("scoring"))
-        self.ingest = BatchProcessor(
-            ProcessorConfig(name="ingest", group_id=f"{settings.app_id}-ingest",
-                            input_topics=tuple(settings.source_topics.values()),
-                            changelog_topic=None, consumer_overrides=(
-                                ALIGNED_FETCH if settings.max_source_skew_s > 0 else {}),
-                            **common),  # type: ignore[arg-type]
-            IngestHandler(settings, self.metrics, self.engine.config),
-            on_batch=self._observe("ingest"))
+        ingest = ProcessorConfig(
+            name="ingest", group_id=f"{settings.app_id}-ingest",
+            input_topics=tuple(settings.source_topics.values()), changelog_topic=None,
+            consumer_overrides=ALIGNED_FETCH if settings.max_source_skew_s > 0 else {},
+            **common)  # type: ignore[arg-type]
+        ingestion = ingestion_config(settings, self.engine.config)
+        self.ingest: Stage = (
+            IngestProcess(settings, ingest, ingestion, self.metrics, self._observe("ingest"))
+            if settings.ingest_process else
+            BatchProcessor(ingest, IngestHandler(settings, self.metrics, config=ingestion),
+                           on_batch=self._observe("ingest")))
         self.identity = BatchProcessor(
             ProcessorConfig(name="identity", group_id=f"{settings.app_id}-identity",
                             input_topics=(topics["identity"],),
                             changelog_topic=settings.changelog_topic("identity"),
                             **common),  # type: ignore[arg-type]
-            IdentityHandler(ingestion_config(settings, self.engine.config), topics),
+            IdentityHandler(ingestion, topics),
             on_batch=self._observe("identity"))
         self.learner = LearnerHandler(self.engine.config, topics["model_snapshots"],
                                       publish_every=settings.model_publish_every,
@@ -150,7 +154,7 @@ class ScoringPipeline:
                     samples, ("model", "version", "metric"))
 
     @property
-    def stages(self) -> tuple[BatchProcessor, ...]:
+    def stages(self) -> tuple[Stage, ...]:
         """The batch stages, upstream first."""
         return (self.ingest, self.identity, self.scoring, self.learning)
 

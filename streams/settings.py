@@ -122,6 +122,7 @@ class Settings:
     log_level: str = "info"
     batch_size: int = 5000
     batch_within_s: float = 0.05
+    ingest_process: bool = True
     live_states: int = 0
     live_states_mb: int = 256
     max_source_skew_s: float = 0.0
