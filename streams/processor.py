@@ -453,9 +453,44 @@ class BatchProcessor:
         wanted = [(tp.topic, tp.partition) for tp in partitions]
         log.info("%s: assigned %s; restoring state", self.config.name, wanted)
         began = time.perf_counter()
+        # Where reading starts is fetched here and assigned explicitly. Left to librdkafka,
+        # a partition taken over from a killed worker whose transaction was still pending once
+        # started at auto.offset.reset (the beginning) instead of the committed offset, while
+        # its state was restored as committed: 41 customers got events applied twice. The
+        # fetch waits until no transaction is pending on the offsets, and comes before the
+        # restore, so the state restored is never older than the offsets.
+        starts = self._committed(partitions) if partitions else []
         self._restore(wanted)
+        if starts:
+            consumer.incremental_assign(starts)
         log.info("%s: restored %d keys for partitions %s in %.2fs", self.config.name,
                  len(self.table), wanted, time.perf_counter() - began)
+
+    def _committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The committed offsets of `partitions` (their beginning where none is), asked until
+        the group coordinator answers for every one of them."""
+        consumer = self._consumer
+        assert consumer is not None
+        delay = 0.5
+        while True:
+            try:
+                found = consumer.committed(
+                    [TopicPartition(tp.topic, tp.partition) for tp in partitions], 30)
+                failed = [tp for tp in found if tp.error is not None]
+                if not failed:
+                    return [TopicPartition(tp.topic, tp.partition,
+                                           tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                            for tp in found]
+                problem = f"{failed[0].error} for {len(failed)} partitions"
+            except KafkaException as err:
+                problem = str(err)
+            if self._stop.is_set():
+                raise RuntimeError(f"{self.config.name}: committed offsets unavailable: "
+                                   f"{problem}")
+            log.warning("%s: committed offsets unavailable (%s); asking again in %.1f s",
+                        self.config.name, problem, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
