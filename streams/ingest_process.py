@@ -107,7 +107,9 @@ class IngestProcess:
             with contextlib.suppress(OSError):  # already gone
                 self._conn.send("stop")
         if self._process is not None:
-            self._process.join(timeout)
+            # Longer than the child gives its own stage to stop, so it is not killed while it
+            # commits its last batch.
+            self._process.join(timeout + 15.0)
             if self._process.is_alive():
                 log.error("%s process did not stop within %.0f s; killing it", self.config.name,
                           timeout)
@@ -134,7 +136,12 @@ class IngestProcess:
                 report: Report = conn.recv()
             except (EOFError, OSError):
                 break
-            self._apply(report)
+            try:
+                self._apply(report)
+            except Exception as err:  # the stage must not die silently with its reader
+                self.error = err
+                log.exception("%s: bad report from the child process", self.config.name)
+                break
             if report.done:
                 break
         if self.error is None and not self._stopping:

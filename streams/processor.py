@@ -433,18 +433,20 @@ class BatchProcessor:
             for topic, partition in owned:
                 self._drop(topic, partition)
             try:
+                # Offsets first, as on assignment (see _on_assign); _committed retries on
+                # per-partition errors rather than reading them as "start from the beginning".
+                starts = self._committed([TopicPartition(t, p) for t, p in owned]) if owned \
+                    else []
                 self._restore(owned)
-                committed = consumer.committed([TopicPartition(t, p) for t, p in owned], 30)
                 break
             except KafkaException as err:
                 if self._stop.is_set():
                     raise
                 log.warning("%s: rebuilding state after an abort failed (%s); retrying in "
                             "%.1f s", self.config.name, err, delay)
-                time.sleep(delay)
+                self._stop.wait(delay)
                 delay = min(delay * 2, 10.0)
-        for tp in committed:
-            tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+        for tp in starts:
             consumer.seek(tp)
 
     # -- rebalancing -----------------------------------------------------------------------
@@ -489,7 +491,7 @@ class BatchProcessor:
                                    f"{problem}")
             log.warning("%s: committed offsets unavailable (%s); asking again in %.1f s",
                         self.config.name, problem, delay)
-            time.sleep(delay)
+            self._stop.wait(delay)
             delay = min(delay * 2, 10.0)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
