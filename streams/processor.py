@@ -435,8 +435,7 @@ class BatchProcessor:
             try:
                 # Offsets first, as on assignment (see _on_assign); _committed retries on
                 # per-partition errors rather than reading them as "start from the beginning".
-                starts = self._committed([TopicPartition(t, p) for t, p in owned]) if owned \
-                    else []
+                starts = self._committed([TopicPartition(t, p) for t, p in owned])
                 self._restore(owned)
                 break
             except KafkaException as err:
@@ -461,7 +460,7 @@ class BatchProcessor:
         # its state was restored as committed: 41 customers got events applied twice. The
         # fetch waits until no transaction is pending on the offsets, and comes before the
         # restore, so the state restored is never older than the offsets.
-        starts = self._committed(partitions) if partitions else []
+        starts = self._committed(partitions)
         self._restore(wanted)
         if starts:
             consumer.incremental_assign(starts)
@@ -473,6 +472,8 @@ class BatchProcessor:
         the group coordinator answers for every one of them."""
         consumer = self._consumer
         assert consumer is not None
+        if not partitions:
+            return []
         delay = 0.5
         while True:
             try:
