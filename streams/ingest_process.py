@@ -23,6 +23,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 REPORT_INTERVAL_S = 0.25
 """How often the child reports, and how soon it notices that its parent is gone."""
+
+SILENT_AFTER_S = 5.0
+"""A child that has not reported for this long counts as stalled since its last report: the
+worker's stall watchdog then treats it like a batch that does not commit."""
 
 RELAYED = {"scorestream_events_consumed_total": "events_consumed",
            "scorestream_events_ingested_total": "events_ingested",
@@ -75,8 +80,9 @@ class IngestProcess:
         self.error: BaseException | None = None
         self.ready = threading.Event()
         self.lag: dict[tuple[str, int], int] = {}
-        self.committing = ""
+        self._committing = ""
         self._committing_for = 0.0
+        self._heard_at = time.monotonic()
         self._totals: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._counters = {sample: getattr(metrics, name) for sample, name in RELAYED.items()}
         self._process: Any = None
@@ -92,6 +98,7 @@ class IngestProcess:
         self._process = context.Process(
             target=run_child, args=(self.settings, self.config, self.ingestion, child),
             name=f"{self.config.name}-process", daemon=True)
+        self._heard_at = time.monotonic()
         self._process.start()
         child.close()
         self._conn = parent
@@ -125,8 +132,23 @@ class IngestProcess:
                 and self._reader is not None and self._reader.is_alive())
 
     def committing_for(self) -> float:
-        """Seconds the child's batch in hand has been committing, as last reported."""
-        return self._committing_for
+        """Seconds the child's batch in hand has been committing, as last reported; or, when
+        the child has gone silent (hung, or stopped by a signal), seconds since it last spoke."""
+        silent = self.silent_for()
+        return max(self._committing_for, silent) if silent >= SILENT_AFTER_S else \
+            self._committing_for
+
+    @property
+    def committing(self) -> str:
+        """The child's transactional step in progress, as last reported, or its silence."""
+        silent = self.silent_for()
+        if silent >= SILENT_AFTER_S:
+            return f"no report from the {self.config.name} process for {silent:.0f} s"
+        return self._committing
+
+    def silent_for(self) -> float:
+        """Seconds since the child last reported (or was started)."""
+        return time.monotonic() - self._heard_at
 
     def _read(self) -> None:
         conn = self._conn
@@ -148,6 +170,7 @@ class IngestProcess:
             self.error = RuntimeError(f"the {self.config.name} process exited unexpectedly")
 
     def _apply(self, report: Report) -> None:
+        self._heard_at = time.monotonic()
         for key, total in report.counters.items():
             delta = total - self._totals.get(key, 0.0)
             if delta > 0:
@@ -159,7 +182,7 @@ class IngestProcess:
                 self.on_batch(*batch)
         self.lag = report.lag
         self._committing_for = report.committing_for
-        self.committing = report.committing
+        self._committing = report.committing
         if report.ready:
             self.ready.set()
         if report.error is not None and self.error is None:

@@ -146,7 +146,6 @@ class Stage(Protocol):
     error: BaseException | None
     ready: threading.Event
     lag: dict[tuple[str, int], int]
-    committing: str
 
     def start(self) -> None:
         """Start processing."""
@@ -157,6 +156,10 @@ class Stage(Protocol):
     @property
     def alive(self) -> bool:
         """True while the stage runs."""
+
+    @property
+    def committing(self) -> str:
+        """The transactional step in progress, for the stall report, or ""."""
 
     def committing_for(self) -> float:
         """Seconds the batch in hand has been committing (0 when not committing)."""

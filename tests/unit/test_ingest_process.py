@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from streams.ingest import ingestion_config
-from streams.ingest_process import IngestProcess, Report
+from streams.ingest_process import SILENT_AFTER_S, IngestProcess, Report
 from streams.metrics import Metrics
 from streams.processor import ProcessorConfig
 from streams.settings import Settings
@@ -50,3 +50,14 @@ def test_a_reported_error_fails_the_stage() -> None:
     stage._apply(Report(error="KafkaException('boom')"))
     assert isinstance(stage.error, RuntimeError) and "boom" in str(stage.error)
     assert not stage.alive and not stage.ready.is_set()
+
+
+def test_a_silent_child_counts_as_stalled_since_its_last_report() -> None:
+    stage, _metrics, _batches = make()
+    stage._apply(Report(committing_for=0.5, committing="commit_transaction", ready=True))
+    assert (stage.committing_for(), stage.committing) == (0.5, "commit_transaction")
+    stage._heard_at -= SILENT_AFTER_S + 60  # a report overdue by a minute
+    assert stage.committing_for() >= SILENT_AFTER_S + 60
+    assert stage.committing.startswith("no report from the ingest process for 6")
+    stage._apply(Report())  # it speaks again
+    assert (stage.committing_for(), stage.committing) == (0.0, "")
