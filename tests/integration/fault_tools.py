@@ -281,16 +281,29 @@ def changelog_states(bootstrap: str, topic: str) -> dict[str, CustomerState]:
 
 def state_differences(live: dict[str, CustomerState], stream: Stream) -> list[str]:
     """Customers whose committed state differs from the reference in what is deterministic."""
-    wrong = [f"missing: {cid}" for cid in stream.states if cid not in live]
-    wrong += [f"unexpected: {cid}" for cid in live if cid not in stream.states]
-    for cid, ref in stream.states.items():
+    return differences(live, stream.states)
+
+
+def differences(live: dict[str, CustomerState], expected: dict[str, CustomerState]
+                ) -> list[str]:
+    """Customers whose state differs from the expected one in what is deterministic, each
+    with the fields (and day buckets) that differ: what a failure report needs to be read."""
+    wrong = [f"missing: {cid}" for cid in expected if cid not in live]
+    wrong += [f"unexpected: {cid}" for cid in live if cid not in expected]
+    for cid, ref in expected.items():
         state = live.get(cid)
         if state is None:
             continue
-        if projection(state) != projection(ref):
-            a, b = projection(state), projection(ref)
+        a, b = projection(state), projection(ref)
+        if a != b:
             keys = [k for k in a if a[k] != b[k]]
-            wrong.append(f"{cid}: differs in {keys} (events {a['n']} vs {b['n']})")
+            days = ""
+            if "d" in keys:
+                got, want = {r[0]: r for r in a["d"]}, {r[0]: r for r in b["d"]}
+                days = "; day rows (got, expected) " + ", ".join(
+                    f"{got.get(d)} vs {want.get(d)}" for d in sorted(got.keys() | want.keys())
+                    if got.get(d) != want.get(d))
+            wrong.append(f"{cid}: differs in {keys} (events {a['n']} vs {b['n']}){days}")
         elif not seen_matches(state, ref):
             wrong.append(f"{cid}: applied other event ids than the reference")
     return wrong
