@@ -134,7 +134,18 @@ class AlertRules:
     """The alert rules: churn_risk, high_value_at_risk, vip_upgrade, tier_downgrade."""
 
     def __init__(self, config: AlertConfig | None = None) -> None:
-        self.config = config or AlertConfig()
+        self.config = cfg = config or AlertConfig()
+        # The fields `changes` tracks, how each is compared, and its threshold.
+        self._tracked: tuple[tuple[str, str, float], ...] = (
+            ("churn_probability", "abs", cfg.change_churn),
+            ("engagement", "abs", cfg.change_points),
+            ("data_completeness", "abs", cfg.change_points),
+            ("ltv_historic", "money", 0.0),
+            ("ltv_predicted_12m", "money", 0.0),
+            ("revenue_12m", "money", 0.0),
+            ("interactions_12m", "abs", cfg.change_interactions),
+            ("tier", "any", 0.0),
+        )
 
     def evaluate(
         self,
@@ -220,21 +231,14 @@ class AlertRules:
 
         A first scorecard reports every tracked field with old = None.
         """
+        if previous is None:
+            return {name: {"old": None, "new": getattr(current, name)}
+                    for name, _kind, _threshold in self._tracked}
         cfg = self.config
-        tracked: list[tuple[str, str, float]] = [
-            ("churn_probability", "abs", cfg.change_churn),
-            ("engagement", "abs", cfg.change_points),
-            ("data_completeness", "abs", cfg.change_points),
-            ("ltv_historic", "money", 0.0),
-            ("ltv_predicted_12m", "money", 0.0),
-            ("revenue_12m", "money", 0.0),
-            ("interactions_12m", "abs", cfg.change_interactions),
-            ("tier", "any", 0.0),
-        ]
         out: dict[str, dict[str, Any]] = {}
-        for name, kind, threshold in tracked:
+        for name, kind, threshold in self._tracked:
             new = getattr(current, name)
-            old = getattr(previous, name) if previous is not None else None
+            old = getattr(previous, name)
             if old is None:
                 out[name] = {"old": None, "new": new}
             elif kind == "any":

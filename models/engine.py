@@ -116,9 +116,11 @@ class ScoringEngine:
             )
         scorecard, feats, summary = self._score(state, as_of)
         if applied:
+            shared: dict[str, tuple[float, ...]] = {}
             for model in MODEL_NAMES:
                 if model not in state.pending:
-                    self._take_snapshot(state, model, as_of, feats, summary, scorecard, examples)
+                    self._take_snapshot(state, model, as_of, feats, summary, scorecard, examples,
+                                        shared)
         state.last, state.card = scorecard.to_row(), scorecard
         return BatchOutcome(
             cid, state, scorecard, prev, examples, applied, dups, False, state.next_due(), last_id
@@ -139,10 +141,12 @@ class ScoringEngine:
             return BatchOutcome(state.customer_id, state, None, prev, [], next_due=state.next_due())
         scorecard, feats, summary = self._score(state, as_of)
         last_int = state.last_interaction_ms
+        shared: dict[str, tuple[float, ...]] = {}
         for model in resolved:
             active = last_int is not None and as_of - last_int < self._horizon[model]
             if model not in state.pending and active:
-                self._take_snapshot(state, model, as_of, feats, summary, scorecard, examples)
+                self._take_snapshot(state, model, as_of, feats, summary, scorecard, examples,
+                                    shared)
         state.last, state.card = scorecard.to_row(), scorecard
         return BatchOutcome(
             state.customer_id, state, scorecard, prev, examples, next_due=state.next_due()
@@ -193,7 +197,11 @@ class ScoringEngine:
         summary: dict[str, float] | None,
         scorecard: Scorecard,
         examples: list[TrainingExample],
+        shared: dict[str, tuple[float, ...]],
     ) -> None:
+        """A pending label for `model` from the features just scored. `shared` carries the
+        feature vector from one model's snapshot to the next (churn and engagement use the
+        same one)."""
         versions = scorecard.model_versions
         if model == VALUE:
             # A customer on their first purchase day has an RFM identical to every other new
@@ -214,12 +222,12 @@ class ScoringEngine:
                     as_of,
                 )
             )
-        elif model == CHURN:
-            vec = vector(feats, FEATURE_NAMES)
-            prediction = scorecard.churn_probability
         else:
-            vec = vector(feats, FEATURE_NAMES)
-            prediction = round(self.bundle.engagement.expected_interactions(feats)[0], 4)
+            cached = shared.get("features")
+            vec = shared["features"] = cached if cached is not None else vector(
+                feats, FEATURE_NAMES)
+            prediction = (scorecard.churn_probability if model == CHURN else
+                          round(self.bundle.engagement.expected_interactions(feats)[0], 4))
         state.pending[model] = PendingLabel(
             model, as_of, as_of + self._horizon[model], vec, prediction, versions[model]
         )

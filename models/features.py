@@ -187,7 +187,7 @@ def _days_since(ts: int | None, as_of_ms: int) -> float:
 
 def vector(x: dict[str, float], names: tuple[str, ...]) -> tuple[float, ...]:
     """Dict features to a tuple in `names` order, rounded to 6 decimals (compact snapshots)."""
-    return tuple(round(x[n], 6) for n in names)
+    return tuple([round(x[n], 6) for n in names])
 
 
 def unvector(v: tuple[float, ...] | list[float], names: tuple[str, ...]) -> dict[str, float]:

@@ -109,5 +109,13 @@ def _compact(f: Factor) -> list[Any]:
 
 def _expand(row: list[Any]) -> Factor:
     name, direction, contribution = row
-    word = "high" if direction == "h" else "low"
-    return Factor(name, f"{FEATURE_LABELS.get(name, name)}: {word}", contribution)
+    label = _LABELS.get((name, direction))
+    if label is None:
+        word = "high" if direction == "h" else "low"
+        label = f"{FEATURE_LABELS.get(name, name)}: {word}"
+    return Factor(name, label, contribution)
+
+
+_LABELS = {(name, d): f"{text}: {'high' if d == 'h' else 'low'}"
+           for name, text in FEATURE_LABELS.items() for d in ("h", "l")}
+"""Each known feature's label per direction, made once (restored scorecards need them)."""

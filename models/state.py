@@ -36,6 +36,8 @@ ESCALATIONS = 8
 NEGATIVE_SENTIMENT = 9
 N_SLOTS = 10
 _EMPTY = (0,) * N_SLOTS
+_PADDING = tuple(_EMPTY[n - 1:] if n else () for n in range(N_SLOTS + 2))
+"""Zeros that complete a serialised day row of length n (day + n - 1 slots) to a bucket."""
 
 _FORMAT = 1
 DEFAULT_CONFIG = ScoringConfig()
@@ -287,23 +289,22 @@ class CustomerState:
             return self._sums
         days = self.days
         if anchor is None or now_day < anchor:
+            # Rebuild (a restored state, or time went back). The windows nest, so each
+            # bucket is added once, into the band between its window and the next smaller
+            # one, by column sums in C; the bands then accumulate outwards.
             windows = sorted({30, 90, 365, self.config.window_days})
-            sums = {w: [0] * N_SLOTS for w in windows}
             keys = self._keys = sorted(days)
-            entered = 0
-            left = [0] * len(windows)
-            for d in keys:
-                age = now_day - d
-                if age < 0:
-                    break
-                entered += 1
-                b = days[d]
-                for i, w in enumerate(windows):
-                    if age < w:
-                        acc = sums[w]
-                        acc[:] = map(add, acc, b)
-                    else:
-                        left[i] += 1
+            entered = bisect_right(keys, now_day)
+            left = [bisect_right(keys, now_day - w, 0, entered) for w in windows]
+            sums = {}
+            acc = list(_EMPTY)
+            inner = entered
+            for w, start in zip(windows, left, strict=True):
+                if start < inner:
+                    band = [days[d] for d in keys[start:inner]]
+                    acc = list(map(add, acc, map(sum, zip(*band, strict=True))))
+                    inner = start
+                sums[w] = acc[:]
             self._sums = sums
             self._entered = entered
             self._left = left
@@ -540,14 +541,9 @@ class CustomerState:
         s.last_ms = d["l"]
         s.last_interaction_ms = d["li"]
         s.max_day = d["md"]
-        rows = s._rows
-        days = s.days
-        for row in d["d"]:
-            b = tuple(row[1:])
-            if len(b) < N_SLOTS:
-                b += _EMPTY[len(b):]
-            days[row[0]] = b
-            rows[row[0]] = tuple(row)
+        # Comprehensions, not a loop: a year of daily rows is most of a restore's work.
+        rows = s._rows = {row[0]: tuple(row) for row in d["d"]}
+        s.days = {day: row[1:] + _PADDING[len(row)] for day, row in rows.items()}
         s.profile = {k: list(v) for k, v in d.get("p", {}).items()}
         if "o" in d:
             o = d["o"]

@@ -187,6 +187,7 @@ class ScoringHandler:
         """Coalesce the batch per customer, score each once, then resolve due labels."""
         by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
         watermark = self.watermark.get(partition, 0)
+        oldest_ingest = 0
         for msg in messages:
             try:
                 event = orjson.loads(msg.value() or b"")
@@ -203,10 +204,12 @@ class ScoringHandler:
                                   f"{self.allowed_lateness_ms // 86_400_000} days)")
                 continue
             by_customer[customer_id].append(event)
-            watermark = max(watermark, occurred_at)
+            if occurred_at > watermark:
+                watermark = occurred_at
+            ingested_at = event.get("ingested_at", 0)
+            if ingested_at and (not oldest_ingest or ingested_at < oldest_ingest):
+                oldest_ingest = ingested_at
         self.watermark[partition] = watermark
-        oldest_ingest = min((e.get("ingested_at", 0) for es in by_customer.values() for e in es),
-                            default=0)
         for customer_id, events in by_customer.items():
             state = self._load(table, partition, customer_id)
             outcome = self.engine.apply_batch(state, events, watermark, customer_id)
@@ -309,10 +312,11 @@ class ScoringHandler:
         self._aggregates(partition).replace(previous, card)
         changed = self.rules.changes(outcome.previous_scorecard, card)
         if changed:
+            body = card.to_dict()
             out.send(self.topics.score_changes, key, orjson.dumps({
-                "customer_id": card.customer_id, "changed": changed, "scorecard": card.to_dict(),
+                "customer_id": card.customer_id, "changed": changed, "scorecard": body,
                 "trigger_event_id": outcome.last_event_id,
-                "model_versions": dict(sorted(card.model_versions.items())),
+                "model_versions": body["model_versions"],
                 "event_time": card.as_of, "emitted_at": now_ms,
             }))
             self.metrics.score_changes.inc()
