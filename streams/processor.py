@@ -46,6 +46,8 @@ PRODUCER_IDLE_CLOSE_MS = 10_000
 """Transactional producers close connections idle this long (see BatchProcessor._run)."""
 PRODUCER_METADATA_MAX_AGE_MS = 3_000
 """... and forget cached coordinators unused this long."""
+RESTORE_WAIT_LOG_S = 10.0
+"""A restore still waiting for its changelog's end says so this often."""
 
 
 @dataclass(frozen=True)
@@ -539,23 +541,40 @@ class BatchProcessor:
         reader = Consumer({**cfg.client, "group.id": f"{cfg.group_id}-restore",
                            "enable.auto.commit": False, "isolation.level": "read_committed",
                            "enable.partition.eof": True})
+        # The end is the high watermark, which only a read_uncommitted client is told: to a
+        # read_committed one the end is the last stable offset, which an open transaction
+        # holds back (see below).
+        ruler = Consumer({**cfg.client, "group.id": f"{cfg.group_id}-restore",
+                          "isolation.level": "read_uncommitted"})
         try:
             ends: dict[int, int] = {}
             for p in partitions:
-                low, high = reader.get_watermark_offsets(
+                low, high = ruler.get_watermark_offsets(
                     TopicPartition(cfg.changelog_topic, p), timeout=30)
                 if high > low:
                     ends[p] = high
             reader.assign([TopicPartition(cfg.changelog_topic, p, OFFSET_BEGINNING)
                            for p in ends])
+            began = told = time.monotonic()
+            stalled: dict[int, int] = {}  # partition -> last stable offset, short of its end
             while ends:
+                if self._stop.is_set():
+                    raise RuntimeError(f"{cfg.name}: stopped while restoring {sorted(ends)}")
                 for msg in reader.consume(10_000, 1.0):
                     p = msg.partition() or 0
                     err = msg.error()
                     if err is not None:
+                        # read_committed reaches "the end" at the last stable offset. A
+                        # transaction a crashed owner left open on the changelog (until the
+                        # broker aborts it) hides every record committed after it, such as
+                        # the next owner's: only the high watermark read above is the end.
                         if err.code() == KafkaError._PARTITION_EOF:
-                            ends.pop(p, None)
+                            if (msg.offset() or 0) >= ends.get(p, 0):
+                                ends.pop(p, None)
+                            elif p in ends:
+                                stalled[p] = msg.offset() or 0
                         continue
+                    stalled.pop(p, None)
                     key, value = msg.key(), msg.value()
                     if key is not None:
                         if value is None:
@@ -564,11 +583,19 @@ class BatchProcessor:
                             stores[p].put(key, value)
                     if (msg.offset() or 0) + 1 >= ends.get(p, 0):
                         ends.pop(p, None)
+                waiting = {p: (lso, ends[p]) for p, lso in stalled.items() if p in ends}
+                if waiting and time.monotonic() - told >= RESTORE_WAIT_LOG_S:
+                    told = time.monotonic()
+                    log.warning("%s: restoring %s for %.0f s: partitions (last stable offset, "
+                                "end) %s wait for an open transaction (a crashed owner's, "
+                                "aborted by the broker after its transaction.timeout.ms)",
+                                cfg.name, cfg.changelog_topic, told - began, waiting)
         except BaseException:
             for store in stores.values():
                 store.close()
             raise
         finally:
+            ruler.close()
             reader.close()
         self.table.stores.update(stores)
         self.owned.update(wanted)
