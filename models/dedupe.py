@@ -39,13 +39,19 @@ class Dedupe:
 
         A duplicate refreshes its entry, so a pair redelivered again and again stays known.
         """
-        if event_time > self._clock:
+        entries = self._entries
+        advanced = event_time > self._clock
+        if advanced:
             self._clock = event_time
         pair = (source, event_id)
-        duplicate = pair in self._entries
-        self._entries[pair] = self._clock
-        self._entries.move_to_end(pair)
-        self._evict()
+        duplicate = pair in entries
+        entries[pair] = self._clock
+        if duplicate:
+            entries.move_to_end(pair)  # a new pair is at the end already
+        if len(entries) > self.max_entries:
+            entries.popitem(last=False)
+        if advanced:  # the horizon moved: entries may have aged out at the front
+            self._evict()
         return duplicate
 
     def _evict(self) -> None:
