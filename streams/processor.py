@@ -48,6 +48,13 @@ PRODUCER_METADATA_MAX_AGE_MS = 3_000
 """... and forget cached coordinators unused this long."""
 RESTORE_WAIT_LOG_S = 10.0
 """A restore still waiting for its changelog's end says so this often."""
+RESTORE_WAIT_BEYOND_TRANSACTION_S = 60.0
+"""A restore gives up (the stage fails, loudly) when an open transaction holds its changelog
+back this much longer than the transaction timeout, after which the broker aborts one."""
+
+
+class Stopped(RuntimeError):
+    """The stage was asked to stop while it waited for the broker (not a failure)."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +265,10 @@ class BatchProcessor:
                 "partition.assignment.strategy": "cooperative-sticky",
                 "fetch.wait.max.ms": 50,
                 "session.timeout.ms": cfg.session_timeout_ms,
+                # A takeover's restore can wait out a crashed owner's open transaction inside
+                # the assignment callback (see _restore): stay in the group meanwhile.
+                "max.poll.interval.ms": max(300_000, cfg.transaction_timeout_ms + int(
+                    (RESTORE_WAIT_BEYOND_TRANSACTION_S + 30) * 1000)),
                 "heartbeat.interval.ms": min(3000, cfg.session_timeout_ms // 3),
                 **cfg.consumer_overrides,
             })
@@ -266,6 +277,8 @@ class BatchProcessor:
             self.ready.set()
             while not self._stop.is_set():
                 self._step()
+        except Stopped as err:
+            log.info("%s processor stopped: %s", cfg.name, err)
         except BaseException as err:  # the worker must see why processing stopped
             self.error = err
             log.exception("%s processor stopped", cfg.name)
@@ -493,7 +506,7 @@ class BatchProcessor:
             except KafkaException as err:
                 problem = str(err)
             if self._stop.is_set():
-                raise RuntimeError(f"{self.config.name}: committed offsets unavailable: "
+                raise Stopped(f"{self.config.name}: committed offsets unavailable: "
                                    f"{problem}")
             log.warning("%s: committed offsets unavailable (%s); asking again in %.1f s",
                         self.config.name, problem, delay)
@@ -537,29 +550,26 @@ class BatchProcessor:
             return
         # Filled aside and put in place complete: the web thread reads the stores, and a
         # half-restored one would answer "unknown customer" or an old state.
+        ends = self._changelog_ends(cfg.changelog_topic, partitions)
         stores = {p: open_store(cfg.store_url, cfg.data_dir, cfg.name, p) for p in partitions}
         reader = Consumer({**cfg.client, "group.id": f"{cfg.group_id}-restore",
                            "enable.auto.commit": False, "isolation.level": "read_committed",
                            "enable.partition.eof": True})
-        # The end is the high watermark, which only a read_uncommitted client is told: to a
-        # read_committed one the end is the last stable offset, which an open transaction
-        # holds back (see below).
-        ruler = Consumer({**cfg.client, "group.id": f"{cfg.group_id}-restore",
-                          "isolation.level": "read_uncommitted"})
         try:
-            ends: dict[int, int] = {}
-            for p in partitions:
-                low, high = ruler.get_watermark_offsets(
-                    TopicPartition(cfg.changelog_topic, p), timeout=30)
-                if high > low:
-                    ends[p] = high
             reader.assign([TopicPartition(cfg.changelog_topic, p, OFFSET_BEGINNING)
                            for p in ends])
             began = told = time.monotonic()
+            give_up = began + cfg.transaction_timeout_ms / 1000 + RESTORE_WAIT_BEYOND_TRANSACTION_S
             stalled: dict[int, int] = {}  # partition -> last stable offset, short of its end
             while ends:
                 if self._stop.is_set():
-                    raise RuntimeError(f"{cfg.name}: stopped while restoring {sorted(ends)}")
+                    raise Stopped(f"{cfg.name}: stopped while restoring {sorted(ends)}")
+                if time.monotonic() > give_up and self._waiting(stalled, ends):
+                    raise RuntimeError(
+                        f"{cfg.name}: changelog {cfg.changelog_topic} partitions (last stable "
+                        f"offset, end) {self._waiting(stalled, ends)} held back by an open "
+                        f"transaction for {time.monotonic() - began:.0f} s, longer than any "
+                        f"transaction may last")
                 for msg in reader.consume(10_000, 1.0):
                     p = msg.partition() or 0
                     err = msg.error()
@@ -573,6 +583,9 @@ class BatchProcessor:
                                 ends.pop(p, None)
                             elif p in ends:
                                 stalled[p] = msg.offset() or 0
+                        else:
+                            log.warning("%s: restoring %s: %s", cfg.name, cfg.changelog_topic,
+                                        err)
                         continue
                     stalled.pop(p, None)
                     key, value = msg.key(), msg.value()
@@ -583,24 +596,45 @@ class BatchProcessor:
                             stores[p].put(key, value)
                     if (msg.offset() or 0) + 1 >= ends.get(p, 0):
                         ends.pop(p, None)
-                waiting = {p: (lso, ends[p]) for p, lso in stalled.items() if p in ends}
+                waiting = self._waiting(stalled, ends)
                 if waiting and time.monotonic() - told >= RESTORE_WAIT_LOG_S:
                     told = time.monotonic()
                     log.warning("%s: restoring %s for %.0f s: partitions (last stable offset, "
-                                "end) %s wait for an open transaction (a crashed owner's, "
-                                "aborted by the broker after its transaction.timeout.ms)",
+                                "end) %s wait for an open transaction to end (one a crashed "
+                                "owner left is aborted by the broker after its "
+                                "transaction.timeout.ms)",
                                 cfg.name, cfg.changelog_topic, told - began, waiting)
         except BaseException:
             for store in stores.values():
                 store.close()
             raise
         finally:
-            ruler.close()
             reader.close()
         self.table.stores.update(stores)
         self.owned.update(wanted)
         for p in partitions:
             self.handler.on_assigned(p, self.table)
+
+    def _changelog_ends(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """Each non-empty changelog partition's high watermark. Only a read_uncommitted client
+        is told it: to a read_committed one the end is the last stable offset, which an open
+        transaction holds back (see _restore)."""
+        ruler = Consumer({**self.config.client, "group.id": f"{self.config.group_id}-restore",
+                          "isolation.level": "read_uncommitted"})
+        try:
+            ends = {}
+            for p in partitions:
+                low, high = ruler.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+                if high > low:
+                    ends[p] = high
+            return ends
+        finally:
+            ruler.close()
+
+    @staticmethod
+    def _waiting(stalled: dict[int, int], ends: dict[int, int]) -> dict[int, tuple[int, int]]:
+        """Partitions read to a last stable offset short of their end: (that offset, end)."""
+        return {p: (lso, ends[p]) for p, lso in sorted(stalled.items()) if p in ends}
 
     def _close(self) -> None:
         if self._producer is not None and self._in_transaction:

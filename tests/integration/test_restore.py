@@ -11,13 +11,14 @@ and D used to start from C's committed offsets with C's states missing.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.processor import BatchProcessor, Output, ProcessorConfig, Table
+import streams.processor as processor_module
+from streams.processor import BatchProcessor, Output, ProcessorConfig, Stopped, Table
 
 
 class _Assigned:
@@ -62,22 +63,74 @@ def test_restore_reads_past_an_open_transaction_once_it_ends(
     owner.commit_transaction(30)
 
     handler = _Assigned()
+    aborted: list[BaseException | None] = []
+
+    def abort() -> None:  # what the broker does after the crashed transaction's timeout
+        try:
+            crashed.abort_transaction(30)
+            aborted.append(None)
+        except BaseException as err:
+            aborted.append(err)
+
     processor = BatchProcessor(
         ProcessorConfig(name="restore", group_id=f"{unique_name}-g", input_topics=(source,),
                         changelog_topic=changelog, client={"bootstrap.servers": kafka_bootstrap},
                         data_dir=tmp_path),
         handler)  # type: ignore[arg-type]  # a handler with only the calls a restore makes
-    # The broker would abort the crashed transaction after its timeout; here it ends sooner.
-    abort = threading.Timer(3.0, lambda: crashed.abort_transaction(30))
-    began = time.monotonic()
-    abort.start()
+    timer = threading.Timer(3.0, abort)
+    timer.start()
     try:
         processor._restore([(source, 0)])
     finally:
-        abort.join()
-    waited = time.monotonic() - began
-
+        timer.join()
+    assert aborted == [None]
     assert handler.partitions == [0]
     assert dict(processor.table.items(0)) == {b"C1": b"committed after it",
                                               b"C2": b"also after it"}
-    assert waited >= 2.5, f"the restore ended after {waited:.1f}s, before the transaction did"
+    processor.table.stores.pop(0).close()
+
+
+def _open_only(bootstrap: str, name: str, transaction_timeout_ms: int = 60_000
+               ) -> tuple[BatchProcessor, Producer]:
+    """A processor whose changelog holds nothing but another producer's open transaction."""
+    changelog, source = f"{name}-changelog", f"{name}-events"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(t, 1, 1) for t in (changelog, source)]).values():
+        future.result(30)
+    crashed = _transactional(bootstrap, f"{name}-crashed")
+    crashed.produce(changelog, key=b"C1", value=b"never committed", partition=0)
+    crashed.flush(30)
+    processor = BatchProcessor(
+        ProcessorConfig(name="restore", group_id=f"{name}-g", input_topics=(source,),
+                        changelog_topic=changelog, client={"bootstrap.servers": bootstrap},
+                        transaction_timeout_ms=transaction_timeout_ms),
+        _Assigned())  # type: ignore[arg-type]
+    return processor, crashed
+
+
+def test_a_stop_ends_a_restore_that_waits_for_an_open_transaction(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    processor, crashed = _open_only(kafka_bootstrap, unique_name)
+    stopper = threading.Timer(2.0, processor._stop.set)
+    stopper.start()
+    try:
+        with pytest.raises(Stopped, match="stopped while restoring"):
+            processor._restore([(processor.config.input_topics[0], 0)])
+    finally:
+        stopper.join()
+        crashed.abort_transaction(30)
+    assert processor.table.stores == {} and processor.owned == set()
+
+
+def test_a_restore_gives_up_loudly_on_a_transaction_open_past_any_timeout(
+    kafka_bootstrap: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(processor_module, "RESTORE_WAIT_BEYOND_TRANSACTION_S", 1.0)
+    processor, crashed = _open_only(kafka_bootstrap, unique_name, transaction_timeout_ms=1000)
+    try:
+        with pytest.raises(RuntimeError, match=r"held back by an open transaction") as failed:
+            processor._restore([(processor.config.input_topics[0], 0)])
+    finally:
+        crashed.abort_transaction(30)
+    assert not isinstance(failed.value, Stopped)
