@@ -82,7 +82,8 @@ _RFC3339 = re.compile(
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))",
     re.ASCII,
 )
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+_EPOCH = dt.datetime(1970, 1, 1)
+_SECOND = dt.timedelta(seconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,38 +429,26 @@ def parse_event_time(raw: object, now_ms: int, max_future_skew_ms: int) -> int |
 def _parse_rfc3339(text: str) -> int | None:
     """Epoch ms of an RFC 3339 date-time, or None when it is not one.
 
-    The regex enforces RFC 3339's shape (fromisoformat alone accepts much more); the date's
-    calendar check and its epoch day come from `_epoch_day`, cached: a stream's events fall
-    on few distinct days, so most events pay for a dictionary lookup, not a date parse.
+    The regex enforces RFC 3339's shape (fromisoformat alone accepts much more); the
+    C-implemented fromisoformat then checks calendar ranges, faster than doing it here.
     """
     match = _RFC3339.fullmatch(text)
     if match is None:
         return None
     second, fraction, sign, off_h, off_m = match.groups()
-    day = _epoch_day(text[:10])
-    hours, minutes, seconds = int(text[11:13]), int(text[14:16]), int(second)
-    if day is None or hours > 23 or minutes > 59 or seconds > 60:
-        return None
-    if seconds == 60:  # a leap second: the end of :59
-        seconds, millis = 59, 999
-    else:
-        millis = int(fraction[:3].ljust(3, "0")) if fraction else 0
-    offset_s = 0
-    if sign:
-        off_hours, off_minutes = int(off_h), int(off_m)
-        if off_hours > 23 or off_minutes > 59:
-            return None
-        offset_s = (off_hours * 3600 + off_minutes * 60) * (-1 if sign == "-" else 1)
-    return ((day * 86_400 + hours * 3600 + minutes * 60 + seconds) - offset_s) * 1000 + millis
-
-
-@functools.lru_cache(maxsize=4096)
-def _epoch_day(date: str) -> int | None:
-    """Days since 1970-01-01 of a YYYY-MM-DD date, or None for an impossible one (Feb 30)."""
+    leap = second == "60"
     try:
-        return dt.date.fromisoformat(date).toordinal() - _EPOCH_ORDINAL
+        moment = dt.datetime.fromisoformat(f"{text[:10]}T{text[11:17]}{'59' if leap else second}")
     except ValueError:
         return None
+    millis = 999 if leap else int(fraction[:3].ljust(3, "0")) if fraction else 0
+    offset_s = 0
+    if sign:
+        hours, minutes = int(off_h), int(off_m)
+        if hours > 23 or minutes > 59:
+            return None
+        offset_s = (hours * 3600 + minutes * 60) * (-1 if sign == "-" else 1)
+    return ((moment - _EPOCH) // _SECOND - offset_s) * 1000 + millis
 
 
 def reasons() -> tuple[str, ...]:
