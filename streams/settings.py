@@ -123,7 +123,7 @@ class Settings:
     batch_size: int = 5000
     batch_within_s: float = 0.05
     ingest_process: bool = True
-    live_states: int = 0
+    live_states: int = 10_000
     live_states_mb: int = 256
     max_source_skew_s: float = 0.0
     max_event_bytes: int = 65536
