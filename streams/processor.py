@@ -507,7 +507,7 @@ class BatchProcessor:
                 problem = str(err)
             if self._stop.is_set():
                 raise Stopped(f"{self.config.name}: committed offsets unavailable: "
-                                   f"{problem}")
+                              f"{problem}")
             log.warning("%s: committed offsets unavailable (%s); asking again in %.1f s",
                         self.config.name, problem, delay)
             self._stop.wait(delay)
