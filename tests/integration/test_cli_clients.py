@@ -147,13 +147,20 @@ def test_tail_rejects_filters_of_another_topic(
     assert code == 2 and "--type does not apply to dead-letters" in err
 
 
+def _ctrl_c_works() -> None:
+    """In the child before it starts: SIGINT back to its default. A shell starts background
+    jobs with SIGINT ignored, and an ignored SIGINT is inherited, so a test run started that
+    way would hand these clients a Ctrl-C they never see."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_tail_follows_new_alerts_until_interrupted(scored: Scored, tmp_path: Path) -> None:
     out_path, err_path = tmp_path / "tail.out", tmp_path / "tail.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         tail = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "tail", "alerts", "--customer", "C-LATE",
              "--json"], cwd=ROOT, env={**scored.env, "PYTHONUNBUFFERED": "1"},
-            stdout=out, stderr=err)
+            stdout=out, stderr=err, preexec_fn=_ctrl_c_works)
     try:
         wait_until(lambda: "reading" in err_path.read_text() or tail.poll() is not None, 60,
                    "tail to take its place at the end of every partition",
@@ -255,7 +262,7 @@ def test_readme_consumer_starts_one_win_back_flow_per_churn_alert(
            "SCORESTREAM_TOPIC_ALERTS": topic}
     with out_path.open("wb") as out:
         consumer = subprocess.Popen([sys.executable, str(script)], env=env, stdout=out,
-                                    stderr=subprocess.STDOUT)
+                                    stderr=subprocess.STDOUT, preexec_fn=_ctrl_c_works)
     try:
         # The example commits after acting on each record: done once its group's committed
         # offsets reach the end of every partition, the redelivery included.
