@@ -11,7 +11,6 @@ and D used to start from C's committed offsets with C's states missing.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Message, Producer
@@ -47,52 +46,10 @@ def _transactional(bootstrap: str, name: str) -> Producer:
     return producer
 
 
-def test_restore_reads_past_an_open_transaction_once_it_ends(
-    kafka_bootstrap: str, unique_name: str, tmp_path: Path
-) -> None:
-    changelog, source = f"{unique_name}-changelog", f"{unique_name}-events"
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    for future in admin.create_topics([NewTopic(t, 1, 1) for t in (changelog, source)]).values():
-        future.result(30)
-    crashed = _transactional(kafka_bootstrap, f"{unique_name}-crashed")
-    crashed.produce(changelog, key=b"C1", value=b"never committed", partition=0)
-    crashed.flush(30)
-    owner = _transactional(kafka_bootstrap, f"{unique_name}-owner")
-    owner.produce(changelog, key=b"C1", value=b"committed after it", partition=0)
-    owner.produce(changelog, key=b"C2", value=b"also after it", partition=0)
-    owner.commit_transaction(30)
-
-    handler = _Assigned()
-    aborted: list[BaseException | None] = []
-
-    def abort() -> None:  # what the broker does after the crashed transaction's timeout
-        try:
-            crashed.abort_transaction(30)
-            aborted.append(None)
-        except BaseException as err:
-            aborted.append(err)
-
-    processor = BatchProcessor(
-        ProcessorConfig(name="restore", group_id=f"{unique_name}-g", input_topics=(source,),
-                        changelog_topic=changelog, client={"bootstrap.servers": kafka_bootstrap},
-                        data_dir=tmp_path),
-        handler)  # type: ignore[arg-type]  # a handler with only the calls a restore makes
-    timer = threading.Timer(3.0, abort)
-    timer.start()
-    try:
-        processor._restore([(source, 0)])
-    finally:
-        timer.join()
-    assert aborted == [None]
-    assert handler.partitions == [0]
-    assert dict(processor.table.items(0)) == {b"C1": b"committed after it",
-                                              b"C2": b"also after it"}
-    processor.table.stores.pop(0).close()
-
-
 def _open_only(bootstrap: str, name: str, transaction_timeout_ms: int = 60_000
                ) -> tuple[BatchProcessor, Producer]:
-    """A processor whose changelog holds nothing but another producer's open transaction."""
+    """A processor whose changelog holds another producer's open transaction (left as a
+    crashed owner leaves it), and that producer."""
     changelog, source = f"{name}-changelog", f"{name}-events"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(t, 1, 1) for t in (changelog, source)]).values():
@@ -104,8 +61,40 @@ def _open_only(bootstrap: str, name: str, transaction_timeout_ms: int = 60_000
         ProcessorConfig(name="restore", group_id=f"{name}-g", input_topics=(source,),
                         changelog_topic=changelog, client={"bootstrap.servers": bootstrap},
                         transaction_timeout_ms=transaction_timeout_ms),
-        _Assigned())  # type: ignore[arg-type]
+        _Assigned())  # type: ignore[arg-type]  # a handler with only the calls a restore makes
     return processor, crashed
+
+
+def test_restore_reads_past_an_open_transaction_once_it_ends(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    processor, crashed = _open_only(kafka_bootstrap, unique_name)
+    changelog = processor.config.changelog_topic
+    assert changelog is not None
+    owner = _transactional(kafka_bootstrap, f"{unique_name}-owner")
+    owner.produce(changelog, key=b"C1", value=b"committed after it", partition=0)
+    owner.produce(changelog, key=b"C2", value=b"also after it", partition=0)
+    owner.commit_transaction(30)
+    aborted: list[BaseException | None] = []
+
+    def abort() -> None:  # what the broker does after the crashed transaction's timeout
+        try:
+            crashed.abort_transaction(30)
+            aborted.append(None)
+        except BaseException as err:
+            aborted.append(err)
+
+    timer = threading.Timer(3.0, abort)
+    timer.start()
+    try:
+        processor._restore([(processor.config.input_topics[0], 0)])
+    finally:
+        timer.join()
+    assert aborted == [None]
+    assert isinstance(processor.handler, _Assigned) and processor.handler.partitions == [0]
+    assert dict(processor.table.items(0)) == {b"C1": b"committed after it",
+                                              b"C2": b"also after it"}
+    processor.table.stores.pop(0).close()
 
 
 def test_a_stop_ends_a_restore_that_waits_for_an_open_transaction(
