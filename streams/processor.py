@@ -461,8 +461,7 @@ class BatchProcessor:
                     raise
                 log.warning("%s: rebuilding state after an abort failed (%s); retrying in "
                             "%.1f s", self.config.name, err, delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 10.0)
+                delay = self._back_off(delay)
         for tp in starts:
             consumer.seek(tp)
 
@@ -510,8 +509,13 @@ class BatchProcessor:
                               f"{problem}")
             log.warning("%s: committed offsets unavailable (%s); asking again in %.1f s",
                         self.config.name, problem, delay)
-            self._stop.wait(delay)
-            delay = min(delay * 2, 10.0)
+            delay = self._back_off(delay)
+
+    def _back_off(self, delay: float) -> float:
+        """Wait `delay` seconds before asking the broker again (at once on stop); the next
+        wait is twice as long, up to 10 s."""
+        self._stop.wait(delay)
+        return min(delay * 2, 10.0)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
