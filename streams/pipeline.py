@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from models.alerts import AlertConfig, AlertRules
 from models.config import ScoringConfig
@@ -113,7 +113,7 @@ class ScoringPipeline:
 
         return observe
 
-    def _collect(self) -> Iterator[GaugeMetricFamily]:
+    def _collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """State-derived gauges, computed at scrape time."""
         aggregates = list(self.handler.aggregates.values())
         customers = sum(a.customers for a in aggregates)
@@ -126,6 +126,15 @@ class ScoringPipeline:
         yield gauge("scorestream_customers_by_tier", "Customers per value tier (latest scores).",
                     [({"tier": t}, float(c)) for t, c in sorted(tiers.items())], ("tier",))
         completeness = sum(a.completeness_sum for a in aggregates)
+        live = self.handler.live
+        yield gauge("scorestream_live_states", "Customer states kept live beside the store.",
+                    [({}, float(len(live)))])
+        lookups = CounterMetricFamily(
+            "scorestream_live_state_lookups", "Scoring's lookups of a live state, by result.",
+            labels=["result"])
+        lookups.add_metric(["hit"], live.hits)
+        lookups.add_metric(["miss"], live.misses)
+        yield lookups
         yield gauge("scorestream_data_completeness_average_percent",
                     "Average data completeness of this worker's customers.",
                     [({}, completeness / customers if customers else 0.0)])

@@ -81,13 +81,27 @@ class LiveStates:
     Bounded by count and by an estimate of their memory (snapshot bytes times
     `LIVE_BYTES_PER_SNAPSHOT_BYTE`): a customer with a year of daily activity costs several times
     one who visits weekly.
+
+    Once full, a customer who missed joins only every `ADMIT_EVERY`-th time (bimodal
+    insertion), while hits always stay. Plain LRU thrashes when more customers come back
+    than it holds (a campaign reaching every customer, a steady round of 20,000 with room for
+    10,000): every lookup misses and every miss evicts, so the cache keeps states alive just
+    long enough for the garbage collector to scan them, and scoring cost more than with no
+    cache at all (~180 against ~135 us per event, in process). With bimodal insertion the
+    cache keeps part of such a round (~45 % hits) and still fills with a hot set, at one
+    admission per `ADMIT_EVERY` misses of it.
     """
+
+    ADMIT_EVERY = 16
 
     def __init__(self, capacity: int, max_bytes: int = 0) -> None:
         self.capacity = capacity
         self.max_bytes = max_bytes
         """0: bounded by count only."""
         self.bytes = 0
+        self._declined = 0  # misses not admitted since the last admission while full
+        self.hits = 0
+        self.misses = 0
         # customer id -> (partition, state, estimated bytes), least recently used first
         self._states: OrderedDict[str, tuple[int, CustomerState, int]] = OrderedDict()
 
@@ -95,18 +109,26 @@ class LiveStates:
         """The live state of a customer of `partition`, or None when it is not cached."""
         entry = self._states.get(customer_id)
         if entry is None or entry[0] != partition:
+            self.misses += 1
             return None
+        self.hits += 1
         self._states.move_to_end(customer_id)
         return entry[1]
 
     def put(self, partition: int, state: CustomerState, snapshot_bytes: int) -> None:
-        """Remember a state just written to the store as `snapshot_bytes` bytes (evicting the
-        least recently used while over a bound)."""
+        """Remember a state just written to the store as `snapshot_bytes` bytes; when full,
+        admit a newcomer only every `ADMIT_EVERY`-th time, evicting the least recently used."""
         if self.capacity <= 0:
             return
         cid = state.customer_id
-        self.discard(cid)
         size = snapshot_bytes * LIVE_BYTES_PER_SNAPSHOT_BYTE
+        if cid not in self._states and (len(self._states) >= self.capacity or (
+                self.max_bytes and self.bytes + size > self.max_bytes)):
+            self._declined += 1
+            if self._declined < self.ADMIT_EVERY:
+                return
+            self._declined = 0
+        self.discard(cid)
         self._states[cid] = (partition, state, size)
         self.bytes += size
         limit = self.max_bytes or float("inf")

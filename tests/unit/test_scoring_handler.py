@@ -215,13 +215,51 @@ def test_live_states_are_bounded_and_follow_their_partitions() -> None:
     live.put(1, b, 100)
     assert live.get(0, "A") is a  # now the most recently used
     assert live.get(1, "A") is None  # a state is only ever served for its own partition
-    live.put(0, c, 100)
+    for _ in range(LiveStates.ADMIT_EVERY):  # full: a newcomer gets in every ADMIT_EVERY-th time
+        assert live.get(0, "C") is None
+        live.put(0, c, 100)
     assert len(live) == 2 and live.get(1, "B") is None and live.get(0, "A") is a
+    assert live.get(0, "C") is c
     live.drop_partition(0)
     assert len(live) == 0 and live.bytes == 0
     live.put(1, b, 100)
     live.discard("B")
     assert live.get(1, "B") is None
+
+
+def test_live_states_keep_hits_when_more_customers_return_than_fit() -> None:
+    from models.state import CustomerState
+    from streams.scoring import LiveStates
+
+    # 2,000 customers in a steady round, room for 1,000: plain LRU would never hit.
+    live = LiveStates(capacity=1000)
+    states = [CustomerState(f"C{n}") for n in range(2000)]
+    for _ in range(10):
+        for state in states:
+            if live.get(0, state.customer_id) is None:
+                live.put(0, state, 100)
+    assert live.hits + live.misses == 20_000 and len(live) == 1000
+    hits_last_round = live.hits
+    for state in states:
+        if live.get(0, state.customer_id) is None:
+            live.put(0, state, 100)
+    assert live.hits - hits_last_round > 800
+
+
+def test_live_states_fill_with_a_hot_set_after_a_scan() -> None:
+    from models.state import CustomerState
+    from streams.scoring import LiveStates
+
+    live = LiveStates(capacity=100)
+    for n in range(1000):  # a scan (one event for every customer) fills the cache with cold ones
+        live.put(0, CustomerState(f"cold{n}"), 100)
+    hot = [CustomerState(f"hot{n}") for n in range(50)]
+    for _ in range(3 * LiveStates.ADMIT_EVERY):
+        for state in hot:
+            if live.get(0, state.customer_id) is None:
+                live.put(0, state, 100)
+    # each miss of a hot customer admits it with odds 1 in ADMIT_EVERY: ~95 % after 48 rounds
+    assert sum(live.get(0, state.customer_id) is state for state in hot) >= 45
 
 
 def test_live_states_are_bounded_by_their_estimated_memory() -> None:
@@ -235,5 +273,5 @@ def test_live_states_are_bounded_by_their_estimated_memory() -> None:
     assert len(live) == 3 and live.bytes == 900 * LIVE_BYTES_PER_SNAPSHOT_BYTE
     live.put(0, states[0], 500)  # C0 grew: C1, now the least recently used, goes
     assert live.get(0, "C1") is None and live.bytes == 800 * LIVE_BYTES_PER_SNAPSHOT_BYTE
-    live.put(0, states[3], 5000)  # larger than the whole budget: nothing stays
-    assert len(live) == 0 and live.bytes == 0
+    live.put(0, states[3], 5000)  # larger than the whole budget: not admitted
+    assert live.get(0, "C3") is None and live.bytes == 800 * LIVE_BYTES_PER_SNAPSHOT_BYTE
