@@ -82,14 +82,15 @@ class LiveStates:
     `LIVE_BYTES_PER_SNAPSHOT_BYTE`): a customer with a year of daily activity costs several times
     one who visits weekly.
 
-    Once full, a customer who missed joins only every `ADMIT_EVERY`-th time (bimodal
-    insertion), while hits always stay. Plain LRU thrashes when more customers come back
-    than it holds (a campaign reaching every customer, a steady round of 20,000 with room for
-    10,000): every lookup misses and every miss evicts, so the cache keeps states alive just
-    long enough for the garbage collector to scan them, and scoring cost more than with no
-    cache at all (~180 against ~135 us per event, in process). With bimodal insertion the
-    cache keeps part of such a round (~45 % hits) and still fills with a hot set, at one
-    admission per `ADMIT_EVERY` misses of it.
+    Once full, only every `ADMIT_EVERY`-th miss (whoever it belongs to) is admitted
+    (bimodal insertion), while hits always stay. Plain LRU thrashes when more customers come
+    back than it holds (a campaign reaching every customer, a steady round of 20,000 with
+    room for 10,000): every lookup misses and every miss evicts, so the cache keeps states
+    alive just long enough for the garbage collector to scan them, and scoring cost more than
+    with no cache at all (~180 against ~135 us per event, in process). With bimodal
+    insertion the cache keeps part of such a round (~47 % hits when twice as many come back
+    as fit, ~20 % at four times) and still fills with a hot set, more slowly. A state larger
+    than the whole memory budget is never admitted.
     """
 
     ADMIT_EVERY = 16
@@ -109,7 +110,8 @@ class LiveStates:
         """The live state of a customer of `partition`, or None when it is not cached."""
         entry = self._states.get(customer_id)
         if entry is None or entry[0] != partition:
-            self.misses += 1
+            if self.capacity > 0:
+                self.misses += 1
             return None
         self.hits += 1
         self._states.move_to_end(customer_id)
@@ -117,11 +119,14 @@ class LiveStates:
 
     def put(self, partition: int, state: CustomerState, snapshot_bytes: int) -> None:
         """Remember a state just written to the store as `snapshot_bytes` bytes; when full,
-        admit a newcomer only every `ADMIT_EVERY`-th time, evicting the least recently used."""
+        admit only every `ADMIT_EVERY`-th miss, evicting the least recently used."""
         if self.capacity <= 0:
             return
         cid = state.customer_id
         size = snapshot_bytes * LIVE_BYTES_PER_SNAPSHOT_BYTE
+        if self.max_bytes and size > self.max_bytes:
+            self.discard(cid)
+            return
         if cid not in self._states and (len(self._states) >= self.capacity or (
                 self.max_bytes and self.bytes + size > self.max_bytes)):
             self._declined += 1
