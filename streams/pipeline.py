@@ -114,7 +114,7 @@ class ScoringPipeline:
         return observe
 
     def _collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        """State-derived gauges, computed at scrape time."""
+        """State-derived gauges and the live states' lookup counters, read at scrape time."""
         aggregates = list(self.handler.aggregates.values())
         customers = sum(a.customers for a in aggregates)
         yield gauge("scorestream_customers", "Customers in this worker's state.",
@@ -126,6 +126,12 @@ class ScoringPipeline:
         yield gauge("scorestream_customers_by_tier", "Customers per value tier (latest scores).",
                     [({"tier": t}, float(c)) for t, c in sorted(tiers.items())], ("tier",))
         completeness = sum(a.completeness_sum for a in aggregates)
+        yield gauge("scorestream_data_completeness_average_percent",
+                    "Average data completeness of this worker's customers.",
+                    [({}, completeness / customers if customers else 0.0)])
+        yield gauge("scorestream_revenue_12m_total",
+                    "Sum of customers' 12-month revenue in the base currency.",
+                    [({}, sum(a.revenue_12m_sum for a in aggregates))])
         live = self.handler.live
         yield gauge("scorestream_live_states", "Customer states kept live beside the store.",
                     [({}, float(len(live)))])
@@ -135,12 +141,6 @@ class ScoringPipeline:
         lookups.add_metric(["hit"], live.hits)
         lookups.add_metric(["miss"], live.misses)
         yield lookups
-        yield gauge("scorestream_data_completeness_average_percent",
-                    "Average data completeness of this worker's customers.",
-                    [({}, completeness / customers if customers else 0.0)])
-        yield gauge("scorestream_revenue_12m_total",
-                    "Sum of customers' 12-month revenue in the base currency.",
-                    [({}, sum(a.revenue_12m_sum for a in aggregates))])
         yield gauge("scorestream_consumer_lag_records", "Records behind the end, per partition.",
                     [({"topic": topic, "partition": str(p)}, float(lag))
                      for stage in self.stages for (topic, p), lag in sorted(stage.lag.items())],
