@@ -1,0 +1,162 @@
+"""Scoring-stage CPU per event in process, on live traffic (a script, not a test).
+
+Usage:
+    python bench/bench_scoring.py [--customers 20000] [--rate 5000] [--seconds 16]
+                                  [--live 0,10000] [--repeat 2]
+
+Builds the records first (page views and one order in ten for `--customers` customers in a
+steady round, as `bench_latency.py` sends them), then feeds them to a `ScoringHandler` on
+in-memory stores in the batches a worker would take at `--rate` (`--batch-ms` of traffic,
+split by partition), and prints the handler's CPU per event, the live states' hit share and
+the garbage collector's share, for each live-state capacity. The first half of the run warms
+the states up (every customer seen at least once) and is not timed. No broker, no producer:
+what the worker's scoring thread spends beside the Kafka calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.alerts import AlertRules
+from models.engine import ScoringEngine
+from streams.partitioning import partition_for
+from streams.processor import Output, Table
+from streams.scoring import ScoringHandler, ScoringTopics
+from streams.stores import MemoryStore
+
+T0 = 1_767_225_600_000
+TOPICS = ScoringTopics("score-changes", "alerts", "training-examples", "dead-letters")
+
+
+class Record:
+    """The few confluent_kafka.Message methods the handler reads."""
+
+    __slots__ = ("_key", "_value")
+
+    def __init__(self, key: bytes, value: bytes) -> None:
+        self._key, self._value = key, value
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return self._key
+
+    def topic(self) -> str:
+        return "customer-events"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 0
+
+
+def build(customers: int, rate: int, seconds: float) -> list[tuple[bytes, bytes]]:
+    """(key, value) of every event, as the ingest stage writes them to customer-events."""
+    out = []
+    for n in range(int(rate * seconds)):
+        customer = f"L-{n % customers}"
+        order = n % 10 == 0
+        event = {"event_id": f"{customer}-{n}",
+                 "event_type": "order_placed" if order else "page_view",
+                 "source": "crm" if order else "web", "occurred_at": T0 + n * 1000 // rate,
+                 "customer_id": customer,
+                 "payload": ({"order_id": f"o{n}", "amount": 25.0, "currency": "EUR"}
+                             if order else {"url": "/"}),
+                 "ingested_at": T0}
+        out.append((customer.encode(), orjson.dumps(event)))
+    return out
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One timed pass."""
+
+    live: int
+    us_per_event: float
+    hit_share: float
+    gc_us_per_event: float
+
+
+def run(records: list[tuple[bytes, bytes]], live: int, batch: int, partitions: int) -> Figures:
+    """Feed every record in batches; time the second half."""
+    handler = ScoringHandler(ScoringEngine(), AlertRules(), TOPICS, live_states=live,
+                             live_states_bytes=256 << 20)
+    table = Table("customer-state", "memory://", Path("."))
+    for p in range(partitions):
+        table.stores[p] = MemoryStore()
+        handler.on_assigned(p, table)
+    by_partition = [partition_for(key, partitions) for key, _ in records]
+    gc_spent = [0.0, 0.0]
+
+    def on_gc(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_spent[1] = time.perf_counter()
+        else:
+            gc_spent[0] += time.perf_counter() - gc_spent[1]
+
+    def feed(lo: int, hi: int) -> None:
+        for start in range(lo, hi, batch):
+            groups: dict[int, list[Record]] = defaultdict(list)
+            for i in range(start, min(start + batch, hi)):
+                groups[by_partition[i]].append(Record(*records[i]))
+            for p, messages in groups.items():
+                out = Output()
+                table._out = out
+                handler.handle(p, messages, table, out)
+                table._out = None
+
+    half = len(records) // 2
+    feed(0, half)
+    hits, misses = handler.live.hits, handler.live.misses
+    gc.callbacks.append(on_gc)
+    try:
+        began = time.process_time()
+        feed(half, len(records))
+        spent = time.process_time() - began
+    finally:
+        gc.callbacks.remove(on_gc)
+    timed = len(records) - half
+    lookups = handler.live.hits - hits + handler.live.misses - misses
+    return Figures(live, spent / timed * 1e6,
+                   (handler.live.hits - hits) / lookups if lookups else 0.0,
+                   gc_spent[0] / timed * 1e6)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--rate", type=int, default=5000, help="events per second of traffic")
+    parser.add_argument("--seconds", type=float, default=16.0, help="of traffic; half warms up")
+    parser.add_argument("--batch-ms", type=float, default=50.0,
+                        help="traffic per batch (SCORESTREAM_BATCH_WITHIN_S)")
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--live", default="0,10000", help="live-state capacities to compare")
+    parser.add_argument("--repeat", type=int, default=2, help="alternating passes of each")
+    args = parser.parse_args()
+    records = build(args.customers, args.rate, args.seconds)
+    batch = max(1, int(args.rate * args.batch_ms / 1000))
+    print(f"{len(records):,} events, {args.customers:,} customers in a round, batches of "
+          f"{batch} over {args.partitions} partitions; second half timed")
+    print(f"{'live states':>12} {'us/event':>9} {'hits':>6} {'gc us/event':>12}")
+    for _ in range(args.repeat):
+        for live in (int(v) for v in args.live.split(",")):
+            f = run(records, live, batch, args.partitions)
+            print(f"{f.live:>12,} {f.us_per_event:>9.1f} {f.hit_share:>6.0%} "
+                  f"{f.gc_us_per_event:>12.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
