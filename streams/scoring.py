@@ -87,7 +87,7 @@ class LiveStates:
     back than it holds (a campaign reaching every customer, a steady round of 20,000 with
     room for 10,000): every lookup misses and every miss evicts, so the cache keeps states
     alive just long enough for the garbage collector to scan them, and scoring cost more than
-    with no cache at all (~180 against ~135 us per event, in process). With bimodal
+    with no cache at all (~180 against ~145 us per event, in process). With bimodal
     insertion the cache keeps part of such a round (~47 % hits when twice as many come back
     as fit, ~20 % at four times) and still fills with a hot set, more slowly. A state larger
     than the whole memory budget is never admitted.
