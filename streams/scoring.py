@@ -55,13 +55,17 @@ class Aggregates:
 
     def replace(self, old: Scorecard | None, new: Scorecard | None) -> None:
         """Swap one customer's previous scorecard for its new one (None = absent)."""
-        for card, sign in ((old, -1), (new, 1)):
-            if card is None:
-                continue
-            self.customers += sign
-            self.completeness_sum += sign * card.data_completeness
-            self.revenue_12m_sum += sign * card.revenue_12m
-            self.tiers[card.tier] = self.tiers.get(card.tier, 0) + sign
+        tiers = self.tiers
+        if old is not None:
+            self.customers -= 1
+            self.completeness_sum -= old.data_completeness
+            self.revenue_12m_sum -= old.revenue_12m
+            tiers[old.tier] = tiers.get(old.tier, 0) - 1
+        if new is not None:
+            self.customers += 1
+            self.completeness_sum += new.data_completeness
+            self.revenue_12m_sum += new.revenue_12m
+            tiers[new.tier] = tiers.get(new.tier, 0) + 1
 
 
 LIVE_BYTES_PER_SNAPSHOT_BYTE = 24
@@ -176,6 +180,9 @@ class ScoringHandler:
         self._histogram_sent: dict[int, float] = {}
         self.erasures: ErasureConfirmations | None = None
         """Confirms erasures (streams/erasure.py); set by the pipeline."""
+        # Per batch: the emit time of its records, and its score changes (counted once).
+        self._now_ms = 0
+        self._changes = 0
 
     # -- partition lifecycle ---------------------------------------------------------------
 
@@ -237,10 +244,13 @@ class ScoringHandler:
             if ingested_at and (not oldest_ingest or ingested_at < oldest_ingest):
                 oldest_ingest = ingested_at
         self.watermark[partition] = watermark
+        self._now_ms = int(time.time() * 1000)
+        self._changes = 0
         for customer_id, events in by_customer.items():
             state = self._load(table, partition, customer_id)
+            due = state.next_due() if state is not None else None
             outcome = self.engine.apply_batch(state, events, watermark, customer_id)
-            self._emit(partition, outcome, table, out)
+            self._emit(partition, outcome, table, out, due)
             if outcome.erased and self.erasures is not None:
                 self.erasures.confirm(customer_id, events, state is not None, out)
         # Once per batch (per-event observations would cost more than a customer's scoring):
@@ -251,6 +261,8 @@ class ScoringHandler:
         self.metrics.event_time_lag.observe(max(0.0, now - watermark / 1000))
         self.metrics.events_processed.inc(len(messages))
         self._resolve_due(partition, watermark, table, out, skip=by_customer.keys())
+        if self._changes:
+            self.metrics.score_changes.inc(self._changes)
         self._send_histogram(partition, out)
 
     def idle(self, table: Table, out: Output) -> None:
@@ -306,11 +318,15 @@ class ScoringHandler:
                 continue
             state = self._load(table, partition, customer_id)
             if state is not None:
-                self._emit(partition, self.engine.resolve_due(state, watermark), table, out)
+                due = state.next_due()
+                self._emit(partition, self.engine.resolve_due(state, watermark), table, out, due)
 
-    def _emit(self, partition: int, outcome: BatchOutcome, table: Table, out: Output) -> None:
+    def _emit(self, partition: int, outcome: BatchOutcome, table: Table, out: Output,
+              due_before: int | None) -> None:
+        """Write the outcome's state and records; `due_before` is the customer's next due
+        time before this batch (already in the due index)."""
         key = outcome.customer_id.encode()
-        now_ms = int(time.time() * 1000)
+        now_ms = self._now_ms
         if outcome.erased or outcome.state is None:
             # Tombstones: compaction then forgets the customer on both compacted topics.
             previous = outcome.previous_scorecard
@@ -325,7 +341,9 @@ class ScoringHandler:
         snapshot = outcome.state.snapshot()
         table.put(partition, key, snapshot)
         self.live.put(partition, outcome.state, len(snapshot))
-        if outcome.next_due is not None:
+        if outcome.next_due is not None and outcome.next_due != due_before:
+            # Only a new due time: pushing an unchanged one on every batch would grow the index
+            # by one entry per customer and batch until the label resolves (30+ days).
             self.due.setdefault(partition, DueIndex()).push(outcome.next_due, outcome.customer_id)
         for example in outcome.training_examples:
             out.send(self.topics.training_examples, key, orjson.dumps(example.to_dict()))
@@ -346,7 +364,7 @@ class ScoringHandler:
                 "model_versions": body["model_versions"],
                 "event_time": card.as_of, "emitted_at": now_ms,
             }))
-            self.metrics.score_changes.inc()
+            self._changes += 1
         for alert in alerts:
             out.send(self.topics.alerts, key, orjson.dumps(alert.to_record(emitted_at=now_ms)))
             self.metrics.alerts.labels(alert.alert_type).inc()

@@ -183,6 +183,20 @@ def _without_wall_clock(value: bytes | None) -> Any:
     return record
 
 
+def test_the_due_index_holds_an_unchanged_due_time_once_and_still_resolves_it() -> None:
+    """A customer scored batch after batch keeps the same next due time: the index holds it
+    once, not once per batch (which grew it by an entry per event for 30 days); once the
+    customer is silent, the label still resolves through the index on time."""
+    handler, table = setup()
+    for n in range(20):
+        run(handler, table, [event(n, "C1", n * 0.1)])
+    assert len(handler.due[0]) == 1
+    out = run(handler, table, [event(99, "C2", 31)])
+    examples = [e for e in records(out, "training") if e.get("customer_id") == "C1"]
+    assert [e["model"] for e in examples] == ["engagement"]
+    assert examples[0]["label"] == 19.0  # the 19 page views after the snapshot
+
+
 def test_live_states_change_nothing_but_speed() -> None:
     """Scoring from cached live objects (a tiny cache, so eviction happens too) writes the
     same states and emits the same records as restoring every customer from the store."""
