@@ -30,6 +30,7 @@ the change, so a redelivered or replayed alert carries the same id and consumers
 from __future__ import annotations
 
 import hashlib
+import operator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -146,6 +147,8 @@ class AlertRules:
             ("interactions_12m", "abs", cfg.change_interactions),
             ("tier", "any", 0.0),
         )
+        self._values = operator.attrgetter(*(name for name, _kind, _t in self._tracked))
+        """A scorecard's tracked values, in `_tracked` order, in one call."""
 
     def evaluate(
         self,
@@ -158,7 +161,6 @@ class AlertRules:
         cfg = self.config
         alerts: list[Alert] = []
         p = current.churn_probability
-        why = _factor_phrase(current)
 
         def fire(kind: str, severity: str, reason: str, cooldown_ms: int = cfg.cooldown_ms) -> None:
             last = memory.last_fired.get(kind)
@@ -171,7 +173,7 @@ class AlertRules:
         if self._crossed("churn_risk", p, cfg.churn_risk_on, cfg.churn_risk_off, memory):
             old = previous.churn_probability if previous else 0.0
             fire("churn_risk", "warning",
-                 f"churn risk rose from {old:.2f} to {p:.2f}{why}")
+                 f"churn risk rose from {old:.2f} to {p:.2f}{_factor_phrase(current)}")
 
         high_value = current.tier in cfg.high_value_tiers
         hv_p = p if high_value else 0.0
@@ -180,7 +182,7 @@ class AlertRules:
             fire("high_value_at_risk", "critical",
                  f"{current.tier} customer (predicted 12-month value "
                  f"{current.ltv_predicted_12m:,.0f} {current.currency}) has churn risk "
-                 f"{p:.2f}{why}: route to a senior adviser")
+                 f"{p:.2f}{_factor_phrase(current)}: route to a senior adviser")
 
         # Tier moves near a boundary flap as thresholds are republished: vip_upgrade re-arms
         # only once the customer has fallen below Premium, and tier_downgrade speaks only of
@@ -231,14 +233,14 @@ class AlertRules:
 
         A first scorecard reports every tracked field with old = None.
         """
+        values = self._values(current)
         if previous is None:
-            return {name: {"old": None, "new": getattr(current, name)}
-                    for name, _kind, _threshold in self._tracked}
+            return {name: {"old": None, "new": new}
+                    for (name, _kind, _threshold), new in zip(self._tracked, values, strict=True)}
         cfg = self.config
         out: dict[str, dict[str, Any]] = {}
-        for name, kind, threshold in self._tracked:
-            new = getattr(current, name)
-            old = getattr(previous, name)
+        for (name, kind, threshold), new, old in zip(self._tracked, values,
+                                                     self._values(previous), strict=True):
             if old is None:
                 out[name] = {"old": None, "new": new}
             elif kind == "any":

@@ -39,11 +39,9 @@ def top_factors(
 
     Ties break by name so two workers explain the same customer the same way.
     """
-    ranked = sorted(
-        ((c, n) for n, c in contributions.items() if c > 1e-9), key=lambda t: (-t[0], t[1])
-    )
+    ranked = sorted([(-c, n) for n, c in contributions.items() if c > 1e-9])
     out = []
     for c, n in ranked[:k]:
         direction = "high" if raw.get(n, 0.0) > 0 else "low"
-        out.append(Factor(n, f"{labels.get(n, n)}: {direction}", round(c, 4)))
+        out.append(Factor(n, f"{labels.get(n, n)}: {direction}", round(-c, 4)))
     return tuple(out)

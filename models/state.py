@@ -266,13 +266,14 @@ class CustomerState:
         return True
 
     def _late(self, day: int, anchor: int, before: tuple[int, ...], after: list[int]) -> None:
-        """An event on a day the running sums already cover: add its delta where it belongs."""
-        delta = [a - b for a, b in zip(after, before, strict=True)]
+        """An event on a day the running sums already cover: add its delta where it belongs.
+
+        Every event of the current day takes this path, so the vector adds run in C.
+        """
+        delta = list(map(sub, after, before))
         for w, sums in self._sums.items():
             if day > anchor - w:
-                for i, dv in enumerate(delta):
-                    if dv:
-                        sums[i] += dv
+                sums[:] = map(add, sums, delta)
 
     def window_sums(self, now_day: int) -> dict[int, list[int]]:
         """Slot sums over the last w days ending on `now_day`, for w in 30, 90, 365, window.
@@ -467,7 +468,12 @@ class CustomerState:
 
     def next_due(self) -> int | None:
         """Earliest time a pending label of this customer becomes due, if any."""
-        return min(self.due_times(), default=None)
+        earliest = None
+        for p in self.pending.values():
+            at = p.cancelled_at if p.model == CHURN and p.cancelled_at is not None else p.due_at
+            if earliest is None or at < earliest:
+                earliest = at
+        return earliest
 
     # -- persistence -------------------------------------------------------------------------
 
