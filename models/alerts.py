@@ -241,11 +241,10 @@ class AlertRules:
         out: dict[str, dict[str, Any]] = {}
         for (name, kind, threshold), new, old in zip(self._tracked, values,
                                                      self._values(previous), strict=True):
-            if old is None:
-                out[name] = {"old": None, "new": new}
-            elif kind == "any":
-                if new != old:
-                    out[name] = {"old": old, "new": new}
+            if new == old:  # most fields, most of the time; a zero threshold never reports them
+                continue
+            if old is None or kind == "any":
+                out[name] = {"old": old, "new": new}
             elif kind == "abs":
                 if abs(new - old) >= threshold:
                     out[name] = {"old": old, "new": new}

@@ -36,6 +36,7 @@ ESCALATIONS = 8
 NEGATIVE_SENTIMENT = 9
 N_SLOTS = 10
 _EMPTY = (0,) * N_SLOTS
+_TAIL_ZEROS = _EMPTY[1:]
 _PADDING = tuple(_EMPTY[n - 1:] if n else () for n in range(N_SLOTS + 2))
 """Zeros that complete a serialised day row of length n (day + n - 1 slots) to a bucket."""
 
@@ -578,6 +579,8 @@ class CustomerState:
 
 def _row(day: int, bucket: tuple[int, ...]) -> tuple[int, ...]:
     """A day bucket as serialised: the day, then its slots without trailing zeros."""
+    if bucket[1:] == _TAIL_ZEROS:  # most days: interactions only, or nothing at all
+        return (day, bucket[0]) if bucket[0] else (day,)
     n = N_SLOTS
     while n and not bucket[n - 1]:
         n -= 1

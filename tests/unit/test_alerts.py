@@ -128,3 +128,12 @@ def test_changes_respect_thresholds() -> None:
         "revenue_12m": {"old": 500.0, "new": 530.0}}
     assert rules.changes(card(tier="Basic"), card(tier="Standard"))["tier"] == {
         "old": "Basic", "new": "Standard"}
+
+
+def test_zero_thresholds_report_every_move_and_never_a_field_that_did_not_move() -> None:
+    rules = AlertRules(AlertConfig(change_churn=0.0, change_points=0.0, change_money_rel=0.0,
+                                   change_money_abs=0.0, change_interactions=0.0))
+    assert rules.changes(card(0.10), card(0.10)) == {}
+    assert rules.changes(card(0.10, revenue_12m=500.0), card(0.11, revenue_12m=500.01)) == {
+        "churn_probability": {"old": 0.10, "new": 0.11},
+        "revenue_12m": {"old": 500.0, "new": 500.01}}
