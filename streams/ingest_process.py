@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from models.ingestion import IngestionConfig
+from streams import collector
 from streams.metrics import Metrics
 from streams.processor import BatchProcessor, ProcessorConfig
 from streams.settings import Settings, redact_logs
@@ -204,6 +205,7 @@ def run_child(settings: Settings, config: ProcessorConfig, ingestion: IngestionC
     batches: list[tuple[int, float, float]] = []
     processor = BatchProcessor(config, IngestHandler(settings, metrics, config=ingestion),
                                on_batch=lambda *batch: batches.append(batch))
+    collector.settle()
     processor.start()
 
     def report(done: bool = False) -> Report:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 
+from streams import collector
 from streams.kafka import ensure_topics
 from streams.settings import Settings, redact_logs
 
@@ -57,7 +57,6 @@ def run_worker(args: argparse.Namespace) -> int:
     worker.spinner = None
     # What is imported and built by now (Faust, River, SciPy: ~140,000 objects) lives as long
     # as the process: keep it out of the cyclic collector's full passes, ~80 ms each.
-    gc.collect()
-    gc.freeze()
+    collector.settle()
     worker.execute_from_commandline()
     return 0
