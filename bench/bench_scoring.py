@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.alerts import AlertRules
 from models.engine import ScoringEngine
+from streams import collector
 from streams.partitioning import partition_for
 from streams.processor import Output, Table
 from streams.scoring import ScoringHandler, ScoringTopics
@@ -146,6 +147,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2, help="alternating passes of each")
     args = parser.parse_args()
     records = build(args.customers, args.rate, args.seconds)
+    collector.settle()  # the collector's settings of a worker
     batch = max(1, int(args.rate * args.batch_ms / 1000))
     print(f"{len(records):,} events, {args.customers:,} customers in a round, batches of "
           f"{batch} over {args.partitions} partitions; second half timed")
