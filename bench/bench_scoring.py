@@ -147,7 +147,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2, help="alternating passes of each")
     args = parser.parse_args()
     records = build(args.customers, args.rate, args.seconds)
-    collector.settle()  # the collector's settings of a worker
+    # The collector's settings of a worker; the records built above are frozen with the
+    # rest, as a worker's input is not in its heap until its batch.
+    collector.settle()
     batch = max(1, int(args.rate * args.batch_ms / 1000))
     print(f"{len(records):,} events, {args.customers:,} customers in a round, batches of "
           f"{batch} over {args.partitions} partitions; second half timed")

@@ -180,9 +180,8 @@ class ScoringHandler:
         self._histogram_sent: dict[int, float] = {}
         self.erasures: ErasureConfirmations | None = None
         """Confirms erasures (streams/erasure.py); set by the pipeline."""
-        # Per batch: the emit time of its records, and its score changes (counted once).
-        self._now_ms = 0
         self._changes = 0
+        """Score changes of the batch being handled (counted in the metric once per batch)."""
 
     # -- partition lifecycle ---------------------------------------------------------------
 
@@ -244,7 +243,6 @@ class ScoringHandler:
             if ingested_at and (not oldest_ingest or ingested_at < oldest_ingest):
                 oldest_ingest = ingested_at
         self.watermark[partition] = watermark
-        self._now_ms = int(time.time() * 1000)
         self._changes = 0
         for customer_id, events in by_customer.items():
             state = self._load(table, partition, customer_id)
@@ -326,7 +324,7 @@ class ScoringHandler:
         """Write the outcome's state and records; `due_before` is the customer's next due
         time before this batch (already in the due index)."""
         key = outcome.customer_id.encode()
-        now_ms = self._now_ms
+        now_ms = int(time.time() * 1000)
         if outcome.erased or outcome.state is None:
             # Tombstones: compaction then forgets the customer on both compacted topics.
             previous = outcome.previous_scorecard

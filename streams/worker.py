@@ -56,7 +56,8 @@ def run_worker(args: argparse.Namespace) -> int:
     # of aiokafka and Faust then builds a record (~8 % of a busy worker's CPU).
     worker.spinner = None
     # What is imported and built by now (Faust, River, SciPy: ~140,000 objects) lives as long
-    # as the process: keep it out of the cyclic collector's full passes, ~80 ms each.
+    # as the process: keep it out of the cyclic collector's full passes (~80 ms each), and
+    # let each batch's objects die young (streams/collector.py).
     collector.settle()
     worker.execute_from_commandline()
     return 0
