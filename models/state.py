@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from models.config import DAY_MS, ScoringConfig
-from models.labels import CHURN, PendingLabel
+from models.labels import PendingLabel
 
 # Slots of a day bucket (a list of ints); trailing zeros are trimmed when serialised.
 INTERACTIONS = 0
@@ -465,16 +465,11 @@ class CustomerState:
     def due_times(self) -> Iterator[int]:
         """Due times of pending labels (to rebuild a `DueIndex` after recovery)."""
         for p in self.pending.values():
-            yield p.cancelled_at if p.model == CHURN and p.cancelled_at is not None else p.due_at
+            yield p.resolved_at()
 
     def next_due(self) -> int | None:
         """Earliest time a pending label of this customer becomes due, if any."""
-        earliest = None
-        for p in self.pending.values():
-            at = p.cancelled_at if p.model == CHURN and p.cancelled_at is not None else p.due_at
-            if earliest is None or at < earliest:
-                earliest = at
-        return earliest
+        return min([p.resolved_at() for p in self.pending.values()], default=None)
 
     # -- persistence -------------------------------------------------------------------------
 
