@@ -6,8 +6,14 @@ streaming agents and the replay command raise exactly the same alerts for the sa
 Storms are prevented two ways. *Hysteresis*: a threshold alert fires when its score crosses
 the "on" level upward and re-arms only after the score falls below a lower "off" level, so a
 customer hovering around the threshold fires once. *Cooldown*: the same alert type never fires
-twice for one customer within `cooldown_ms` of event time. Both live in `AlertMemory`, a small
-per-customer value kept inside the customer's state (and so in its changelog).
+twice for one customer within `cooldown_ms` of event time. A threshold crossing inside the
+cooldown stays armed, so a new episode is delayed to the cooldown's end, not lost. Both live
+in `AlertMemory`, a small per-customer value kept inside the customer's state (and so in its
+changelog).
+
+Score changes compare a new scorecard with the last one *reported* (emitted as a score
+change), not with the previous one computed, so a value that drifts by small steps is
+reported once the steps add up to its threshold.
 
 Every alert's `alert_id` is derived from the customer, the alert type and the event time of
 the change, so a redelivered or replayed alert carries the same id and consumers can drop it.
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -162,9 +169,12 @@ class AlertRules:
         alerts: list[Alert] = []
         p = current.churn_probability
 
-        def fire(kind: str, severity: str, reason: str, cooldown_ms: int = cfg.cooldown_ms) -> None:
+        def fire(kind: str, severity: str, reason: str, cooldown_ms: int = cfg.cooldown_ms,
+                 rearm: bool = False) -> None:
             last = memory.last_fired.get(kind)
             if last is not None and current.as_of - last < cooldown_ms:
+                if rearm:  # a threshold alert stays armed: it fires once the cooldown ends
+                    memory.disarmed.discard(kind)
                 return
             memory.last_fired[kind] = current.as_of
             alerts.append(Alert(kind, severity, current.customer_id, reason, current,
@@ -173,7 +183,8 @@ class AlertRules:
         if self._crossed("churn_risk", p, cfg.churn_risk_on, cfg.churn_risk_off, memory):
             old = previous.churn_probability if previous else 0.0
             fire("churn_risk", "warning",
-                 f"churn risk rose from {old:.2f} to {p:.2f}{_factor_phrase(current)}")
+                 f"churn risk rose from {old:.2f} to {p:.2f}{_factor_phrase(current)}",
+                 rearm=True)
 
         high_value = current.tier in cfg.high_value_tiers
         hv_p = p if high_value else 0.0
@@ -182,7 +193,7 @@ class AlertRules:
             fire("high_value_at_risk", "critical",
                  f"{current.tier} customer (predicted 12-month value "
                  f"{current.ltv_predicted_12m:,.0f} {current.currency}) has churn risk "
-                 f"{p:.2f}{_factor_phrase(current)}: route to a senior adviser")
+                 f"{p:.2f}{_factor_phrase(current)}: route to a senior adviser", rearm=True)
 
         # Tier moves near a boundary flap as thresholds are republished: vip_upgrade re-arms
         # only once the customer has fallen below Premium, and tier_downgrade speaks only of
@@ -216,6 +227,23 @@ class AlertRules:
         out.state.alerts = memory.to_dict() if memory.disarmed or memory.last_fired else None
         return alerts
 
+    def score_changes(self, out: BatchOutcome) -> dict[str, dict[str, Any]]:
+        """The fields to report in a score change for one engine outcome ({} for none): those
+        that moved past their threshold since the last score change reported for this
+        customer. Keeps that baseline in the state (`reported`) while it differs from the
+        previous scorecard."""
+        card, state = out.scorecard, out.state
+        if card is None or state is None:
+            return {}
+        baseline: Scorecard | list[Any] | None = (
+            state.reported if state.reported is not None else out.previous_scorecard)
+        changed = self.changes(baseline, card)
+        if changed:
+            state.reported = None  # this scorecard is reported, and becomes `last`
+        elif state.reported is None and baseline is not None:
+            state.reported = list(self._values(baseline))
+        return changed
+
     @staticmethod
     def _crossed(kind: str, value: float, on: float, off: float, memory: AlertMemory) -> bool:
         """Hysteresis: True once when value reaches `on`; re-armed when it falls below `off`."""
@@ -228,9 +256,11 @@ class AlertRules:
             return True
         return False
 
-    def changes(self, previous: Scorecard | None, current: Scorecard) -> dict[str, dict[str, Any]]:
+    def changes(self, previous: Scorecard | Sequence[Any] | None,
+                current: Scorecard) -> dict[str, dict[str, Any]]:
         """Scorecard fields that moved by more than their threshold: {field: {old, new}}.
 
+        `previous` is a scorecard or its tracked values (as kept in `CustomerState.reported`).
         A first scorecard reports every tracked field with old = None.
         """
         values = self._values(current)
@@ -238,9 +268,9 @@ class AlertRules:
             return {name: {"old": None, "new": new}
                     for (name, _kind, _threshold), new in zip(self._tracked, values, strict=True)}
         cfg = self.config
+        olds = self._values(previous) if isinstance(previous, Scorecard) else previous
         out: dict[str, dict[str, Any]] = {}
-        for (name, kind, threshold), new, old in zip(self._tracked, values,
-                                                     self._values(previous), strict=True):
+        for (name, kind, threshold), new, old in zip(self._tracked, values, olds, strict=True):
             if new == old:  # most fields, most of the time; a zero threshold never reports them
                 continue
             if old is None or kind == "any":

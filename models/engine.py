@@ -36,8 +36,8 @@ class BatchOutcome:
     """What one customer's batch produced.
 
     `state` is None when the customer was erased. `scorecard` is None when nothing changed
-    (every event a redelivery and no label due). `previous_scorecard` is the last one emitted
-    for this customer (kept inside the state), for change detection and alerts.
+    (every event a redelivery and no label due). `previous_scorecard` is the last one computed
+    for this customer (kept inside the state), for alerts and the value aggregates.
     """
 
     customer_id: str
@@ -259,7 +259,7 @@ class ScoringEngine:
 
 
 def _previous(state: CustomerState) -> Scorecard | None:
-    """The last scorecard emitted for this customer (kept as an object on live states)."""
+    """The last scorecard computed for this customer (kept as an object on live states)."""
     if not state.last:
         return None
     card = state.card

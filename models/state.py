@@ -107,6 +107,7 @@ class CustomerState:
         "pending",
         "profile",
         "released",
+        "reported",
         "seen",
         "subscription",
         "unsubscribed",
@@ -138,9 +139,12 @@ class CustomerState:
         self.unsubscribed: list[int] | None = None  # [updated_at, 1]
         self.cancelled_ms: int | None = None
         self.pending: dict[str, PendingLabel] = {}
-        self.last: list[Any] | None = None  # compact row of the last emitted scorecard
+        self.last: list[Any] | None = None  # compact row of the last scorecard computed
         self.card: Any = None  # that scorecard as an object, when this object made it (derived)
         self.alerts: dict[str, Any] | None = None  # models.alerts.AlertMemory.to_dict()
+        # The tracked values of the last score change emitted, while `last` was not one
+        # (models.alerts.AlertRules.score_changes); None: `last` was.
+        self.reported: list[Any] | None = None
         # Running window sums as of day `_anchor` (derived, never serialised; see window_sums)
         self._anchor: int | None = None
         self._sums: dict[int, list[int]] = {}
@@ -524,6 +528,8 @@ class CustomerState:
             out["last"] = self.last
         if self.alerts:
             out["al"] = self.alerts
+        if self.reported is not None:
+            out["rp"] = self.reported
         if self.released:
             out["ip"] = {str(p): at for p, at in self.released.items()}
         return out
@@ -560,6 +566,7 @@ class CustomerState:
             s.pending[p.model] = p
         s.last = d.get("last")
         s.alerts = d.get("al")
+        s.reported = d.get("rp")
         s.released = {int(p): list(at) for p, at in d.get("ip", {}).items()}
         return s
 

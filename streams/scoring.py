@@ -335,7 +335,9 @@ class ScoringHandler:
             self.live.discard(outcome.customer_id)
             out.send(self.topics.score_changes, key, None)
             return
-        alerts = self.rules.on_outcome(outcome)  # updates the alert memory inside the state
+        # Both keep their memory (alert arming, the last reported values) inside the state.
+        alerts = self.rules.on_outcome(outcome)
+        changed = self.rules.score_changes(outcome)
         snapshot = outcome.state.snapshot()
         table.put(partition, key, snapshot)
         self.live.put(partition, outcome.state, len(snapshot))
@@ -353,7 +355,6 @@ class ScoringHandler:
         self._histogram(partition).replace(
             previous.ltv_predicted_12m if previous else None, card.ltv_predicted_12m)
         self._aggregates(partition).replace(previous, card)
-        changed = self.rules.changes(outcome.previous_scorecard, card)
         if changed:
             body = card.to_dict()
             out.send(self.topics.score_changes, key, orjson.dumps({

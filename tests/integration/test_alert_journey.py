@@ -60,8 +60,9 @@ JOURNEY = [
 ]
 
 
-def _outcomes(bundle: ModelBundle, rules: AlertRules) -> list[tuple[Any, list[Any]]]:
-    """The pure core's outcome and alerts for each journey event, one event per batch."""
+def _outcomes(bundle: ModelBundle, rules: AlertRules) -> list[tuple[Any, list[Any], Any]]:
+    """The pure core's outcome, alerts and score change for each journey event, one event per
+    batch (in the worker's order: both rules keep their memory in the state)."""
     engine = ScoringEngine(ScoringConfig(), bundle)
     state, watermark, results = None, 0, []
     for source, raw in JOURNEY:
@@ -70,7 +71,7 @@ def _outcomes(bundle: ModelBundle, rules: AlertRules) -> list[tuple[Any, list[An
         event = decoded.to_canonical("J", NOW)
         watermark = max(watermark, event["occurred_at"])
         outcome = engine.apply_batch(state, [event], watermark, "J")
-        results.append((outcome, rules.on_outcome(outcome)))
+        results.append((outcome, rules.on_outcome(outcome), rules.score_changes(outcome)))
         state = outcome.state
     return results
 
@@ -79,11 +80,9 @@ def _reference(bundle: ModelBundle, rules: AlertRules) -> tuple[list[Any], list[
     """Score changes and alerts the worker must emit, in order."""
     changes: list[Any] = []
     alerts: list[Any] = []
-    for outcome, fired in _outcomes(bundle, rules):
-        if outcome.scorecard is not None:
-            changed = rules.changes(outcome.previous_scorecard, outcome.scorecard)
-            if changed:
-                changes.append(orjson.loads(orjson.dumps(changed)))
+    for _outcome, fired, changed in _outcomes(bundle, rules):
+        if changed:
+            changes.append(orjson.loads(orjson.dumps(changed)))
         alerts += [(a.alert_id, a.alert_type, a.event_time, a.reason) for a in fired]
     return changes, alerts
 
@@ -102,7 +101,7 @@ def test_journey_emits_exactly_the_reference_changes_and_alerts(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
     initial = ModelBundle.initial()
-    values = [o.scorecard.ltv_predicted_12m for o, _ in _outcomes(initial, AlertRules())
+    values = [o.scorecard.ltv_predicted_12m for o, _, _ in _outcomes(initial, AlertRules())
               if o.scorecard is not None]
     low, high = min(values), max(values)
     assert high > low, values

@@ -9,8 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models.alerts import DAY_MS, AlertConfig, AlertMemory, AlertRules
+from models.engine import BatchOutcome
 from models.prediction import Factor
 from models.scorecard import Scorecard
+from models.state import CustomerState
 from schemas.registry import validator
 
 
@@ -51,6 +53,38 @@ def test_cooldown_suppresses_a_second_alert_of_the_same_type() -> None:
     assert run([0.2, 0.8, 0.5, 0.8], rules, step_ms=DAY_MS) == [(1, "churn_risk")]
     assert run([0.2, 0.8, 0.5, 0.8], rules, step_ms=8 * DAY_MS) == [
         (1, "churn_risk"), (3, "churn_risk")]
+
+
+def test_a_crossing_inside_the_cooldown_fires_when_the_cooldown_ends() -> None:
+    rules = AlertRules(AlertConfig(cooldown_ms=7 * DAY_MS))
+    # Alerted on day 1, re-armed on day 2, back above the threshold from day 3 on: the new
+    # episode is alerted once, on day 8, when the cooldown of day 1's alert has passed.
+    assert run([0.2, 0.8, 0.5] + [0.8] * 8, rules) == [(1, "churn_risk"), (8, "churn_risk")]
+
+
+def test_a_high_value_customer_at_risk_again_within_the_cooldown_is_still_routed() -> None:
+    rules = AlertRules(AlertConfig(cooldown_ms=7 * DAY_MS))
+    memory, previous, fired = AlertMemory(), None, []
+    for day, p in [(0, 0.75), (2, 0.3), (4, 0.8), (120, 0.95)]:
+        current = card(p, "VIP", t=day * DAY_MS)
+        fired += [(day, a.alert_type) for a in rules.evaluate(previous, current, memory, None)
+                  if a.alert_type == "high_value_at_risk"]
+        previous = current
+    assert fired == [(0, "high_value_at_risk"), (120, "high_value_at_risk")]
+
+
+def test_score_changes_report_a_slow_drift_once_it_adds_up() -> None:
+    rules = AlertRules()  # money moves by 5 %
+    state, previous, reported = CustomerState("C1"), None, []
+    for day, revenue in enumerate([1000.0, 1020.0, 1040.0, 1060.0, 1080.0]):
+        current = card(t=day * DAY_MS, revenue_12m=revenue)
+        changed = rules.score_changes(BatchOutcome("C1", state, current, previous))
+        reported.append(changed.get("revenue_12m"))
+        state = CustomerState.restore(state.snapshot())  # the baseline lives in the changelog
+        previous = current
+    # Each step is 2 %: compared step by step, nothing after the first card would be news.
+    assert reported == [{"old": None, "new": 1000.0}, None, None,
+                        {"old": 1000.0, "new": 1060.0}, None]
 
 
 @given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=60))
