@@ -112,22 +112,26 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic scorestream reads or writes, with partitions and retention policy."""
     topics = settings.topics
     parts = settings.partitions
-    delete_7d = {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}
-    delete_30d = {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}
+    # Inputs and topics between stages keep `retention_days`; what people and downstream
+    # services read later (alerts, dead letters, the erasure audit) `output_retention_days`.
+    transit = {"cleanup.policy": "delete",
+               "retention.ms": str(int(settings.retention_days * DAY_MS))}
+    output = {"cleanup.policy": "delete",
+              "retention.ms": str(int(settings.output_retention_days * DAY_MS))}
     compact = {"cleanup.policy": "compact"}
-    specs = [TopicSpec(topics[source], parts, delete_7d) for source in settings.source_topics]
+    specs = [TopicSpec(topics[source], parts, transit) for source in settings.source_topics]
     specs += [
-        TopicSpec(topics["customer_events"], parts, delete_7d),
+        TopicSpec(topics["customer_events"], parts, transit),
         TopicSpec(topics["score_changes"], parts, compact),
-        TopicSpec(topics["alerts"], parts, delete_30d),
+        TopicSpec(topics["alerts"], parts, output),
         # The audit trail of erasures: customer id and counts only, no personal data.
-        TopicSpec(topics["erasure_confirmations"], parts, delete_30d),
-        TopicSpec(topics["dead_letters"], parts, delete_30d),
+        TopicSpec(topics["erasure_confirmations"], parts, output),
+        TopicSpec(topics["dead_letters"], parts, output),
         # Alias-keyed re-key topic of the identity stage: needed only until consumed (held
         # events and links live in table changelogs), so the source topics' retention.
-        TopicSpec(topics["identity"], parts, delete_7d),
+        TopicSpec(topics["identity"], parts, transit),
         # One partition: exactly one worker of the group runs the learner.
-        TopicSpec(topics["training_examples"], 1, delete_7d),
+        TopicSpec(topics["training_examples"], 1, transit),
         TopicSpec(topics["model_snapshots"], 1, compact),
         # Table changelogs are co-partitioned with the topic their stage consumes.
         TopicSpec(settings.changelog_topic("customer-state"), parts, compact),
@@ -135,6 +139,29 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.changelog_topic("identity"), parts, compact),
     ]
     return specs
+
+
+def co_partitioned(settings: Settings) -> list[str]:
+    """Topics whose partition is computed from a customer's id with `SCORESTREAM_PARTITIONS`
+    (ingest's routing, the scorecard API's owner lookup) or that must match such a topic
+    partition for partition (table changelogs)."""
+    return [settings.topics["customer_events"], settings.topics["identity"],
+            settings.changelog_topic("customer-state"), settings.changelog_topic("identity")]
+
+
+def check_partitions(settings: Settings, admin: AdminClient, timeout: float = 30.0) -> None:
+    """Refuse to start on existing topics with another partition count than
+    `SCORESTREAM_PARTITIONS`: customers would be routed to, and looked up in, the wrong
+    partitions (and a scorecard request would answer 404 for a known customer)."""
+    described = admin.list_topics(timeout=timeout).topics
+    wrong = [f"{name} has {len(meta.partitions)}" for name in co_partitioned(settings)
+             if (meta := described.get(name)) is not None and meta.error is None
+             and len(meta.partitions) != settings.partitions]
+    if wrong:
+        raise RuntimeError(
+            f"SCORESTREAM_PARTITIONS is {settings.partitions}, but {'; '.join(wrong)} "
+            "partitions: set it to the existing topics' count (changing it needs new topics "
+            "and a re-keying of the customer events)")
 
 
 def _connect(settings: Settings, timeout: float) -> tuple[AdminClient, set[str]]:
@@ -168,8 +195,10 @@ def _connect(settings: Settings, timeout: float) -> tuple[AdminClient, set[str]]
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create the missing topics; return the names created. Existing topics are left as they are."""
+    """Create the missing topics; return the names created. Existing topics are left as they
+    are, but must have the partitions customers are spread over (`check_partitions`)."""
     admin, existing = _connect(settings, timeout)
+    check_partitions(settings, admin, timeout)
     missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
     if not missing:
         return []

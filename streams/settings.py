@@ -114,6 +114,8 @@ class Settings:
     topics: Mapping[str, str] = field(default_factory=_default_topics)
     partitions: int = 8
     replication_factor: int = 1
+    retention_days: float = 7.0
+    output_retention_days: float = 30.0
     store: str = "memory://"
     data_dir: Path = Path(".run/worker")
     web_host: str = "127.0.0.1"
@@ -215,6 +217,9 @@ class Settings:
             raise SettingsError("SCORESTREAM_KAFKA_BOOTSTRAP must not be empty")
         if self.partitions < 1:
             raise SettingsError("SCORESTREAM_PARTITIONS must be >= 1")
+        if self.retention_days <= 0 or self.output_retention_days <= 0:
+            raise SettingsError(
+                "SCORESTREAM_RETENTION_DAYS and SCORESTREAM_OUTPUT_RETENTION_DAYS must be > 0")
         if self.batch_size < 1:
             raise SettingsError("SCORESTREAM_BATCH_SIZE must be >= 1")
         if self.max_source_skew_s < 0:

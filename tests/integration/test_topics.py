@@ -1,0 +1,57 @@
+"""Topic creation on the real broker: partitions and retention from the settings, and the
+refusal to start on topics with another partition count."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from models.config import DAY_MS
+from streams.kafka import ensure_topics, topic_specs
+from streams.settings import TOPIC_ROLES, Settings
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(bootstrap: str, name: str, **values: float) -> Settings:
+    return Settings(kafka_bootstrap=bootstrap, app_id=f"app-{name}",
+                    topics={role: f"{name}-{role}" for role in TOPIC_ROLES},
+                    **values)  # type: ignore[arg-type]
+
+
+def _retention_ms(admin: AdminClient, topic: str) -> int:
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    entries = admin.describe_configs([resource])[resource].result(timeout=30)
+    return int(entries["retention.ms"].value)
+
+
+def test_created_topics_have_the_configured_partitions_and_retention(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    settings = _settings(kafka_bootstrap, unique_name, partitions=3, retention_days=2,
+                         output_retention_days=10)
+    created = ensure_topics(settings)
+    assert sorted(created) == sorted(spec.name for spec in topic_specs(settings))
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    described = admin.list_topics(timeout=30).topics
+    assert len(described[settings.topics["customer_events"]].partitions) == 3
+    assert len(described[settings.topics["training_examples"]].partitions) == 1
+    assert _retention_ms(admin, settings.topics["customer_events"]) == 2 * DAY_MS
+    assert _retention_ms(admin, settings.topics["web"]) == 2 * DAY_MS
+    assert _retention_ms(admin, settings.topics["alerts"]) == 10 * DAY_MS
+    assert _retention_ms(admin, settings.topics["dead_letters"]) == 10 * DAY_MS
+    assert ensure_topics(settings) == []  # a restart creates nothing
+
+
+def test_a_worker_refuses_topics_with_another_partition_count(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    settings = _settings(kafka_bootstrap, unique_name, partitions=3)
+    ensure_topics(settings)
+    changed = dataclasses.replace(settings, partitions=4)
+    with pytest.raises(RuntimeError, match=(
+            rf"SCORESTREAM_PARTITIONS is 4, but {unique_name}-customer_events has 3; .*"
+            r"customer-state-changelog has 3")):
+        ensure_topics(changed)
