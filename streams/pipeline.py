@@ -129,9 +129,10 @@ class ScoringPipeline:
         yield gauge("scorestream_data_completeness_average_percent",
                     "Average data completeness of this worker's customers.",
                     [({}, completeness / customers if customers else 0.0)])
-        yield gauge("scorestream_revenue_12m_total",
-                    "Sum of customers' 12-month revenue in the base currency.",
-                    [({}, sum(a.revenue_12m_sum for a in aggregates))])
+        yield gauge("scorestream_revenue_12m",
+                    "Sum of this worker's customers' 12-month revenue, in the base currency.",
+                    [({"currency": self.engine.config.base_currency},
+                      sum(a.revenue_12m_sum for a in aggregates))], ("currency",))
         live = self.handler.live
         yield gauge("scorestream_live_states", "Customer states kept live beside the store.",
                     [({}, float(len(live)))])

@@ -119,6 +119,18 @@ def test_every_alerting_rule_uses_exported_metrics_and_labels(
     assert problems == {}
 
 
+def test_metric_names_follow_the_prometheus_conventions() -> None:
+    """Only counters end in _total (what `promtool check metrics` checks), all snake_case."""
+    pipeline = ScoringPipeline(Settings(kafka_bootstrap="127.0.0.1:9"))
+    kinds = {}
+    for family in pipeline.metrics.registry.collect():
+        for sample in family.samples:
+            kinds[sample.name] = family.type
+    assert len(kinds) > 20
+    assert [n for n in kinds if not re.fullmatch(r"scorestream_[a-z0-9]+(_[a-z0-9]+)*", n)] == []
+    assert [n for n, kind in kinds.items() if n.endswith("_total") and kind != "counter"] == []
+
+
 def test_dashboard_covers_what_ops_watch() -> None:
     exprs = [expr for _, expr, _ in _dashboard_targets()]
 
@@ -134,7 +146,7 @@ def test_dashboard_covers_what_ops_watch() -> None:
     assert shown("scorestream_customers_by_tier", "tier")
     assert any('metric="auc_window"' in e for e in exprs)
     assert any('metric="log_loss"' in e for e in exprs)
-    for aggregate in ("scorestream_customers", "scorestream_revenue_12m_total",
+    for aggregate in ("scorestream_customers", "scorestream_revenue_12m",
                       "scorestream_data_completeness_average_percent"):
         assert shown(aggregate), aggregate
 
