@@ -182,18 +182,23 @@ class AlertRules:
 
         if self._crossed("churn_risk", p, cfg.churn_risk_on, cfg.churn_risk_off, memory):
             old = previous.churn_probability if previous else 0.0
-            fire("churn_risk", "warning",
-                 f"churn risk rose from {old:.2f} to {p:.2f}{_factor_phrase(current)}",
+            # Held back by the cooldown until now, it may have crossed before this move.
+            move = (f"rose from {old:.2f} to {p:.2f}" if old < cfg.churn_risk_on else
+                    f"still {p:.2f}, at or above {cfg.churn_risk_on:.2f}")
+            fire("churn_risk", "warning", f"churn risk {move}{_factor_phrase(current)}",
                  rearm=True)
 
         high_value = current.tier in cfg.high_value_tiers
         hv_p = p if high_value else 0.0
         if self._crossed("high_value_at_risk", hv_p, cfg.high_value_churn_on,
                          cfg.high_value_churn_off, memory):
+            # Kept armed through the cooldown only when churn rose, not when the tier came
+            # back: tiers flap at a boundary as thresholds are republished.
             fire("high_value_at_risk", "critical",
                  f"{current.tier} customer (predicted 12-month value "
                  f"{current.ltv_predicted_12m:,.0f} {current.currency}) has churn risk "
-                 f"{p:.2f}{_factor_phrase(current)}: route to a senior adviser", rearm=True)
+                 f"{p:.2f}{_factor_phrase(current)}: route to a senior adviser",
+                 rearm=previous is not None and previous.tier in cfg.high_value_tiers)
 
         # Tier moves near a boundary flap as thresholds are republished: vip_upgrade re-arms
         # only once the customer has fallen below Premium, and tier_downgrade speaks only of
@@ -235,12 +240,15 @@ class AlertRules:
         card, state = out.scorecard, out.state
         if card is None or state is None:
             return {}
+        reported = state.reported
+        if reported is not None and len(reported) != len(self._tracked):
+            reported = None  # kept by a version that tracked other fields: start afresh
         baseline: Scorecard | list[Any] | None = (
-            state.reported if state.reported is not None else out.previous_scorecard)
+            reported if reported is not None else out.previous_scorecard)
         changed = self.changes(baseline, card)
         if changed:
             state.reported = None  # this scorecard is reported, and becomes `last`
-        elif state.reported is None and baseline is not None:
+        elif reported is None and isinstance(baseline, Scorecard):
             state.reported = list(self._values(baseline))
         return changed
 

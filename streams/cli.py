@@ -61,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.settings = settings
     module = importlib.import_module(COMMANDS[args.command][0])
     runner = getattr(module, f"run_{args.command}", None) or module.run
-    return int(runner(args) or 0)
+    try:
+        return int(runner(args) or 0)
+    except SettingsError as err:  # found on start, against the cluster (partition counts)
+        print(f"scorestream: configuration error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic, TopicMetadata
 
-from streams.settings import Settings
+from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
@@ -149,23 +149,23 @@ def co_partitioned(settings: Settings) -> list[str]:
             settings.changelog_topic("customer-state"), settings.changelog_topic("identity")]
 
 
-def check_partitions(settings: Settings, admin: AdminClient, timeout: float = 30.0) -> None:
-    """Refuse to start on existing topics with another partition count than
+def check_partitions(settings: Settings, timeout: float = 30.0) -> None:
+    """Refuse to start a worker on existing topics with another partition count than
     `SCORESTREAM_PARTITIONS`: customers would be routed to, and looked up in, the wrong
     partitions (and a scorecard request would answer 404 for a known customer)."""
-    described = admin.list_topics(timeout=timeout).topics
+    _admin, described = _connect(settings, timeout)
     wrong = [f"{name} has {len(meta.partitions)}" for name in co_partitioned(settings)
              if (meta := described.get(name)) is not None and meta.error is None
              and len(meta.partitions) != settings.partitions]
     if wrong:
-        raise RuntimeError(
+        raise SettingsError(
             f"SCORESTREAM_PARTITIONS is {settings.partitions}, but {'; '.join(wrong)} "
             "partitions: set it to the existing topics' count (changing it needs new topics "
             "and a re-keying of the customer events)")
 
 
-def _connect(settings: Settings, timeout: float) -> tuple[AdminClient, set[str]]:
-    """An admin client and the cluster's topic names; fails fast and says so when the broker
+def _connect(settings: Settings, timeout: float) -> tuple[AdminClient, dict[str, TopicMetadata]]:
+    """An admin client and the cluster's topics; fails fast and says so when the broker
     refuses our credentials (librdkafka would otherwise retry until the timeout)."""
     auth_errors: list[str] = []
 
@@ -178,7 +178,7 @@ def _connect(settings: Settings, timeout: float) -> tuple[AdminClient, set[str]]
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return admin, set(admin.list_topics(timeout=2.0).topics)
+            return admin, admin.list_topics(timeout=2.0).topics
         except KafkaException as err:
             admin.poll(0)  # serves error_cb: librdkafka reports a refused login there
             if auth_errors:
@@ -196,9 +196,8 @@ def _connect(settings: Settings, timeout: float) -> tuple[AdminClient, set[str]]
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create the missing topics; return the names created. Existing topics are left as they
-    are, but must have the partitions customers are spread over (`check_partitions`)."""
+    are (a worker checks their partitions: `check_partitions`)."""
     admin, existing = _connect(settings, timeout)
-    check_partitions(settings, admin, timeout)
     missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
     if not missing:
         return []

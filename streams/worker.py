@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from streams import collector
-from streams.kafka import ensure_topics
+from streams.kafka import check_partitions, ensure_topics
 from streams.settings import Settings, redact_logs
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ def run_topics(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
     created = ensure_topics(settings)
     print(f"created: {', '.join(created) if created else 'none (all topics exist)'}")
+    check_partitions(settings)
     return 0
 
 
@@ -44,6 +45,7 @@ def run_worker(args: argparse.Namespace) -> int:
         created = ensure_topics(settings)
         if created:
             log.info("created topics %s", created)
+    check_partitions(settings)
     app = create_app(settings)
     log.info(
         "starting worker app=%s broker=%s store=%s web=http://%s:%d",

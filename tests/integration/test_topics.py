@@ -4,13 +4,17 @@ refusal to start on topics with another partition count."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from models.config import DAY_MS
-from streams.kafka import ensure_topics, topic_specs
-from streams.settings import TOPIC_ROLES, Settings
+from streams.kafka import check_partitions, ensure_topics, topic_specs
+from streams.settings import TOPIC_ROLES, Settings, SettingsError
+from tests.integration.kafka_tools import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +54,26 @@ def test_a_worker_refuses_topics_with_another_partition_count(
 ) -> None:
     settings = _settings(kafka_bootstrap, unique_name, partitions=3)
     ensure_topics(settings)
+    check_partitions(settings)  # as created
     changed = dataclasses.replace(settings, partitions=4)
-    with pytest.raises(RuntimeError, match=(
+    assert ensure_topics(changed) == []  # existing topics are left as they are ...
+    with pytest.raises(SettingsError, match=(  # ... but a worker refuses them
             rf"SCORESTREAM_PARTITIONS is 4, but {unique_name}-customer_events has 3; .*"
             r"customer-state-changelog has 3")):
-        ensure_topics(changed)
+        check_partitions(changed)
+
+
+def test_the_topics_command_names_the_mismatch_without_a_traceback(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    settings = _settings(kafka_bootstrap, unique_name, partitions=3)
+    ensure_topics(settings)
+    env = {**os.environ, "SCORESTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "SCORESTREAM_APP_ID": settings.app_id, "SCORESTREAM_PARTITIONS": "4",
+           **{f"SCORESTREAM_TOPIC_{role.upper()}": name
+              for role, name in settings.topics.items()}}
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "topics"], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert "configuration error: SCORESTREAM_PARTITIONS is 4" in done.stderr
+    assert "Traceback" not in done.stderr

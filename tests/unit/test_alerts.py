@@ -73,6 +73,29 @@ def test_a_high_value_customer_at_risk_again_within_the_cooldown_is_still_routed
     assert fired == [(0, "high_value_at_risk"), (120, "high_value_at_risk")]
 
 
+def test_a_held_back_alert_says_the_risk_is_still_high_rather_than_rising() -> None:
+    rules = AlertRules(AlertConfig(cooldown_ms=7 * DAY_MS))
+    memory, previous, reasons = AlertMemory(), None, []
+    for day, p in enumerate([0.2, 0.8, 0.5, 0.9, 0.85, 0.8, 0.78, 0.76, 0.76, 0.74]):
+        current = card(p, t=day * DAY_MS)
+        reasons += [(day, a.reason) for a in rules.evaluate(previous, current, memory, None)]
+        previous = current
+    assert [(day, reason.split(",")[0]) for day, reason in reasons] == [
+        (1, "churn risk rose from 0.20 to 0.80"), (8, "churn risk still 0.76")]
+
+
+def test_a_tier_flap_inside_the_cooldown_does_not_repeat_high_value_at_risk() -> None:
+    rules = AlertRules(AlertConfig(cooldown_ms=7 * DAY_MS))
+    memory, previous, fired = AlertMemory(), None, []
+    tiers = ["Premium", "Premium", "Premium", "Standard"] + ["Premium"] * 6
+    for day, tier in enumerate(tiers):
+        current = card(0.6, tier, t=day * DAY_MS)
+        fired += [(day, a.alert_type) for a in rules.evaluate(previous, current, memory, None)
+                  if a.alert_type == "high_value_at_risk"]
+        previous = current
+    assert fired == [(0, "high_value_at_risk")]
+
+
 def test_score_changes_report_a_slow_drift_once_it_adds_up() -> None:
     rules = AlertRules()  # money moves by 5 %
     state, previous, reported = CustomerState("C1"), None, []
@@ -85,6 +108,14 @@ def test_score_changes_report_a_slow_drift_once_it_adds_up() -> None:
     # Each step is 2 %: compared step by step, nothing after the first card would be news.
     assert reported == [{"old": None, "new": 1000.0}, None, None,
                         {"old": 1000.0, "new": 1060.0}, None]
+
+
+def test_a_reported_baseline_of_other_fields_is_dropped_not_fatal() -> None:
+    rules, state = AlertRules(), CustomerState("C1")
+    state.reported = [0.1, 40.0]  # kept by a version that tracked two fields
+    changed = rules.score_changes(BatchOutcome("C1", state, card(0.3), card(0.1)))
+    assert changed == {"churn_probability": {"old": 0.1, "new": 0.3}}
+    assert state.reported is None
 
 
 @given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=60))
