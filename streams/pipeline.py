@@ -17,6 +17,7 @@ from models.alerts import AlertConfig, AlertRules
 from models.config import ScoringConfig
 from models.engine import ScoringEngine
 from models.scorecard import Scorecard
+from models.tiers import BASIC, PREMIUM, STANDARD, VIP
 from streams.erasure import ErasureConfirmations
 from streams.identity import IdentityHandler
 from streams.ingest import IngestHandler, ingestion_config
@@ -119,7 +120,9 @@ class ScoringPipeline:
         customers = sum(a.customers for a in aggregates)
         yield gauge("scorestream_customers", "Customers in this worker's state.",
                     [({}, float(len(self.scoring.table)))])
-        tiers: dict[str, int] = {}
+        # Every tier, none at 0: a series that comes and goes as the last customer leaves a
+        # tier reads as "no data" instead of 0 (and depended on batching).
+        tiers: dict[str, int] = dict.fromkeys((BASIC, STANDARD, PREMIUM, VIP), 0)
         for a in aggregates:
             for tier, count in list(a.tiers.items()):
                 tiers[tier] = tiers.get(tier, 0) + count

@@ -167,7 +167,7 @@ def test_prometheus_scrapes_a_worker_with_the_project_rules(
                                       {"invalid_json": 1.0}),
                        15, "the dead letter in prometheus", worker.log_tail)
             assert _vector(url, "sum by (tier) (scorestream_customers_by_tier)") == {
-                "VIP": 1.0, "Premium": 1.0, "Standard": 2.0}
+                "VIP": 1.0, "Premium": 1.0, "Standard": 2.0, "Basic": 0.0}
 
             # Every rule of the project's file is loaded, evaluated and healthy.
             names = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"]
