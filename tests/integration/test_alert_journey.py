@@ -1,9 +1,10 @@
 """A scripted journey through a real worker emits exactly the score changes and alerts that the
 pure core computes for the same events, in order, with no duplicates.
 
-The worker scores with a model bundle published to its model-snapshots topic before it starts
-(tier thresholds chosen so the journey crosses into VIP and back), and the events are sent one
-at a time so every batch holds one event, as in the reference run.
+The worker scores with a model bundle published to its model-snapshots topic before it starts:
+tier thresholds chosen so the journey crosses into VIP and back, and a churn model that has
+learned that support trouble precedes churn. The events are sent one at a time so every batch
+holds one event, as in the reference run.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import pytest
 
 from models.alerts import AlertRules
 from models.bundle import ModelBundle
+from models.churn import ChurnModel
 from models.config import ScoringConfig
 from models.engine import ScoringEngine
+from models.features import observe
 from models.tiers import TierThresholds
 from schemas.decode import DecodedEvent, decode_source_event
 from streams.settings import Settings
@@ -76,6 +79,20 @@ def _outcomes(bundle: ModelBundle, rules: AlertRules) -> list[tuple[Any, list[An
     return results
 
 
+def _churn_model(initial: ModelBundle) -> ChurnModel:
+    """A churn model past its cold start that has learned that support trouble precedes churn:
+    the journey's own features after each event, labelled churned from the first ticket to the
+    cancellation (events 9-13) and not churned before."""
+    outcomes = _outcomes(initial, AlertRules())[:13]
+    examples = [(observe(o.state, o.scorecard.as_of)[1], 1.0 if n >= 9 else 0.0)
+                for n, (o, _, _) in enumerate(outcomes, start=1)]
+    model = ChurnModel()
+    for _ in range(60):
+        for features, label in examples:
+            model.learn(features, label)
+    return model
+
+
 def _reference(bundle: ModelBundle, rules: AlertRules) -> tuple[list[Any], list[Any]]:
     """Score changes and alerts the worker must emit, in order."""
     changes: list[Any] = []
@@ -109,11 +126,15 @@ def test_journey_emits_exactly_the_reference_changes_and_alerts(
     vip = (low + high) / 2
     tiers = TierThresholds(standard_from=low / 10, premium_from=vip * 0.9, vip_from=vip,
                            version="tiers-journey")
-    bundle = ModelBundle(initial.churn, initial.engagement, initial.value, tiers=tiers,
+    bundle = ModelBundle(_churn_model(initial), initial.engagement, initial.value, tiers=tiers,
                          sequence=1)
     rules = AlertRules(Settings().alert_config())
     expected_changes, expected_alerts = _reference(ModelBundle.restore(bundle.snapshot()), rules)
-    assert any(kind == "vip_upgrade" for _, kind, _, _ in expected_alerts), expected_alerts
+    # The story: VIP after the third order; at risk from the first ticket, as a VIP; and,
+    # after half a year of silence, out of the high-value tiers.
+    assert [(kind, (at - BASE) // DAY) for _, kind, at, _ in expected_alerts] == [
+        ("vip_upgrade", 45), ("churn_risk", 130), ("high_value_at_risk", 130),
+        ("tier_downgrade", 330)]
 
     topics = topic_names(unique_name)
     produce(kafka_bootstrap, topics["model_snapshots"], [(b"bundle", bundle.snapshot())])
