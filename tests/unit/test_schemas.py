@@ -143,3 +143,34 @@ def test_module_doctests(module: ModuleType) -> None:
     failures, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert attempted > 0
     assert failures == 0
+
+
+def _shape(value: Any) -> Any:
+    """The keys of a JSON value, recursively (list items by their first item)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return None
+
+
+@pytest.mark.parametrize("name", ["score-changes", "alerts"])
+def test_output_examples_have_the_shape_of_a_real_scorecard(name: str) -> None:
+    """The scorecard is owned by models/, not the schema: the examples must keep up with it."""
+    from models.engine import ScoringEngine
+
+    day = 86_400_000
+    orders = [{"event_id": f"o{k}", "event_type": "order_placed", "source": "crm",
+               "occurred_at": (10 + k) * day, "customer_id": "C1",
+               "payload": {"order_id": f"o{k}", "amount": 50.0, "currency": "EUR"}}
+              for k in range(2)]
+    card = ScoringEngine().apply_batch(None, orders, watermark_ms=11 * day).scorecard
+    assert card is not None
+    real = orjson.loads(orjson.dumps(card.to_dict()))
+    real["churn"]["factors"] = [  # an untrained model names none
+        {"name": "tickets_90d", "label": "support tickets in the last 90 days: high",
+         "contribution": 0.4}]
+    example = examples(name)[0]
+    assert _shape(example["scorecard"]) == _shape(real)
+    if name == "alerts":
+        assert _shape(example["factors"]) == _shape(real["churn"]["factors"])
