@@ -7,7 +7,8 @@ confluent-kafka in batches instead, inside the Faust worker process:
 1. `consume()` up to `batch_size` records (or what arrives within `batch_within_s`);
 2. the stage's `BatchHandler` turns them into table writes and output records;
 3. one Kafka transaction carries the table changelog writes, the outputs and the consumed
-   offsets, so state, outputs and offsets move together (exactly-once within Kafka).
+   offsets, so state, outputs and offsets move together (exactly-once within Kafka);
+4. once it has committed, the handler's optional `committed()` (what is measured at emit).
 
 Tables are per-partition stores rebuilt from a compacted changelog topic co-partitioned with
 the input: when a partition is assigned, its store is restored from the changelog before any
@@ -328,10 +329,13 @@ class BatchProcessor:
         self._committing_since = time.monotonic()
         committing = time.perf_counter()
         try:
-            self._commit(positions, out)
+            committed = self._commit(positions, out)
         finally:
             self._committing_since = None
             self.committing = ""
+        on_commit = getattr(self.handler, "committed", None)
+        if committed and on_commit is not None:
+            on_commit()  # the batch's outputs are now visible downstream
         if self.on_batch is not None:
             done = time.perf_counter()
             self.on_batch(len(messages), done - began, done - committing)
@@ -397,7 +401,9 @@ class BatchProcessor:
             return {tp: offset for tp, offset in positions.items() if tp in self.owned}
         return {tp: (batch[-1].offset() or 0) + 1 for tp, batch in by_partition.items()}
 
-    def _commit(self, positions: dict[tuple[str, int], int], out: Output) -> None:
+    def _commit(self, positions: dict[tuple[str, int], int], out: Output) -> bool:
+        """One transaction for the batch's writes, outputs and offsets; False when it was
+        aborted (and the state rebuilt)."""
         consumer, producer = self._consumer, self._producer
         assert consumer is not None and producer is not None
         cfg = self.config
@@ -419,6 +425,7 @@ class BatchProcessor:
             self.committing = "commit_transaction"
             _retrying(lambda: producer.commit_transaction(60))
             self._in_transaction = False
+            return True
         except KafkaException as err:
             if not err.args[0].txn_requires_abort():
                 raise
@@ -429,6 +436,7 @@ class BatchProcessor:
             self._committing_since = None  # rebuilding state is not a stuck commit
             self.committing = ""
             self._rewind()
+            return False
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  partition: int | None) -> None:

@@ -182,6 +182,9 @@ class ScoringHandler:
         """Confirms erasures (streams/erasure.py); set by the pipeline."""
         self._changes = 0
         """Score changes of the batch being handled (counted in the metric once per batch)."""
+        self._oldest_ingest = 0
+        self._watermarks: list[int] = []
+        """Of the batch in hand (all its partitions), observed once it has committed."""
 
     # -- partition lifecycle ---------------------------------------------------------------
 
@@ -206,7 +209,9 @@ class ScoringHandler:
         self._histogram_sent[partition] = 0.0
 
     def on_revoked(self, partition: int) -> None:
-        """Forget what was derived from a partition this worker no longer owns."""
+        """Forget what was derived from a partition this worker no longer owns (also when a
+        transaction aborted: the batch in hand is then read again)."""
+        self._oldest_ingest, self._watermarks = 0, []
         self.due.pop(partition, None)
         self.watermark.pop(partition, None)
         self.histograms.pop(partition, None)
@@ -251,17 +256,28 @@ class ScoringHandler:
             self._emit(partition, outcome, table, out, due)
             if outcome.erased and self.erasures is not None:
                 self.erasures.confirm(customer_id, events, state is not None, out)
-        # Once per batch (per-event observations would cost more than a customer's scoring):
-        # the batch's oldest event bounds the ingest-to-emit latency of all of them.
-        now = time.time()
-        if oldest_ingest:
-            self.metrics.processing_latency.observe(max(0.0, now - oldest_ingest / 1000))
-        self.metrics.event_time_lag.observe(max(0.0, now - watermark / 1000))
+        if oldest_ingest and (not self._oldest_ingest or oldest_ingest < self._oldest_ingest):
+            self._oldest_ingest = oldest_ingest
+        self._watermarks.append(watermark)
         self.metrics.events_processed.inc(len(messages))
         self._resolve_due(partition, watermark, table, out, skip=by_customer.keys())
         if self._changes:
             self.metrics.score_changes.inc(self._changes)
         self._send_histogram(partition, out)
+
+    def committed(self) -> None:
+        """The batch's transaction committed: its outputs are visible downstream now.
+
+        Observed once per batch (per-event observations would cost more than a customer's
+        scoring): the batch's oldest event bounds the ingest-to-emit latency of all of them,
+        and each partition's watermark gives its event-time lag.
+        """
+        now = time.time()
+        if self._oldest_ingest:
+            self.metrics.processing_latency.observe(max(0.0, now - self._oldest_ingest / 1000))
+        for watermark in self._watermarks:
+            self.metrics.event_time_lag.observe(max(0.0, now - watermark / 1000))
+        self._oldest_ingest, self._watermarks = 0, []
 
     def idle(self, table: Table, out: Output) -> None:
         """Nothing arrived, so no event time passed; only keep the learner's tiers fresh."""
