@@ -133,3 +133,7 @@ def test_journey_scorecard_outputs_metrics_and_erasure(
     processed = [line for line in metrics.splitlines()
                  if line.startswith("scorestream_events_processed_total ")]
     assert processed == [f"scorestream_events_processed_total {float(len(JOURNEY) + len(OTHERS))}"]
+    # Observed after each committed batch: at least one batch, and never more than events.
+    latency = [float(line.split()[-1]) for line in metrics.splitlines()
+               if line.startswith("scorestream_processing_latency_seconds_count ")]
+    assert len(latency) == 1 and 1 <= latency[0] <= len(JOURNEY) + len(OTHERS), latency

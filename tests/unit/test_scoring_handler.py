@@ -294,3 +294,24 @@ def test_live_states_are_bounded_by_their_estimated_memory() -> None:
     assert live.get(0, "C0") is states[0] and live.get(0, "C2") is states[2]
     live.put(0, states[0], 5000)  # a live state that outgrows the budget leaves
     assert live.get(0, "C0") is None and live.bytes == 300 * LIVE_BYTES_PER_SNAPSHOT_BYTE
+
+
+def _observed(handler: ScoringHandler) -> tuple[float, float]:
+    """How many latency and lag observations the handler's metrics hold."""
+    registry = handler.metrics.registry
+    return (registry.get_sample_value("scorestream_processing_latency_seconds_count") or 0.0,
+            registry.get_sample_value("scorestream_event_time_lag_seconds_count") or 0.0)
+
+
+def test_latency_is_observed_once_the_batch_has_committed_and_not_after_an_abort() -> None:
+    handler, table = setup()
+    run(handler, table, [event(1, "A", 1.0), event(2, "B", 1.5)])
+    assert _observed(handler) == (0.0, 0.0)  # emitted, not yet visible downstream
+    handler.committed()
+    assert _observed(handler) == (1.0, 1.0)  # once per batch (and partition, for the lag)
+    handler.committed()  # a commit with nothing handled (time-driven outputs only)
+    assert _observed(handler) == (1.0, 1.0)
+    run(handler, table, [event(3, "A", 2.0)])
+    handler.on_revoked(0)  # an aborted transaction drops the partitions: read again later
+    handler.committed()
+    assert _observed(handler) == (1.0, 1.0)
