@@ -1,12 +1,8 @@
 """Churn model: probability that a customer churns within the horizon, with its top factors.
 
 Churn means an explicit cancellation (crm subscription_cancelled) or no interaction for the
-whole horizon (default 90 days) after the snapshot. Until enough labels have resolved (a
-horizon of event time after the first snapshots), a recency/frequency heuristic answers
-(`heuristic_churn`), so a new deployment tells silent customers from active ones from its
-first day. Then a River
-LogisticRegression on standard-scaled features (about 20 us per predict + learn) learns once
-per resolved label;
+whole horizon (default 90 days) after the snapshot. A River LogisticRegression on
+standard-scaled features (about 20 us per predict + learn) learns once per resolved label;
 an isotonic calibrator on the most recent held predictions (`models.calibration`) makes 0.3
 mean about 30 % while the model underneath keeps moving. Bundles published before calibrator
 format 2 restore with their original Platt calibrator and keep working as they did.
@@ -14,7 +10,6 @@ format 2 restore with their original Platt calibrator and keep working as they d
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import orjson
@@ -30,52 +25,11 @@ from models.features import FEATURE_LABELS
 from models.linear import ScaledLinear
 from models.prediction import Prediction, top_factors
 
-HEURISTIC_RANGE = (0.02, 0.98)
-"""The heuristic's answers stay inside this: a guess is never certain."""
-DROPOUT_PRIOR = 0.1
-"""Share of customers the heuristic takes to have left however recently they were seen."""
-
-
-def heuristic_churn(features: dict[str, float], horizon_days: float) -> float:
-    """Recency/frequency guess of churn, for before the classifier has learned enough labels.
-
-    While alive, the customer interacts at a rate learned from their last 90 days (their
-    tenure, if shorter, and 30 days at least) on top of one pseudo-interaction per 90 days, so
-    a customer with no data is not taken for certain to stay silent (Gamma-Poisson: gaps are
-    more variable than a fixed rate gives). Silence since the last interaction is evidence of
-    having left: P(alive) follows by Bayes from `DROPOUT_PRIOR` and the chance of so long a
-    silence. Churn is the chance of no interaction in the horizon: not alive, or alive and
-    silent by chance. Ranks and roughly calibrates on generated histories (AUC 0.84 against
-    0.90 for the classifier once trained); real histories will differ.
-
-    >>> def x(recency: float, per_90_days: float, tenure: float = 365.0) -> dict[str, float]:
-    ...     return {"recency_days": math.log1p(recency), "tenure_days": math.log1p(tenure),
-    ...             "interactions_90d": math.log1p(per_90_days)}
-    >>> [round(heuristic_churn(x(*c), 90), 2) for c in [(1, 30), (10, 3), (30, 1.5),
-    ...                                                  (80, 1), (120, 0), (0, 1, 0)]]
-    [0.12, 0.29, 0.45, 0.55, 0.72, 0.39]
-    """
-    interactions = math.expm1(features.get("interactions_90d", 0.0))
-    silent = math.expm1(features.get("recency_days", 0.0))
-    tenure = math.expm1(features.get("tenure_days", 0.0))
-    # Gamma posterior of the daily rate: one pseudo-interaction per 90 days before any data.
-    shape = 1.0 + interactions
-    rate = shape / (90.0 + min(90.0, max(30.0, tenure)))
-
-    def quiet(days: float) -> float:  # chance of no interaction in `days` (negative binomial)
-        return (1.0 + rate * days / shape) ** -shape
-
-    stayed = (1.0 - DROPOUT_PRIOR) * quiet(silent)
-    alive = stayed / (stayed + DROPOUT_PRIOR)
-    churn = 1.0 - alive * (1.0 - quiet(horizon_days))
-    low, high = HEURISTIC_RANGE
-    return min(high, max(low, churn))
-
 
 class ChurnModel:
     """Calibrated online churn classifier over `features.FEATURE_NAMES`.
 
-    Before `churn_min_labels` labels it answers `heuristic_churn`; factors come from the
+    Before `churn_min_labels` labels it answers the configured prior; factors come from the
     linear model (weight x standardised value) and name what raises the risk.
 
     >>> m = ChurnModel()
@@ -107,7 +61,7 @@ class ChurnModel:
         """Calibrated churn probability with the top 3 risk-raising factors."""
         logit, contrib, z = self.linear.explain(features)
         if self.n_learned < self.config.churn_min_labels:
-            p = heuristic_churn(features, self.config.churn_horizon_days)
+            p = self.config.churn_prior
         else:
             p = self.calibrator.probability(logit)
         return Prediction(round(p, 4), top_factors(contrib, FEATURE_LABELS, z), self.version)

@@ -89,12 +89,14 @@ class ScoringConfig:
     engagement_scale: float = 8.0
     #: Labels the engagement regressor needs before it replaces the recency/frequency heuristic.
     engagement_min_labels: int = 200
-    #: Labels the churn classifier needs before its probabilities are used (a heuristic before).
+    #: Labels the churn classifier needs before its probabilities are used (prior before).
     churn_min_labels: int = 50
     #: Share of customers (by stable hash of id) whose examples are never learned: honest AUC.
     holdout_fraction: float = 0.1
     #: Tier cut points as fractions of customers below: Basic | Standard | Premium | VIP.
     tier_cuts: tuple[float, float, float] = (0.10, 0.70, 0.90)
+    #: Churn probability used before the model has learned anything.
+    churn_prior: float = 0.2
     #: Sum of profile weights (derived, for data completeness).
     profile_total: float = field(init=False, repr=False, compare=False)
 

@@ -2,12 +2,11 @@
 downstream clients (kcat, `scorestream tail`, `scorestream scorecard`) and of monitoring.
 
 The worker scores with a model bundle whose tier thresholds are fixed before it starts, and with
-the churn alerts' "on" thresholds below anything the untrained churn model answers (its
-heuristic never goes under 0.02), so every customer's first scorecard raises `churn_risk`,
-and the Premium and VIP customers also raise `high_value_at_risk` (and `vip_upgrade` for the
-VIP). Each alert type fires once per customer whatever the batching: the "off" thresholds are
-0, so no churn alert re-arms, and predicted values only grow while the script runs (the
-learner publishes no model during a test).
+the churn alerts' thresholds set to the untrained churn model's prior, so every customer's
+first scorecard raises `churn_risk`, and the Premium and VIP customers also raise
+`high_value_at_risk` (and `vip_upgrade` for the VIP). Each alert type fires once per customer
+whatever the batching, because predicted values only grow while the script runs and the churn
+probability stays at the prior (the learner publishes no model during a test).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from typing import Any
 import orjson
 
 from models.bundle import ModelBundle
-from models.churn import HEURISTIC_RANGE
+from models.config import ScoringConfig
 from models.tiers import TierThresholds
 from tests.integration.kafka_tools import produce
 
@@ -29,14 +28,13 @@ DAY = 86_400_000
 BASE = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 ALERT_ENV = {
-    "SCORESTREAM_ALERT_CHURN_RISK_ON": str(HEURISTIC_RANGE[0] / 2),
-    "SCORESTREAM_ALERT_CHURN_RISK_OFF": "0",
-    "SCORESTREAM_ALERT_HIGH_VALUE_CHURN_ON": str(HEURISTIC_RANGE[0] / 2),
-    "SCORESTREAM_ALERT_HIGH_VALUE_CHURN_OFF": "0",
+    "SCORESTREAM_ALERT_CHURN_RISK_ON": str(ScoringConfig().churn_prior),
+    "SCORESTREAM_ALERT_CHURN_RISK_OFF": "0.1",
+    "SCORESTREAM_ALERT_HIGH_VALUE_CHURN_ON": str(ScoringConfig().churn_prior),
+    "SCORESTREAM_ALERT_HIGH_VALUE_CHURN_OFF": "0.1",
     "SCORESTREAM_MODEL_PUBLISH_INTERVAL_S": "3600",
 }
-"""Worker settings of the script: churn alerts on any churn risk and never re-armed, no model
-published meanwhile."""
+"""Worker settings of the script: churn alerts at the prior, no model published meanwhile."""
 
 TIERS = TierThresholds(standard_from=50.0, premium_from=500.0, vip_from=2000.0,
                        version="tiers-downstream")

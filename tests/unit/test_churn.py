@@ -5,11 +5,8 @@ from __future__ import annotations
 import math
 import random
 
-from hypothesis import given
-from hypothesis import strategies as st
-
 from models.calibration import PlattCalibrator, sigmoid
-from models.churn import ChurnModel, heuristic_churn
+from models.churn import ChurnModel
 from models.config import ScoringConfig
 
 
@@ -57,29 +54,12 @@ def test_churn_model_learns_ranks_and_is_calibrated() -> None:
     assert m.predict({"recency_days": 0.1, "tickets_90d": 0.0}).value < 0.1
 
 
-def test_heuristic_before_enough_labels_and_snapshot_roundtrip() -> None:
-    cfg = ScoringConfig(churn_min_labels=5)
+def test_prior_before_enough_labels_and_snapshot_roundtrip() -> None:
+    cfg = ScoringConfig(churn_min_labels=5, churn_prior=0.25)
     m = ChurnModel(cfg)
-    active = {"recency_days": math.log1p(2), "interactions_90d": math.log1p(12),
-              "tenure_days": math.log1p(400)}
-    silent = {**active, "recency_days": math.log1p(70), "interactions_90d": math.log1p(1)}
-    assert m.predict(active).value == round(heuristic_churn(active, 90), 4) < 0.3
-    assert m.predict(silent).value == round(heuristic_churn(silent, 90), 4) > 0.4
+    assert m.predict({"recency_days": 3.0}).value == 0.25
     for i in range(5):
         m.learn({"recency_days": float(i)}, float(i > 2))
     r = ChurnModel.restore(m.snapshot(), cfg)  # the config is not part of a snapshot
     assert r.predict({"recency_days": 4.0}) == m.predict({"recency_days": 4.0})
     assert not math.isnan(r.predict({"never_seen": 1.0}).value)
-
-
-@given(st.floats(0.0, 200.0), st.floats(0.0, 200.0), st.floats(0.0, 100.0),
-       st.floats(0.0, 1000.0))
-def test_the_heuristic_never_lowers_the_risk_as_silence_grows(
-    silent: float, longer: float, per_90_days: float, tenure: float
-) -> None:
-    def churn(days: float) -> float:
-        return heuristic_churn({"recency_days": math.log1p(days),
-                                "interactions_90d": math.log1p(per_90_days),
-                                "tenure_days": math.log1p(tenure)}, 90)
-
-    assert 0.02 <= churn(silent) <= churn(silent + longer) + 1e-12 <= 0.98 + 1e-12
