@@ -117,6 +117,7 @@ def run(records: list[tuple[bytes, bytes]], live: int, batch: int, partitions: i
                 table._out = out
                 handler.handle(p, messages, table, out)
                 table._out = None
+            handler.committed()  # what the processor calls once the batch has committed
 
     half = len(records) // 2
     feed(0, half)

@@ -54,11 +54,13 @@ class Metrics:
             "too).", ["stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.processing_latency = Histogram(
             "scorestream_processing_latency_seconds",
-            "Wall time from ingestion of an event to the emit of its batch's results.",
+            "Wall time from ingestion of a batch's oldest event to the commit of its "
+            "results (one observation per batch).",
             buckets=LATENCY_BUCKETS, registry=r)
         self.event_time_lag = Histogram(
             "scorestream_event_time_lag_seconds",
-            "Wall time minus event time of processed events.", buckets=LAG_BUCKETS, registry=r)
+            "Wall time at commit minus the newest event time, per batch and partition.",
+            buckets=LAG_BUCKETS, registry=r)
         self.score_changes = Counter(
             "scorestream_score_changes_total", "Score-change events emitted.", registry=r)
         self.alerts = Counter(

@@ -148,6 +148,10 @@ class BatchHandler(Protocol):
     def idle(self, table: Table, out: Output) -> None:
         """Called when a poll returned nothing (time-driven work)."""
 
+    # Optional, looked up with getattr: finish(table, out, caught_up) before the commit,
+    # committed() after it, positions() and pause_resume() (event-time alignment),
+    # forget(topic, partition) and assigned(partitions) (partition moves).
+
 
 class Stage(Protocol):
     """What the worker sees of a stage: a `BatchProcessor`, or the ingest stage's process."""
