@@ -120,7 +120,7 @@ class ScoringPipeline:
         customers = sum(a.customers for a in aggregates)
         yield gauge("scorestream_customers", "Customers in this worker's state.",
                     [({}, float(len(self.scoring.table)))])
-        # Every tier, none at 0: a series that comes and goes as the last customer leaves a
+        # Every tier, 0 included: a series that comes and goes as the last customer leaves a
         # tier reads as "no data" instead of 0 (and depended on batching).
         tiers: dict[str, int] = dict.fromkeys((BASIC, STANDARD, PREMIUM, VIP), 0)
         for a in aggregates:

@@ -269,7 +269,7 @@ class ScoringHandler:
         """The batch's transaction committed: its outputs are visible downstream now.
 
         Observed once per batch (per-event observations would cost more than a customer's
-        scoring): the batch's oldest event bounds the ingest-to-emit latency of all of them,
+        scoring): the batch's oldest event bounds the ingest-to-commit latency of all of them,
         and each partition's watermark gives its event-time lag.
         """
         now = time.time()
