@@ -225,7 +225,7 @@ class ScoringHandler:
         """Coalesce the batch per customer, score each once, then resolve due labels."""
         by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
         watermark = self.watermark.get(partition, 0)
-        oldest_ingest = 0
+        oldest_ingest = self._oldest_ingest  # over the whole batch, all its partitions
         for msg in messages:
             try:
                 event = orjson.loads(msg.value() or b"")
@@ -256,8 +256,7 @@ class ScoringHandler:
             self._emit(partition, outcome, table, out, due)
             if outcome.erased and self.erasures is not None:
                 self.erasures.confirm(customer_id, events, state is not None, out)
-        if oldest_ingest and (not self._oldest_ingest or oldest_ingest < self._oldest_ingest):
-            self._oldest_ingest = oldest_ingest
+        self._oldest_ingest = oldest_ingest
         self._watermarks.append(watermark)
         self.metrics.events_processed.inc(len(messages))
         self._resolve_due(partition, watermark, table, out, skip=by_customer.keys())
