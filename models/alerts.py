@@ -42,12 +42,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from models.scorecard import Scorecard
+from models.tiers import TIERS
 
 if TYPE_CHECKING:
     from models.engine import BatchOutcome
 
 DAY_MS = 86_400_000
-TIER_RANK = {"Basic": 0, "Standard": 1, "Premium": 2, "VIP": 3}
+TIER_RANK = {tier: rank for rank, tier in enumerate(TIERS)}
 
 
 @dataclass(frozen=True, slots=True)

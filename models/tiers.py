@@ -27,6 +27,8 @@ BASIC = "Basic"
 STANDARD = "Standard"
 PREMIUM = "Premium"
 VIP = "VIP"
+TIERS = (BASIC, STANDARD, PREMIUM, VIP)
+"""Every tier, lowest first."""
 
 _LO = 0.01
 _RATIO = 1.01

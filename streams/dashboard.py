@@ -22,8 +22,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from models import tiers
+
 SOURCES = ("web", "email", "crm", "support")
-TIERS = ("VIP", "Premium", "Standard", "Basic")
+TIERS = tuple(reversed(tiers.TIERS))  # highest first, as shown
 ALERT_STYLE = {"high_value_at_risk": "bold red", "churn_risk": "red",
                "tier_downgrade": "yellow", "vip_upgrade": "green"}
 # Which alert's customer gets the scorecard panel: the most telling kind seen most recently.

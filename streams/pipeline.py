@@ -17,7 +17,7 @@ from models.alerts import AlertConfig, AlertRules
 from models.config import ScoringConfig
 from models.engine import ScoringEngine
 from models.scorecard import Scorecard
-from models.tiers import BASIC, PREMIUM, STANDARD, VIP
+from models.tiers import TIERS
 from streams.erasure import ErasureConfirmations
 from streams.identity import IdentityHandler
 from streams.ingest import IngestHandler, ingestion_config
@@ -122,7 +122,7 @@ class ScoringPipeline:
                     [({}, float(len(self.scoring.table)))])
         # Every tier, 0 included: a series that comes and goes as the last customer leaves a
         # tier reads as "no data" instead of 0 (and depended on batching).
-        tiers: dict[str, int] = dict.fromkeys((BASIC, STANDARD, PREMIUM, VIP), 0)
+        tiers: dict[str, int] = dict.fromkeys(TIERS, 0)
         for a in aggregates:
             for tier, count in list(a.tiers.items()):
                 tiers[tier] = tiers.get(tier, 0) + count
