@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.alerts import DAY_MS, AlertConfig, AlertMemory, AlertRules
+from models.alerts import DAY_MS, Alert, AlertConfig, AlertMemory, AlertRules
 from models.engine import BatchOutcome
 from models.prediction import Factor
 from models.scorecard import Scorecard
@@ -26,14 +26,21 @@ def card(p: float = 0.1, tier: str = "Standard", t: int = 0, **values: float) ->
                      model_versions={"churn": "churn-00003"}, **base)  # type: ignore[arg-type]
 
 
-def run(probabilities: list[float], rules: AlertRules, tier: str = "Standard",
-        step_ms: int = DAY_MS) -> list[tuple[int, str]]:
+def timeline(steps: list[tuple[int, float, str]], rules: AlertRules,
+             step_ms: int = DAY_MS) -> list[tuple[int, Alert]]:
+    """(step, alert) for one customer scored at each (step, churn probability, tier)."""
     memory, previous, fired = AlertMemory(), None, []
-    for i, p in enumerate(probabilities):
+    for i, p, tier in steps:
         current = card(p, tier, t=i * step_ms)
-        fired += [(i, a.alert_type) for a in rules.evaluate(previous, current, memory, f"e{i}")]
+        fired += [(i, a) for a in rules.evaluate(previous, current, memory, f"e{i}")]
         previous = current
     return fired
+
+
+def run(probabilities: list[float], rules: AlertRules, tier: str = "Standard",
+        step_ms: int = DAY_MS) -> list[tuple[int, str]]:
+    steps = [(i, p, tier) for i, p in enumerate(probabilities)]
+    return [(i, a.alert_type) for i, a in timeline(steps, rules, step_ms)]
 
 
 def test_churn_risk_fires_once_while_hovering_at_the_threshold() -> None:
@@ -64,35 +71,27 @@ def test_a_crossing_inside_the_cooldown_fires_when_the_cooldown_ends() -> None:
 
 def test_a_high_value_customer_at_risk_again_within_the_cooldown_is_still_routed() -> None:
     rules = AlertRules(AlertConfig(cooldown_ms=7 * DAY_MS))
-    memory, previous, fired = AlertMemory(), None, []
-    for day, p in [(0, 0.75), (2, 0.3), (4, 0.8), (120, 0.95)]:
-        current = card(p, "VIP", t=day * DAY_MS)
-        fired += [(day, a.alert_type) for a in rules.evaluate(previous, current, memory, None)
-                  if a.alert_type == "high_value_at_risk"]
-        previous = current
+    steps = [(day, p, "VIP") for day, p in [(0, 0.75), (2, 0.3), (4, 0.8), (120, 0.95)]]
+    fired = [(day, a.alert_type) for day, a in timeline(steps, rules)
+             if a.alert_type == "high_value_at_risk"]
     assert fired == [(0, "high_value_at_risk"), (120, "high_value_at_risk")]
 
 
 def test_a_held_back_alert_says_the_risk_is_still_high_rather_than_rising() -> None:
     rules = AlertRules(AlertConfig(cooldown_ms=7 * DAY_MS))
-    memory, previous, reasons = AlertMemory(), None, []
-    for day, p in enumerate([0.2, 0.8, 0.5, 0.9, 0.85, 0.8, 0.78, 0.76, 0.76, 0.74]):
-        current = card(p, t=day * DAY_MS)
-        reasons += [(day, a.reason) for a in rules.evaluate(previous, current, memory, None)]
-        previous = current
+    probabilities = [0.2, 0.8, 0.5, 0.9, 0.85, 0.8, 0.78, 0.76, 0.76, 0.74]
+    steps = [(day, p, "Standard") for day, p in enumerate(probabilities)]
+    reasons = [(day, a.reason) for day, a in timeline(steps, rules)]
     assert [(day, reason.split(",")[0]) for day, reason in reasons] == [
         (1, "churn risk rose from 0.20 to 0.80"), (8, "churn risk still 0.76")]
 
 
 def test_a_tier_flap_inside_the_cooldown_does_not_repeat_high_value_at_risk() -> None:
     rules = AlertRules(AlertConfig(cooldown_ms=7 * DAY_MS))
-    memory, previous, fired = AlertMemory(), None, []
     tiers = ["Premium", "Premium", "Premium", "Standard"] + ["Premium"] * 6
-    for day, tier in enumerate(tiers):
-        current = card(0.6, tier, t=day * DAY_MS)
-        fired += [(day, a.alert_type) for a in rules.evaluate(previous, current, memory, None)
-                  if a.alert_type == "high_value_at_risk"]
-        previous = current
+    steps = [(day, 0.6, tier) for day, tier in enumerate(tiers)]
+    fired = [(day, a.alert_type) for day, a in timeline(steps, rules)
+             if a.alert_type == "high_value_at_risk"]
     assert fired == [(0, "high_value_at_risk")]
 
 
@@ -139,12 +138,8 @@ def test_high_value_at_risk_needs_a_high_value_tier() -> None:
 
 
 def tier_run(tiers: list[str], rules: AlertRules, step_ms: int = DAY_MS) -> list[tuple[int, str]]:
-    memory, previous, fired = AlertMemory(), None, []
-    for i, tier in enumerate(tiers):
-        current = card(0.1, tier, t=i * step_ms)
-        fired += [(i, a.alert_type) for a in rules.evaluate(previous, current, memory, None)]
-        previous = current
-    return fired
+    steps = [(i, 0.1, tier) for i, tier in enumerate(tiers)]
+    return [(i, a.alert_type) for i, a in timeline(steps, rules, step_ms)]
 
 
 def test_tier_moves() -> None:
