@@ -53,6 +53,17 @@ def event_hash(event_id: str) -> int:
 
 
 _blake2b = hashlib.blake2b
+
+MAX_EVENT_CENTS = 10**16
+"""Largest money amount of one event in cents (the contract's 10^12 at any sane rate)."""
+MAX_CENTS = 2**62
+"""Money sums saturate here: a snapshot holds 64-bit integers, and a window sum of many
+saturated days must still fit."""
+
+
+def _saturate(cents: int) -> int:
+    """`cents` clamped to +-`MAX_CENTS`."""
+    return cents if -MAX_CENTS <= cents <= MAX_CENTS else (MAX_CENTS if cents > 0 else -MAX_CENTS)
 _NUMBER = (int, float)
 
 
@@ -226,10 +237,10 @@ class CustomerState:
                 self._order(ts, day, order_cents, bucket)
             elif etype == "order_refunded":
                 cents = self._cents(payload)
-                self.ltv_cents -= cents
+                self.ltv_cents = _saturate(self.ltv_cents - cents)
                 self.n_refunds += 1
                 if bucket is not None:
-                    bucket[REVENUE_CENTS] -= cents
+                    bucket[REVENUE_CENTS] = _saturate(bucket[REVENUE_CENTS] - cents)
             elif etype == "profile_updated":
                 self._profile(ts, payload.get("fields") or {}, event.get("email"))
             elif etype == "payment_late":
@@ -377,15 +388,22 @@ class CustomerState:
         return b
 
     def _cents(self, payload: dict[str, Any]) -> int:
-        amount = payload.get("amount") or 0.0
-        return round(float(amount) * self.config.fx(payload.get("currency")) * 100)
+        """The amount in integer cents of the base currency, within +-`MAX_EVENT_CENTS`.
+
+        The contract bounds amounts (schemas: 10^12), so the clamp only ever bites for an
+        event that bypassed the decoder; it keeps every sum inside 64 bits regardless.
+        """
+        cents = float(payload.get("amount") or 0.0) * self.config.fx(payload.get("currency")) * 100
+        if not -MAX_EVENT_CENTS <= cents <= MAX_EVENT_CENTS:  # also NaN
+            cents = MAX_EVENT_CENTS if cents > 0 else (-MAX_EVENT_CENTS if cents < 0 else 0.0)
+        return round(cents)
 
     def _order(self, ts: int, day: int, cents: int, bucket: list[int] | None) -> None:
-        self.ltv_cents += cents
-        self.gross_cents += cents
+        self.ltv_cents = _saturate(self.ltv_cents + cents)
+        self.gross_cents = _saturate(self.gross_cents + cents)
         self.n_orders += 1
         if bucket is not None:
-            bucket[REVENUE_CENTS] += cents
+            bucket[REVENUE_CENTS] = _saturate(bucket[REVENUE_CENTS] + cents)
             bucket[ORDERS] += 1
         if self.first_order_ms is None or ts < self.first_order_ms:
             self.first_order_ms = ts

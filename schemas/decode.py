@@ -65,7 +65,16 @@ class Reason(StrEnum):
     UNRESOLVED_IDENTITY = "unresolved_identity"
     TOO_LATE = "too_late"
     INTERNAL_ERROR = "internal_error"
+    PROCESSING_ERROR = "processing_error"
 
+
+MAX_AMOUNT = 1e12
+"""The contract's largest money amount (the schemas' `maximum`): the core keeps money in
+integer cents, and sums of such amounts stay far inside 64 bits."""
+DEFAULT_MAX_AMOUNT = 1e9
+"""A deployment's default bound on one amount: a billion per order is a unit mistake or an
+attack, not a sale."""
+MONEY_FIELDS = ("amount", "mrr")
 
 MIN_EVENT_TIME_MS = 946_684_800_000
 """2000-01-01T00:00:00Z: anything earlier is a unit mistake or a default, not an event time."""
@@ -98,6 +107,9 @@ class DecoderConfig:
     """How far past `now_ms` an event time may lie (source clocks drift)."""
     currencies: frozenset[str] | None = None
     """Currencies with a configured exchange rate; None accepts any ISO 4217-shaped code."""
+    max_amount: float = MAX_AMOUNT
+    """Largest money amount (`amount`, `mrr`) an event may carry, in its own currency; the
+    contract's own bound is `MAX_AMOUNT`, a deployment may set a lower one."""
 
 
 DEFAULT_CONFIG = DecoderConfig()
@@ -330,12 +342,20 @@ def _decode(
     assert isinstance(occurred_at, int) and isinstance(event_type, str) and event_id is not None
 
     payload: dict[str, Any] = get("payload", {})
-    if config.currencies is not None and event_type in rules.money_types:
+    if event_type in rules.money_types:
         currency = payload.get("currency")
-        if currency is not None and currency not in config.currencies:
+        if (config.currencies is not None and currency is not None
+                and currency not in config.currencies):
             return DeadLetter(
                 Reason.UNKNOWN_CURRENCY, f"no exchange rate configured for {currency}", event_id
             )
+        for name in MONEY_FIELDS:
+            amount = payload.get(name)
+            if amount is not None and amount > config.max_amount:
+                return DeadLetter(
+                    Reason.SCHEMA_VIOLATION,
+                    f"payload.{name} {amount:.6g} exceeds the configured maximum "
+                    f"{config.max_amount:.6g}", event_id)
     extra = (
         {k: v for k, v in obj.items() if k not in ENVELOPE_FIELDS}
         if obj.keys() - ENVELOPE_FIELDS
