@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -39,6 +40,8 @@ from confluent_kafka import Message
 
 from models.erasure import ErasureCoordinator, is_customer_key
 from models.ingestion import IdentityPartition, IngestionConfig
+from schemas.decode import DeadLetter, Reason
+from streams.metrics import Metrics
 from streams.processor import Output, Table
 
 log = logging.getLogger(__name__)
@@ -98,8 +101,10 @@ class IdentityHandler:
     """BatchHandler of the identity stage: the pure `IdentityPartition` and
     `ErasureCoordinator` over the stage's table, their outputs sent in the batch."""
 
-    def __init__(self, config: IngestionConfig, topics: Mapping[str, str]) -> None:
+    def __init__(self, config: IngestionConfig, topics: Mapping[str, str],
+                 metrics: Metrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
         self.customer_events = topics["customer_events"]
         self.dead_letters = topics["dead_letters"]
         self.identity = topics["identity"]
@@ -126,25 +131,57 @@ class IdentityHandler:
         index = TableView(table, partition, INDEX)
         send = out.records.append  # (topic, key, value, partition), as Output.send queues it
         dumps = orjson.dumps
+        dead_reasons: Counter[str] = Counter()
+        duplicates = 0
         for msg in messages:
             key, value, topic, offset = msg.key(), msg.value(), msg.topic() or "", msg.offset()
-            if is_customer_key(key):
-                erasure = self.coordinator.handle(value, key, index, now_ms, topic=topic,
-                                                  partition=partition, offset=offset)
-                index.apply(erasure.index_changes)
-                accepted, dead, follow = erasure.accepted, erasure.dead, erasure.identity
-            else:
-                result = state.handle(value, key, links, now_ms, topic=topic,
-                                      partition=partition, offset=offset)
-                links.apply(result.link_changes)
-                held.apply(result.held_changes)
-                accepted, dead, follow = result.accepted, result.dead, result.identity
-            for record in accepted:
-                send((self.customer_events, record["customer_id"].encode(), dumps(record), None))
-            for record in dead:
-                send((self.dead_letters, key, dumps(record), None))
-            for follow_key, message in follow:
-                send((self.identity, follow_key.encode(), dumps(message), None))
+            try:
+                if is_customer_key(key):
+                    erasure = self.coordinator.handle(value, key, index, now_ms, topic=topic,
+                                                      partition=partition, offset=offset)
+                    index.apply(erasure.index_changes)
+                    accepted, dead, follow = erasure.accepted, erasure.dead, erasure.identity
+                else:
+                    result = state.handle(value, key, links, now_ms, topic=topic,
+                                          partition=partition, offset=offset)
+                    links.apply(result.link_changes)
+                    held.apply(result.held_changes)
+                    accepted, dead, follow = result.accepted, result.dead, result.identity
+                    if result.duplicate:
+                        duplicates += 1
+                # Serialised before any is queued: a record that cannot be leaves no half.
+                records = [(self.customer_events, r["customer_id"].encode(), dumps(r), None)
+                           for r in accepted]
+                records += [(self.dead_letters, key, dumps(r), None) for r in dead]
+                records += [(self.identity, k.encode(), dumps(m), None) for k, m in follow]
+            except Exception as err:  # one record's content must never stop the worker
+                state = self._quarantine(partition, table, msg, out, err)
+                dead_reasons[Reason.PROCESSING_ERROR] += 1
+                continue
+            for queued in records:
+                send(queued)
+            for letter in dead:
+                dead_reasons[letter["reason"]] += 1
+        for reason, count in dead_reasons.items():
+            self.metrics.dead_letters.labels(reason).inc(count)
+        if duplicates:
+            self.metrics.duplicates.labels("identity").inc(duplicates)
+
+    def _quarantine(self, partition: int, table: Table, msg: Message, out: Output,
+                    error: Exception) -> IdentityPartition:
+        """Dead-letter one identity record the core raised on, as `processing_error`, and
+        rebuild the partition's waiting events from the table (which has every change of the
+        records before it, and none of this one's)."""
+        self.metrics.processing_errors.labels("identity").inc()
+        log.error("identity: record at %s[%d]@%s quarantined: %s: %s", msg.topic(), partition,
+                  msg.offset(), type(error).__name__, error)
+        letter = DeadLetter(Reason.PROCESSING_ERROR,
+                            f"identity stage: {type(error).__name__}: {error}")
+        out.send(self.dead_letters, msg.key(), orjson.dumps(letter.to_record(
+            msg.topic() or "", partition, msg.offset(), msg.key(), msg.value(),
+            int(time.time() * 1000))))
+        self.on_assigned(partition, table)
+        return self.partitions[partition]
 
     def idle(self, table: Table, out: Output) -> None:
         """Nothing is time-driven here: ingest's ticks age held events out."""

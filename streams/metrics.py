@@ -33,14 +33,22 @@ class Metrics:
             "Valid source events accepted by ingestion, by source and event type.",
             ["source", "event_type"], registry=r)
         self.duplicates = Counter(
-            "scorestream_duplicate_events_total", "Redelivered events counted once.",
+            "scorestream_duplicate_events_total",
+            "Redelivered events counted once: by source where ingestion caught them, "
+            "`identity` or `customer-events` where a later stage did.",
             ["source"], registry=r)
         self.dead_letters = Counter(
             "scorestream_dead_letters_total", "Records sent to the dead-letter topic.",
             ["reason"], registry=r)
         self.events_processed = Counter(
             "scorestream_events_processed_total",
-            "Customer events applied by the scoring stage.", registry=r)
+            "Customer events scored by the scoring stage (its dead letters not included).",
+            registry=r)
+        self.processing_errors = Counter(
+            "scorestream_processing_errors_total",
+            "Times a stage's core raised on one customer's or record's data; the records are "
+            "quarantined as `processing_error` dead letters and the stage carries on.",
+            ["stage"], registry=r)
         self.batch_size = Histogram(
             "scorestream_batch_size", "Records per processed batch.", ["stage"],
             buckets=BATCH_BUCKETS, registry=r)

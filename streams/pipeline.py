@@ -88,7 +88,7 @@ class ScoringPipeline:
                             input_topics=(topics["identity"],),
                             changelog_topic=settings.changelog_topic("identity"),
                             **common),  # type: ignore[arg-type]
-            IdentityHandler(ingestion, topics),
+            IdentityHandler(ingestion, topics, self.metrics),
             on_batch=self._observe("identity"))
         self.learner = LearnerHandler(self.engine.config, topics["model_snapshots"],
                                       publish_every=settings.model_publish_every,

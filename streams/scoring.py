@@ -226,6 +226,7 @@ class ScoringHandler:
         by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
         watermark = self.watermark.get(partition, 0)
         oldest_ingest = self._oldest_ingest  # over the whole batch, all its partitions
+        dead = 0
         for msg in messages:
             try:
                 event = orjson.loads(msg.value() or b"")
@@ -234,8 +235,10 @@ class ScoringHandler:
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
                 self._dead_letter(msg, out, Reason.SCHEMA_VIOLATION,
                                   f"undecodable customer event: {err}")
+                dead += 1
                 continue
             if occurred_at < watermark - self.allowed_lateness_ms:
+                dead += 1
                 self._dead_letter(msg, out, Reason.TOO_LATE,
                                   f"event time is {(watermark - occurred_at) // 86_400_000} days "
                                   f"behind the partition's watermark (allowed lateness "
@@ -249,16 +252,21 @@ class ScoringHandler:
                 oldest_ingest = ingested_at
         self.watermark[partition] = watermark
         self._changes = 0
+        duplicates = 0
         for customer_id, events in by_customer.items():
-            state = self._load(table, partition, customer_id)
-            due = state.next_due() if state is not None else None
-            outcome = self.engine.apply_batch(state, events, watermark, customer_id)
-            self._emit(partition, outcome, table, out, due)
-            if outcome.erased and self.erasures is not None:
-                self.erasures.confirm(customer_id, events, state is not None, out)
+            try:
+                duplicates += self._score(partition, customer_id, events, watermark, table, out)
+            except Exception as err:  # one customer's content must never stop the worker
+                dead_now, duplicates_now = self._quarantine(
+                    partition, customer_id, events, messages, watermark, table, out, err)
+                dead += dead_now
+                duplicates += duplicates_now
         self._oldest_ingest = oldest_ingest
         self._watermarks.append(watermark)
-        self.metrics.events_processed.inc(len(messages))
+        # Scored work only: dead letters and redeliveries are counted as such.
+        self.metrics.events_processed.inc(len(messages) - dead - duplicates)
+        if duplicates:
+            self.metrics.duplicates.labels("customer-events").inc(duplicates)
         self._resolve_due(partition, watermark, table, out, skip=by_customer.keys())
         if self._changes:
             self.metrics.score_changes.inc(self._changes)
@@ -314,6 +322,55 @@ class ScoringHandler:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _score(self, partition: int, customer_id: str, events: list[dict[str, Any]],
+               watermark: int, table: Table, out: Output) -> int:
+        """Apply, score and emit one customer's events of the batch; returns how many of them
+        were redeliveries of events the state already holds."""
+        state = self._load(table, partition, customer_id)
+        due = state.next_due() if state is not None else None
+        outcome = self.engine.apply_batch(state, events, watermark, customer_id)
+        self._emit(partition, outcome, table, out, due)
+        if outcome.erased and self.erasures is not None:
+            self.erasures.confirm(customer_id, events, state is not None, out)
+        return outcome.duplicates
+
+    def _quarantine(self, partition: int, customer_id: str, events: list[dict[str, Any]],
+                    messages: list[Message], watermark: int, table: Table, out: Output,
+                    error: Exception) -> tuple[int, int]:
+        """The core raised on one customer's events: find the culprits, dead-letter them.
+
+        The live object may be half-updated, so it goes; the store still holds the state as
+        it was before the batch. Each event is then tried alone on the stored state: those
+        that score are kept (written like any batch), those that raise are dead-lettered as
+        `processing_error` with the exception and their original bytes. Returns how many
+        events were dead-lettered, and how many were redeliveries.
+        """
+        self.live.discard(customer_id)
+        log.error("scoring: customer %r: %s: %s; trying its %d events one by one",
+                  customer_id, type(error).__name__, error, len(events))
+        by_id: dict[str, list[Message]] = defaultdict(list)
+        for msg in messages:
+            try:
+                event = orjson.loads(msg.value() or b"")
+                if event["customer_id"] == customer_id:
+                    by_id[event["event_id"]].append(msg)
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue
+        dead = duplicates = 0
+        for event in events:
+            try:
+                duplicates += self._score(partition, customer_id, [event], watermark, table, out)
+            except Exception as err:
+                self.live.discard(customer_id)
+                self.metrics.processing_errors.labels("scoring").inc()
+                log.error("scoring: event %r of customer %r quarantined: %s: %s",
+                          event.get("event_id"), customer_id, type(err).__name__, err)
+                for msg in by_id.pop(event.get("event_id"), ()):  # type: ignore[arg-type]
+                    self._dead_letter(msg, out, Reason.PROCESSING_ERROR,
+                                      f"scoring stage: {type(err).__name__}: {err}")
+                    dead += 1
+        return dead, duplicates
+
     def _load(self, table: Table, partition: int, customer_id: str) -> CustomerState | None:
         state = self.live.get(partition, customer_id)
         if state is not None:
@@ -329,10 +386,17 @@ class ScoringHandler:
         for customer_id in index.pop_due(watermark):
             if customer_id in skip:
                 continue
-            state = self._load(table, partition, customer_id)
-            if state is not None:
-                due = state.next_due()
-                self._emit(partition, self.engine.resolve_due(state, watermark), table, out, due)
+            try:
+                state = self._load(table, partition, customer_id)
+                if state is not None:
+                    due = state.next_due()
+                    self._emit(partition, self.engine.resolve_due(state, watermark), table, out,
+                               due)
+            except Exception:  # no event to quarantine: keep the stored state, carry on
+                self.live.discard(customer_id)
+                self.metrics.processing_errors.labels("scoring").inc()
+                log.exception("scoring: resolving due labels of customer %r failed; its "
+                              "state stays as it was", customer_id)
 
     def _emit(self, partition: int, outcome: BatchOutcome, table: Table, out: Output,
               due_before: int | None) -> None:
@@ -353,35 +417,46 @@ class ScoringHandler:
         # Both keep their memory (alert arming, the last reported values) inside the state.
         alerts = self.rules.on_outcome(outcome)
         changed = self.rules.score_changes(outcome)
+        # Every record is serialised before anything is written or sent, so a customer whose
+        # outcome cannot be serialised leaves the store and the batch's outputs untouched.
         snapshot = outcome.state.snapshot()
+        dumps = orjson.dumps
+        examples = [(example.model, dumps(example.to_dict()))
+                    for example in outcome.training_examples]
+        card = outcome.scorecard
+        change = alert_records = None
+        if card is not None:
+            if changed:
+                body = card.to_dict()
+                change = dumps({
+                    "customer_id": card.customer_id, "changed": changed, "scorecard": body,
+                    "trigger_event_id": outcome.last_event_id,
+                    "model_versions": body["model_versions"],
+                    "event_time": card.as_of, "emitted_at": now_ms,
+                })
+            alert_records = [(alert.alert_type, dumps(alert.to_record(emitted_at=now_ms)))
+                             for alert in alerts]
         table.put(partition, key, snapshot)
         self.live.put(partition, outcome.state, len(snapshot))
         if outcome.next_due is not None and outcome.next_due != due_before:
             # Only a new due time: pushing an unchanged one on every batch would grow the index
             # by one entry per customer and batch until the label resolves (30+ days).
             self.due.setdefault(partition, DueIndex()).push(outcome.next_due, outcome.customer_id)
-        for example in outcome.training_examples:
-            out.send(self.topics.training_examples, key, orjson.dumps(example.to_dict()))
-            self.metrics.examples.labels(example.model).inc()
-        card = outcome.scorecard
+        for model, value in examples:
+            out.send(self.topics.training_examples, key, value)
+            self.metrics.examples.labels(model).inc()
         if card is None:
             return
         previous = outcome.previous_scorecard
         self._histogram(partition).replace(
             previous.ltv_predicted_12m if previous else None, card.ltv_predicted_12m)
         self._aggregates(partition).replace(previous, card)
-        if changed:
-            body = card.to_dict()
-            out.send(self.topics.score_changes, key, orjson.dumps({
-                "customer_id": card.customer_id, "changed": changed, "scorecard": body,
-                "trigger_event_id": outcome.last_event_id,
-                "model_versions": body["model_versions"],
-                "event_time": card.as_of, "emitted_at": now_ms,
-            }))
+        if change is not None:
+            out.send(self.topics.score_changes, key, change)
             self._changes += 1
-        for alert in alerts:
-            out.send(self.topics.alerts, key, orjson.dumps(alert.to_record(emitted_at=now_ms)))
-            self.metrics.alerts.labels(alert.alert_type).inc()
+        for alert_type, value in alert_records or ():
+            out.send(self.topics.alerts, key, value)
+            self.metrics.alerts.labels(alert_type).inc()
 
     def _histogram(self, partition: int) -> ValueHistogram:
         histogram = self.histograms.get(partition)
