@@ -62,6 +62,7 @@ from models.identity import (
     routing_alias,
 )
 from schemas.decode import (
+    DEFAULT_MAX_AMOUNT,
     DeadLetter,
     DecodedEvent,
     DecoderConfig,
@@ -95,6 +96,8 @@ class IngestionConfig:
     """How long, in event time, an alias-only event waits for its link."""
     max_dead_letter_value_bytes: int = 256 * 1024
     """Original bytes kept in a dead letter (the rest is cut, `value_truncated`)."""
+    max_amount: float = DEFAULT_MAX_AMOUNT
+    """Largest money amount of one event (`schema_violation` beyond)."""
 
     def decoder_config(self) -> DecoderConfig:
         """The decoder's share of these settings."""
@@ -103,6 +106,7 @@ class IngestionConfig:
             max_depth=self.max_depth,
             max_future_skew_ms=self.max_future_skew_ms,
             currencies=self.currencies,
+            max_amount=self.max_amount,
         )
 
 
@@ -183,6 +187,11 @@ class Ingestion:
         self.counters = IngestCounters(held=self.resolver.held_count)
         self.watermark = max(self.dedupe.clock, 0)
         self._partition_dedupes: dict[tuple[str, int | None], Dedupe] = {}
+        self._partition_clocks: dict[tuple[str, int | None], list[int]] = {}
+        """Per source partition: [newest event time routed, wall ms it was routed]."""
+        self.identity_watermark: int | None = None
+        """The event-time clock stamped on identity messages (see `refresh_identity_watermark`);
+        None: the plain watermark."""
 
     def process(
         self,
@@ -245,6 +254,8 @@ class Ingestion:
         """
         for key in [k for k in self._partition_dedupes if k[1] == partition]:
             del self._partition_dedupes[key]
+        for key in [k for k in self._partition_clocks if k[1] == partition]:
+            del self._partition_clocks[key]
 
     def route(
         self,
@@ -286,12 +297,22 @@ class Ingestion:
             self.counters.duplicates += 1
             return routed
 
+        clock = self._partition_clocks.get((topic, partition))
+        if clock is None:
+            self._partition_clocks[(topic, partition)] = [decoded.occurred_at, now_ms]
+        else:
+            if decoded.occurred_at > clock[0]:
+                clock[0] = decoded.occurred_at
+            clock[1] = now_ms
+        watermark = self.identity_watermark
+        if watermark is None:
+            watermark = self.watermark
         customer_id = decoded.customer_id
         if customer_id is None:
             # The decoder guarantees at least one identity field, so an alias is there.
             kind, alias = routing_alias(decoded.aliases()) or ("", "")
             origin = self._dead_record(_UNRESOLVED, topic, partition, offset, key, value, 0)
-            message = event_message(decoded, origin, self.watermark)
+            message = event_message(decoded, origin, watermark)
             routed.identity.append((alias_key(kind, alias), message))
             routed.forwarded = True
             self.counters.forwarded += 1
@@ -303,7 +324,7 @@ class Ingestion:
             # once every link is gone (see models/erasure.py).
             named = [alias_key(kind, alias) for kind, alias in decoded.aliases()]
             message = erase_customer_message(
-                decoded.to_canonical(customer_id, now_ms), named, self.watermark)
+                decoded.to_canonical(customer_id, now_ms), named, watermark)
             routed.identity.append((customer_key(customer_id), message))
             routed.forwarded = True
             self.counters.forwarded += 1
@@ -313,9 +334,28 @@ class Ingestion:
         links = {alias_key(kind, alias): (kind, alias) for kind, alias in _links_in(decoded)}
         for link_key, (kind, alias) in links.items():
             routed.identity.append(
-                (link_key, link_message(kind, alias, decoded, customer_id, self.watermark))
+                (link_key, link_message(kind, alias, decoded, customer_id, watermark))
             )
         return routed
+
+    def refresh_identity_watermark(self, now_ms: int, idle_ms: int = 10_000) -> int:
+        """Set the event-time clock the identity stage ages held events by: the slowest source
+        partition's newest event time, among those that routed a record within `idle_ms` of
+        wall time (the watermark itself once all are idle).
+
+        The plain watermark is the newest event time of *any* partition. While a backlog is
+        read, one partition runs days ahead of another, and an alias-only event of the slow
+        one would be held from the fast one's time: its link, seconds later in its own
+        partition's event time, would find it already given up as `unresolved_identity`.
+        Taking the slowest active partition, as a stream processor's watermark does over its
+        inputs, with idle ones left out so a quiet source holds nobody back, keeps a hold of
+        `max_hold_ms` a hold of that much event time for every source.
+        """
+        cutoff = now_ms - idle_ms
+        active = [t for t, wall in self._partition_clocks.values() if wall >= cutoff]
+        low = min(active) if active else self.watermark
+        self.identity_watermark = low
+        return low
 
     def evict(self, event_time: int, now_ms: int) -> IngestResult:
         """Dead-letter events held longer than the hold bound as of `event_time`.

@@ -28,7 +28,8 @@ import orjson
 from confluent_kafka import Message
 
 from models.config import ScoringConfig
-from models.ingestion import Ingestion, IngestionConfig, tick_message
+from models.ingestion import Ingestion, IngestionConfig, Routed, tick_message
+from schemas.decode import DeadLetter, Reason
 from streams.alignment import Aligner, Held, Record
 from streams.metrics import Metrics
 from streams.processor import Output, Table
@@ -50,6 +51,7 @@ def ingestion_config(settings: Settings, scoring: ScoringConfig | None = None) -
     scoring = scoring or ScoringConfig()
     return IngestionConfig(
         max_event_bytes=settings.max_event_bytes,
+        max_amount=settings.max_amount,
         currencies=frozenset(scoring.fx_rates) | {scoring.base_currency},
         max_held=settings.identity_max_held,
         max_hold_ms=settings.identity_max_hold_ms,
@@ -115,6 +117,7 @@ class IngestHandler:
     def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
         """Route every record of one source partition's batch."""
         now_ms = int(time.time() * 1000)
+        self.ingestion.refresh_identity_watermark(now_ms)
         topic = messages[0].topic() or ""
         source = self.source_of[topic]
         route = self.ingestion.route
@@ -130,7 +133,10 @@ class IngestHandler:
             send = records.append
         for msg in messages:
             key = msg.key()
-            routed = route(msg.value(), source, topic, partition, msg.offset(), key, now_ms)
+            try:
+                routed = route(msg.value(), source, topic, partition, msg.offset(), key, now_ms)
+            except Exception as err:  # route never raises by contract; if it does, quarantine
+                routed = self._quarantine(msg, source, now_ms, err)
             event_time = None
             for event in routed.accepted:
                 send((self.customer_events, event["customer_id"].encode(), dumps(event), None))
@@ -156,12 +162,24 @@ class IngestHandler:
             self.metrics.duplicates.labels(source).inc(duplicates)
         self._tick(out)
 
+    def _quarantine(self, msg: Message, source: str, now_ms: int, error: Exception) -> Routed:
+        """A record the routing core raised on: its `processing_error` dead letter."""
+        self.metrics.processing_errors.labels("ingest").inc()
+        log.error("ingest: record at %s[%d]@%s quarantined: %s: %s", msg.topic(),
+                  msg.partition(), msg.offset(), type(error).__name__, error)
+        letter = DeadLetter(Reason.PROCESSING_ERROR,
+                            f"ingest stage: {type(error).__name__}: {error}")
+        routed = Routed()
+        routed.dead.append(letter.to_record(msg.topic() or source, msg.partition(),
+                                            msg.offset(), msg.key(), msg.value(), now_ms))
+        return routed
+
     def idle(self, table: Table, out: Output) -> None:
         """Keep the identity partitions' clocks moving while sources are quiet."""
         self._tick(out)
 
     def _tick(self, out: Output) -> None:
-        watermark = self.ingestion.watermark
+        watermark = self.ingestion.refresh_identity_watermark(int(time.time() * 1000))
         now = time.monotonic()
         if watermark <= self._ticked_watermark or now - self._ticked_at < TICK_INTERVAL_S:
             return
