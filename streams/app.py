@@ -58,11 +58,13 @@ def create_app(settings: Settings) -> faust.App:
     )
     # Imported here so that the agents' modules see a fully configured app.
     from streams.pipeline import ScoringPipeline
-    from streams.web import register_views
+    from streams.web import install_server_limits, register_views
 
     metrics = Metrics()
     pipeline = ScoringPipeline(settings, metrics=metrics)
     register_views(app, settings, pipeline, metrics)
+    # Header-read and keep-alive timeouts, and error pages that never quote the request.
+    install_server_limits(app, settings)
     _manage(app, pipeline)
     return app
 

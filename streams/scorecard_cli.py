@@ -58,10 +58,26 @@ def _token(settings: Settings) -> str:
     return secret.reveal() if secret else ""
 
 
+def scorecard_path(customer_id: str) -> str:
+    """The API path of a customer's scorecard: the id percent-encoded as one path segment
+    (`/` and `%` included; an id of only dots as well, so that no client or proxy reads it as
+    a `.` or `..` segment and rewrites the path).
+
+    >>> scorecard_path("../..")
+    '/customers/..%2F../scorecard'
+    >>> scorecard_path("a b%"), scorecard_path("..")
+    ('/customers/a%20b%25/scorecard', '/customers/%2E%2E/scorecard')
+    """
+    segment = urllib.parse.quote(customer_id, safe="")
+    if segment in (".", ".."):
+        segment = segment.replace(".", "%2E")
+    return f"/customers/{segment}/scorecard"
+
+
 def fetch_scorecard(base_url: str, customer_id: str, token: str = "",
                     timeout: float = 10.0) -> dict[str, Any]:
     """GET /customers/{id}/scorecard from the worker at `base_url`; ScorecardError otherwise."""
-    url = f"{base_url}/customers/{urllib.parse.quote(customer_id, safe='')}/scorecard"
+    url = f"{base_url}{scorecard_path(customer_id)}"
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     if token:
         request.add_header("Authorization", f"Bearer {token}")

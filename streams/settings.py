@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from models.alerts import AlertConfig
+from schemas.decode import MAX_AMOUNT
 
 TOPIC_ROLES = (
     "web",
@@ -121,6 +122,8 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     web_url: str = ""
+    web_header_timeout_s: float = 10.0
+    web_keepalive_s: float = 15.0
     log_level: str = "info"
     batch_size: int = 5000
     batch_within_s: float = 0.05
@@ -129,6 +132,7 @@ class Settings:
     live_states_mb: int = 256
     max_source_skew_s: float = 0.0
     max_event_bytes: int = 65536
+    max_amount: float = 1e9
     identity_max_held: int = 10_000
     identity_max_hold_ms: int = 86_400_000
     alert_churn_risk_on: float = 0.7
@@ -228,6 +232,9 @@ class Settings:
             raise SettingsError("SCORESTREAM_LIVE_STATES must be >= 0")
         if self.live_states_mb < 0:
             raise SettingsError("SCORESTREAM_LIVE_STATES_MB must be >= 0")
+        if not 0 < self.max_amount <= MAX_AMOUNT:
+            raise SettingsError(
+                f"SCORESTREAM_MAX_AMOUNT must be within 0..{MAX_AMOUNT:.0e} (the contract's bound)")
         if self.identity_max_held < 0 or self.identity_max_hold_ms < 0:
             raise SettingsError(
                 "SCORESTREAM_IDENTITY_MAX_HELD and SCORESTREAM_IDENTITY_MAX_HOLD_MS must be >= 0"
@@ -243,6 +250,9 @@ class Settings:
         if not 1 <= self.transaction_timeout_s <= 900:
             raise SettingsError("SCORESTREAM_TRANSACTION_TIMEOUT_S must be within 1..900 "
                                 "(the broker's transaction.max.timeout.ms default)")
+        if self.web_header_timeout_s <= 0 or self.web_keepalive_s <= 0:
+            raise SettingsError(
+                "SCORESTREAM_WEB_HEADER_TIMEOUT_S and SCORESTREAM_WEB_KEEPALIVE_S must be > 0")
         if not self.store.startswith(("memory://", "rocksdb://")):
             raise SettingsError("SCORESTREAM_STORE must be memory:// or rocksdb://")
         names = list(self.topics.values())

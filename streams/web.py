@@ -7,37 +7,60 @@ never echo the request's input.
 
 `api_guard` is an aiohttp middleware that sees every request before any view (Faust's built-in
 pages included): methods other than GET and HEAD get 405, and when `SCORESTREAM_API_TOKEN` is
-set every path but the probes needs `Authorization: Bearer <token>`, compared in constant time.
+set every path but the probes needs `Authorization: Bearer <token>`, compared in constant time
+(any malformed header, binary included, is a 401).
 `/metrics` is protected too: Prometheus sends the token with `authorization: {credentials: ...}`
 in its scrape config, and per-tier revenue and customer counts are business data.
+
+Customer ids: the API serves every id ingestion accepts (the source schemas' envelope
+`customer_id`: any string of 1 to 128 characters, `/`, `%`, spaces and emoji included), sent
+percent-encoded as one path segment (`scorecard_path`); the segment is decoded from the raw path,
+as strict UTF-8, and checked against the same schema definition, so anything ingestion would
+reject gets a 400.
+
+`install_server_limits` swaps the runner of Faust's aiohttp server for one whose connections
+answer malformed requests with a fixed body (aiohttp's own echoes the request line), close a
+connection whose request head is not complete within `SCORESTREAM_WEB_HEADER_TIMEOUT_S`, and
+close idle keep-alive connections after `SCORESTREAM_WEB_KEEPALIVE_S`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import re
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import Any
+from http import HTTPStatus
+from typing import Any, cast
 
 import aiohttp
+import fastjsonschema
 import faust
 from aiohttp import web as aioweb
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from faust.web import Request, Response, View
+from yarl import URL
 
+from schemas.registry import SOURCES, load_schema
 from streams.kafka import client_config
 from streams.metrics import Metrics
 from streams.pipeline import ScoringPipeline
+from streams.scorecard_cli import scorecard_path
 from streams.settings import Settings
 from streams.stores import StoreClosed
 
 log = logging.getLogger(__name__)
 
-CUSTOMER_ID = re.compile(r"^[\w.@:+\-]{1,128}$")
+SCORECARD_ROUTE = "/customers/{customer_id:[^/]*}/scorecard"
+"""The id may be empty here so that an empty one gets the 400 of any id ingestion rejects."""
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 FORWARDED = "X-Scorestream-Forwarded"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
@@ -71,8 +94,163 @@ def _bearer_ok(request: aioweb.Request, expected: bytes) -> bool:
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return False
+    # aiohttp decodes header bytes that are not UTF-8 as lone surrogates; surrogateescape
+    # turns them back into those bytes (which then simply do not match) instead of raising.
     # compare_digest's time does not depend on where the first differing byte is.
-    return hmac.compare_digest(presented.strip().encode(), expected)
+    return hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"), expected)
+
+
+@functools.cache
+def _customer_id_validators() -> tuple[Callable[[Any], Any], ...]:
+    """Compiled `customer_id` definitions of the source schemas' envelopes: what ingestion
+    accepts (the decoder validates events against these same schemas)."""
+    return tuple(fastjsonschema.compile(load_schema(source)["properties"]["customer_id"])
+                 for source in SOURCES)
+
+
+def valid_customer_id(customer_id: object) -> bool:
+    """Whether ingestion accepts this as an event's customer_id.
+
+    >>> [valid_customer_id(i) for i in ("C42", "../..", "😀 ש", "", "x" * 129, 42)]
+    [True, True, True, False, False, False]
+    """
+    for check in _customer_id_validators():
+        try:
+            check(customer_id)
+        except fastjsonschema.JsonSchemaValueException:
+            continue
+        return True
+    return False
+
+
+def customer_id_from_path(request: aioweb.Request) -> str | None:
+    """The customer id of a scorecard request, decoded from the raw path's segment (aiohttp's
+    own decoding leaves bytes that are not UTF-8 as `%XX`, which would read a malformed
+    segment as another, valid id); None unless ingestion would accept the id."""
+    parts = request.rel_url.raw_parts
+    if len(parts) != 4:  # ("/", "customers", segment, "scorecard") is what the route matched
+        return None
+    segment = parts[2]
+    if _BAD_ESCAPE.search(segment):
+        return None
+    try:
+        customer_id = urllib.parse.unquote(segment, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    return customer_id if valid_customer_id(customer_id) else None
+
+
+def install_server_limits(app: faust.App, settings: Settings) -> None:
+    """Make Faust's aiohttp web server use `LimitedRunner` (call before the worker starts).
+
+    Faust builds its `AppRunner` in its aiohttp driver's constructor and uses it only to start
+    and stop the server, so a runner of ours with the same application takes its place.
+    """
+    web: Any = app.web
+    if not isinstance(getattr(web, "_runner", None), aioweb.AppRunner):
+        raise RuntimeError("Faust's web driver has no aiohttp AppRunner to replace; "
+                           "cannot apply the web server's timeouts")
+    web._runner = LimitedRunner(web.web_app, header_timeout_s=settings.web_header_timeout_s,
+                                keepalive_timeout=settings.web_keepalive_s, access_log=None)
+
+
+class LimitedRunner(aioweb.AppRunner):
+    """aiohttp's AppRunner whose server makes `LimitedRequestHandler` connections."""
+
+    def __init__(self, app: aioweb.Application, *, header_timeout_s: float,
+                 **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.header_timeout_s = header_timeout_s
+
+    async def _make_server(self) -> aioweb.Server:
+        return LimitedServer(await super()._make_server(), self.header_timeout_s)
+
+
+class LimitedServer(aioweb.Server):
+    """The server aiohttp's runner made, making `LimitedRequestHandler`s for its connections
+    (with the same request handler, request factory and handler options)."""
+
+    def __init__(self, made: aioweb.Server, header_timeout_s: float) -> None:
+        super().__init__(made.request_handler, request_factory=made.request_factory,
+                         handler_cancellation=made.handler_cancellation, loop=made._loop,
+                         **made._kwargs)
+        self.header_timeout_s = header_timeout_s
+
+    def __call__(self) -> RequestHandler:
+        return LimitedRequestHandler(self, self.header_timeout_s, loop=self._loop,
+                                     **self._kwargs)
+
+
+class LimitedRequestHandler(RequestHandler):
+    """One HTTP connection, with a deadline for request heads and fixed error bodies.
+
+    A request head (request line and headers) must be complete within `header_timeout_s` of
+    the connection opening or, on a kept-alive connection, of the head's first bytes; otherwise
+    the connection is closed (aiohttp has no such limit of its own: a client sending a header
+    now and then holds its connection until the keep-alive timeout, an hour by default). Idle
+    kept-alive connections are closed by aiohttp after its `keepalive_timeout`.
+
+    Malformed requests (a bad request line or header) get 400 with a fixed body and a one-line
+    debug log: aiohttp's answer quotes the offending request line, and its log carries the
+    traceback of every port scan.
+    """
+
+    def __init__(self, manager: aioweb.Server, header_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.header_timeout_s = header_timeout_s
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        heads = self._request_count
+        super().data_received(data)
+        if self._request_count != heads:  # a whole head (or a malformed one) has arrived
+            self._stop_head_timer()
+        elif (data and self._head_timer is None and self._waiter is not None
+              and not self._waiter.done()):  # the first bytes of the next request
+            self._start_head_timer()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _start_head_timer(self) -> None:
+        self._stop_head_timer()
+        self._head_timer = self._loop.call_later(self.header_timeout_s, self._head_overdue)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_overdue(self) -> None:
+        self._head_timer = None
+        if self.transport is not None:
+            log.debug("closing a connection whose request head took over %s s",
+                      self.header_timeout_s)
+            self.force_close()
+
+    def handle_error(self, request: BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> aioweb.StreamResponse:
+        """The answer to a request aiohttp could not parse (400) or whose handler failed
+        (500, 504): a fixed JSON body; only a failed handler is logged with its traceback."""
+        if status >= 500:
+            self.log_exception("Error handling request", exc_info=exc)
+        else:
+            log.debug("malformed request: %s (status %d)", type(exc).__name__, status)
+        if request.writer.output_size > 0:  # a response is half sent: only closing is left
+            raise ConnectionError("response already started; closing the connection")
+        try:
+            phrase = HTTPStatus(status).phrase.lower()
+        except ValueError:
+            phrase = "error"
+        response = aioweb.json_response({"error": phrase}, status=status)
+        response.force_close()
+        return response
 
 
 class PartitionOwners:
@@ -130,11 +308,15 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
         async def get(self, request: Request) -> Response:
             return self.bytes(metrics.exposition(), content_type=PROMETHEUS_TEXT)
 
-    @app.page("/customers/{customer_id}/scorecard")
+    @app.page(SCORECARD_ROUTE)
     class ScorecardView(View):
         async def get(self, request: Request, customer_id: str) -> Response:
-            if not CUSTOMER_ID.match(customer_id):
-                return self.json({"error": "invalid customer id"}, status=400)
+            # aiohttp's decoded `customer_id` is not used: see customer_id_from_path.
+            decoded = customer_id_from_path(cast(aioweb.Request, request))
+            if decoded is None:
+                return self.json({"error": "invalid customer id (send it percent-encoded as "
+                                           "one path segment)"}, status=400)
+            customer_id = decoded
             partition, owned = pipeline.owns(customer_id)
             if owned:
                 try:
@@ -151,7 +333,8 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
             if owner is None or owner == settings.canonical_url:
                 return self.json({"error": "no worker owns this customer yet; retry"},
                                  status=503)
-            return await _forward(self, f"{owner}/customers/{customer_id}/scorecard", token)
+            return await _forward(self, f"{owner.rstrip('/')}{scorecard_path(customer_id)}",
+                                  token)
 
 
 async def _forward(view: View, url: str, token: str) -> Response:
@@ -162,8 +345,9 @@ async def _forward(view: View, url: str, token: str) -> Response:
         headers["Authorization"] = f"Bearer {token}"
     try:
         timeout = aiohttp.ClientTimeout(total=5)
+        # encoded=True: the URL is sent as built (yarl would otherwise decode and re-encode it).
         async with (aiohttp.ClientSession(timeout=timeout) as session,
-                    session.get(url, headers=headers) as reply):
+                    session.get(URL(url, encoded=True), headers=headers) as reply):
             body: Any = await reply.json(content_type=None)
             return view.json(body, status=reply.status)
     except (aiohttp.ClientError, TimeoutError, ValueError) as err:
