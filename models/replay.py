@@ -34,7 +34,11 @@ _UNPARSABLE = 2**62  # sorts records without a usable time last; ingestion dead-
 
 @dataclass(slots=True)
 class ReplayResult:
-    """Final scorecards (sorted by customer id), alerts, quality report and counters."""
+    """Final scorecards (sorted by customer id), alerts, quality report and counters.
+
+    `tier_changes` lists every tier move between two consecutive scorecards of a customer
+    (customer_id, event_time, from, to), in the order they were computed.
+    """
 
     scorecards: list[Scorecard]
     alerts: list[dict[str, Any]]
@@ -42,6 +46,7 @@ class ReplayResult:
     stats: dict[str, Any]
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     bundle: ModelBundle | None = None
+    tier_changes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def parse_time(value: str | int) -> int:
@@ -172,6 +177,7 @@ class _Run:
         self.values: dict[str, float] = {}
         self.rules = AlertRules()
         self.alerts: list[dict[str, Any]] = []
+        self.tier_changes: list[dict[str, Any]] = []
         self.pending_examples: list[TrainingExample] = []
         self.events = 0
         self.applied = 0
@@ -216,6 +222,11 @@ class _Run:
             return
         self.hist.replace(self.values.get(cid), sc.ltv_predicted_12m)
         self.values[cid] = sc.ltv_predicted_12m
+        prev = out.previous_scorecard
+        if prev is not None and prev.tier != sc.tier:
+            self.tier_changes.append(
+                {"customer_id": cid, "event_time": sc.as_of, "from": prev.tier, "to": sc.tier}
+            )
         self._alert(sc, out)
 
     def _alert(self, sc: Scorecard, out: BatchOutcome) -> None:
@@ -269,4 +280,6 @@ class _Run:
                 "fitted_on": model.fitted_on,
             },
         }
-        return ReplayResult(cards, self.alerts, quality, stats, bundle=bundle)
+        return ReplayResult(
+            cards, self.alerts, quality, stats, bundle=bundle, tier_changes=self.tier_changes
+        )

@@ -1,4 +1,4 @@
-"""The `scorestream` command: worker, topics, demo, replay, generate.
+"""The `scorestream` command: worker, topics, demo, replay, evaluate, generate.
 
 Each subcommand lives in the module named for it; this file only parses arguments, sets up
 logging and dispatches, so `scorestream --help` stays fast (Faust is imported on demand).
@@ -22,6 +22,7 @@ COMMANDS = {
     "topics": ("streams.worker", "create the topics scorestream uses, then exit"),
     "demo": ("streams.demo", "watch a worker score a steady stream of generated events, live"),
     "replay": ("streams.replay", "replay a JSON-lines event file through the core, no Kafka"),
+    "evaluate": ("streams.evaluate", "score a history up to a split, judge it by what came after"),
     "generate": ("streams.generate", "write a deterministic synthetic event history"),
     "tail": ("streams.tail", "follow alerts, score changes or dead letters in the console"),
     "scorecard": ("streams.scorecard_cli", "print one customer's scorecard from a worker's API"),

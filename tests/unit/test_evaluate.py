@@ -1,0 +1,203 @@
+"""`scorestream evaluate`: labels from the history after the split, report, determinism, charts."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.backtest import (
+    SCORERS,
+    Outcome,
+    check_window,
+    history_end,
+    iso,
+    months_before,
+    rfm_at,
+    summarize,
+)
+from models.config import DAY_MS
+from models.replay import ingest, replay, sort_raw
+from models.synthetic import generate, iter_lines
+from streams import cli
+from streams import evaluate as evaluate_cli
+
+DEV_SET = Path(__file__).resolve().parent.parent / "data" / "retail-orders-sample.jsonl.gz"
+SPLIT = "2025-09-30T23:59:59Z"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    parser = argparse.ArgumentParser()
+    evaluate_cli.add_arguments(parser)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = evaluate_cli.run(parser.parse_args([*argv, "--quiet"]))
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def dev_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """The dev set evaluated twice, into two directories; the first run's printed table."""
+    a, b = tmp_path_factory.mktemp("eval-a"), tmp_path_factory.mktemp("eval-b")
+    code_a, table = run_cli(str(DEV_SET), "--split", SPLIT, "--out", str(a))
+    code_b, _ = run_cli(str(DEV_SET), "--split", SPLIT, "--out", str(b))
+    assert code_a == code_b == 0
+    return a, b, table
+
+
+def test_report_has_every_section_for_every_customer(dev_runs) -> None:
+    a, _, _ = dev_runs
+    r = json.loads((a / "report.json").read_bytes())
+    assert set(r) == {"alerts", "baseline_params", "history", "input", "labels", "lift",
+                      "probability", "ranking", "value"}
+    h = r["history"]
+    assert (h["customers"], h["split"], h["end"]) == (2357, SPLIT, "2026-06-30T23:59:59Z")
+    assert (h["events_before_split"], h["events_after_split"]) == (4960, 1959)
+    assert h["evaluation_days"] == 273.0 and h["horizon_days"] == 90
+    assert sum(h["tiers_at_split"].values()) == 2357
+    assert r["input"] == {"file": DEV_SET.name, "records": 6919, "dead_letters": 0}
+    churned = r["labels"]["churned"]
+    assert 0 < churned["positives"] < 2357
+    # only orders in this history: bought again is exactly not churned
+    assert r["labels"]["bought_again"]["positives"] == 2357 - churned["positives"]
+
+    assert list(r["ranking"]) == sorted(SCORERS)
+    for name, row in r["ranking"].items():
+        assert row["what"] == SCORERS[name]
+        for key in ("churn_roc_auc", "churn_pr_auc", "bought_again_roc_auc",
+                    "bought_again_pr_auc"):
+            assert 0.0 <= row[key] <= 1.0, (name, key)
+    for name in ("model_churn_probability", "supervised_ceiling"):
+        p = r["probability"][name]
+        assert p["log_loss"] > 0 and 0 <= p["brier"] <= 1 and 0 <= p["ece"] <= 1
+        assert len(p["reliability"]) == 10
+        assert sum(b["n"] for b in p["reliability"]) == 2357
+    for table in r["lift"].values():
+        assert [row["group"] for row in table] == list(range(1, 11))
+        assert table[-1]["cumulative_gain"] == 1.0
+
+    v = r["value"]
+    assert v["days"] == 273.0 and v["scale_of_12m"] == round(273 / 365, 4)
+    assert v["orders"]["actual_total"] == 1959  # every order after the split is counted
+    for what in ("orders", "spend"):
+        for name in ("model", "bgnbd", "past_rate"):
+            assert v[what][name]["mae"] >= 0 and v[what][name]["rmse"] >= v[what][name]["mae"]
+
+    al = r["alerts"]
+    assert (al["months"], al["from"], al["to"]) == (6, "2025-03-30T23:59:59Z", SPLIT)
+    per = al["per_1000_customers_per_month"]
+    assert per["total"] == pytest.approx(sum(per[t] for t in al["counts"]), abs=1e-3)
+    assert per["total"] == pytest.approx(sum(al["counts"].values()) * 1000 / 2357 / 6, abs=1e-3)
+    for kind in ("churn_risk", "high_value_at_risk", "any"):
+        pl = al["churn_alert_precision"][kind]
+        assert pl["overall"]["n"] == 2357
+        assert sum(t["n"] for t in pl["by_tier"].values()) == 2357
+        assert sum(t["flagged"] for t in pl["by_tier"].values()) == pl["overall"]["flagged"]
+    assert al["tier_changes"]["count"] >= 0
+
+
+def test_report_json_is_byte_identical_across_runs(dev_runs) -> None:
+    a, b, _ = dev_runs
+    assert (a / "report.json").read_bytes() == (b / "report.json").read_bytes()
+
+
+def test_charts_are_png_files(dev_runs) -> None:
+    a, _, _ = dev_runs
+    for name in ("calibration.png", "lift.png", "gain.png"):
+        data = (a / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 10_000, name
+
+
+def test_table_ends_with_a_summary_that_fits_in_25_lines(dev_runs) -> None:
+    _, _, table = dev_runs
+    lines = table.rstrip("\n").splitlines()
+    tail = lines[-25:]
+    start = next(i for i, line in enumerate(tail) if line.startswith("summary: "))
+    assert any(line.startswith("churn ROC AUC") for line in tail[start:])
+    assert tail[-1].startswith("outputs in ")
+    assert "ranking: churned / bought again in 90 days" in table
+
+
+def test_a_horizon_past_the_end_of_the_history_is_a_clear_error(tmp_path, capsys) -> None:
+    code, _ = run_cli(str(DEV_SET), "--split", "2026-05-01T00:00:00Z", "--out", str(tmp_path))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "90-day horizon needs at least 90" in err and "2026-06-30T23:59:59Z" in err
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_evaluate_is_a_scorestream_command() -> None:
+    args = cli.build_parser().parse_args(["evaluate", "h.jsonl", "--split", SPLIT])
+    assert args.command == "evaluate" and args.horizon_days == 90 and args.alert_months == 6
+    assert args.out == Path("out/evaluate")
+
+
+def _event(cid: str, day: float, etype: str = "order_placed", source: str = "crm",
+           amount: float | None = None, currency: str = "EUR") -> dict[str, Any]:
+    e: dict[str, Any] = {"customer_id": cid, "occurred_at": int(day * DAY_MS),
+                         "event_type": etype, "source": source, "payload": {}}
+    if amount is not None:
+        e["payload"] = {"amount": amount, "currency": currency}
+    return e
+
+
+def test_labels_and_calibration_summaries_by_hand() -> None:
+    split = 101 * DAY_MS - 1000  # last second of day 100; horizon ends on day 190
+    events = [
+        _event("A", 10.5, amount=10.0),
+        _event("A", 50.5, amount=20.0, currency="USD"),  # 18.40 EUR
+        _event("A", 120.5, amount=5.0),  # bought again, within the horizon
+        _event("B", 20.5, amount=7.0),
+        _event("B", 150.5, "page_view", "web"),  # an interaction: not churned
+        _event("B", 250.5, amount=9.0),  # an order after the horizon: counts for value only
+        _event("C", 30.5, amount=3.0),
+        _event("C", 105.5, "login", "web"),
+        _event("C", 110.5, "subscription_cancelled"),  # cancelled: churned all the same
+        _event("D", 160.5, amount=4.0),  # new after the split: not evaluated
+        _event("E", 40.5, "page_view", "web"),  # never ordered, silent afterwards: churned
+    ]
+    before, after, counts = summarize(events, split, 300 * DAY_MS, 90)
+    assert counts == {"events_before_split": 5, "events_after_split": 6, "events_after_end": 0}
+    assert sorted(before) == ["A", "B", "C", "E"]
+    a = before["A"]
+    assert (a.orders, sorted(a.order_days), a.spend_cents) == (2, [10, 50], 2840)
+    assert rfm_at(a, split) == (1.0, 40.0, 90.0, 2.0, 14.2)
+    assert rfm_at(before["E"], split) is None
+    assert after["A"] == Outcome(interactions_h=1, orders_h=1, orders=1, spend_cents=500)
+    assert after["B"] == Outcome(interactions_h=1, orders_h=0, orders=1, spend_cents=900)
+    assert after["C"].cancelled_h and after["C"].interactions_h == 1
+    assert "E" not in after
+
+
+def test_window_and_time_helpers() -> None:
+    split = 1759276799000
+    assert iso(split) == SPLIT
+    assert iso(months_before(split, 6)) == "2025-03-30T23:59:59Z"
+    assert iso(months_before(split, 12)) == "2024-09-30T23:59:59Z"
+    assert iso(months_before(1767225599000, 10)) == "2025-02-28T23:59:59Z"  # from Dec 31
+    end = history_end([{"occurred_at": split + 5 * DAY_MS}, {"occurred_at": split}])
+    assert end is not None and iso(end) == "2025-10-05T23:59:59Z"
+    check_window(split, split + 90 * DAY_MS, 90)
+    with pytest.raises(ValueError, match="needs at least 90"):
+        check_window(split, split + 89 * DAY_MS, 90)
+    with pytest.raises(ValueError, match="no valid events"):
+        check_window(split, history_end([]), 90)
+
+
+def test_replay_lists_tier_changes_behind_every_tier_downgrade_alert() -> None:
+    events, _ = generate(60, seed=4, days=300)
+    result = replay(ingest(sort_raw(iter_lines(events))))
+    changes = result.tier_changes
+    assert changes and all(c["from"] != c["to"] for c in changes)
+    moves = {(c["customer_id"], c["event_time"]): (c["from"], c["to"]) for c in changes}
+    downgrades = [a for a in result.alerts if a["alert_type"] == "tier_downgrade"]
+    assert downgrades
+    for alert in downgrades:
+        old, new = moves[(alert["customer_id"], alert["event_time"])]
+        assert old in ("VIP", "Premium") and new == alert["scorecard"]["tier"]
