@@ -7,6 +7,12 @@ silent, and growers who become VIPs. Purchases are heterogeneous Poisson process
 heavy-tailed (log-normal) order values in several currencies. Some events carry only an alias:
 email events with only `email`, web sessions with only `anonymous_id` until a `login` links it.
 Everything derives from one seed, so the same arguments always give the same bytes.
+
+That default profile ("stories") was written together with the churn model, so the model's
+quality on it says little about real behaviour. The "retail" profile (`RetailParams`) draws
+customers from the Pareto/NBD process with the heterogeneity of real retail data: most buy
+once or twice and a few often, lifetimes end unobserved, half the customers are only ever
+seen through their orders, the others browse in multi-event visits on the days they shop.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from models.config import DAY_MS
+from models.config import DAY_MS, DEFAULT_FX_RATES
 
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 
@@ -277,6 +283,336 @@ class _Customer:
             self.revenue -= amount * rate
 
 
+PROFILES = ("stories", "retail")
+"""Generator profiles: the hand-made customer stories (default) and Pareto/NBD retail."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetailParams:
+    """Parameters of the "retail" profile; time unit days, money in EUR.
+
+    Purchases follow the Pareto/NBD process (Schmittlein, Morrison and Colombo 1987) with
+    heterogeneity of the order of fits on CDNOW-like retail data: while alive a customer buys
+    as a Poisson process of rate lambda ~ Gamma(shape `r`, rate `alpha_days`) per day (mean
+    r / alpha = one purchase every 160 days, but most customers far slower), and stays alive
+    for an exponential lifetime of rate mu ~ Gamma(shape `s`, rate `beta_days`) per day. The
+    first order is the acquisition; customers are acquired uniformly over the first
+    `acquisition_share` of the history. Order values follow the Gamma-Gamma model (Fader,
+    Hardie and Lee 2005): a customer's orders are Gamma(shape `p`, rate nu) with nu ~
+    Gamma(shape `q`, rate `gamma_eur`), a mean spend of p * gamma / (q - 1) EUR on average.
+
+    A share `orders_only_share` of customers (shop or phone buyers) are seen only through
+    crm `order_placed` (and the odd refund). The others are web customers: they visit on
+    Poisson days at rate lambda * (1 + browse ratio) + a baseline browsing rate, every
+    purchase happens in one of these visits (each visit is a purchase with probability lambda
+    / visit rate, which keeps purchases Poisson(lambda)), a visit day holds one or more
+    sessions of several page views, they receive campaign emails (opening some) and now and
+    then open a support ticket. After the (unobserved) death all activity stops, except
+    campaign mail that still goes out and a few residual opens.
+    """
+
+    r: float = 0.25
+    """Shape of the Gamma heterogeneity of the purchase rate lambda."""
+    alpha_days: float = 40.0
+    """Rate parameter (in days) of that Gamma: mean lambda = r / alpha_days per day."""
+    s: float = 0.6
+    """Shape of the Gamma heterogeneity of the dropout rate mu."""
+    beta_days: float = 180.0
+    """Rate parameter (in days) of that Gamma: mean mu = s / beta_days per day."""
+    acquisition_share: float = 0.25
+    """First orders fall uniformly over this leading share of the history (a cohort)."""
+    p: float = 6.0
+    """Gamma-Gamma: shape of the order value distribution around a customer's mean."""
+    q: float = 3.8
+    """Gamma-Gamma: shape of the heterogeneity of the per-customer rate nu."""
+    gamma_eur: float = 20.0
+    """Gamma-Gamma: rate parameter (in EUR) of nu's Gamma; mean spend p * gamma / (q - 1)."""
+    currencies: tuple[tuple[str, float], ...] = (("EUR", 0.9), ("GBP", 0.06), ("USD", 0.04))
+    """Currency of a customer's orders, with probabilities (amounts are in that currency)."""
+    refund_rate: float = 0.03
+    """Probability that an order is refunded 3-20 days later."""
+    orders_only_share: float = 0.5
+    """Share of customers with orders only: no web, email or support events."""
+    browse_ratio: float = 3.0
+    """Median of the log-normal number of extra (non-buying) visits per purchase."""
+    browse_days: float = 60.0
+    """Median days between visits of the baseline browsing that does not depend on lambda."""
+    page_views: float = 5.0
+    """Mean number of page views in a session (at least one)."""
+    extra_session_rate: float = 0.3
+    """Probability of one more session on a visit day (repeated: geometric)."""
+    search_rate: float = 0.35
+    """Probability that a session holds a search."""
+    login_rate: float = 0.2
+    """Probability that a visit without purchase logs in (first and buying visits always do)."""
+    consent_share: float = 0.7
+    """Share of web customers who get the campaign emails."""
+    campaign_days: int = 14
+    """Days between campaign emails."""
+    open_a: float = 1.5
+    """Beta(open_a, open_b) of a customer's probability to open a campaign while alive."""
+    open_b: float = 4.0
+    """See `open_a` (mean open rate 0.27)."""
+    click_rate: float = 0.25
+    """Probability that an opened campaign is clicked (alive customers only)."""
+    residual_open_rate: float = 0.02
+    """Probability that a dead customer's mailbox still opens a campaign (previews, proxies)."""
+    unsubscribe_rate: float = 0.003
+    """Probability of unsubscribing on a campaign."""
+    ticket_days: float = 700.0
+    """Mean alive days between spontaneous support tickets of a web customer."""
+    order_ticket_rate: float = 0.04
+    """Probability that a web customer's order leads to a support ticket within ten days."""
+
+
+RETAIL = RetailParams()
+"""Default parameters of the "retail" profile."""
+
+_DEVICES = (("mobile", 0.6), ("desktop", 0.35), ("tablet", 0.05))
+_CHANNELS = (("direct", 0.35), ("organic", 0.3), ("email", 0.15), ("paid", 0.12), ("social", 0.08))
+_HOUR_MS = 3600_000
+
+
+class _RetailCustomer(_Customer):
+    """One customer of the "retail" profile (Pareto/NBD purchases, visits around them)."""
+
+    def __init__(
+        self, index: int, seed: int, days: int, start_ms: int, params: RetailParams
+    ) -> None:
+        super().__init__(index, seed, days, start_ms)
+        # a stream of its own, apart from the stories profile's customer streams
+        self.rng = random.Random(f"{seed}:retail:{index}")
+        self.anon = f"anon-{index}-{self.rng.randrange(10**9)}"
+        self.p = params
+        self.end_ms = self.alive_end = start_ms + days * DAY_MS
+
+    def run(self) -> Truth:
+        rng, p = self.rng, self.p
+        orders_only = rng.random() < p.orders_only_share
+        lam = rng.gammavariate(p.r, 1 / p.alpha_days)  # purchases per day while alive
+        mu = max(rng.gammavariate(p.s, 1 / p.beta_days), 1e-12)  # dropout rate per day
+        self.nu = rng.gammavariate(p.q, 1 / p.gamma_eur)  # Gamma-Gamma: mean spend p / nu
+        currency = _pick(rng, p.currencies)
+        self.hour = rng.uniform(9.0, 21.0)  # preferred time of day for visits
+        day0 = int(rng.random() * max(1.0, p.acquisition_share * self.days))
+        t0 = (
+            self._shop_hours(self.start_ms + day0 * DAY_MS)
+            if orders_only
+            else self._visit_start(self.start_ms + day0 * DAY_MS)
+        )
+        death = t0 + int(rng.expovariate(mu) * DAY_MS)
+        alive_end = self.alive_end = min(death, self.end_ms)
+        if orders_only:
+            self._retail_order(t0, self._spend(), currency, web=False)
+            t = t0
+            while lam > 0:
+                t += int(rng.expovariate(lam) * DAY_MS)
+                ts = self._shop_hours(self._day_start(t))
+                if t >= alive_end or ts >= alive_end:
+                    break
+                self._retail_order(max(ts, t0 + 1), self._spend(), currency, web=False)
+        else:
+            self._web_customer(t0, alive_end, death, lam, currency)
+        churned = death < self.end_ms
+        return Truth(
+            self.cid,
+            "retail_orders_only" if orders_only else "retail_multichannel",
+            t0,
+            death if churned else None,
+            "silent" if churned else None,
+            self.orders,
+            self.revenue,
+        )
+
+    def _day_start(self, ts: int) -> int:
+        return ts - (ts - self.start_ms) % DAY_MS
+
+    def _shop_hours(self, day: int) -> int:
+        return day + int(self.rng.uniform(9.0, 19.0) * _HOUR_MS)
+
+    def _visit_start(self, day: int) -> int:
+        """A session start around the customer's preferred hour, between 06:00 and 22:00.
+
+        A session lasts under two hours, so a visit and its order stay on the same day.
+        """
+        hour = min(21.0, max(6.0, self.rng.gauss(self.hour, 2.5)))
+        return day + int(hour * _HOUR_MS) + self.rng.randrange(_HOUR_MS)
+
+    def _spend(self) -> float:
+        """One order's value: Gamma(p, nu) around the customer's mean p / nu."""
+        return round(self.rng.gammavariate(self.p.p, 1 / self.nu), 2)
+
+    def _web_customer(self, t0: int, alive_end: int, death: int, lam: float, currency: str) -> None:
+        rng, p = self.rng, self.p
+        self.device = _pick(rng, _DEVICES)
+        browse = lam * rng.lognormvariate(math.log(p.browse_ratio), 0.5)
+        visit_rate = lam + browse + 1 / rng.lognormvariate(math.log(p.browse_days), 0.7)
+        consent = rng.random() < p.consent_share
+        p_open = rng.betavariate(p.open_a, p.open_b)
+        # acquisition: anonymous browsing, login that links the cookie, profile, first order
+        self._visit(t0, buy=self._spend(), currency=currency, signup=True, consent=consent)
+        t = t0
+        while True:
+            t += int(rng.expovariate(visit_rate) * DAY_MS)
+            if t >= alive_end:
+                break
+            day = self._day_start(t)
+            ts = self._visit_start(day)
+            if ts >= alive_end or ts <= t0:
+                continue
+            # a visit day: one or more sessions; a purchase (if any) in the last one
+            buy = rng.random() < lam / visit_rate
+            starts = [ts]
+            while len(starts) < 4 and rng.random() < p.extra_session_rate:
+                nxt = starts[-1] + rng.randrange(_HOUR_MS // 2, 4 * _HOUR_MS)
+                if nxt >= min(day + 22 * _HOUR_MS, alive_end):
+                    break
+                starts.append(nxt)
+            for k, start in enumerate(starts):
+                spend = self._spend() if buy and k == len(starts) - 1 else None
+                self._visit(start, buy=spend, currency=currency)
+        # spontaneous support tickets while alive
+        t = t0
+        while True:
+            t += int(rng.expovariate(1 / p.ticket_days) * DAY_MS)
+            if t >= alive_end:
+                break
+            self._ticket(t)
+        if consent:
+            self._campaigns(t0, death, p_open)
+
+    def _visit(
+        self,
+        ts: int,
+        *,
+        buy: float | None,
+        currency: str,
+        signup: bool = False,
+        consent: bool = False,
+    ) -> None:
+        """One session: session_started, page views (a search), a login, maybe an order.
+
+        Events before the login carry only the cookie (`anonymous_id`), which the signup
+        visit's login links to the customer; the login carries both, later events the id.
+        """
+        rng, p = self.rng, self.p
+        login = signup or buy is not None or rng.random() < p.login_rate
+        views = 1
+        while rng.random() < 1 - 1 / p.page_views and views < 40:
+            views += 1
+        login_after = rng.randrange(views) if login else views  # page views before the login
+        search_at = rng.randrange(views) if rng.random() < p.search_rate else -1
+        channel = _pick(rng, _CHANNELS)
+        self.emit(
+            "web",
+            "session_started",
+            ts,
+            {"channel": channel, "device": self.device},
+            anonymous=True,
+        )
+        known = False
+        for k in range(views):
+            ts += rng.randrange(15_000, 150_000)
+            if k == login_after:
+                self.emit("web", "login", ts, {})
+                self.events[-1]["anonymous_id"] = self.anon
+                known = True
+                ts += 5_000
+                if signup:
+                    fields: dict[str, Any] = {"email": self.email}
+                    for f in _PROFILE_FIELDS:
+                        if rng.random() < 0.5:
+                            fields[f] = "x" if f != "birth_date" else "1985-06-01"
+                    fields["consent_marketing"] = consent
+                    self.emit("crm", "profile_updated", ts, {"fields": fields})
+            if k == search_at:
+                self.emit(
+                    "web",
+                    "search",
+                    ts,
+                    {"query": "q", "results": rng.randrange(0, 200)},
+                    anonymous=not known,
+                )
+                ts += rng.randrange(5_000, 30_000)
+            url = "/" if k == 0 else f"/p/{rng.randrange(500)}"
+            duration = round(rng.lognormvariate(math.log(25.0), 0.8), 1)
+            self.emit(
+                "web", "page_view", ts, {"url": url, "duration_s": duration}, anonymous=not known
+            )
+        if buy is not None:
+            for url in ("/cart", "/checkout"):
+                ts += rng.randrange(20_000, 90_000)
+                self.emit("web", "page_view", ts, {"url": url}, anonymous=not known)
+            ts += rng.randrange(30_000, 120_000)
+            self.emit("web", "goal_completed", ts, {"goal": "purchase", "value": buy})
+            self._retail_order(ts + 5_000, buy, currency, web=True)
+
+    def _retail_order(self, ts: int, amount: float, currency: str, *, web: bool) -> None:
+        rng, p = self.rng, self.p
+        self.orders += 1
+        oid = f"O-{self.cid}-{self.orders}"
+        payload = {"order_id": oid, "amount": amount, "currency": currency}
+        self.emit("crm", "order_placed", ts, payload)
+        rate = DEFAULT_FX_RATES[currency]
+        self.revenue += amount * rate
+        if rng.random() < p.refund_rate:
+            ts_r = ts + rng.randrange(3, 20) * DAY_MS
+            if ts_r < self.end_ms:
+                self.emit("crm", "order_refunded", ts_r, dict(payload))
+                self.revenue -= amount * rate
+        if web and rng.random() < p.order_ticket_rate:
+            self._ticket(ts + rng.randrange(1, 10) * DAY_MS)
+
+    def _ticket(self, ts: int) -> None:
+        rng = self.rng
+        tid = f"T-{self.cid}-{self.n}"
+        day = self._day_start(ts)
+        ts = day + rng.randrange(8 * _HOUR_MS, 18 * _HOUR_MS)
+        if ts >= self.alive_end:  # the dead open no tickets
+            return
+        sentiment = round(rng.uniform(-0.6, 0.7), 2)
+        self.emit(
+            "support",
+            "ticket_opened",
+            ts,
+            {"ticket_id": tid, "priority": "normal", "sentiment": sentiment},
+        )
+        hours = round(rng.lognormvariate(math.log(8.0), 1.0), 1)
+        done = ts + int(hours * _HOUR_MS)
+        self.emit("support", "ticket_resolved", done, {"ticket_id": tid, "resolution_hours": hours})
+        if rng.random() < 0.4:
+            csat = max(1, min(5, round(rng.gauss(4.2, 0.9))))
+            self.emit(
+                "support", "satisfaction_rated", done + 60_000, {"ticket_id": tid, "csat": csat}
+            )
+
+    def _campaigns(self, t0: int, death: int, p_open: float) -> None:
+        """Campaign mail every `campaign_days` (calendar-aligned) from after acquisition."""
+        rng, p = self.rng, self.p
+        first_day = (t0 - self.start_ms) // DAY_MS + 1
+        for day in range(first_day, self.days):
+            if day % p.campaign_days != 1:
+                continue
+            ts = self.start_ms + day * DAY_MS + 9 * _HOUR_MS + rng.randrange(_HOUR_MS)
+            alive = ts < death
+            alias = rng.random() < 0.5
+            camp = {"campaign_id": f"r{day // p.campaign_days}"}
+            self.emit("email", "sent", ts, dict(camp), alias_only=alias)
+            if rng.random() < 0.01:
+                self.emit("email", "bounced", ts + 60_000, {"kind": "soft"}, alias_only=alias)
+                continue
+            self.emit("email", "delivered", ts + 60_000, dict(camp), alias_only=alias)
+            if rng.random() < (p_open if alive else p.residual_open_rate):
+                to = ts + rng.randrange(_HOUR_MS, 30 * _HOUR_MS)
+                self.emit("email", "opened", to, dict(camp), alias_only=alias)
+                if to + 20_000 < death and rng.random() < p.click_rate:
+                    clicked = {**camp, "url": "/offer"}
+                    self.emit("email", "clicked", to + 20_000, clicked, alias_only=alias)
+            if alive and rng.random() < p.unsubscribe_rate:
+                self.emit("email", "unsubscribed", ts + 2 * _HOUR_MS, dict(camp), alias_only=alias)
+                return
+
+
 def generate(
     customers: int,
     seed: int = 42,
@@ -284,20 +620,31 @@ def generate(
     days: int = 730,
     start_ms: int = START_MS,
     redelivery_rate: float = 0.003,
+    profile: str = "stories",
+    retail: RetailParams = RETAIL,
 ) -> tuple[list[dict[str, Any]], list[Truth]]:
     """Raw source events (sorted by event time) and ground truth for `customers` customers.
 
+    `profile` is one of PROFILES: "stories" (default) or "retail" (parameters `retail`).
     A small share of events is repeated verbatim (same event id) to exercise deduplication.
 
     >>> events, truth = generate(3, seed=1, days=60)
     >>> len(truth), truth[0].customer_id, events == generate(3, seed=1, days=60)[0]
     (3, 'C000000', True)
+    >>> sorted({t.segment for t in generate(20, seed=1, days=60, profile="retail")[1]})
+    ['retail_multichannel', 'retail_orders_only']
     """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     rng = random.Random(f"{seed}:redeliveries")
     out: list[tuple[int, str, int, dict[str, Any]]] = []
     truth = []
     for i in range(customers):
-        c = _Customer(i, seed, days, start_ms)
+        c = (
+            _Customer(i, seed, days, start_ms)
+            if profile == "stories"
+            else _RetailCustomer(i, seed, days, start_ms, retail)
+        )
         truth.append(c.run())
         for e in c.events:
             ts = _ms(e["occurred_at"])

@@ -2,6 +2,8 @@
 
 Thin shell around `models.synthetic`: JSON lines to --out (gzipped when it ends in .gz), the
 ground truth beside it (--truth, default <out>.truth.jsonl). Same arguments, same bytes.
+`--profile retail` draws customers from the Pareto/NBD retail profile instead of the default
+hand-made stories (see `models.synthetic.RetailParams`).
 Sending straight to Kafka is the streaming layer's job (it can reuse `models.synthetic`).
 """
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from models.synthetic import generate, iter_lines
+from models.synthetic import PROFILES, generate, iter_lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,11 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=int, default=730, help="days of history (from 2024-01-01)")
     parser.add_argument("--out", type=Path, required=True, help="output file (.jsonl or .jsonl.gz)")
     parser.add_argument("--truth", type=Path, default=None, help="ground-truth file")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=PROFILES[0],
+        help="customer behaviour: hand-made stories (default) or Pareto/NBD retail",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate and write; returns the process exit code."""
-    events, truth = generate(args.customers, args.seed, days=args.days)
+    events, truth = generate(args.customers, args.seed, days=args.days, profile=args.profile)
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     # mtime=0 keeps gzip output byte-identical across runs
