@@ -338,6 +338,14 @@ class Ingestion:
             )
         return routed
 
+    def assigned(self, partitions: Iterable[tuple[str, int]], now_ms: int) -> None:
+        """Source partitions just assigned: until each routes a record (or `idle_ms` passes),
+        its event time is unknown and may lie behind every other partition's, so the
+        identity watermark does not advance (see `refresh_identity_watermark`)."""
+        for topic, partition in partitions:
+            if (topic, partition) not in self._partition_clocks:
+                self._partition_clocks[(topic, partition)] = [-1, now_ms]
+
     def refresh_identity_watermark(self, now_ms: int, idle_ms: int = 10_000) -> int:
         """Set the event-time clock the identity stage ages held events by: the slowest source
         partition's newest event time, among those that routed a record within `idle_ms` of
@@ -354,6 +362,8 @@ class Ingestion:
         cutoff = now_ms - idle_ms
         active = [t for t, wall in self._partition_clocks.values() if wall >= cutoff]
         low = min(active) if active else self.watermark
+        if low < 0:  # an assigned partition has not delivered yet: hold still
+            low = self.identity_watermark if self.identity_watermark is not None else 0
         self.identity_watermark = low
         return low
 

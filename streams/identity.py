@@ -139,25 +139,32 @@ class IdentityHandler:
                 if is_customer_key(key):
                     erasure = self.coordinator.handle(value, key, index, now_ms, topic=topic,
                                                       partition=partition, offset=offset)
-                    index.apply(erasure.index_changes)
+                    writes = [(index, erasure.index_changes)]
                     accepted, dead, follow = erasure.accepted, erasure.dead, erasure.identity
+                    duplicate = False
                 else:
                     result = state.handle(value, key, links, now_ms, topic=topic,
                                           partition=partition, offset=offset)
-                    links.apply(result.link_changes)
-                    held.apply(result.held_changes)
+                    writes = [(links, result.link_changes), (held, result.held_changes)]
                     accepted, dead, follow = result.accepted, result.dead, result.identity
-                    if result.duplicate:
-                        duplicates += 1
-                # Serialised before any is queued: a record that cannot be leaves no half.
+                    duplicate = result.duplicate
+                # Serialised before anything is written or queued: a record the core cannot
+                # handle leaves the table and the outputs as they were.
                 records = [(self.customer_events, r["customer_id"].encode(), dumps(r), None)
                            for r in accepted]
                 records += [(self.dead_letters, key, dumps(r), None) for r in dead]
                 records += [(self.identity, k.encode(), dumps(m), None) for k, m in follow]
+                for _view, pending in writes:
+                    for _key, record in pending:
+                        if record is not None:
+                            dumps(record)
             except Exception as err:  # one record's content must never stop the worker
                 state = self._quarantine(partition, table, msg, out, err)
                 dead_reasons[Reason.PROCESSING_ERROR] += 1
                 continue
+            for view, changes in writes:  # the store: its failures stop the stage
+                view.apply(changes)
+            duplicates += duplicate
             for queued in records:
                 send(queued)
             for letter in dead:

@@ -91,6 +91,7 @@ class IngestHandler:
         `wait_s` passes)."""
         if self.aligner is not None:
             self.aligner.assigned(partitions, time.monotonic())
+        self.ingestion.assigned(partitions, int(time.time() * 1000))
 
     def forget(self, topic: str, partition: int) -> None:
         """A source partition left (or will be re-read): drop the records it held."""

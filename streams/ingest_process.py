@@ -47,7 +47,8 @@ worker's stall watchdog then treats it like a batch that does not commit."""
 RELAYED = {"scorestream_events_consumed_total": "events_consumed",
            "scorestream_events_ingested_total": "events_ingested",
            "scorestream_duplicate_events_total": "duplicates",
-           "scorestream_dead_letters_total": "dead_letters"}
+           "scorestream_dead_letters_total": "dead_letters",
+           "scorestream_processing_errors_total": "processing_errors"}
 """The counters the ingest handler counts: sample name -> `Metrics` attribute."""
 
 

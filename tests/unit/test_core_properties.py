@@ -22,6 +22,7 @@ from models.engine import ScoringEngine
 from models.state import CustomerState
 from schemas.decode import MAX_AMOUNT, MIN_EVENT_TIME_MS, DecodedEvent, decode_source_event
 from schemas.registry import SOURCES, examples
+from streams.metrics import Metrics
 from streams.processor import Output, Table
 from streams.scoring import ScoringHandler
 from streams.stores import MemoryStore
@@ -109,7 +110,9 @@ def test_the_scoring_stage_quarantines_nothing_the_contract_accepts(
         customers: list[tuple[str, list[list[dict[str, Any]]]]]) -> None:
     """Through the real handler (batching, alerts, store): no `processing_error` at all, so
     the quarantine is a safety net, not where valid data ends up."""
-    handler = ScoringHandler(ScoringEngine(), AlertRules(), TOPICS, live_states=10)
+    metrics = Metrics()
+    handler = ScoringHandler(ScoringEngine(), AlertRules(), TOPICS, metrics=metrics,
+                             live_states=10)
     table = Table("customer-state", "memory://", None)
     table.stores[0] = MemoryStore()
     handler.on_assigned(0, table)
@@ -128,6 +131,7 @@ def test_the_scoring_stage_quarantines_nothing_the_contract_accepts(
         raw = table.get(0, customer_id.encode())
         if raw is not None:
             assert CustomerState.restore(raw).snapshot() == raw
+    assert metrics.processing_errors.labels("scoring")._value.get() == 0
 
 
 def test_amounts_beyond_the_contract_saturate_instead_of_overflowing() -> None:
