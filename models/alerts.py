@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,15 @@ class AlertConfig:
     """... and never for less than this absolute amount in the base currency."""
     change_interactions: float = 5.0
     """... for the 12-month interaction count (one page view is not news)."""
+    churn_rise: float = 0.15
+    """churn_risk / high_value_at_risk fire only once the churn probability has risen this much
+    above its lowest level since the customer's last churn alert (a material rise, not a
+    customer who has looked this risky all along)."""
+    budget_share: float = 0.02
+    """Alert budget: each alert type fires for at most this share of the customers per
+    `budget_window_ms` of event time; the value-at-risk cut (`TierThresholds.at_risk_from`)
+    is set so that this share lies above it."""
+    budget_window_ms: int = 30 * DAY_MS
 
 
 @dataclass(slots=True)
@@ -90,17 +100,59 @@ class AlertMemory:
 
     disarmed: set[str] = field(default_factory=set)
     last_fired: dict[str, int] = field(default_factory=dict)
+    low: float | None = None
+    """Lowest churn probability since the last churn alert (the reference of a rise)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Compact JSON-friendly form for the customer state."""
-        return {"d": sorted(self.disarmed), "f": dict(sorted(self.last_fired.items()))}
+        """Compact JSON-friendly form for the customer state (empty parts left out)."""
+        out: dict[str, Any] = {}
+        if self.disarmed:
+            out["d"] = sorted(self.disarmed)
+        if self.last_fired:
+            out["f"] = dict(sorted(self.last_fired.items()))
+        if self.low is not None:
+            out["l"] = self.low
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> AlertMemory:
         """Inverse of `to_dict` (None gives a fresh memory)."""
         if not d:
             return cls()
-        return cls(disarmed=set(d.get("d", ())), last_fired=dict(d.get("f", {})))
+        disarmed, fired = d.get("d"), d.get("f")
+        return cls(set(disarmed) if disarmed else set(), dict(fired) if fired else {},
+                   d.get("l"))
+
+
+class AlertBudget:
+    """How many alerts of each type fired in the last window of event time, against the
+    budget: `share` of the customers. One per partition in a worker, one for a replay.
+
+    >>> b = AlertBudget(share=0.02, window_ms=30 * DAY_MS)
+    >>> [b.allow("churn_risk", t * DAY_MS, customers=100) for t in range(4)]
+    [True, True, False, False]
+    >>> b.allow("churn_risk", 31 * DAY_MS, customers=100), b.allow("vip_upgrade", 0, 100)
+    (True, True)
+    """
+
+    __slots__ = ("fired", "share", "window_ms")
+
+    def __init__(self, share: float, window_ms: int) -> None:
+        self.share = share
+        self.window_ms = window_ms
+        self.fired: dict[str, deque[int]] = {}
+
+    def allow(self, kind: str, at: int, customers: int) -> bool:
+        """Whether one more `kind` alert fits at event time `at`; if so, it is counted."""
+        times = self.fired.get(kind)
+        if times is None:
+            times = self.fired[kind] = deque()
+        while times and times[0] <= at - self.window_ms:
+            times.popleft()
+        if len(times) >= max(1.0, self.share * customers):
+            return False
+        times.append(at)
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,42 +216,61 @@ class AlertRules:
         current: Scorecard,
         memory: AlertMemory,
         trigger_event_id: str | None,
+        at_risk_from: float | None = None,
+        budget: AlertBudget | None = None,
+        customers: int = 0,
     ) -> list[Alert]:
-        """Alerts raised by the move from `previous` to `current`; updates `memory` in place."""
+        """Alerts raised by the move from `previous` to `current`; updates `memory` in place.
+
+        Churn alerts need a high churn probability that has risen materially (`churn_rise`
+        above its lowest level since the last churn alert) and, once the learner has set
+        it, a value at risk (probability x predicted value) at or above `at_risk_from`
+        (`churn_risk`, for win-back flows); a high-value customer also gets
+        `high_value_at_risk` (for an adviser). With a
+        `budget` (and the number of `customers` it is shared by), an alert the budget has
+        no room for stays armed and fires once there is room, if it still holds.
+        """
         cfg = self.config
         alerts: list[Alert] = []
         p = current.churn_probability
+        if memory.low is None:  # a first scorecard, or a memory kept before lows were
+            memory.low = previous.churn_probability if previous is not None else p
+        low = memory.low = min(memory.low, p)
 
         def fire(kind: str, severity: str, reason: str, cooldown_ms: int = cfg.cooldown_ms,
-                 rearm: bool = False) -> None:
+                 rearm: bool = False) -> bool:
             last = memory.last_fired.get(kind)
-            if last is not None and current.as_of - last < cooldown_ms:
-                if rearm:  # a threshold alert stays armed: it fires once the cooldown ends
+            if (last is not None and current.as_of - last < cooldown_ms) or (
+                    budget is not None and not budget.allow(kind, current.as_of, customers)):
+                if rearm:  # a threshold alert stays armed: it fires once it may
                     memory.disarmed.discard(kind)
-                return
+                return False
             memory.last_fired[kind] = current.as_of
             alerts.append(Alert(kind, severity, current.customer_id, reason, current,
                                 current.as_of, trigger_event_id))
+            return True
 
-        if self._crossed("churn_risk", p, cfg.churn_risk_on, cfg.churn_risk_off, memory):
-            old = previous.churn_probability if previous else 0.0
-            # Held back by the cooldown until now, it may have crossed before this move.
-            move = (f"rose from {old:.2f} to {p:.2f}" if old < cfg.churn_risk_on else
-                    f"still {p:.2f}, at or above {cfg.churn_risk_on:.2f}")
-            fire("churn_risk", "warning", f"churn risk {move}{_factor_phrase(current)}",
-                 rearm=True)
-
+        at_risk = p * max(current.ltv_predicted_12m, 0.0)
+        material = p - low >= cfg.churn_rise and (at_risk_from is None or at_risk >= at_risk_from)
         high_value = current.tier in cfg.high_value_tiers
+        if self._crossed("churn_risk", p, cfg.churn_risk_on, cfg.churn_risk_off, memory,
+                         material) and fire(
+                "churn_risk", "warning",
+                f"churn risk rose from {low:.2f} to {p:.2f} (value at risk "
+                f"{at_risk:,.0f} {current.currency}){_factor_phrase(current)}", rearm=True):
+            memory.low = p
+
         hv_p = p if high_value else 0.0
+        # Kept armed through the cooldown only when churn rose, not when the tier came back:
+        # tiers flap at a boundary as thresholds are republished.
         if self._crossed("high_value_at_risk", hv_p, cfg.high_value_churn_on,
-                         cfg.high_value_churn_off, memory):
-            # Kept armed through the cooldown only when churn rose, not when the tier came
-            # back: tiers flap at a boundary as thresholds are republished.
-            fire("high_value_at_risk", "critical",
-                 f"{current.tier} customer (predicted 12-month value "
-                 f"{current.ltv_predicted_12m:,.0f} {current.currency}) has churn risk "
-                 f"{p:.2f}{_factor_phrase(current)}: route to a senior adviser",
-                 rearm=previous is not None and previous.tier in cfg.high_value_tiers)
+                         cfg.high_value_churn_off, memory, material) and fire(
+                "high_value_at_risk", "critical",
+                f"{current.tier} customer (predicted 12-month value "
+                f"{current.ltv_predicted_12m:,.0f} {current.currency}) has churn risk {p:.2f}, "
+                f"up from {low:.2f}{_factor_phrase(current)}: route to a senior adviser",
+                rearm=previous is not None and previous.tier in cfg.high_value_tiers):
+            memory.low = p
 
         # Tier moves near a boundary flap as thresholds are republished: vip_upgrade re-arms
         # only once the customer has fallen below Premium, and tier_downgrade speaks only of
@@ -211,7 +282,7 @@ class AlertRules:
         if current.tier in cfg.high_value_tiers:
             memory.disarmed.discard("tier_downgrade")
         if current.tier == "VIP" and "vip_upgrade" not in memory.disarmed:
-            memory.disarmed.add("vip_upgrade")
+            memory.disarmed.add("vip_upgrade")  # not re-armed by the budget: once per stay
             fire("vip_upgrade", "info",
                  f"upgraded to VIP from {old_tier or 'new customer'} (predicted 12-month "
                  f"value {current.ltv_predicted_12m:,.0f} {current.currency})",
@@ -224,14 +295,20 @@ class AlertRules:
                  f"{current.ltv_predicted_12m:,.0f} {current.currency})", cfg.tier_cooldown_ms)
         return alerts
 
-    def on_outcome(self, out: BatchOutcome) -> list[Alert]:
+    def on_outcome(self, out: BatchOutcome, at_risk_from: float | None = None,
+                   budget: AlertBudget | None = None, customers: int = 0) -> list[Alert]:
         """Alerts for one engine outcome, keeping the customer's AlertMemory in its state."""
         if out.scorecard is None or out.state is None:
             return []
         memory = AlertMemory.from_dict(out.state.alerts)
-        alerts = self.evaluate(out.previous_scorecard, out.scorecard, memory, out.last_event_id)
-        out.state.alerts = memory.to_dict() if memory.disarmed or memory.last_fired else None
+        alerts = self.evaluate(out.previous_scorecard, out.scorecard, memory, out.last_event_id,
+                               at_risk_from, budget, customers)
+        out.state.alerts = memory.to_dict()
         return alerts
+
+    def budget(self) -> AlertBudget:
+        """A fresh alert budget with this configuration's share and window."""
+        return AlertBudget(self.config.budget_share, self.config.budget_window_ms)
 
     def score_changes(self, out: BatchOutcome) -> dict[str, dict[str, Any]]:
         """The fields to report in a score change for one engine outcome ({} for none): those
@@ -254,13 +331,15 @@ class AlertRules:
         return changed
 
     @staticmethod
-    def _crossed(kind: str, value: float, on: float, off: float, memory: AlertMemory) -> bool:
-        """Hysteresis: True once when value reaches `on`; re-armed when it falls below `off`."""
+    def _crossed(kind: str, value: float, on: float, off: float, memory: AlertMemory,
+                 eligible: bool = True) -> bool:
+        """Hysteresis: True once when value reaches `on` (while `eligible`); re-armed when it
+        falls below `off`."""
         if kind in memory.disarmed:
             if value < off:
                 memory.disarmed.discard(kind)
             return False
-        if value >= on:
+        if value >= on and eligible:
             memory.disarmed.add(kind)
             return True
         return False

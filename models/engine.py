@@ -9,18 +9,34 @@ its own: state goes in and comes out, so any worker that owns the partition can 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from models.bundle import ModelBundle
+from models.churn import MULTICHANNEL, ORDERS_ONLY
 from models.config import DAY_MS, ScoringConfig
-from models.features import FEATURE_NAMES, RFM_NAMES, observe, rfm, unvector, vector
+from models.features import (
+    FEATURE_NAMES,
+    RFM_NAMES,
+    activity,
+    observe,
+    rfm,
+    unvector,
+    vector,
+)
 from models.labels import CHURN, ENGAGEMENT, MODEL_NAMES, VALUE, PendingLabel, TrainingExample
 from models.scorecard import Scorecard
 from models.state import CustomerState
 
 #: Training-example kind carrying a customer's current RFM summary for the population fit.
 VALUE_POPULATION = "value_population"
+#: Training-example kind carrying a customer's active-day summary (x, t_x, T) for the churn
+#: baseline's population fit: sent when a churn snapshot is taken and when its label resolves.
+ACTIVITY_POPULATION = "activity_population"
+_EPS = 1e-6
+#: How long a silent customer keeps getting churn snapshots (one per horizon).
+SILENT_SNAPSHOT_MS = 365 * DAY_MS
 #: Days since first purchase before a value snapshot is worth taking.
 VALUE_MIN_AGE_DAYS = 30
 
@@ -143,7 +159,11 @@ class ScoringEngine:
         last_int = state.last_interaction_ms
         shared: dict[str, tuple[float, ...]] = {}
         for model in resolved:
-            active = last_int is not None and as_of - last_int < self._horizon[model]
+            # Churn keeps taking snapshots of a silent customer for a year of silence, so
+            # that it learns (and is judged) on customers as they are when they are scored,
+            # long quiet ones included, not only right after they were active.
+            follow = SILENT_SNAPSHOT_MS if model == CHURN else self._horizon[model]
+            active = last_int is not None and as_of - last_int < follow
             if model not in state.pending and active:
                 self._take_snapshot(state, model, as_of, feats, summary, scorecard, examples,
                                     shared)
@@ -164,7 +184,14 @@ class ScoringEngine:
         kv, feats = observe(state, as_of)
         summary = rfm(state, as_of)
         b = self.bundle
-        churn = b.churn.predict(feats)
+        active = activity(state, as_of)
+        cancelled = state.cancelled_ms is not None and not state.subscription_active
+        segment = ORDERS_ONLY if feats["orders_only"] else MULTICHANNEL
+        p_base, alive, quiet = b.churn.baseline(active, cancelled, segment)
+        p_clip = min(1.0 - _EPS, max(_EPS, p_base))
+        feats["baseline_churn"] = math.log(p_clip / (1.0 - p_clip))
+        churn = b.churn.predict(feats, segment)
+        churn_factors = churn.factors or b.churn.baseline_factors(alive, quiet)
         engagement = b.engagement.predict(feats)
         value = b.value.estimate(summary)
         sc = Scorecard(
@@ -178,11 +205,11 @@ class ScoringEngine:
             interactions_12m=kv.interactions_12m,
             days_since_last_interaction=kv.days_since_last_interaction,
             churn_probability=churn.value,
-            churn_factors=churn.factors,
+            churn_factors=churn_factors,
             engagement_factors=engagement.factors,
             expected_orders_12m=round(value.expected_orders, 4),
             p_alive=round(value.p_alive, 4),
-            tier=b.tiers.tier(value.value),
+            tier=b.tiers.tier(value.value, _previous_tier(state)),
             model_versions=b.versions(),
             currency=self.config.base_currency,
         )
@@ -228,6 +255,8 @@ class ScoringEngine:
                 feats, FEATURE_NAMES)
             prediction = (scorecard.churn_probability if model == CHURN else
                           round(self.bundle.engagement.expected_interactions(feats)[0], 4))
+            if model == CHURN:
+                self._activity_example(state, as_of, scorecard, examples)
         state.pending[model] = PendingLabel(
             model, as_of, as_of + self._horizon[model], vec, prediction, versions[model]
         )
@@ -236,12 +265,16 @@ class ScoringEngine:
         due = [m for m, p in state.pending.items() if p.is_due(as_of)]
         if not due:
             return []
-        out = []
+        out: list[TrainingExample] = []
         holdout = is_holdout(state.customer_id, self.config.holdout_fraction)
         for model in sorted(due):
             p = state.pending[model]
             del state.pending[model]
             names = RFM_NAMES if model == VALUE else FEATURE_NAMES
+            if len(p.features) != len(names):
+                continue  # taken with another feature set: nothing to learn from it
+            if model == CHURN:
+                self._activity_example(state, as_of, None, out)
             out.append(
                 TrainingExample(
                     model=model,
@@ -256,6 +289,34 @@ class ScoringEngine:
                 )
             )
         return out
+
+
+    def _activity_example(self, state: CustomerState, as_of: int, scorecard: Scorecard | None,
+                          examples: list[TrainingExample]) -> None:
+        """The customer's active-day summary now, for the churn baseline's population fit."""
+        summary = activity(state, as_of)
+        if summary is None:
+            return
+        x, t_x, big_t = summary
+        version = (scorecard.model_versions[CHURN] if scorecard is not None
+                   else self.bundle.churn.version)
+        orders_only = 1.0 if state.active_days <= state.purchase_days else 0.0
+        examples.append(TrainingExample(
+            ACTIVITY_POPULATION, state.customer_id,
+            {"x": x, "t_x": t_x, "T": big_t, "orders_only": orders_only}, 0.0, 0.0, version,
+            as_of, as_of))
+
+
+def _previous_tier(state: CustomerState) -> str | None:
+    """The tier of the customer's last scorecard (for the tiers' hysteresis)."""
+    card = state.card
+    if card is not None:
+        return str(card.tier)
+    return state.last[_TIER_FIELD] if state.last else None
+
+
+_TIER_FIELD = 14
+"""Index of the tier in `Scorecard.to_row`."""
 
 
 def _previous(state: CustomerState) -> Scorecard | None:

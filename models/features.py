@@ -42,6 +42,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "tenure_days",
     "subscription_active",
     "unsubscribed",
+    "active_days",
+    "silence_vs_cadence",
+    "orders_only",
+    "baseline_churn",
 )
 
 #: Names people understand, for "why is this customer at risk?".
@@ -62,6 +66,10 @@ FEATURE_LABELS: dict[str, str] = {
     "tenure_days": "customer for (days)",
     "subscription_active": "active subscription",
     "unsubscribed": "unsubscribed from email",
+    "active_days": "days with any activity, ever",
+    "silence_vs_cadence": "days since last active, against the customer's usual gap",
+    "orders_only": "orders are the customer's only activity",
+    "baseline_churn": "repeat-activity model (BG/NBD) churn risk",
 }
 
 #: Repeat-purchase summary used by the value model (BG/NBD + Gamma-Gamma), days and base money.
@@ -136,6 +144,13 @@ def observe(state: CustomerState, as_of_ms: int) -> tuple[KeyValues, dict[str, f
     tenure = _days_since(state.first_ms, as_of_ms)
     unsub = state.unsubscribed
     log1p = math.log1p
+    active = state.active_days
+    first_int = state.first_interaction_ms
+    if active and first_int is not None and last is not None:
+        gap = (last - first_int) / DAY_MS / (active - 1) if active > 1 else 30.0
+        silence = log1p(max(0.0, (as_of_ms - last) / DAY_MS) / (gap + 1.0))
+    else:
+        silence = 0.0
     x = {
         "recency_days": log1p(recency),
         "interactions_30d": log1p(i30),
@@ -153,8 +168,27 @@ def observe(state: CustomerState, as_of_ms: int) -> tuple[KeyValues, dict[str, f
         "tenure_days": log1p(tenure),
         "subscription_active": 1.0 if state.subscription_active else 0.0,
         "unsubscribed": 1.0 if unsub and unsub[1] else 0.0,
+        "active_days": log1p(active),
+        "silence_vs_cadence": silence,
+        "orders_only": 1.0 if active <= state.purchase_days else 0.0,
     }
     return kv, x
+
+
+def activity(state: CustomerState, as_of_ms: int) -> tuple[float, float, float] | None:
+    """Active-day summary in days (x, t_x, T), or None before the first interaction.
+
+    x = distinct active days - 1, t_x = last - first active day, T = as_of day - first active
+    day: the repeat-purchase summary of `rfm`, with every interaction day as a "purchase".
+    """
+    first, last = state.first_interaction_ms, state.last_interaction_ms
+    active = state.active_days
+    if first is None or last is None or not active:
+        return None
+    first_day = first // DAY_MS
+    t_x = float(last // DAY_MS - first_day)
+    x = float(min(active - 1, t_x))
+    return x, t_x, float(max(as_of_ms // DAY_MS - first_day, t_x))
 
 
 def rfm(state: CustomerState, as_of_ms: int) -> dict[str, float] | None:

@@ -9,15 +9,21 @@ scorers logged when they took each snapshot (before the label existed).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable
 from typing import Any
 
 from models.bundle import ModelBundle
+from models.churn import MULTICHANNEL, ORDERS_ONLY, SEGMENTS
 from models.config import ScoringConfig
-from models.engine import VALUE_POPULATION
+from models.engine import ACTIVITY_POPULATION, VALUE_POPULATION
 from models.labels import CHURN, ENGAGEMENT, VALUE, TrainingExample
 from models.quality import BinaryQuality, RegressionQuality
 from models.tiers import TierThresholds
+from models.value import fit_bgnbd
+
+ACTIVITY_MIN_AGE_DAYS = 30
+"""Days since the first activity before a customer's summary joins the activity fit."""
 
 
 class Learner:
@@ -50,10 +56,18 @@ class Learner:
         self.models = ModelBundle.restore(start.snapshot(), self.config)
         self.population_cap = population_cap
         self.population: dict[str, tuple[int, dict[str, float]]] = {}
+        self.activity: dict[str, tuple[int, dict[str, float]]] = {}
+        """Active-day summaries (x, t_x, T), the same kind of sample, for the churn baseline."""
+        self.activity_seen = 0
+        self._activity_fitted_seen = 0
         self.changed: set[str] = set()
         self.quality: dict[str, Any] = {
             "churn": BinaryQuality(keep_all=keep_predictions),
             "churn_holdout": BinaryQuality(keep_all=keep_predictions),
+            # Both churn models on every resolved label, whichever served: the baseline's
+            # answer is in the snapshot, the classifier predicts before it learns.
+            "churn_baseline": BinaryQuality(keep_all=keep_predictions),
+            "churn_classifier": BinaryQuality(keep_all=keep_predictions),
             "engagement": RegressionQuality(keep_all=keep_predictions),
             "value": RegressionQuality(keep_all=keep_predictions),
         }
@@ -66,18 +80,29 @@ class Learner:
         for ex in examples:
             self.examples_seen += 1
             if ex.model == VALUE_POPULATION:
-                self._remember(ex.customer_id, ex.features)
+                self._remember(self.population, ex.customer_id, ex.features)
+                continue
+            if ex.model == ACTIVITY_POPULATION:
+                self._remember(self.activity, ex.customer_id, ex.features)
+                self.activity_seen += 1
                 continue
             if ex.model == CHURN:
                 self.quality["churn_holdout" if ex.holdout else "churn"].update(
                     ex.label, ex.prediction
                 )
+                baseline = ex.features.get("baseline_churn", 0.0)
+                self.quality["churn_baseline"].update(
+                    ex.label, 1.0 / (1.0 + math.exp(-baseline)))
+                held = m.churn.classifier_probability(ex.features)
+                if held is not None:
+                    self.quality["churn_classifier"].update(ex.label, held)
             elif ex.model in (ENGAGEMENT, VALUE):
                 self.quality[ex.model].update(ex.label, ex.prediction)
             if ex.holdout:
                 continue
             if ex.model == CHURN:
-                m.churn.learn(ex.features, ex.label)
+                segment = ORDERS_ONLY if ex.features.get("orders_only", 1.0) else MULTICHANNEL
+                m.churn.learn(ex.features, ex.label, segment)
             elif ex.model == ENGAGEMENT:
                 m.engagement.learn(ex.features, ex.label)
             elif ex.model == VALUE:
@@ -93,11 +118,12 @@ class Learner:
 
         The models keep only aggregate weights; the sample is the one per-customer record.
         """
-        return self.population.pop(customer_id, None) is not None
+        in_activity = self.activity.pop(customer_id, None) is not None
+        return self.population.pop(customer_id, None) is not None or in_activity
 
-    def _remember(self, customer_id: str, summary: dict[str, float]) -> None:
+    def _remember(self, pop: dict[str, tuple[int, dict[str, float]]], customer_id: str,
+                  summary: dict[str, float]) -> None:
         h = int.from_bytes(hashlib.blake2b(customer_id.encode(), digest_size=8).digest(), "big")
-        pop = self.population
         if customer_id in pop or len(pop) < self.population_cap:
             pop[customer_id] = (h, summary)
             return
@@ -113,6 +139,36 @@ class Learner:
             self.changed.add(VALUE)
             return True
         return False
+
+    def activity_due(self, min_rows: int = 50) -> bool:
+        """Whether the activity sample changed enough since the last fit to refit it: a
+        quarter of it renewed (summaries are replaced as customers live on, so the sample
+        moves even once it stops growing)."""
+        renewed = self.activity_seen - self._activity_fitted_seen
+        return len(self.activity) >= min_rows and renewed >= max(min_rows,
+                                                                 len(self.activity) // 4)
+
+    def refit_activity(self, rows: Iterable[dict[str, float]] | None = None,
+                       min_rows: int = 50) -> bool:
+        """Refit the churn baseline's activity-day BG/NBD on `rows` (default: the sample)."""
+        data = list(rows) if rows is not None else [s for _, s in self.activity.values()]
+        # Customers of a few days say nothing about dropping out yet, and a sample of only
+        # such rows fits degenerate parameters (every churn probability near 0).
+        data = [r for r in data if r["T"] >= ACTIVITY_MIN_AGE_DAYS]
+        churn, fitted = self.models.churn, False
+        for segment in SEGMENTS:
+            rows = [r for r in data
+                    if (r.get("orders_only", 1.0) >= 0.5) == (segment == ORDERS_ONLY)]
+            if len(rows) < min_rows:
+                continue
+            churn.fit_activity(segment, fit_bgnbd(
+                [r["x"] for r in rows], [r["t_x"] for r in rows], [r["T"] for r in rows],
+                initial=churn.activity[segment]), len(rows))
+            fitted = True
+        if fitted:
+            self._activity_fitted_seen = self.activity_seen
+            self.changed.add(CHURN)
+        return fitted
 
     def publish(self, tiers: TierThresholds | None = None) -> ModelBundle:
         """A new independent bundle; models that changed since the last publish get new versions."""

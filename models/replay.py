@@ -9,6 +9,7 @@ time, with one learner publishing bundles every `publish_every_days`. Same input
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,13 +18,13 @@ from typing import Any
 
 import orjson
 
-from models.alerts import AlertRules
+from models.alerts import AlertConfig, AlertRules
 from models.bundle import ModelBundle
 from models.config import DAY_MS, ScoringConfig
 from models.engine import BatchOutcome, ScoringEngine
-from models.features import rfm
+from models.features import activity, rfm
 from models.ingestion import Ingestion
-from models.labels import DueIndex, TrainingExample
+from models.labels import CHURN, DueIndex, TrainingExample
 from models.learner import Learner
 from models.scorecard import Scorecard
 from models.state import CustomerState
@@ -38,6 +39,8 @@ class ReplayResult:
 
     `tier_changes` lists every tier move between two consecutive scorecards of a customer
     (customer_id, event_time, from, to), in the order they were computed.
+    `churn_examples` lists every resolved churn example the learner measured (held-back
+    customers' too) as (resolved_at, label, logged prediction), in the order it saw them.
     """
 
     scorecards: list[Scorecard]
@@ -47,6 +50,7 @@ class ReplayResult:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     bundle: ModelBundle | None = None
     tier_changes: list[dict[str, Any]] = field(default_factory=list)
+    churn_examples: list[tuple[int, float, float]] = field(default_factory=list)
 
 
 def parse_time(value: str | int) -> int:
@@ -115,6 +119,7 @@ def replay(
     publish_every_days: int = 7,
     bundle: ModelBundle | None = None,
     progress: Callable[[int], None] | None = None,
+    alert_config: AlertConfig | None = None,
 ) -> ReplayResult:
     """Score canonical customer events (ascending event time) and return the final picture.
 
@@ -128,7 +133,7 @@ def replay(
     start = bundle or ModelBundle.initial(cfg)
     learner = Learner(cfg, start)
     engine = ScoringEngine(cfg, ModelBundle.restore(start.snapshot(), cfg))
-    run = _Run(cfg, engine, learner)
+    run = _Run(cfg, engine, learner, AlertRules(alert_config))
     batch: dict[str, list[dict[str, Any]]] = defaultdict(list)
     batch_end: int | None = None
     next_publish: int | None = None
@@ -167,7 +172,8 @@ def replay(
 class _Run:
     """Mutable bookkeeping of one replay (states, due index, histogram, alerts)."""
 
-    def __init__(self, cfg: ScoringConfig, engine: ScoringEngine, learner: Learner) -> None:
+    def __init__(self, cfg: ScoringConfig, engine: ScoringEngine, learner: Learner,
+                 rules: AlertRules | None = None) -> None:
         self.cfg = cfg
         self.engine = engine
         self.learner = learner
@@ -175,10 +181,14 @@ class _Run:
         self.due = DueIndex()
         self.hist = ValueHistogram()
         self.values: dict[str, float] = {}
-        self.rules = AlertRules()
+        self.rules = rules or AlertRules()
+        self.budget = self.rules.budget()
+        self.risk = ValueHistogram()
+        self.risks: dict[str, float] = {}
         self.alerts: list[dict[str, Any]] = []
         self.tier_changes: list[dict[str, Any]] = []
         self.pending_examples: list[TrainingExample] = []
+        self.churn_examples: list[tuple[int, float, float]] = []
         self.events = 0
         self.applied = 0
         self.duplicates = 0
@@ -201,6 +211,10 @@ class _Run:
                 self.handle(self.engine.resolve_due(state, watermark))
         if self.pending_examples:
             self.examples += len(self.pending_examples)
+            self.churn_examples.extend(
+                (ex.resolved_at, ex.label, ex.prediction)
+                for ex in self.pending_examples if ex.model == CHURN
+            )
             self.learner.learn(self.pending_examples)
             self.pending_examples = []
 
@@ -212,6 +226,7 @@ class _Run:
             self.erased += 1
             self.states.pop(cid, None)
             self.hist.replace(self.values.pop(cid, None), None)
+            self.risk.replace(self.risks.pop(cid, None), None)
             return
         self.states[cid] = out.state
         if out.next_due is not None:
@@ -222,6 +237,9 @@ class _Run:
             return
         self.hist.replace(self.values.get(cid), sc.ltv_predicted_12m)
         self.values[cid] = sc.ltv_predicted_12m
+        at_risk = sc.churn_probability * max(sc.ltv_predicted_12m, 0.0)
+        self.risk.replace(self.risks.get(cid), at_risk)
+        self.risks[cid] = at_risk
         prev = out.previous_scorecard
         if prev is not None and prev.tier != sc.tier:
             self.tier_changes.append(
@@ -231,23 +249,39 @@ class _Run:
 
     def _alert(self, sc: Scorecard, out: BatchOutcome) -> None:
         """The alerts the live engine would raise; emitted_at is the event time (reproducible)."""
-        self.alerts.extend(a.to_record(emitted_at=sc.as_of) for a in self.rules.on_outcome(out))
+        alerts = self.rules.on_outcome(out, self.engine.bundle.tiers.at_risk_from, self.budget,
+                                       len(self.states))
+        self.alerts.extend(a.to_record(emitted_at=sc.as_of) for a in alerts)
 
     def publish(self) -> None:
         pop = len(self.learner.population)
         if pop >= 50 and pop >= 1.25 * self.fitted_population:
             self.learner.refit_value()
             self.fitted_population = pop
+        if self.learner.activity_due():
+            self.learner.refit_activity()
         self.engine.bundle = self.learner.publish(self._tiers())
 
     def _tiers(self) -> TierThresholds:
         version = f"tiers-{self.learner.models.sequence + 1:05d}"
-        return self.hist.thresholds(self.cfg.tier_cuts, version)
+        tiers = self.hist.thresholds(self.cfg.tier_cuts, version)
+        if self.risk.total and self.hist.total:
+            share = self.rules.config.budget_share
+            tiers = dataclasses.replace(tiers, at_risk_from=self.risk.quantile(1.0 - share))
+        return tiers
 
     def finish(self, as_of: int) -> ReplayResult:
         # Final population fit on every buyer as of the dump time, then exact-time tiers.
         summaries = {cid: rfm(s, as_of) for cid, s in self.states.items()}
         self.learner.refit_value([v for v in summaries.values() if v is not None])
+        rows = []
+        for state in self.states.values():
+            summary = activity(state, as_of)
+            if summary is not None:
+                orders_only = 1.0 if state.active_days <= state.purchase_days else 0.0
+                rows.append({"x": summary[0], "t_x": summary[1], "T": summary[2],
+                             "orders_only": orders_only})
+        self.learner.refit_activity(rows)
         model = self.learner.models.value
         final_hist = ValueHistogram()
         for v in summaries.values():
@@ -281,5 +315,6 @@ class _Run:
             },
         }
         return ReplayResult(
-            cards, self.alerts, quality, stats, bundle=bundle, tier_changes=self.tier_changes
+            cards, self.alerts, quality, stats, bundle=bundle, tier_changes=self.tier_changes,
+            churn_examples=self.churn_examples,
         )

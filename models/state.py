@@ -95,12 +95,15 @@ class CustomerState:
         "_left",
         "_rows",
         "_sums",
+        "active_days",
+        "active_old",
         "alerts",
         "cancelled_ms",
         "card",
         "config",
         "customer_id",
         "days",
+        "first_interaction_ms",
         "first_ms",
         "first_order_ms",
         "gross_cents",
@@ -149,6 +152,14 @@ class CustomerState:
         self.subscription: list[int] | None = None  # [updated_at, active 0/1]
         self.unsubscribed: list[int] | None = None  # [updated_at, 1]
         self.cancelled_ms: int | None = None
+        # Active days (a UTC day with an interaction): the customer's activity history in
+        # the shape BG/NBD reads (one visit is many events). `active_days` counts them all:
+        # the day buckets with interactions, and `active_old`, the older active days (pruned
+        # from the buckets, or reached late), kept exactly up to `config.order_days_cap` of
+        # them so that a late event on one is not counted twice.
+        self.active_days = 0
+        self.active_old: set[int] = set()
+        self.first_interaction_ms: int | None = None
         self.pending: dict[str, PendingLabel] = {}
         self.last: list[Any] | None = None  # compact row of the last scorecard computed
         self.card: Any = None  # that scorecard as an object, when this object made it (derived)
@@ -225,8 +236,16 @@ class CustomerState:
             last_int = self.last_interaction_ms
             if last_int is None or ts > last_int:
                 self.last_interaction_ms = ts
+            first_int = self.first_interaction_ms
+            if first_int is None or ts < first_int:
+                self.first_interaction_ms = ts
             if bucket is not None:
+                if not bucket[INTERACTIONS]:
+                    self.active_days += 1
                 bucket[INTERACTIONS] += 1
+            elif day not in self.active_old:  # a day older than every window
+                self.active_days += 1
+                self._active_old(day)
         order_cents = 0
         cancelled = False
         if source == "web":
@@ -439,6 +458,9 @@ class CustomerState:
         days = self.days
         if not days or min(days) > cutoff:
             return
+        for d, b in days.items():
+            if d <= cutoff and b[INTERACTIONS]:
+                self._active_old(d)  # counted already
         anchor = self._anchor
         if anchor is not None and anchor >= self.max_day:
             keys = self._keys
@@ -454,6 +476,13 @@ class CustomerState:
         self.days = {d: b for d, b in days.items() if d > cutoff}
         self._anchor = None  # running sums may still include dropped days
         self._keys = []
+
+    def _active_old(self, day: int) -> None:
+        old = self.active_old
+        old.add(day)
+        if len(old) > self.config.order_days_cap:
+            # Forget the oldest day but keep counting it (as for order days).
+            old.remove(min(old))
 
     # -- derived facts -----------------------------------------------------------------------
 
@@ -540,6 +569,8 @@ class CustomerState:
             out["un"] = self.unsubscribed
         if self.cancelled_ms is not None:
             out["cx"] = self.cancelled_ms
+        if self.first_interaction_ms is not None:
+            out["ad"] = [self.first_interaction_ms, self.active_days, sorted(self.active_old)]
         if self.pending:
             out["pl"] = [self.pending[k].to_list() for k in sorted(self.pending)]
         if self.last is not None:
@@ -579,6 +610,12 @@ class CustomerState:
         s.subscription = d.get("sub")
         s.unsubscribed = d.get("un")
         s.cancelled_ms = d.get("cx")
+        if "ad" in d:
+            s.first_interaction_ms, s.active_days, old = d["ad"]
+            s.active_old = set(old)
+        elif s.last_interaction_ms is not None:  # written before active days were kept
+            s.first_interaction_ms = s.first_ms
+            s.active_days = sum(1 for b in s.days.values() if b[INTERACTIONS])
         for row in d.get("pl", []):
             p = PendingLabel.from_list(row)
             s.pending[p.model] = p

@@ -52,25 +52,50 @@ def _upper(i: int) -> float:
     return 0.0 if i == 0 else _LO * _RATIO**i
 
 
+TIER_MARGIN = 1 / 3
+"""Hysteresis of tier moves: a customer enters a higher tier once its value clears the cut by
+this share, and leaves a tier once its value falls this share below the tier's cut."""
+_RANK = {tier: rank for rank, tier in enumerate(TIERS)}
+
+
 @dataclass(frozen=True, slots=True)
 class TierThresholds:
     """Cut values: Basic below `standard_from`, Premium from `premium_from`, VIP from `vip_from`.
 
     A customer with value <= 0 is Basic and never VIP or Premium, whatever the thresholds;
-    with no thresholds yet (empty population) everyone is Standard.
+    with no thresholds yet (empty population) everyone is Standard. `at_risk_from` is the
+    value at risk (churn probability x predicted value) above which churn alerts may fire,
+    set where the alert budget's share of customers lies above it (None: no cut yet).
 
     >>> t = TierThresholds(standard_from=10.0, premium_from=100.0, vip_from=500.0, version="t1")
     >>> [t.tier(v) for v in (0.0, 5.0, 10.0, 150.0, 900.0)]
     ['Basic', 'Basic', 'Standard', 'Premium', 'VIP']
+    >>> t.tier(600.0, previous="Premium"), t.tier(700.0, previous="Premium")  # a third up
+    ('Premium', 'VIP')
+    >>> t.tier(350.0, previous="VIP"), t.tier(320.0, previous="VIP")  # ... or down
+    ('VIP', 'Premium')
     """
 
     standard_from: float | None = None
     premium_from: float | None = None
     vip_from: float | None = None
     version: str = "tiers-00000"
+    at_risk_from: float | None = None
 
-    def tier(self, value: float) -> str:
-        """The tier of a predicted 12-month value."""
+    def tier(self, value: float, previous: str | None = None) -> str:
+        """The tier of a predicted 12-month value; with the customer's `previous` tier, moves
+        need the `TIER_MARGIN` beyond the cut (so a value wobbling at a cut, or thresholds
+        republished a little higher or lower, do not flip the tier)."""
+        raw = self._tier(value)
+        if previous is None or raw == previous or previous not in _RANK or not value > 0:
+            return raw
+        if _RANK[raw] > _RANK[previous]:
+            up = self._tier(value / (1.0 + TIER_MARGIN))
+            return up if _RANK[up] > _RANK[previous] else previous
+        down = self._tier(value / (1.0 - TIER_MARGIN))
+        return down if _RANK[down] < _RANK[previous] else previous
+
+    def _tier(self, value: float) -> str:
         if self.vip_from is None or self.premium_from is None or self.standard_from is None:
             return STANDARD
         if not value > 0:
@@ -90,6 +115,7 @@ class TierThresholds:
             "premium_from": self.premium_from,
             "vip_from": self.vip_from,
             "version": self.version,
+            "at_risk_from": self.at_risk_from,
         }
 
     @classmethod

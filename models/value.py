@@ -126,6 +126,25 @@ def p_alive(params: BGNBDParams, x: float, t_x: float, big_t: float) -> float:
     return 1.0 / (1.0 + math.exp(odds_log))
 
 
+def p_no_transaction(params: BGNBDParams, t: float, x: float, t_x: float, big_t: float) -> float:
+    """P(no transaction in (T, T + t] | x, t_x, T) under BG/NBD.
+
+    A customer drops out only right after a transaction, so one still alive at T makes none
+    in the next t days with probability exp(-lambda t); lambda given the history and alive is
+    Gamma(r + x, alpha + T). Hence 1 - P(alive) x (1 - ((alpha + T) / (alpha + T + t))^(r + x)).
+
+    >>> params = BGNBDParams(r=0.25, alpha=30.0, a=0.8, b=2.5)
+    >>> regular = p_no_transaction(params, 90, x=10, t_x=300, big_t=310)
+    >>> lapsed = p_no_transaction(params, 90, x=10, t_x=100, big_t=310)
+    >>> 0 < regular < 0.2 < 0.99 < lapsed < 1
+    True
+    """
+    alive = p_alive(params, x, t_x, big_t)
+    quiet = math.exp((params.r + x) * (math.log(params.alpha + big_t)
+                                       - math.log(params.alpha + big_t + t)))
+    return 1.0 - alive * (1.0 - quiet)
+
+
 def expected_orders(params: BGNBDParams, t: float, x: float, t_x: float, big_t: float) -> float:
     """E[orders in (T, T + t] | x, t_x, T] under BG/NBD (conditional expectation).
 

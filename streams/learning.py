@@ -10,6 +10,7 @@ its scoring engine, so model quality does not depend on how many workers run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 BUNDLE_KEY = b"bundle"
 HISTOGRAM_PREFIX = b"histogram:"
+RISK_PREFIX = b"risk:"
+"""Key prefixes of the scorers' per-partition histograms: predicted values (for the tiers)
+and values at risk (for the churn alerts' cut)."""
 
 
 class LearnerHandler:
@@ -37,8 +41,11 @@ class LearnerHandler:
 
     def __init__(self, config: ScoringConfig, snapshots_topic: str, *,
                  publish_every: int = 500, publish_interval_s: float = 10.0,
-                 refit_min_population: int = 50) -> None:
+                 refit_min_population: int = 50, alert_share: float = 0.02) -> None:
         self.config = config
+        self.alert_share = alert_share
+        """Share of customers the churn alerts' value-at-risk cut leaves above it."""
+        self.risks: dict[bytes, ValueHistogram] = {}
         self.snapshots_topic = snapshots_topic
         self.publish_every = publish_every
         self.publish_interval_s = publish_interval_s
@@ -74,12 +81,15 @@ class LearnerHandler:
         for msg in messages:
             key, value = msg.key() or b"", msg.value()
             if value is None:
-                if key and not key.startswith(HISTOGRAM_PREFIX):
+                if key and not key.startswith((HISTOGRAM_PREFIX, RISK_PREFIX)):
                     with self._lock:  # the customer was erased
                         learner.forget(key.decode(errors="replace"))
                 continue
             if key.startswith(HISTOGRAM_PREFIX):
                 self.histograms[key] = ValueHistogram.restore(value)
+                continue
+            if key.startswith(RISK_PREFIX):
+                self.risks[key] = ValueHistogram.restore(value)
                 continue
             try:
                 examples.append(TrainingExample.from_dict(orjson.loads(value)))
@@ -113,6 +123,9 @@ class LearnerHandler:
             with self._lock:
                 learner.refit_value()
             self.fitted_population = population
+        if learner.activity_due(self.refit_min_population):
+            with self._lock:
+                learner.refit_activity()
         merged = ValueHistogram()
         for histogram in self.histograms.values():
             merged.merge(histogram)
@@ -120,6 +133,12 @@ class LearnerHandler:
         if merged.total:
             tiers = merged.thresholds(self.config.tier_cuts,
                                       version=f"tiers-{learner.models.sequence + 1:05d}")
+            risk = ValueHistogram()
+            for histogram in self.risks.values():
+                risk.merge(histogram)
+            if risk.total:
+                tiers = dataclasses.replace(
+                    tiers, at_risk_from=risk.quantile(1.0 - self.alert_share))
         with self._lock:
             bundle = learner.publish(tiers)
         snapshot = bundle.snapshot()

@@ -92,7 +92,8 @@ class ScoringPipeline:
             on_batch=self._observe("identity"))
         self.learner = LearnerHandler(self.engine.config, topics["model_snapshots"],
                                       publish_every=settings.model_publish_every,
-                                      publish_interval_s=settings.model_publish_interval_s)
+                                      publish_interval_s=settings.model_publish_interval_s,
+                                      alert_share=self.handler.rules.config.budget_share)
         self.learning = BatchProcessor(
             ProcessorConfig(name="learner", group_id=f"{settings.app_id}-learner",
                             input_topics=(topics["training_examples"],),

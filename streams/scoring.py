@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Message
 
-from models.alerts import AlertRules
+from models.alerts import AlertBudget, AlertRules
 from models.engine import BatchOutcome, ScoringEngine
 from models.labels import DueIndex
 from models.scorecard import Scorecard
@@ -26,12 +26,30 @@ from models.state import CustomerState
 from models.tiers import ValueHistogram
 from schemas.decode import DeadLetter, Reason
 from streams.erasure import ErasureConfirmations
-from streams.learning import HISTOGRAM_PREFIX
+from streams.learning import HISTOGRAM_PREFIX, RISK_PREFIX
 from streams.metrics import Metrics
 from streams.processor import Output, Table
 from streams.stores import StoreClosed
 
 log = logging.getLogger(__name__)
+
+
+SYSTEMIC_FAILURES = 20
+"""Customers of one batch the core may fail on before the stage stops instead: when it fails
+for more than this many and for more than half of them, the fault is the core's or a model's
+(a bad published bundle, say), not the data's, and dead-lettering the batch would only hide it."""
+
+
+class CoreError(Exception):
+    """The pure scoring core (state, engine, alert rules, serialisation) raised on one
+    customer's data; the store and Kafka are not involved."""
+
+
+def _at_risk(card: Scorecard | None) -> float | None:
+    """Value at risk of a scorecard: churn probability x predicted 12-month value."""
+    if card is None:
+        return None
+    return card.churn_probability * max(card.ltv_predicted_12m, 0.0)
 
 
 @dataclass(frozen=True)
@@ -177,6 +195,11 @@ class ScoringHandler:
         self.due: dict[int, DueIndex] = {}
         self.watermark: dict[int, int] = {}
         self.histograms: dict[int, ValueHistogram] = {}
+        self.risks: dict[int, ValueHistogram] = {}
+        """Per partition: the customers' values at risk (for the learner's alert cut)."""
+        self.budgets: dict[int, AlertBudget] = {}
+        """Per partition: alerts fired in the budget's window (derived: starts afresh when a
+        partition is assigned)."""
         self._histogram_sent: dict[int, float] = {}
         self.erasures: ErasureConfirmations | None = None
         """Confirms erasures (streams/erasure.py); set by the pipeline."""
@@ -191,6 +214,7 @@ class ScoringHandler:
     def on_assigned(self, partition: int, table: Table) -> None:
         """Rebuild the partition's due index and watermark from its restored states."""
         index, watermark, items, histogram = DueIndex(), 0, [], ValueHistogram()
+        risk = ValueHistogram()
         aggregates = Aggregates()
         for _key, raw in table.items(partition):
             state = CustomerState.restore(raw, self.engine.config)
@@ -200,11 +224,14 @@ class ScoringHandler:
             if state.last:
                 card = Scorecard.from_row(state.last)
                 histogram.add(card.ltv_predicted_12m)
+                risk.replace(None, _at_risk(card))
                 aggregates.replace(None, card)
         index.rebuild(items)
         self.due[partition] = index
         self.watermark[partition] = watermark
         self.histograms[partition] = histogram
+        self.risks[partition] = risk
+        self.budgets[partition] = self.rules.budget()
         self.aggregates[partition] = aggregates
         self._histogram_sent[partition] = 0.0
 
@@ -215,6 +242,8 @@ class ScoringHandler:
         self.due.pop(partition, None)
         self.watermark.pop(partition, None)
         self.histograms.pop(partition, None)
+        self.risks.pop(partition, None)
+        self.budgets.pop(partition, None)
         self.aggregates.pop(partition, None)
         self._histogram_sent.pop(partition, None)
         self.live.drop_partition(partition)
@@ -224,6 +253,7 @@ class ScoringHandler:
     def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
         """Coalesce the batch per customer, score each once, then resolve due labels."""
         by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        messages_of: dict[str, list[Message]] = defaultdict(list)
         watermark = self.watermark.get(partition, 0)
         oldest_ingest = self._oldest_ingest  # over the whole batch, all its partitions
         dead = 0
@@ -232,6 +262,8 @@ class ScoringHandler:
                 event = orjson.loads(msg.value() or b"")
                 customer_id = event["customer_id"]
                 occurred_at = int(event["occurred_at"])
+                if not isinstance(customer_id, str):
+                    raise TypeError(f"customer_id is {type(customer_id).__name__}, not a string")
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
                 self._dead_letter(msg, out, Reason.SCHEMA_VIOLATION,
                                   f"undecodable customer event: {err}")
@@ -245,20 +277,29 @@ class ScoringHandler:
                                   f"{self.allowed_lateness_ms // 86_400_000} days)")
                 continue
             by_customer[customer_id].append(event)
+            messages_of[customer_id].append(msg)
             if occurred_at > watermark:
                 watermark = occurred_at
             ingested_at = event.get("ingested_at", 0)
-            if ingested_at and (not oldest_ingest or ingested_at < oldest_ingest):
+            if (ingested_at and isinstance(ingested_at, int)
+                    and (not oldest_ingest or ingested_at < oldest_ingest)):
                 oldest_ingest = ingested_at
         self.watermark[partition] = watermark
         self._changes = 0
-        duplicates = 0
+        duplicates = failed = 0
         for customer_id, events in by_customer.items():
             try:
                 duplicates += self._score(partition, customer_id, events, watermark, table, out)
-            except Exception as err:  # one customer's content must never stop the worker
+            except CoreError as err:  # one customer's content must never stop the worker
+                failed += 1
+                if failed > SYSTEMIC_FAILURES and failed * 2 > len(by_customer):
+                    raise RuntimeError(
+                        f"scoring core failed for {failed} of {len(by_customer)} customers of "
+                        f"one batch (last: {err}): a fault of the core or its models, not of "
+                        f"the data; stopping without committing") from err
                 dead_now, duplicates_now = self._quarantine(
-                    partition, customer_id, events, messages, watermark, table, out, err)
+                    partition, customer_id, events, messages_of[customer_id], watermark, table,
+                    out, err)
                 dead += dead_now
                 duplicates += duplicates_now
         self._oldest_ingest = oldest_ingest
@@ -301,6 +342,8 @@ class ScoringHandler:
         self._histogram_sent[partition] = now
         out.send(self.topics.training_examples, HISTOGRAM_PREFIX + str(partition).encode(),
                  histogram.snapshot())
+        out.send(self.topics.training_examples, RISK_PREFIX + str(partition).encode(),
+                 self._risk(partition).snapshot())
 
     def scorecard(self, table: Table, partition: int, customer_id: str) -> Scorecard | None:
         """The customer's scorecard as of the partition's watermark (None if unknown here).
@@ -325,10 +368,19 @@ class ScoringHandler:
     def _score(self, partition: int, customer_id: str, events: list[dict[str, Any]],
                watermark: int, table: Table, out: Output) -> int:
         """Apply, score and emit one customer's events of the batch; returns how many of them
-        were redeliveries of events the state already holds."""
-        state = self._load(table, partition, customer_id)
-        due = state.next_due() if state is not None else None
-        outcome = self.engine.apply_batch(state, events, watermark, customer_id)
+        were redeliveries of events the state already holds. Raises `CoreError` when the pure
+        core fails on them (the store and the outputs are then untouched); anything else
+        (the store, Kafka) propagates and stops the stage."""
+        state, raw = self.live.get(partition, customer_id), None
+        if state is None:
+            raw = table.get(partition, customer_id.encode())
+        try:
+            if raw is not None:
+                state = CustomerState.restore(raw, self.engine.config)
+            due = state.next_due() if state is not None else None
+            outcome = self.engine.apply_batch(state, events, watermark, customer_id)
+        except Exception as err:
+            raise CoreError(f"{type(err).__name__}: {err}") from err
         self._emit(partition, outcome, table, out, due)
         if outcome.erased and self.erasures is not None:
             self.erasures.confirm(customer_id, events, state is not None, out)
@@ -336,47 +388,30 @@ class ScoringHandler:
 
     def _quarantine(self, partition: int, customer_id: str, events: list[dict[str, Any]],
                     messages: list[Message], watermark: int, table: Table, out: Output,
-                    error: Exception) -> tuple[int, int]:
+                    error: CoreError) -> tuple[int, int]:
         """The core raised on one customer's events: find the culprits, dead-letter them.
 
         The live object may be half-updated, so it goes; the store still holds the state as
         it was before the batch. Each event is then tried alone on the stored state: those
         that score are kept (written like any batch), those that raise are dead-lettered as
-        `processing_error` with the exception and their original bytes. Returns how many
+        `processing_error` with the exception and their own original bytes. Returns how many
         events were dead-lettered, and how many were redeliveries.
         """
         self.live.discard(customer_id)
-        log.error("scoring: customer %r: %s: %s; trying its %d events one by one",
-                  customer_id, type(error).__name__, error, len(events))
-        by_id: dict[str, list[Message]] = defaultdict(list)
-        for msg in messages:
-            try:
-                event = orjson.loads(msg.value() or b"")
-                if event["customer_id"] == customer_id:
-                    by_id[event["event_id"]].append(msg)
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                continue
+        log.error("scoring: customer %r: %s; trying its %d events one by one",
+                  customer_id, error, len(events))
         dead = duplicates = 0
-        for event in events:
+        for event, msg in zip(events, messages, strict=True):
             try:
                 duplicates += self._score(partition, customer_id, [event], watermark, table, out)
-            except Exception as err:
+            except CoreError as err:
                 self.live.discard(customer_id)
                 self.metrics.processing_errors.labels("scoring").inc()
-                log.error("scoring: event %r of customer %r quarantined: %s: %s",
-                          event.get("event_id"), customer_id, type(err).__name__, err)
-                for msg in by_id.pop(event.get("event_id"), ()):  # type: ignore[arg-type]
-                    self._dead_letter(msg, out, Reason.PROCESSING_ERROR,
-                                      f"scoring stage: {type(err).__name__}: {err}")
-                    dead += 1
+                log.error("scoring: event at %s[%d]@%s of customer %r quarantined: %s",
+                          msg.topic(), msg.partition(), msg.offset(), customer_id, err)
+                self._dead_letter(msg, out, Reason.PROCESSING_ERROR, f"scoring stage: {err}")
+                dead += 1
         return dead, duplicates
-
-    def _load(self, table: Table, partition: int, customer_id: str) -> CustomerState | None:
-        state = self.live.get(partition, customer_id)
-        if state is not None:
-            return state
-        raw = table.get(partition, customer_id.encode())
-        return CustomerState.restore(raw, self.engine.config) if raw is not None else None
 
     def _resolve_due(self, partition: int, watermark: int, table: Table, out: Output,
                      skip: Any) -> None:
@@ -386,22 +421,31 @@ class ScoringHandler:
         for customer_id in index.pop_due(watermark):
             if customer_id in skip:
                 continue
+            state, raw = self.live.get(partition, customer_id), None
+            if state is None:
+                raw = table.get(partition, customer_id.encode())
             try:
-                state = self._load(table, partition, customer_id)
-                if state is not None:
+                try:
+                    if raw is not None:
+                        state = CustomerState.restore(raw, self.engine.config)
+                    if state is None:
+                        continue
                     due = state.next_due()
-                    self._emit(partition, self.engine.resolve_due(state, watermark), table, out,
-                               due)
-            except Exception:  # no event to quarantine: keep the stored state, carry on
+                    outcome = self.engine.resolve_due(state, watermark)
+                except Exception as err:
+                    raise CoreError(f"{type(err).__name__}: {err}") from err
+                self._emit(partition, outcome, table, out, due)
+            except CoreError as err:  # no event to quarantine: keep the stored state
                 self.live.discard(customer_id)
                 self.metrics.processing_errors.labels("scoring").inc()
-                log.exception("scoring: resolving due labels of customer %r failed; its "
-                              "state stays as it was", customer_id)
+                log.error("scoring: resolving due labels of customer %r failed (%s); its "
+                          "state stays as it was", customer_id, err)
 
     def _emit(self, partition: int, outcome: BatchOutcome, table: Table, out: Output,
               due_before: int | None) -> None:
         """Write the outcome's state and records; `due_before` is the customer's next due
-        time before this batch (already in the due index)."""
+        time before this batch (already in the due index). Raises `CoreError`, with nothing
+        written or sent, when the alert rules or the serialisation fail."""
         key = outcome.customer_id.encode()
         now_ms = int(time.time() * 1000)
         if outcome.erased or outcome.state is None:
@@ -409,33 +453,42 @@ class ScoringHandler:
             previous = outcome.previous_scorecard
             self._histogram(partition).replace(
                 previous.ltv_predicted_12m if previous else None, None)
+            self._risk(partition).replace(_at_risk(previous), None)
             self._aggregates(partition).replace(previous, None)
             table.delete(partition, key)
             self.live.discard(outcome.customer_id)
             out.send(self.topics.score_changes, key, None)
             return
-        # Both keep their memory (alert arming, the last reported values) inside the state.
-        alerts = self.rules.on_outcome(outcome)
-        changed = self.rules.score_changes(outcome)
         # Every record is serialised before anything is written or sent, so a customer whose
         # outcome cannot be serialised leaves the store and the batch's outputs untouched.
-        snapshot = outcome.state.snapshot()
-        dumps = orjson.dumps
-        examples = [(example.model, dumps(example.to_dict()))
-                    for example in outcome.training_examples]
-        card = outcome.scorecard
-        change = alert_records = None
-        if card is not None:
-            if changed:
-                body = card.to_dict()
-                change = dumps({
-                    "customer_id": card.customer_id, "changed": changed, "scorecard": body,
-                    "trigger_event_id": outcome.last_event_id,
-                    "model_versions": body["model_versions"],
-                    "event_time": card.as_of, "emitted_at": now_ms,
-                })
-            alert_records = [(alert.alert_type, dumps(alert.to_record(emitted_at=now_ms)))
-                             for alert in alerts]
+        try:
+            # Both keep their memory (alert arming, the last reported values) in the state.
+            aggregates = self._aggregates(partition)
+            budget = self.budgets.get(partition)
+            if budget is None:
+                budget = self.budgets[partition] = self.rules.budget()
+            alerts = self.rules.on_outcome(outcome, self.engine.bundle.tiers.at_risk_from,
+                                           budget, max(aggregates.customers, 1))
+            changed = self.rules.score_changes(outcome)
+            snapshot = outcome.state.snapshot()
+            dumps = orjson.dumps
+            examples = [(example.model, dumps(example.to_dict()))
+                        for example in outcome.training_examples]
+            card = outcome.scorecard
+            change = alert_records = None
+            if card is not None:
+                if changed:
+                    body = card.to_dict()
+                    change = dumps({
+                        "customer_id": card.customer_id, "changed": changed, "scorecard": body,
+                        "trigger_event_id": outcome.last_event_id,
+                        "model_versions": body["model_versions"],
+                        "event_time": card.as_of, "emitted_at": now_ms,
+                    })
+                alert_records = [(alert.alert_type, dumps(alert.to_record(emitted_at=now_ms)))
+                                 for alert in alerts]
+        except Exception as err:
+            raise CoreError(f"{type(err).__name__}: {err}") from err
         table.put(partition, key, snapshot)
         self.live.put(partition, outcome.state, len(snapshot))
         if outcome.next_due is not None and outcome.next_due != due_before:
@@ -450,13 +503,29 @@ class ScoringHandler:
         previous = outcome.previous_scorecard
         self._histogram(partition).replace(
             previous.ltv_predicted_12m if previous else None, card.ltv_predicted_12m)
-        self._aggregates(partition).replace(previous, card)
+        risk = self.risks.get(partition)
+        if risk is None:
+            risk = self.risks[partition] = ValueHistogram()
+        at_risk = card.churn_probability * card.ltv_predicted_12m
+        if previous is None:
+            risk.add(max(at_risk, 0.0))
+        else:
+            before = previous.churn_probability * previous.ltv_predicted_12m
+            if before != at_risk:
+                risk.replace(max(before, 0.0), max(at_risk, 0.0))
+        aggregates.replace(previous, card)
         if change is not None:
             out.send(self.topics.score_changes, key, change)
             self._changes += 1
         for alert_type, value in alert_records or ():
             out.send(self.topics.alerts, key, value)
             self.metrics.alerts.labels(alert_type).inc()
+
+    def _risk(self, partition: int) -> ValueHistogram:
+        risk = self.risks.get(partition)
+        if risk is None:
+            risk = self.risks[partition] = ValueHistogram()
+        return risk
 
     def _histogram(self, partition: int) -> ValueHistogram:
         histogram = self.histograms.get(partition)

@@ -140,6 +140,8 @@ class Settings:
     alert_high_value_churn_on: float = 0.5
     alert_high_value_churn_off: float = 0.4
     alert_cooldown_days: float = 7.0
+    alert_budget_share: float = 0.02
+    alert_churn_rise: float = 0.15
     alert_tier_cooldown_days: float = 30.0
     change_churn: float = 0.05
     change_points: float = 5.0
@@ -175,6 +177,8 @@ class Settings:
             change_points=self.change_points,
             change_money_rel=self.change_money_rel,
             change_interactions=self.change_interactions,
+            churn_rise=self.alert_churn_rise,
+            budget_share=self.alert_budget_share,
         )
 
     def changelog_topic(self, table: str) -> str:
@@ -244,6 +248,10 @@ class Settings:
         if not 0 <= self.alert_high_value_churn_off <= self.alert_high_value_churn_on <= 1:
             raise SettingsError(
                 "need 0 <= SCORESTREAM_ALERT_HIGH_VALUE_CHURN_OFF <= _ON <= 1")
+        if not 0 < self.alert_budget_share <= 1:
+            raise SettingsError("SCORESTREAM_ALERT_BUDGET_SHARE must be within (0, 1]")
+        if not 0 <= self.alert_churn_rise <= 1:
+            raise SettingsError("SCORESTREAM_ALERT_CHURN_RISE must be within 0..1")
         if not 6 <= self.group_session_timeout_s <= 1800:
             raise SettingsError("SCORESTREAM_GROUP_SESSION_TIMEOUT_S must be within 6..1800 "
                                 "(the broker's group.min/max.session.timeout.ms defaults)")

@@ -6,8 +6,16 @@ import math
 import random
 
 from models.calibration import PlattCalibrator, sigmoid
-from models.churn import ChurnModel
+from models.churn import (
+    BASELINE,
+    CANCELLED_CHURN,
+    CLASSIFIER,
+    MULTICHANNEL,
+    ORDERS_ONLY,
+    ChurnModel,
+)
 from models.config import ScoringConfig
+from models.value import p_no_transaction
 
 
 def test_calibration_makes_probabilities_mean_what_they_say() -> None:
@@ -54,12 +62,52 @@ def test_churn_model_learns_ranks_and_is_calibrated() -> None:
     assert m.predict({"recency_days": 0.1, "tickets_90d": 0.0}).value < 0.1
 
 
-def test_prior_before_enough_labels_and_snapshot_roundtrip() -> None:
-    cfg = ScoringConfig(churn_min_labels=5, churn_prior=0.25)
+def test_baseline_before_enough_labels_and_snapshot_roundtrip() -> None:
+    cfg = ScoringConfig(churn_min_labels=5)
     m = ChurnModel(cfg)
-    assert m.predict({"recency_days": 3.0}).value == 0.25
+    m.champion[MULTICHANNEL] = CLASSIFIER  # even as champion, not before min labels
+    p = m.baseline((0.0, 0.0, 0.0), cancelled=False)[0]
+    assert m.predict({"recency_days": 3.0, "baseline_churn": math.log(p / (1 - p))},
+                     MULTICHANNEL).value == round(p, 4)
     for i in range(5):
         m.learn({"recency_days": float(i)}, float(i > 2))
     r = ChurnModel.restore(m.snapshot(), cfg)  # the config is not part of a snapshot
     assert r.predict({"recency_days": 4.0}) == m.predict({"recency_days": 4.0})
     assert not math.isnan(r.predict({"never_seen": 1.0}).value)
+
+
+def test_the_baseline_reads_silence_against_cadence_and_cancellations() -> None:
+    m = ChurnModel()
+    regular = m.baseline((20.0, 200.0, 205.0), cancelled=False)  # every ~10 days, seen lately
+    lapsed = m.baseline((20.0, 100.0, 205.0), cancelled=False)  # same cadence, 105 days quiet
+    newcomer = m.baseline((0.0, 0.0, 0.0), cancelled=False)
+    assert 0 < regular[0] < newcomer[0] < lapsed[0] < 1
+    assert m.baseline((20.0, 200.0, 205.0), cancelled=True)[0] >= CANCELLED_CHURN
+    exact = p_no_transaction(m.activity[ORDERS_ONLY], 90, 20.0, 100.0, 205.0)
+    assert abs(lapsed[0] - exact) < 1e-12
+    factors = m.baseline_factors(*lapsed[1:])
+    assert factors[0].name == "silence_vs_cadence" and factors[0].label.endswith(": high")
+    assert m.baseline_factors(*newcomer[1:])[0].name == "active_days"  # nothing to miss yet
+
+
+def test_the_classifier_serves_a_segment_only_where_it_beats_the_baseline() -> None:
+    rng = random.Random(3)
+    m = ChurnModel(ScoringConfig(churn_min_labels=50))
+    for _ in range(3000):
+        # Orders only: the baseline knows the truth, the other features are noise.
+        p = rng.uniform(0.05, 0.95)
+        x = {"baseline_churn": math.log(p / (1 - p)), "tickets_90d": rng.random()}
+        m.learn(x, float(rng.random() < p), ORDERS_ONLY)
+        # Multichannel: the baseline says nothing, tickets tell it all.
+        t = rng.uniform(0, 2)
+        q = sigmoid(3.0 * t - 3.0)
+        m.learn({"baseline_churn": 0.0, "tickets_90d": t}, float(rng.random() < q),
+                MULTICHANNEL)
+    assert m.champion == {ORDERS_ONLY: BASELINE, MULTICHANNEL: CLASSIFIER}
+    assert m.arena[MULTICHANNEL].classifier < m.arena[MULTICHANNEL].baseline
+    served = m.predict({"baseline_churn": 0.0, "tickets_90d": 1.9}, MULTICHANNEL)
+    assert served.value > 0.8 and served.factors[0].name == "tickets_90d"
+    assert m.predict({"baseline_churn": 0.0, "tickets_90d": 1.9}, ORDERS_ONLY).value == 0.5
+    restored = ChurnModel.restore(m.snapshot())
+    assert restored.champion == m.champion
+    assert restored.arena[MULTICHANNEL].to_list() == m.arena[MULTICHANNEL].to_list()

@@ -166,10 +166,11 @@ def test_the_scoring_stage_confirms_and_tells_the_learner_to_forget() -> None:
 
 def test_learner_forgets_an_erased_customer_sample() -> None:
     learner = Learner()
-    learner._remember("C1", {"x": 1.0})
-    learner._remember("C2", {"x": 2.0})
+    learner._remember(learner.population, "C1", {"x": 1.0})
+    learner._remember(learner.population, "C2", {"x": 2.0})
+    learner._remember(learner.activity, "C1", {"x": 1.0, "t_x": 1.0, "T": 2.0})
     assert learner.forget("C1") and not learner.forget("C1")
-    assert set(learner.population) == {"C2"}
+    assert set(learner.population) == {"C2"} and not learner.activity
 
 
 def test_the_erase_command_builds_a_valid_crm_erasure() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from models.bundle import ModelBundle
 from models.config import DAY_MS, ScoringConfig
-from models.engine import VALUE_POPULATION, ScoringEngine
+from models.engine import ACTIVITY_POPULATION, VALUE_POPULATION, ScoringEngine
 from models.labels import CHURN, ENGAGEMENT, VALUE, DueIndex, TrainingExample
 from models.learner import Learner
 from models.state import CustomerState
@@ -107,7 +107,8 @@ def test_learner_never_learns_before_the_label_is_known_and_logs_predictions_fir
         for m, p in out.state.pending.items():
             if m == CHURN and out.scorecard is not None and p.taken_at == out.scorecard.as_of:
                 predictions_at_snapshot[(cid, p.taken_at)] = out.scorecard.churn_probability
-        learned.extend(e for e in out.training_examples if e.model != VALUE_POPULATION)
+        learned.extend(e for e in out.training_examples
+                       if e.model not in (VALUE_POPULATION, ACTIVITY_POPULATION))
 
     for day in range(0, 400):
         wm = at(day + 0.999)
