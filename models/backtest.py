@@ -16,11 +16,17 @@ before it). Labels, for a horizon of H days after the split:
   (split, end] (the evaluation period).
 
 Baselines are computed on the same customers: recency (days since the last order, or since
-the first event for a customer who never ordered), purchase rate (orders per day of age),
+the first event for a customer who never ordered), recency of interaction (days since the last
+interaction in the engine's sense, `ScoringConfig.interaction_types`, or since the first event;
+on orders-only histories the same as recency), purchase rate (orders per day of age),
 BG/NBD P(alive) and expected orders fitted on these customers' calibration RFM (days, as
 `models.value`), and a supervised ceiling that cheats on purpose: a logistic regression on
 log1p(recency, orders, age, spend) fitted on the evaluation period's own outcome, scored out
 of fold (5 folds by a stable hash of the customer id).
+
+Progressive quality (`progressive`) is the other view: the learner's own delayed-label
+quality during the replay, before the split (`ReplayResult.quality`), and the ROC AUC of the
+logged churn predictions per calendar month (UTC) in which their labels resolved.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ SCORERS: dict[str, str] = {
     "model_expected_orders": "model: expected orders 12m",
     "model_p_alive": "model: P(alive)",
     "recency": "baseline: days since last order",
+    "recency_interaction": "baseline: days since last interaction",
     "purchase_rate": "baseline: orders per day of age",
     "bgnbd_p_alive": "baseline: BG/NBD P(alive)",
     "bgnbd_expected_orders": "baseline: BG/NBD expected orders",
@@ -64,12 +71,23 @@ LIFT_SCORERS: tuple[str, ...] = (
 
 FOLDS = 5
 
+#: Learner quality entries reported by `progressive` (`models.learner.Learner.report`).
+PROGRESSIVE_MODELS: dict[str, str] = {
+    "churn": "served predictions",
+    "churn_holdout": "served, held-back customers",
+    "churn_baseline": "BG/NBD baseline, every label",
+    "churn_classifier": "classifier, every label",
+}
+#: A month of resolved churn labels with fewer examples than this is marked "fewer than 30".
+PROGRESSIVE_MIN_N = 30
+
 
 @dataclass(slots=True)
 class Calibration:
     """One customer's history up to the split (what the baselines see)."""
 
     first_ms: int
+    last_interaction_ms: int | None = None
     orders: int = 0
     order_days: set[int] = field(default_factory=set)
     spend_cents: int = 0
@@ -172,6 +190,9 @@ def summarize(
             if c is None:
                 c = before[cid] = Calibration(ts)
             c.first_ms = min(c.first_ms, ts)
+            if (source, etype) in cfg.interaction_types:
+                last = c.last_interaction_ms
+                c.last_interaction_ms = ts if last is None else max(last, ts)
             if order:
                 c.orders += 1
                 c.order_days.add(ts // DAY_MS)
@@ -241,6 +262,13 @@ def backtest(
             for c in calib
         ]
     )
+    recency_interaction = np.array(
+        [
+            (split_ms - (c.last_interaction_ms if c.last_interaction_ms is not None
+                         else c.first_ms)) / DAY_MS
+            for c in calib
+        ]
+    )
     n_orders = np.array([float(c.orders) for c in calib])
     spend = np.array([c.spend_cents / 100 for c in calib])
     rfms = [rfm_at(c, split_ms) for c in calib]
@@ -271,6 +299,7 @@ def backtest(
         "model_expected_orders": -model_orders,
         "model_p_alive": 1.0 - np.array([sc.p_alive for sc in cards]),
         "recency": recency,
+        "recency_interaction": recency_interaction,
         "purchase_rate": -(n_orders / age),
         "bgnbd_p_alive": 1.0 - bg_alive,
         "bgnbd_expected_orders": -bg_orders_h,
@@ -297,6 +326,8 @@ def backtest(
             "brier": ev.brier(churned, churn_scores[name]),
             "ece": e,
             "mean_predicted": float(churn_scores[name].mean()),
+            "std_predicted": float(churn_scores[name].std()),
+            "distinct_predicted": len(np.unique(churn_scores[name])),
             "reliability": table,
         }
     lift = {
@@ -366,6 +397,7 @@ def backtest(
             "fitted_on": len(buyers),
         },
         "alerts": _alerts(result, ids, tiers, churned, split_ms, alert_months),
+        "progressive": progressive(result),
     }
     return Backtest(_rounded(report), ids, churned, bought, churn_scores)
 
@@ -423,6 +455,53 @@ def _alerts(
                 t: counts.get(t, 0) / n / years for t in ("vip_upgrade", "tier_downgrade")
             },
         },
+    }
+
+
+def progressive(result: ReplayResult, min_n: int = PROGRESSIVE_MIN_N) -> dict[str, Any]:
+    """The learner's delayed-label churn quality before the split, and churn AUC by month.
+
+    `quality` holds the learner's figures (`PROGRESSIVE_MODELS`, without calibration tables);
+    `by_month` the ROC AUC of the logged prediction of every resolved churn example (held-back
+    customers' included), per UTC calendar month in which its label resolved, with a status:
+    "ok", "fewer than {min_n}" or "one class" (AUC undefined). `first_month` is the first
+    month with labels, `min_auc_month` the "ok" month with the lowest AUC (None if none).
+    """
+    quality = {
+        name: {k: v for k, v in result.quality[name].items() if k != "calibration"}
+        for name in PROGRESSIVE_MODELS
+        if name in result.quality
+    }
+    groups: dict[str, tuple[list[float], list[float]]] = {}
+    for resolved_at, label, prediction in result.churn_examples:
+        labels, predictions = groups.setdefault(iso(resolved_at)[:7], ([], []))
+        labels.append(label)
+        predictions.append(prediction)
+    by_month: list[dict[str, Any]] = []
+    for month in sorted(groups):
+        y, p = groups[month]
+        auc = ev.roc_auc(y, p)
+        status = "ok" if len(y) >= min_n else f"fewer than {min_n}"
+        if auc is None:
+            status = "one class"
+        by_month.append(
+            {
+                "month": month,
+                "n": len(y),
+                "churn_rate": float(np.mean(y)),
+                "mean_predicted": float(np.mean(p)),
+                "auc": auc,
+                "status": status,
+            }
+        )
+    full = [m for m in by_month if m["status"] == "ok"]
+    lowest = min(full, key=lambda m: m["auc"], default=None)
+    return {
+        "quality": quality,
+        "by_month": by_month,
+        "min_examples": min_n,
+        "first_month": by_month[0]["month"] if by_month else None,
+        "min_auc_month": lowest["month"] if lowest else None,
     }
 
 

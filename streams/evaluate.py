@@ -3,7 +3,8 @@
 Replays the history up to the split (like `scorestream replay --as-of`), freezes every
 customer's scorecard there, and compares it with what the same history says happened after
 it (`models.backtest`): churn and bought-again ranking beside simple baselines and a
-cross-validated ceiling, probability quality, value errors, alert rates and precision.
+cross-validated ceiling, probability quality, value errors, alert rates and precision, and
+the learner's own progressive (delayed-label) churn quality before the split, by month.
 Prints one plain-text table (its last lines are a compact summary) and writes report.json
 (sorted keys, byte-identical across runs), calibration.png, lift.png and gain.png into --out.
 """
@@ -22,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from models.backtest import (
     CHURN_ALERTS,
     LIFT_SCORERS,
+    PROGRESSIVE_MODELS,
     Backtest,
     backtest,
     check_window,
@@ -36,7 +38,8 @@ _ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2
 #: Short column names of the scorers in the summary.
 _SHORT = {
     "model_churn_probability": "model",
-    "recency": "recency",
+    "recency": "last ord.",
+    "recency_interaction": "last int.",
     "purchase_rate": "rate",
     "bgnbd_p_alive": "P(alive)",
     "bgnbd_expected_orders": "E[orders]",
@@ -181,11 +184,13 @@ def render(report: dict[str, Any]) -> list[str]:
             f"  {r['what']:<44}{_f(r['churn_roc_auc'], width=10)}{_f(r['churn_pr_auc'], width=8)}"
             f"{_f(r['bought_again_roc_auc'], width=11)}{_f(r['bought_again_pr_auc'], width=8)}"
         )
-    lines += ["", f"{'churn probability':<46}{'log loss':>10}{'Brier':>8}{'ECE':>8}{'mean p':>8}"]
+    lines += ["", f"{'churn probability':<46}{'log loss':>10}{'Brier':>8}{'ECE':>8}{'mean p':>8}"
+              f"{'sd p':>7}{'distinct':>9}"]
     for name, p in prob.items():
         lines.append(
             f"  {rank[name]['what']:<44}{_f(p['log_loss'], width=10)}{_f(p['brier'], width=8)}"
             f"{_f(p['ece'], width=8)}{_f(p['mean_predicted'], width=8)}"
+            f"{_f(p['std_predicted'], width=7)}{p['distinct_predicted']:>9}"
         )
     lines += ["", f"{'reliability of the model (10 bins)':<46}{'n':>10}{'mean p':>8}"
               f"{'observed':>9}"]
@@ -235,8 +240,50 @@ def render(report: dict[str, Any]) -> list[str]:
         f"tier alerts per customer per year: vip_upgrade "
         f"{tc['tier_alerts_per_customer_per_year']['vip_upgrade']:.2f}, tier_downgrade "
         f"{tc['tier_alerts_per_customer_per_year']['tier_downgrade']:.2f}",
+        "",
+        *progressive_table(report["progressive"]),
     ]
     return [*lines, "", *summary(report)]
+
+
+def progressive_table(prog: dict[str, Any]) -> list[str]:
+    """The learner's delayed-label churn quality before the split, and churn AUC by month."""
+    lines = [f"{'progressive churn quality before the split':<46}{'n':>8}{'ROC AUC':>9}"
+             f"{'ECE':>7}{'log loss':>9}"]
+    for name, what in PROGRESSIVE_MODELS.items():
+        q = prog["quality"].get(name)
+        if q is None:
+            continue
+        lines.append(
+            f"  {name + ': ' + what:<44}{q['n']:>8}{_f(q['auc'], width=9)}"
+            f"{_f(q['ece'], width=7)}{_f(q['log_loss'], width=9)}"
+        )
+    lines += ["", f"{'churn labels by month resolved, logged p':<46}{'n':>8}{'churned':>9}"
+              f"{'mean p':>7}{'ROC AUC':>9}"]
+    for m in prog["by_month"]:
+        note = "" if m["status"] == "ok" else f"  ({m['status']})"
+        lines.append(
+            f"  {m['month']:<44}{m['n']:>8}{_f(m['churn_rate'], width=9)}"
+            f"{_f(m['mean_predicted'], width=7)}{_f(m['auc'], width=9)}{note}"
+        )
+    if not prog["by_month"]:
+        lines.append("  no churn label resolved before the split")
+    return lines
+
+
+def progressive_line(prog: dict[str, Any]) -> str:
+    """One summary line: the first month with labels, and the worst month with enough."""
+    months = {m["month"]: m for m in prog["by_month"]}
+    first, low = prog["first_month"], prog["min_auc_month"]
+    if first is None:
+        return "progressive churn AUC: no churn label resolved before the split"
+    low_text = (f"{_f(months[low]['auc']).strip()} ({low})" if low is not None
+                else "- (no such month)")
+    return (
+        f"progressive churn AUC: first month with labels {first} "
+        f"{_f(months[first]['auc']).strip()}, min over months with "
+        f"{prog['min_examples']}+ labels {low_text}"
+    )
 
 
 def summary(report: dict[str, Any]) -> list[str]:
@@ -262,8 +309,8 @@ def summary(report: dict[str, Any]) -> list[str]:
         f"summary: {h['customers']} customers, split {h['split'][:10]}, "
         f"{h['evaluation_days']:.0f} days after, horizon {h['horizon_days']} days, "
         f"churned {report['labels']['churned']['rate']:.3f}",
-        "columns: model; baselines recency, orders/age rate, BG/NBD P(alive) and E[orders]; "
-        "ceiling",
+        "columns: model; baselines days since last order / interaction, orders per day of age,",
+        "BG/NBD P(alive) and expected orders; ceiling (logistic regression, 5-fold CV)",
         f"{'':<24}" + "".join(f"{short:>10}" for short in _SHORT.values()),
         row("churn ROC AUC", "churn_roc_auc"),
         row("churn PR AUC", "churn_pr_auc"),
@@ -287,6 +334,7 @@ def summary(report: dict[str, Any]) -> list[str]:
         f"({any_alert['flagged']} customers alerted)",
         f"{'tier changes /cust./year':<24}"
         f"{_f(alerts['tier_changes']['per_customer_per_year'], 2, 10)}",
+        progressive_line(report["progressive"]),
     ]
 
 

@@ -12,17 +12,19 @@ from typing import Any
 import pytest
 
 from models.backtest import (
+    PROGRESSIVE_MODELS,
     SCORERS,
     Outcome,
     check_window,
     history_end,
     iso,
     months_before,
+    progressive,
     rfm_at,
     summarize,
 )
 from models.config import DAY_MS
-from models.replay import ingest, replay, sort_raw
+from models.replay import ReplayResult, ingest, replay, sort_raw
 from models.synthetic import generate, iter_lines
 from streams import cli
 from streams import evaluate as evaluate_cli
@@ -55,7 +57,7 @@ def test_report_has_every_section_for_every_customer(dev_runs) -> None:
     a, _, _ = dev_runs
     r = json.loads((a / "report.json").read_bytes())
     assert set(r) == {"alerts", "baseline_params", "history", "input", "labels", "lift",
-                      "probability", "ranking", "value"}
+                      "probability", "progressive", "ranking", "value"}
     h = r["history"]
     assert (h["customers"], h["split"], h["end"]) == (2357, SPLIT, "2026-06-30T23:59:59Z")
     assert (h["events_before_split"], h["events_after_split"]) == (4960, 1959)
@@ -100,6 +102,72 @@ def test_report_has_every_section_for_every_customer(dev_runs) -> None:
         assert sum(t["n"] for t in pl["by_tier"].values()) == 2357
         assert sum(t["flagged"] for t in pl["by_tier"].values()) == pl["overall"]["flagged"]
     assert al["tier_changes"]["count"] >= 0
+
+
+def test_recency_of_interaction_is_recency_of_orders_on_an_orders_only_history(dev_runs) -> None:
+    a, _, table = dev_runs
+    ranking = json.loads((a / "report.json").read_bytes())["ranking"]
+    by_order, by_interaction = ranking["recency"], ranking["recency_interaction"]
+    assert by_interaction["what"] == "baseline: days since last interaction"
+    assert {k: v for k, v in by_order.items() if k != "what"} == {
+        k: v for k, v in by_interaction.items() if k != "what"
+    }
+    assert "baseline: days since last interaction" in table
+
+
+def test_progressive_quality_is_the_learners_report_and_covers_every_churn_label(
+    dev_runs,
+) -> None:
+    a, _, table = dev_runs
+    prog = json.loads((a / "report.json").read_bytes())["progressive"]
+    assert set(prog["quality"]) == set(PROGRESSIVE_MODELS)
+    q = prog["quality"]
+    for name, row in q.items():
+        assert "calibration" not in row, name
+        assert row["n"] > 0 and 0.0 <= row["auc"] <= 1.0 and 0.0 <= row["ece"] <= 1.0, name
+    months = prog["by_month"]
+    assert [m["month"] for m in months] == sorted(m["month"] for m in months)
+    # every served churn prediction, held-back customers' included, resolved before the split
+    assert sum(m["n"] for m in months) == q["churn"]["n"] + q["churn_holdout"]["n"]
+    assert months[-1]["month"] <= SPLIT[:7] and prog["first_month"] == months[0]["month"]
+    for m in months:
+        assert m["status"] in ("ok", "fewer than 30", "one class")
+        assert (m["auc"] is None) == (m["status"] == "one class")
+    low = prog["min_auc_month"]
+    assert low is not None
+    assert min(m["auc"] for m in months if m["status"] == "ok") == next(
+        m["auc"] for m in months if m["month"] == low
+    )
+    lines = table.rstrip("\n").splitlines()
+    assert "progressive churn quality before the split" in table
+    assert any(line.startswith(f"  {months[0]['month']} ") for line in lines)
+    summary_line = next(line for line in lines[-25:] if line.startswith("progressive churn AUC"))
+    assert f"first month with labels {months[0]['month']}" in summary_line
+    assert "min over months with 30+ labels" in summary_line and f"({low})" in summary_line
+
+
+def test_progressive_by_month_marks_thin_and_one_class_months() -> None:
+    day = DAY_MS
+    jan, feb, mar = 1704067200000, 1706745600000, 1709251200000  # 2024-01/02/03-01 UTC
+    examples = [(jan + k * day // 10, float(k % 2), 0.2 + 0.6 * (k % 2)) for k in range(40)]
+    examples += [(feb + day, 1.0, 0.7), (feb + 2 * day, 0.0, 0.4), (feb + 3 * day, 1.0, 0.3)]
+    examples += [(mar + day, 1.0, 0.9)] * 5
+    result = ReplayResult([], [], {"churn": {"n": 48, "auc": 0.9, "calibration": []}}, {},
+                          churn_examples=examples)
+    prog = progressive(result)
+    assert prog["quality"] == {"churn": {"n": 48, "auc": 0.9}}
+    rows = {m["month"]: m for m in prog["by_month"]}
+    assert list(rows) == ["2024-01", "2024-02", "2024-03"]
+    assert rows["2024-01"] == {"month": "2024-01", "n": 40, "churn_rate": 0.5,
+                               "mean_predicted": pytest.approx(0.5), "auc": 1.0,
+                               "status": "ok"}
+    # 2 churners x 1 stayer: 0.7 beats 0.4, 0.3 does not
+    assert rows["2024-02"]["auc"] == 0.5 and rows["2024-02"]["status"] == "fewer than 30"
+    assert rows["2024-03"]["auc"] is None and rows["2024-03"]["status"] == "one class"
+    assert (prog["first_month"], prog["min_auc_month"]) == ("2024-01", "2024-01")
+    empty = progressive(ReplayResult([], [], {}, {}))
+    assert empty["by_month"] == [] and empty["first_month"] is None
+    assert empty["min_auc_month"] is None and empty["quality"] == {}
 
 
 def test_report_json_is_byte_identical_across_runs(dev_runs) -> None:
@@ -161,11 +229,14 @@ def test_labels_and_calibration_summaries_by_hand() -> None:
         _event("C", 110.5, "subscription_cancelled"),  # cancelled: churned all the same
         _event("D", 160.5, amount=4.0),  # new after the split: not evaluated
         _event("E", 40.5, "page_view", "web"),  # never ordered, silent afterwards: churned
+        _event("E", 60.5, "sent", "email"),  # a message we sent: not an interaction
     ]
     before, after, counts = summarize(events, split, 300 * DAY_MS, 90)
-    assert counts == {"events_before_split": 5, "events_after_split": 6, "events_after_end": 0}
+    assert counts == {"events_before_split": 6, "events_after_split": 6, "events_after_end": 0}
     assert sorted(before) == ["A", "B", "C", "E"]
     a = before["A"]
+    assert a.last_interaction_ms == a.last_order_ms == int(50.5 * DAY_MS)
+    assert before["E"].last_interaction_ms == int(40.5 * DAY_MS)
     assert (a.orders, sorted(a.order_days), a.spend_cents) == (2, [10, 50], 2840)
     assert rfm_at(a, split) == (1.0, 40.0, 90.0, 2.0, 14.2)
     assert rfm_at(before["E"], split) is None
