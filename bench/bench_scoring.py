@@ -2,7 +2,7 @@
 
 Usage:
     python bench/bench_scoring.py [--customers 20000] [--rate 5000] [--seconds 16]
-                                  [--live 0,10000] [--repeat 2]
+                                  [--live 0,10000] [--repeat 2] [--models initial|trained]
 
 Builds the records first (page views and one order in ten for `--customers` customers in a
 steady round, as `bench_latency.py` sends them), then feeds them to a `ScoringHandler` on
@@ -28,6 +28,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.alerts import AlertRules
+from models.bundle import ModelBundle
 from models.engine import ScoringEngine
 from streams import collector
 from streams.partitioning import partition_for
@@ -90,10 +91,23 @@ class Figures:
     gc_us_per_event: float
 
 
-def run(records: list[tuple[bytes, bytes]], live: int, batch: int, partitions: int) -> Figures:
+def trained_bundle(customers: int = 500, days: int = 365) -> ModelBundle:
+    """The bundle a learner has published after a year of a generated history: what a
+    worker past its first horizon scores with (the classifiers serve, factors explain)."""
+    from models.replay import ingest, replay, sort_raw
+    from models.synthetic import generate, iter_lines
+
+    events, _truth = generate(customers, seed=11, days=days)
+    result = replay(ingest(sort_raw(iter_lines(events)), dead=[]))
+    assert result.bundle is not None
+    return result.bundle
+
+
+def run(records: list[tuple[bytes, bytes]], live: int, batch: int, partitions: int,
+        bundle: ModelBundle | None = None) -> Figures:
     """Feed every record in batches; time the second half."""
-    handler = ScoringHandler(ScoringEngine(), AlertRules(), TOPICS, live_states=live,
-                             live_states_bytes=256 << 20)
+    handler = ScoringHandler(ScoringEngine(bundle=bundle), AlertRules(), TOPICS,
+                             live_states=live, live_states_bytes=256 << 20)
     table = Table("customer-state", "memory://", Path("."))
     for p in range(partitions):
         table.stores[p] = MemoryStore()
@@ -146,7 +160,12 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--live", default="0,10000", help="live-state capacities to compare")
     parser.add_argument("--repeat", type=int, default=2, help="alternating passes of each")
+    parser.add_argument("--models", choices=("initial", "trained"), default="initial",
+                        help="score with untrained models, or with the bundle learned from "
+                             "a year of a generated history (as a worker past its first "
+                             "horizon does)")
     args = parser.parse_args()
+    bundle = trained_bundle() if args.models == "trained" else None
     records = build(args.customers, args.rate, args.seconds)
     # The collector's settings of a worker; the records built above are frozen with the
     # rest, as a worker's input is not in its heap until its batch.
@@ -157,7 +176,7 @@ def main() -> int:
     print(f"{'live states':>12} {'us/event':>9} {'hits':>6} {'gc us/event':>12}")
     for _ in range(args.repeat):
         for live in (int(v) for v in args.live.split(",")):
-            f = run(records, live, batch, args.partitions)
+            f = run(records, live, batch, args.partitions, bundle)
             print(f"{f.live:>12,} {f.us_per_event:>9.1f} {f.hit_share:>6.0%} "
                   f"{f.gc_us_per_event:>12.1f}")
     return 0
