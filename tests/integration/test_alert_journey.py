@@ -20,7 +20,7 @@ import pytest
 
 from models.alerts import AlertRules
 from models.bundle import ModelBundle
-from models.churn import ChurnModel
+from models.churn import CLASSIFIER, MULTICHANNEL, ChurnModel
 from models.config import ScoringConfig
 from models.engine import ScoringEngine
 from models.features import observe
@@ -89,7 +89,8 @@ def _churn_model(initial: ModelBundle) -> ChurnModel:
     model = ChurnModel()
     for _ in range(60):
         for features, label in examples:
-            model.learn(features, label)
+            model.learn(features, label, MULTICHANNEL)  # web and support, not orders only
+    assert model.champion[MULTICHANNEL] == CLASSIFIER
     return model
 
 
@@ -130,10 +131,11 @@ def test_journey_emits_exactly_the_reference_changes_and_alerts(
                          sequence=1)
     rules = AlertRules(Settings().alert_config())
     expected_changes, expected_alerts = _reference(ModelBundle.restore(bundle.snapshot()), rules)
-    # The story: VIP after the third order; at risk from the first ticket, as a VIP; and,
-    # after half a year of silence, out of the high-value tiers.
+    # The story: VIP after the fourth order (the third takes its value past the cut, but not
+    # by the tiers' margin); at risk from the first ticket, as a VIP; and, after half a year of
+    # silence, out of the high-value tiers.
     assert [(kind, (at - BASE) // DAY) for _, kind, at, _ in expected_alerts] == [
-        ("vip_upgrade", 45), ("churn_risk", 130), ("high_value_at_risk", 130),
+        ("vip_upgrade", 65), ("churn_risk", 130), ("high_value_at_risk", 130),
         ("tier_downgrade", 330)]
 
     topics = topic_names(unique_name)

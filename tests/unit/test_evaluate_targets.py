@@ -145,20 +145,24 @@ def test_dev_tiers_are_stable(dev) -> None:
 
 def test_retail_churn_ranking(retail) -> None:
     rank = retail["ranking"]
-    assert rank["model_churn_probability"]["churn_roc_auc"] >= 0.7
+    auc = rank["model_churn_probability"]["churn_roc_auc"]
+    assert auc >= 0.7
+    assert auc >= rank["bgnbd_expected_orders"]["churn_roc_auc"]
+    assert auc >= rank["supervised_ceiling"]["churn_roc_auc"] - 0.01
+    # The churn label counts any interaction, which the customers' visits say most about.
+    assert auc >= rank["recency_interaction"]["churn_roc_auc"] - 0.01
     # web, email and support events: days since the last interaction is not the last order
     assert rank["recency_interaction"]["churn_roc_auc"] != rank["recency"]["churn_roc_auc"]
 
 
 def test_retail_churn_probability_calibration(retail) -> None:
-    # Stated target: ECE <= 0.08. Not met yet on the retail profile (0.122 measured, the model
-    # under-predicts churn from 0.3 up); this holds the measured level until it is.
-    assert retail["probability"]["model_churn_probability"]["ece"] <= 0.13
+    assert retail["probability"]["model_churn_probability"]["ece"] <= 0.05
 
 
 def test_retail_alert_volume(retail) -> None:
     # Stated target: <= 25 alerts per 1,000 customers per month. Not met yet on the retail
-    # profile (27.8 measured, most of it tier_downgrade); this holds the measured level.
+    # profile (27.1 measured, half of it tier_downgrade: high-value customers whose value
+    # decays as they drop out); this holds the measured level.
     assert retail["alerts"]["per_1000_customers_per_month"]["total"] <= 29.0
 
 
