@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from models.alerts import AlertConfig
 from models.backtest import (
     CHURN_ALERTS,
     LIFT_SCORERS,
@@ -125,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             ScoringConfig(),
             as_of_ms=split,
             progress=lambda n: bar.advance(task, n),
+            alert_config=_alert_config(args),
         )
         bar.update(task, completed=len(events))
     try:
@@ -421,3 +423,10 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _alert_config(args: argparse.Namespace) -> AlertConfig:
+    """The worker's alert rules: from the SCORESTREAM_ALERT_* settings when run as a command,
+    so evaluate measures the very rules a worker with the same environment applies."""
+    settings = getattr(args, "settings", None)
+    return settings.alert_config() if settings is not None else AlertConfig()

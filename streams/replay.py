@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
             as_of_ms=as_of,
             batch_ms=int(args.batch_hours * 3_600_000),
             progress=lambda n: bar.advance(task, n),
+            alert_config=args.settings.alert_config() if hasattr(args, "settings") else None,
         )
         bar.update(task, completed=len(records))  # duplicates and dead letters count as done
     out: Path = args.out
