@@ -240,9 +240,14 @@ class AlertRules:
         def fire(kind: str, severity: str, reason: str, cooldown_ms: int = cfg.cooldown_ms,
                  rearm: bool = False) -> bool:
             last = memory.last_fired.get(kind)
-            if (last is not None and current.as_of - last < cooldown_ms) or (
-                    budget is not None and not budget.allow(kind, current.as_of, customers)):
+            if last is not None and current.as_of - last < cooldown_ms:
                 if rearm:  # a threshold alert stays armed: it fires once it may
+                    memory.disarmed.discard(kind)
+                return False
+            if budget is not None and not budget.allow(kind, current.as_of, customers):
+                # A churn alert stays armed and fires once there is room, if it still holds;
+                # a tier move is news when it happens or not at all.
+                if rearm:
                     memory.disarmed.discard(kind)
                 return False
             memory.last_fired[kind] = current.as_of

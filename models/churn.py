@@ -103,9 +103,9 @@ class ChurnModel:
     >>> active = {"recency_days": 0.7, "interactions_30d": 2.5, "baseline_churn": -2.0}
     >>> round(m.predict(silent, ORDERS_ONLY).value, 3), m.champion[ORDERS_ONLY]
     (0.881, 'bgnbd')
-    >>> for _ in range(400):
-    ...     m.learn(silent, 1.0, MULTICHANNEL)
-    ...     m.learn(active, 0.0, MULTICHANNEL)
+    >>> for _ in range(400):  # with what the classifier said at each snapshot
+    ...     m.learn(silent, 1.0, MULTICHANNEL, m.classifier_probability(silent))
+    ...     m.learn(active, 0.0, MULTICHANNEL, m.classifier_probability(active))
     >>> p = m.predict(silent, MULTICHANNEL)
     >>> m.champion[MULTICHANNEL], p.value > 0.95 > 0.05 > m.predict(active, MULTICHANNEL).value
     ('classifier', True)
@@ -185,16 +185,24 @@ class ChurnModel:
     # -- learning ----------------------------------------------------------------------------
 
     def learn(self, features: dict[str, float], label: float,
-              segment: str = ORDERS_ONLY) -> None:
-        """Learn one resolved label: first score both models on it (what each said before
-        the label existed), then update the classifier and the segment's champion."""
+              segment: str = ORDERS_ONLY, challenger: float | None = None) -> None:
+        """Learn one resolved label: first score both models on what each said when the
+        snapshot was taken (`challenger`: the classifier's logged answer; without it the
+        label is learned but not scored), then update the classifier and the champion.
+
+        The classifier takes a segment over once it beats the baseline by `ARENA_MARGIN`
+        and hands it back only once the baseline is better again (not at the margin's edge,
+        where every label would flip a whole segment's probabilities)."""
         held = self.linear.score(features)
-        if self.ready:
+        if challenger is not None:
             arena = self.arena.setdefault(segment, Arena())
             p_base = 1.0 / (1.0 + math.exp(-features.get("baseline_churn", 0.0)))
-            arena.update(label, p_base, self.calibrator.probability(held))
-            better = arena.classifier < arena.baseline * (1.0 - ARENA_MARGIN)
-            self.champion[segment] = CLASSIFIER if better and arena.n >= 50 else BASELINE
+            arena.update(label, p_base, challenger)
+            if self.champion.get(segment) == CLASSIFIER:
+                keep = arena.classifier < arena.baseline
+            else:
+                keep = arena.classifier < arena.baseline * (1.0 - ARENA_MARGIN) and arena.n >= 50
+            self.champion[segment] = CLASSIFIER if keep else BASELINE
         self.calibrator.update(held, label)
         self.linear.learn(features, label)
         self.n_learned += 1

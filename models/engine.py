@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.bundle import ModelBundle
-from models.churn import MULTICHANNEL, ORDERS_ONLY
+from models.churn import CANCELLED_CHURN, MULTICHANNEL, ORDERS_ONLY
 from models.config import DAY_MS, ScoringConfig
 from models.features import (
     FEATURE_NAMES,
@@ -191,6 +191,8 @@ class ScoringEngine:
         p_clip = min(1.0 - _EPS, max(_EPS, p_base))
         feats["baseline_churn"] = math.log(p_clip / (1.0 - p_clip))
         churn = b.churn.predict(feats, segment)
+        if cancelled and churn.value < CANCELLED_CHURN:  # decisive, whichever model serves
+            churn = churn._replace(value=CANCELLED_CHURN)
         churn_factors = churn.factors or b.churn.baseline_factors(alive, quiet)
         engagement = b.engagement.predict(feats)
         value = b.value.estimate(summary)
@@ -257,9 +259,14 @@ class ScoringEngine:
                           round(self.bundle.engagement.expected_interactions(feats)[0], 4))
             if model == CHURN:
                 self._activity_example(state, as_of, scorecard, examples)
+        challenger = None
+        if model == CHURN:
+            challenger = self.bundle.churn.classifier_probability(feats)
+            if challenger is not None:
+                challenger = round(challenger, 4)
         state.pending[model] = PendingLabel(
-            model, as_of, as_of + self._horizon[model], vec, prediction, versions[model]
-        )
+            model, as_of, as_of + self._horizon[model], vec, prediction, versions[model],
+            challenger=challenger)
 
     def _resolve(self, state: CustomerState, as_of: int) -> list[TrainingExample]:
         due = [m for m, p in state.pending.items() if p.is_due(as_of)]
@@ -286,6 +293,7 @@ class ScoringEngine:
                     taken_at=p.taken_at,
                     resolved_at=p.resolved_at(),
                     holdout=holdout,
+                    challenger=p.challenger,
                 )
             )
         return out

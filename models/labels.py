@@ -35,6 +35,7 @@ class PendingLabel:
 
     __slots__ = (
         "cancelled_at",
+        "challenger",
         "due_at",
         "features",
         "interactions",
@@ -58,6 +59,7 @@ class PendingLabel:
         orders: int = 0,
         order_cents: int = 0,
         cancelled_at: int | None = None,
+        challenger: float | None = None,
     ) -> None:
         self.model = model
         self.taken_at = taken_at
@@ -69,6 +71,9 @@ class PendingLabel:
         self.orders = orders
         self.order_cents = order_cents
         self.cancelled_at = cancelled_at
+        self.challenger = challenger
+        """The churn classifier's answer at snapshot time (None before it was ready): what the
+        champion/challenger contest judges it on, whichever model served."""
 
     def observe(self, ts: int, *, interaction: bool, order_cents: int, cancelled: bool) -> None:
         """Count one event towards the label if it falls inside (taken_at, due_at]."""
@@ -115,6 +120,7 @@ class PendingLabel:
             self.orders,
             self.order_cents,
             self.cancelled_at,
+            *(() if self.challenger is None else (self.challenger,)),
         ]
 
     @classmethod
@@ -143,6 +149,9 @@ class TrainingExample:
     taken_at: int
     resolved_at: int
     holdout: bool = False
+    challenger: float | None = None
+    """Churn only: the classifier's answer logged with the snapshot (None before it was
+    ready), beside the served `prediction`."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (for the training-examples topic)."""
@@ -156,6 +165,7 @@ class TrainingExample:
             "taken_at": self.taken_at,
             "resolved_at": self.resolved_at,
             "holdout": self.holdout,
+            **({} if self.challenger is None else {"challenger": self.challenger}),
         }
 
     @classmethod
@@ -171,6 +181,7 @@ class TrainingExample:
             taken_at=int(d["taken_at"]),
             resolved_at=int(d["resolved_at"]),
             holdout=bool(d.get("holdout", False)),
+            challenger=None if d.get("challenger") is None else float(d["challenger"]),
         )
 
 

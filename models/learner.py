@@ -64,8 +64,8 @@ class Learner:
         self.quality: dict[str, Any] = {
             "churn": BinaryQuality(keep_all=keep_predictions),
             "churn_holdout": BinaryQuality(keep_all=keep_predictions),
-            # Both churn models on every resolved label, whichever served: the baseline's
-            # answer is in the snapshot, the classifier predicts before it learns.
+            # Both churn models on every resolved label, whichever served: the snapshot holds
+            # the baseline's answer among its features and the classifier's beside them.
             "churn_baseline": BinaryQuality(keep_all=keep_predictions),
             "churn_classifier": BinaryQuality(keep_all=keep_predictions),
             "engagement": RegressionQuality(keep_all=keep_predictions),
@@ -93,16 +93,15 @@ class Learner:
                 baseline = ex.features.get("baseline_churn", 0.0)
                 self.quality["churn_baseline"].update(
                     ex.label, 1.0 / (1.0 + math.exp(-baseline)))
-                held = m.churn.classifier_probability(ex.features)
-                if held is not None:
-                    self.quality["churn_classifier"].update(ex.label, held)
+                if ex.challenger is not None:
+                    self.quality["churn_classifier"].update(ex.label, ex.challenger)
             elif ex.model in (ENGAGEMENT, VALUE):
                 self.quality[ex.model].update(ex.label, ex.prediction)
             if ex.holdout:
                 continue
             if ex.model == CHURN:
                 segment = ORDERS_ONLY if ex.features.get("orders_only", 1.0) else MULTICHANNEL
-                m.churn.learn(ex.features, ex.label, segment)
+                m.churn.learn(ex.features, ex.label, segment, ex.challenger)
             elif ex.model == ENGAGEMENT:
                 m.engagement.learn(ex.features, ex.label)
             elif ex.model == VALUE:

@@ -287,7 +287,11 @@ class _Run:
         for v in summaries.values():
             final_hist.add(model.estimate(v).value)
         seq = self.learner.models.sequence + 1
-        bundle = self.learner.publish(final_hist.thresholds(self.cfg.tier_cuts, f"tiers-{seq:05d}"))
+        tiers = final_hist.thresholds(self.cfg.tier_cuts, f"tiers-{seq:05d}")
+        if self.risk.total:
+            tiers = dataclasses.replace(
+                tiers, at_risk_from=self.risk.quantile(1.0 - self.rules.config.budget_share))
+        bundle = self.learner.publish(tiers)
         self.engine.bundle = bundle
         cards = [self.engine.score(self.states[cid], as_of) for cid in sorted(self.states)]
         quality = self.learner.report()

@@ -54,6 +54,8 @@ def event_hash(event_id: str) -> int:
 
 _blake2b = hashlib.blake2b
 
+ACTIVE_OLD_CAP = 64
+"""Active days older than the day buckets remembered exactly (against double counting)."""
 MAX_EVENT_CENTS = 10**16
 """Largest money amount of one event in cents (the contract's 10^12 at any sane rate)."""
 MAX_CENTS = 2**62
@@ -480,8 +482,9 @@ class CustomerState:
     def _active_old(self, day: int) -> None:
         old = self.active_old
         old.add(day)
-        if len(old) > self.config.order_days_cap:
-            # Forget the oldest day but keep counting it (as for order days).
+        if len(old) > ACTIVE_OLD_CAP:
+            # Forget the oldest day (it stays counted): only a late event on it could count
+            # it twice, and one that late is past any sane allowed lateness.
             old.remove(min(old))
 
     # -- derived facts -----------------------------------------------------------------------
@@ -614,8 +617,13 @@ class CustomerState:
             s.first_interaction_ms, s.active_days, old = d["ad"]
             s.active_old = set(old)
         elif s.last_interaction_ms is not None:  # written before active days were kept
-            s.first_interaction_ms = s.first_ms
-            s.active_days = sum(1 for b in s.days.values() if b[INTERACTIONS])
+            # The buckets cover the last year; order days (interactions too) go further back.
+            active = {day for day, b in s.days.items() if b[INTERACTIONS]}
+            s.active_old = {day for day in s.order_days if day not in s.days}
+            s.active_days = max(len(active | s.order_days), s.purchase_days)
+            known = [ms for ms in (s.first_order_ms,
+                                   min(active) * DAY_MS if active else None) if ms is not None]
+            s.first_interaction_ms = min(known) if known else s.first_ms
         for row in d.get("pl", []):
             p = PendingLabel.from_list(row)
             s.pending[p.model] = p

@@ -414,19 +414,23 @@ def _save(fig: Any, path: Path, meta: dict[str, Any]) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (`python -m streams.evaluate`)."""
-    parser = argparse.ArgumentParser(prog="scorestream evaluate", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def _alert_config(args: argparse.Namespace) -> AlertConfig:
     """The worker's alert rules: from the SCORESTREAM_ALERT_* settings when run as a command,
     so evaluate measures the very rules a worker with the same environment applies."""
     settings = getattr(args, "settings", None)
     return settings.alert_config() if settings is not None else AlertConfig()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (`python -m streams.evaluate`)."""
+    parser = argparse.ArgumentParser(prog="scorestream evaluate", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    from streams.settings import Settings
+
+    args.settings = Settings.from_env()
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -43,7 +43,8 @@ def test_churn_model_learns_ranks_and_is_calibrated() -> None:
 
     for _ in range(6000):
         x, y = draw()
-        m.learn(x, y)
+        m.learn(x, y, ORDERS_ONLY, m.classifier_probability(x))
+    assert m.champion[ORDERS_ONLY] == CLASSIFIER  # the baseline knows nothing here
     bins: dict[int, list[float]] = {}
     for _ in range(6000):
         x, y = draw()
@@ -97,12 +98,12 @@ def test_the_classifier_serves_a_segment_only_where_it_beats_the_baseline() -> N
         # Orders only: the baseline knows the truth, the other features are noise.
         p = rng.uniform(0.05, 0.95)
         x = {"baseline_churn": math.log(p / (1 - p)), "tickets_90d": rng.random()}
-        m.learn(x, float(rng.random() < p), ORDERS_ONLY)
+        m.learn(x, float(rng.random() < p), ORDERS_ONLY, m.classifier_probability(x))
         # Multichannel: the baseline says nothing, tickets tell it all.
         t = rng.uniform(0, 2)
         q = sigmoid(3.0 * t - 3.0)
-        m.learn({"baseline_churn": 0.0, "tickets_90d": t}, float(rng.random() < q),
-                MULTICHANNEL)
+        y = {"baseline_churn": 0.0, "tickets_90d": t}
+        m.learn(y, float(rng.random() < q), MULTICHANNEL, m.classifier_probability(y))
     assert m.champion == {ORDERS_ONLY: BASELINE, MULTICHANNEL: CLASSIFIER}
     assert m.arena[MULTICHANNEL].classifier < m.arena[MULTICHANNEL].baseline
     served = m.predict({"baseline_churn": 0.0, "tickets_90d": 1.9}, MULTICHANNEL)

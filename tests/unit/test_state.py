@@ -218,3 +218,22 @@ def test_late_events_on_new_days_behind_the_running_sums() -> None:
     assert s.window_sums(now)[365][REVENUE_CENTS] == 2200
     for later in (now + 1, now + 40, now + 100, now + 300, now + 400, now - 50):
         assert s.window_sums(later) == _scan(s, later), later
+
+
+def test_a_state_written_before_active_days_were_kept_restores_them_from_all_it_has() -> None:
+    """Its buckets cover the last year only; its order days reach further back."""
+    s = CustomerState("C1")
+    for week in range(150):  # weekly visits for ~3 years, an order every fourth week
+        day = 20_000 + 7 * week
+        s.apply({"event_id": f"w{week}", "event_type": "page_view", "source": "web",
+                 "occurred_at": day * 86_400_000, "customer_id": "C1", "payload": {"url": "/"}})
+        if week % 4 == 0:
+            s.apply({"event_id": f"o{week}", "event_type": "order_placed", "source": "crm",
+                     "occurred_at": day * 86_400_000 + 1, "customer_id": "C1",
+                     "payload": {"order_id": f"o{week}", "amount": 5.0, "currency": "EUR"}})
+    old = s.to_dict()
+    del old["ad"]
+    restored = CustomerState.from_dict(old)
+    assert restored.active_days >= restored.purchase_days == 38
+    assert restored.active_days >= 53 + 38 - 14  # the last year's weeks, plus older orders
+    assert restored.first_interaction_ms == 20_000 * 86_400_000
