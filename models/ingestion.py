@@ -187,11 +187,6 @@ class Ingestion:
         self.counters = IngestCounters(held=self.resolver.held_count)
         self.watermark = max(self.dedupe.clock, 0)
         self._partition_dedupes: dict[tuple[str, int | None], Dedupe] = {}
-        self._partition_clocks: dict[tuple[str, int | None], list[int]] = {}
-        """Per source partition: [newest event time routed, wall ms it was routed]."""
-        self.identity_watermark: int | None = None
-        """The event-time clock stamped on identity messages (see `refresh_identity_watermark`);
-        None: the plain watermark."""
 
     def process(
         self,
@@ -254,8 +249,6 @@ class Ingestion:
         """
         for key in [k for k in self._partition_dedupes if k[1] == partition]:
             del self._partition_dedupes[key]
-        for key in [k for k in self._partition_clocks if k[1] == partition]:
-            del self._partition_clocks[key]
 
     def route(
         self,
@@ -297,16 +290,7 @@ class Ingestion:
             self.counters.duplicates += 1
             return routed
 
-        clock = self._partition_clocks.get((topic, partition))
-        if clock is None:
-            self._partition_clocks[(topic, partition)] = [decoded.occurred_at, now_ms]
-        else:
-            if decoded.occurred_at > clock[0]:
-                clock[0] = decoded.occurred_at
-            clock[1] = now_ms
-        watermark = self.identity_watermark
-        if watermark is None:
-            watermark = self.watermark
+        watermark = self.watermark
         customer_id = decoded.customer_id
         if customer_id is None:
             # The decoder guarantees at least one identity field, so an alias is there.
@@ -337,35 +321,6 @@ class Ingestion:
                 (link_key, link_message(kind, alias, decoded, customer_id, watermark))
             )
         return routed
-
-    def assigned(self, partitions: Iterable[tuple[str, int]], now_ms: int) -> None:
-        """Source partitions just assigned: until each routes a record (or `idle_ms` passes),
-        its event time is unknown and may lie behind every other partition's, so the
-        identity watermark does not advance (see `refresh_identity_watermark`)."""
-        for topic, partition in partitions:
-            if (topic, partition) not in self._partition_clocks:
-                self._partition_clocks[(topic, partition)] = [-1, now_ms]
-
-    def refresh_identity_watermark(self, now_ms: int, idle_ms: int = 10_000) -> int:
-        """Set the event-time clock the identity stage ages held events by: the slowest source
-        partition's newest event time, among those that routed a record within `idle_ms` of
-        wall time (the watermark itself once all are idle).
-
-        The plain watermark is the newest event time of *any* partition. While a backlog is
-        read, one partition runs days ahead of another, and an alias-only event of the slow
-        one would be held from the fast one's time: its link, seconds later in its own
-        partition's event time, would find it already given up as `unresolved_identity`.
-        Taking the slowest active partition, as a stream processor's watermark does over its
-        inputs, with idle ones left out so a quiet source holds nobody back, keeps a hold of
-        `max_hold_ms` a hold of that much event time for every source.
-        """
-        cutoff = now_ms - idle_ms
-        active = [t for t, wall in self._partition_clocks.values() if wall >= cutoff]
-        low = min(active) if active else self.watermark
-        if low < 0:  # an assigned partition has not delivered yet: hold still
-            low = self.identity_watermark if self.identity_watermark is not None else 0
-        self.identity_watermark = low
-        return low
 
     def evict(self, event_time: int, now_ms: int) -> IngestResult:
         """Dead-letter events held longer than the hold bound as of `event_time`.

@@ -91,7 +91,6 @@ class IngestHandler:
         `wait_s` passes)."""
         if self.aligner is not None:
             self.aligner.assigned(partitions, time.monotonic())
-        self.ingestion.assigned(partitions, int(time.time() * 1000))
 
     def forget(self, topic: str, partition: int) -> None:
         """A source partition left (or will be re-read): drop the records it held."""
@@ -118,7 +117,6 @@ class IngestHandler:
     def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
         """Route every record of one source partition's batch."""
         now_ms = int(time.time() * 1000)
-        self.ingestion.refresh_identity_watermark(now_ms)
         topic = messages[0].topic() or ""
         source = self.source_of[topic]
         route = self.ingestion.route
@@ -180,7 +178,7 @@ class IngestHandler:
         self._tick(out)
 
     def _tick(self, out: Output) -> None:
-        watermark = self.ingestion.refresh_identity_watermark(int(time.time() * 1000))
+        watermark = self.ingestion.watermark
         now = time.monotonic()
         if watermark <= self._ticked_watermark or now - self._ticked_at < TICK_INTERVAL_S:
             return

@@ -1,12 +1,13 @@
 """A small scripted history that makes a worker emit a known set of alerts, for the tests of
 downstream clients (kcat, `scorestream tail`, `scorestream scorecard`) and of monitoring.
 
-The worker scores with a model bundle whose tier thresholds are fixed before it starts, and with
-the churn alerts' thresholds set to the untrained churn model's prior, so every customer's
-first scorecard raises `churn_risk`, and the Premium and VIP customers also raise
-`high_value_at_risk` (and `vip_upgrade` for the VIP). Each alert type fires once per customer
-whatever the batching, because predicted values only grow while the script runs and the churn
-probability stays at the prior (the learner publishes no model during a test).
+The worker scores with a model bundle whose tier thresholds are fixed before it starts. The
+script comes in two phases: first the customers buy (VIP-sized orders raise `vip_upgrade`),
+then three of them pay late and cancel their subscription, which takes their churn probability
+to 0.9 or more, far above its level after their orders: a material rise, so each raises
+`churn_risk`, and the Premium and VIP ones also `high_value_at_risk`. The phases are scored
+apart (the second is sent once the first is scored), so the rise is seen whatever the
+batching; the alert budget is opened to every customer, and no model is published meanwhile.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any
 import orjson
 
 from models.bundle import ModelBundle
-from models.config import ScoringConfig
 from models.tiers import TierThresholds
 from tests.integration.kafka_tools import produce
 
@@ -28,13 +28,10 @@ DAY = 86_400_000
 BASE = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 ALERT_ENV = {
-    "SCORESTREAM_ALERT_CHURN_RISK_ON": str(ScoringConfig().churn_prior),
-    "SCORESTREAM_ALERT_CHURN_RISK_OFF": "0.1",
-    "SCORESTREAM_ALERT_HIGH_VALUE_CHURN_ON": str(ScoringConfig().churn_prior),
-    "SCORESTREAM_ALERT_HIGH_VALUE_CHURN_OFF": "0.1",
+    "SCORESTREAM_ALERT_BUDGET_SHARE": "1.0",
     "SCORESTREAM_MODEL_PUBLISH_INTERVAL_S": "3600",
 }
-"""Worker settings of the script: churn alerts at the prior, no model published meanwhile."""
+"""Worker settings of the script: no alert budget to share, no model published meanwhile."""
 
 TIERS = TierThresholds(standard_from=50.0, premium_from=500.0, vip_from=2000.0,
                        version="tiers-downstream")
@@ -50,32 +47,32 @@ def _event(customer: str, n: int, source: str, event_type: str, day: int,
 def _buyer(customer: str, amount: float, orders: int) -> list[tuple[str, bytes, bytes]]:
     events = [_event(customer, 1, "crm", "profile_updated", 0,
                      fields={"first_name": "Ada", "email": f"{customer.lower()}@example.com"})]
-    events += [_event(customer, 2 + k, "crm", "order_placed", 2 + 15 * k,
+    events += [_event(customer, 2 + k, "crm", "order_placed", 2 + k,
                       order_id=f"{customer}-o{k}", amount=amount, currency="EUR")
                for k in range(orders)]
     return events
 
 
-def _unhappy(customer: str, amount: float) -> list[tuple[str, bytes, bytes]]:
-    return [*_buyer(customer, amount, 3),
-            _event(customer, 10, "support", "ticket_opened", 60, ticket_id=f"{customer}-t"),
-            _event(customer, 11, "support", "escalated", 61, ticket_id=f"{customer}-t"),
-            _event(customer, 12, "crm", "payment_late", 63, days_late=20),
-            _event(customer, 13, "crm", "subscription_cancelled", 64)]
+def _leaving(customer: str, day: int) -> list[tuple[str, bytes, bytes]]:
+    return [_event(customer, 12, "crm", "payment_late", day, days_late=20),
+            _event(customer, 13, "crm", "subscription_cancelled", day + 1)]
 
 
-EVENTS: list[tuple[str, bytes, bytes]] = [
-    *_buyer("C-VIP", 500.0, 6),       # predicted value about 4,300: VIP
-    *_unhappy("C-PREMIUM", 300.0),    # about 900: Premium
+FIRST: list[tuple[str, bytes, bytes]] = [
+    *_buyer("C-VIP", 500.0, 6),       # predicted value about 8,000: VIP
+    *_buyer("C-PREMIUM", 300.0, 3),   # about 1,900: Premium
     *_buyer("C-SMALL", 20.0, 2),      # about 100: Standard
-    *_unhappy("C-UNHAPPY", 20.0),     # about 80: Standard
+    *_buyer("C-UNHAPPY", 20.0, 3),    # about 180: Standard
 ]
-"""(source, key, value) of every event, in the order they are produced."""
+THEN: list[tuple[str, bytes, bytes]] = [
+    *_leaving("C-VIP", 12), *_leaving("C-PREMIUM", 10), *_leaving("C-UNHAPPY", 10)]
+EVENTS: list[tuple[str, bytes, bytes]] = [*FIRST, *THEN]
+"""(source, key, value) of every event, in the order they are produced (two phases)."""
 
 EXPECTED_ALERTS: set[tuple[str, str]] = {
     ("C-VIP", "churn_risk"), ("C-VIP", "high_value_at_risk"), ("C-VIP", "vip_upgrade"),
     ("C-PREMIUM", "churn_risk"), ("C-PREMIUM", "high_value_at_risk"),
-    ("C-SMALL", "churn_risk"), ("C-UNHAPPY", "churn_risk"),
+    ("C-UNHAPPY", "churn_risk"),
 }
 """(customer id, alert type) of every alert the worker emits for EVENTS, each exactly once."""
 
@@ -89,14 +86,6 @@ def publish_bundle(bootstrap: str, topics: dict[str, str]) -> None:
     bundle = ModelBundle(initial.churn, initial.engagement, initial.value, tiers=TIERS,
                          sequence=1)
     produce(bootstrap, topics["model_snapshots"], [(b"bundle", bundle.snapshot())])
-
-
-def produce_events(bootstrap: str, topics: dict[str, str]) -> None:
-    """Send every scripted event to its source topic, and one broken record to `web`."""
-    for source in ("crm", "support"):
-        produce(bootstrap, topics[source],
-                [(key, value) for s, key, value in EVENTS if s == source])
-    produce(bootstrap, topics["web"], [INVALID_RECORD])
 
 
 def metric_value(web_url: str, sample: str) -> float | None:
@@ -125,9 +114,13 @@ def run_script(bootstrap: str, topics: dict[str, str], web_url: str,
     """Produce the script to a running worker and wait until it scored and alerted on all of it."""
     bundle = f'scorestream_model_info{{model="tiers",version="{TIERS.version}"}}'
     wait_until(lambda: metric_value(web_url, bundle) == 1.0, 60, "the script's bundle", log)
-    produce_events(bootstrap, topics)
-    wait_until(lambda: metric_value(web_url, "scorestream_events_processed_total")
-               == len(EVENTS), 90, "every scripted event scored", log)
+    for phase, done in ((FIRST, len(FIRST)), (THEN, len(EVENTS))):
+        for source in ("crm", "support"):
+            produce(bootstrap, topics[source],
+                    [(key, value) for s, key, value in phase if s == source])
+        wait_until(lambda n=done: metric_value(web_url, "scorestream_events_processed_total")
+                   == n, 90, f"{done} scripted events scored", log)
+    produce(bootstrap, topics["web"], [INVALID_RECORD])
     expected = len(EXPECTED_ALERTS)
     wait_until(lambda: alerts_emitted(web_url) >= expected, 30, f"{expected} alerts", log)
     wait_until(lambda: metric_value(

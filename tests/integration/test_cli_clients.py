@@ -166,10 +166,20 @@ def test_tail_follows_new_alerts_until_interrupted(scored: Scored, tmp_path: Pat
                    "tail to take its place at the end of every partition",
                    err_path.read_text)
         assert tail.poll() is None, err_path.read_text()
-        late = {"event_id": "C-LATE-1", "event_type": "page_view", "source": "web",
-                "occurred_at": BASE + 70 * 86_400_000, "customer_id": "C-LATE",
-                "payload": {"url": "/"}}
-        produce(scored.bootstrap, scored.topics["web"], [(b"C-LATE", orjson.dumps(late))])
+        # A new customer visits, then cancels: a material rise of churn risk, one alert. (Soon
+        # after the script: months later, its customers' labels would resolve and their risk rise.)
+        visit = {"event_id": "C-LATE-1", "event_type": "page_view", "source": "web",
+                 "occurred_at": BASE + 14 * 86_400_000, "customer_id": "C-LATE",
+                 "payload": {"url": "/"}}
+        scored_before = metric_value(scored.worker.web_url, "scorestream_events_processed_total")
+        produce(scored.bootstrap, scored.topics["web"], [(b"C-LATE", orjson.dumps(visit))])
+        wait_until(lambda: metric_value(scored.worker.web_url,
+                                        "scorestream_events_processed_total")
+                   == (scored_before or 0) + 1, 60, "the visit scored", scored.worker.log_tail)
+        cancel = {"event_id": "C-LATE-2", "event_type": "subscription_cancelled",
+                  "source": "crm", "occurred_at": BASE + 15 * 86_400_000,
+                  "customer_id": "C-LATE", "payload": {}}
+        produce(scored.bootstrap, scored.topics["crm"], [(b"C-LATE", orjson.dumps(cancel))])
         wait_until(lambda: out_path.read_text().count("\n") >= 1, 60,
                    "the new alert on tail's output", scored.worker.log_tail)
         tail.send_signal(signal.SIGINT)
@@ -181,9 +191,13 @@ def test_tail_follows_new_alerts_until_interrupted(scored: Scored, tmp_path: Pat
     alerts = [orjson.loads(line) for line in out_path.read_text().splitlines()]
     assert [(a["customer_id"], a["alert_type"]) for a in alerts] == [("C-LATE", "churn_risk")]
     assert "1 record shown" in err_path.read_text()
+    churn_alerts = [(a["customer_id"], a["event_time"]) for a in (
+        orjson.loads(m.value()) for m in read_topic(scored.bootstrap, scored.topics["alerts"], 0,
+                                                    timeout=5))
+        if a["alert_type"] == "churn_risk"]
     assert metric_value(scored.worker.web_url,
                         'scorestream_alerts_total{alert_type="churn_risk"}') == sum(
-        1 for _, kind in EXPECTED_ALERTS if kind == "churn_risk") + 1
+        1 for _, kind in EXPECTED_ALERTS if kind == "churn_risk") + 1, churn_alerts
 
 
 def test_scorecard_of_a_known_customer_from_the_configured_worker(

@@ -151,25 +151,3 @@ def test_a_core_failing_for_most_of_a_batch_stops_the_stage_instead() -> None:
     handler, table, _metrics = setup(poison)
     with pytest.raises(RuntimeError, match="not of the data"):
         run(handler, table, [event(n, f"C{n}", 0.1, "order_placed") for n in range(40)])
-
-
-def test_the_identity_watermark_follows_the_slowest_active_partition() -> None:
-    from models.ingestion import Ingestion
-
-    ingestion, day, now = Ingestion(), 86_400_000, 1_800_000_000_000
-
-    def page(n: int, d: float) -> bytes:
-        return orjson.dumps({"event_id": f"w{n}", "event_type": "page_view", "source": "web",
-                             "occurred_at": 1_767_225_600_000 + int(d * day),
-                             "customer_id": "C1", "payload": {"url": "/"}})
-
-    ingestion.assigned([("web", 0), ("web", 1), ("crm", 0)], now)
-    ingestion.route(page(1, 25), "web", "web", 1, 0, None, now)
-    # crm:0 has not delivered yet: its event time is unknown, so nothing advances.
-    assert ingestion.refresh_identity_watermark(now) == 0
-    ingestion.route(page(2, 20), "web", "web", 0, 0, None, now)
-    assert ingestion.refresh_identity_watermark(now + 11_000) == ingestion.watermark
-    ingestion.route(page(3, 21), "web", "web", 0, 1, None, now + 12_000)
-    ingestion.route(page(4, 26), "web", "web", 1, 1, None, now + 12_000)
-    # Both active: the slower one (day 21) sets it, not the fastest (day 26).
-    assert ingestion.refresh_identity_watermark(now + 12_000) == 1_767_225_600_000 + 21 * day
