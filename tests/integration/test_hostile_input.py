@@ -11,12 +11,11 @@ from __future__ import annotations
 import base64
 import time
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from tests.integration.fault_tools import get_json, metric
+from tests.integration.fault_tools import get_json, metric, wait_for
 from tests.integration.kafka_tools import (
     free_port,
     produce,
@@ -48,16 +47,6 @@ def _web(event_id: str, day: float, kind: str = "page_view", **ids: str) -> byte
                          "occurred_at": BASE + int(day * DAY), **payload, **ids})
 
 
-def _wait(predicate: Any, timeout: float, what: str, log: Any) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}:\n{log()}")
-
-
 def test_a_poison_order_among_good_ones_is_dead_lettered_and_the_worker_stays_up(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
@@ -87,8 +76,9 @@ def test_a_poison_order_among_good_ones_is_dead_lettered_and_the_worker_stays_up
         produced = 0
         for role, records in phases:
             produced += produce(kafka_bootstrap, topics[role], records)
-            _wait(lambda n=produced: metric(worker.web_url, "scorestream_events_consumed_total")
-                  == n, 60, f"{produced} records consumed", worker.log_tail)
+            wait_for(lambda n=produced: metric(
+                worker.web_url, "scorestream_events_consumed_total") == n,
+                60, f"{produced} records consumed", worker.log_tail, every=0.3)
             time.sleep(1.5)  # a watermark tick or two reaches the identity stage
 
         seen: dict[str, float] = {}
@@ -101,8 +91,8 @@ def test_a_poison_order_among_good_ones_is_dead_lettered_and_the_worker_stays_up
             return seen["consumed"] == sent and (
                 seen["processed"] + seen["dead_letters"] + seen["duplicate_events"] == sent)
 
-        _wait(settled, 90, "consumed == scored + dead letters + duplicates",
-              lambda: f"{seen} of {sent} sent\n{worker.log_tail(15)}")
+        wait_for(settled, 90, "consumed == scored + dead letters + duplicates",
+                 lambda: f"{seen} of {sent} sent\n{worker.log_tail(15)}", every=0.3)
         assert worker.process.poll() is None, worker.log_tail()
         # 200 orders, w1 (released by the login), w2, w4 and w5; G1's redelivery counted once.
         assert seen["processed"] == 200 + 4 and seen["duplicate_events"] == 1, seen
