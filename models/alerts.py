@@ -255,7 +255,7 @@ class AlertRules:
                                 current.as_of, trigger_event_id))
             return True
 
-        at_risk = p * max(current.ltv_predicted_12m, 0.0)
+        at_risk = current.value_at_risk
         material = p - low >= cfg.churn_rise and (at_risk_from is None or at_risk >= at_risk_from)
         high_value = current.tier in cfg.high_value_tiers
         if self._crossed("churn_risk", p, cfg.churn_risk_on, cfg.churn_risk_off, memory,

@@ -237,7 +237,7 @@ class _Run:
             return
         self.hist.replace(self.values.get(cid), sc.ltv_predicted_12m)
         self.values[cid] = sc.ltv_predicted_12m
-        at_risk = sc.churn_probability * max(sc.ltv_predicted_12m, 0.0)
+        at_risk = sc.value_at_risk
         self.risk.replace(self.risks.get(cid), at_risk)
         self.risks[cid] = at_risk
         prev = out.previous_scorecard

@@ -42,6 +42,11 @@ class Scorecard:
     model_versions: dict[str, str] = field(default_factory=dict)
     currency: str = "EUR"
 
+    @property
+    def value_at_risk(self) -> float:
+        """Churn probability x predicted 12-month value (what churn alerts rank by)."""
+        return self.churn_probability * max(self.ltv_predicted_12m, 0.0)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly nested form (the API and score-change payloads)."""
         return {

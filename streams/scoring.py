@@ -46,10 +46,8 @@ class CoreError(Exception):
 
 
 def _at_risk(card: Scorecard | None) -> float | None:
-    """Value at risk of a scorecard: churn probability x predicted 12-month value."""
-    if card is None:
-        return None
-    return card.churn_probability * max(card.ltv_predicted_12m, 0.0)
+    """A scorecard's value at risk, None for none."""
+    return None if card is None else card.value_at_risk
 
 
 @dataclass(frozen=True)
@@ -371,12 +369,8 @@ class ScoringHandler:
         were redeliveries of events the state already holds. Raises `CoreError` when the pure
         core fails on them (the store and the outputs are then untouched); anything else
         (the store, Kafka) propagates and stops the stage."""
-        state, raw = self.live.get(partition, customer_id), None
-        if state is None:
-            raw = table.get(partition, customer_id.encode())
+        state = self._load(table, partition, customer_id)
         try:
-            if raw is not None:
-                state = CustomerState.restore(raw, self.engine.config)
             due = state.next_due() if state is not None else None
             outcome = self.engine.apply_batch(state, events, watermark, customer_id)
         except Exception as err:
@@ -385,6 +379,20 @@ class ScoringHandler:
         if outcome.erased and self.erasures is not None:
             self.erasures.confirm(customer_id, events, state is not None, out)
         return outcome.duplicates
+
+    def _load(self, table: Table, partition: int, customer_id: str) -> CustomerState | None:
+        """The customer's live state, else restored from the store (None: unknown). A store
+        failure propagates; a snapshot the core cannot restore raises `CoreError`."""
+        state = self.live.get(partition, customer_id)
+        if state is not None:
+            return state
+        raw = table.get(partition, customer_id.encode())
+        if raw is None:
+            return None
+        try:
+            return CustomerState.restore(raw, self.engine.config)
+        except Exception as err:
+            raise CoreError(f"{type(err).__name__}: {err}") from err
 
     def _quarantine(self, partition: int, customer_id: str, events: list[dict[str, Any]],
                     messages: list[Message], watermark: int, table: Table, out: Output,
@@ -421,15 +429,11 @@ class ScoringHandler:
         for customer_id in index.pop_due(watermark):
             if customer_id in skip:
                 continue
-            state, raw = self.live.get(partition, customer_id), None
-            if state is None:
-                raw = table.get(partition, customer_id.encode())
             try:
+                state = self._load(table, partition, customer_id)
+                if state is None:
+                    continue
                 try:
-                    if raw is not None:
-                        state = CustomerState.restore(raw, self.engine.config)
-                    if state is None:
-                        continue
                     due = state.next_due()
                     outcome = self.engine.resolve_due(state, watermark)
                 except Exception as err:
@@ -503,16 +507,9 @@ class ScoringHandler:
         previous = outcome.previous_scorecard
         self._histogram(partition).replace(
             previous.ltv_predicted_12m if previous else None, card.ltv_predicted_12m)
-        risk = self.risks.get(partition)
-        if risk is None:
-            risk = self.risks[partition] = ValueHistogram()
-        at_risk = card.churn_probability * card.ltv_predicted_12m
-        if previous is None:
-            risk.add(max(at_risk, 0.0))
-        else:
-            before = previous.churn_probability * previous.ltv_predicted_12m
-            if before != at_risk:
-                risk.replace(max(before, 0.0), max(at_risk, 0.0))
+        before, at_risk = _at_risk(previous), card.value_at_risk
+        if before != at_risk:
+            self._risk(partition).replace(before, at_risk)
         aggregates.replace(previous, card)
         if change is not None:
             out.send(self.topics.score_changes, key, change)
