@@ -34,6 +34,7 @@ from models.calibration import (
     Calibrator,
     IsotonicCalibrator,
     PlattCalibrator,
+    sigmoid,
 )
 from models.config import ScoringConfig
 from models.features import FEATURE_LABELS
@@ -59,9 +60,15 @@ _SILENCE = ("silence_vs_cadence", f"{FEATURE_LABELS['silence_vs_cadence']}: high
 _FEW_DAYS = ("active_days", f"{FEATURE_LABELS['active_days']}: low")
 
 
-def _logit(p: float) -> float:
+def logit(p: float) -> float:
+    """log(p / (1 - p)), with p kept 1e-6 away from 0 and 1 (the baseline as a feature)."""
     p = min(1.0 - _EPS, max(_EPS, p))
     return math.log(p / (1.0 - p))
+
+
+def segment_of(orders_only: float) -> str:
+    """The segment of a customer with feature `orders_only` (1.0: only ever ordered)."""
+    return ORDERS_ONLY if orders_only >= 0.5 else MULTICHANNEL
 
 
 def _log_loss(label: float, p: float) -> float:
@@ -168,7 +175,7 @@ class ChurnModel:
             p = self.calibrator.probability(logit)
             return Prediction(round(p, 4), top_factors(contrib, FEATURE_LABELS, z),
                               self.version)
-        p = 1.0 / (1.0 + math.exp(-features.get("baseline_churn", 0.0)))
+        p = sigmoid(features.get("baseline_churn", 0.0))
         return Prediction(round(p, 4), (), self.version)
 
     @property
@@ -196,7 +203,7 @@ class ChurnModel:
         held = self.linear.score(features)
         if challenger is not None:
             arena = self.arena.setdefault(segment, Arena())
-            p_base = 1.0 / (1.0 + math.exp(-features.get("baseline_churn", 0.0)))
+            p_base = sigmoid(features.get("baseline_churn", 0.0))
             arena.update(label, p_base, challenger)
             if self.champion.get(segment) == CLASSIFIER:
                 keep = arena.classifier < arena.baseline

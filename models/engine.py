@@ -9,17 +9,17 @@ its own: state goes in and comes out, so any worker that owns the partition can 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from models.bundle import ModelBundle
-from models.churn import CANCELLED_CHURN, MULTICHANNEL, ORDERS_ONLY
+from models.churn import CANCELLED_CHURN, logit, segment_of
 from models.config import DAY_MS, ScoringConfig
 from models.features import (
     FEATURE_NAMES,
     RFM_NAMES,
     activity,
+    activity_row,
     observe,
     rfm,
     unvector,
@@ -34,7 +34,6 @@ VALUE_POPULATION = "value_population"
 #: Training-example kind carrying a customer's active-day summary (x, t_x, T) for the churn
 #: baseline's population fit: sent when a churn snapshot is taken and when its label resolves.
 ACTIVITY_POPULATION = "activity_population"
-_EPS = 1e-6
 #: How long a silent customer keeps getting churn snapshots (one per horizon).
 SILENT_SNAPSHOT_MS = 365 * DAY_MS
 #: Days since first purchase before a value snapshot is worth taking.
@@ -186,10 +185,9 @@ class ScoringEngine:
         b = self.bundle
         active = activity(state, as_of)
         cancelled = state.cancelled_ms is not None and not state.subscription_active
-        segment = ORDERS_ONLY if feats["orders_only"] else MULTICHANNEL
+        segment = segment_of(feats["orders_only"])
         p_base, alive, quiet = b.churn.baseline(active, cancelled, segment)
-        p_clip = min(1.0 - _EPS, max(_EPS, p_base))
-        feats["baseline_churn"] = math.log(p_clip / (1.0 - p_clip))
+        feats["baseline_churn"] = logit(p_base)
         churn = b.churn.predict(feats, segment)
         if cancelled and churn.value < CANCELLED_CHURN:  # decisive, whichever model serves
             churn = churn._replace(value=CANCELLED_CHURN)
@@ -302,17 +300,13 @@ class ScoringEngine:
     def _activity_example(self, state: CustomerState, as_of: int, scorecard: Scorecard | None,
                           examples: list[TrainingExample]) -> None:
         """The customer's active-day summary now, for the churn baseline's population fit."""
-        summary = activity(state, as_of)
-        if summary is None:
+        row = activity_row(state, as_of)
+        if row is None:
             return
-        x, t_x, big_t = summary
         version = (scorecard.model_versions[CHURN] if scorecard is not None
                    else self.bundle.churn.version)
-        orders_only = 1.0 if state.active_days <= state.purchase_days else 0.0
         examples.append(TrainingExample(
-            ACTIVITY_POPULATION, state.customer_id,
-            {"x": x, "t_x": t_x, "T": big_t, "orders_only": orders_only}, 0.0, 0.0, version,
-            as_of, as_of))
+            ACTIVITY_POPULATION, state.customer_id, row, 0.0, 0.0, version, as_of, as_of))
 
 
 def _previous_tier(state: CustomerState) -> str | None:

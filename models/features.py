@@ -170,9 +170,19 @@ def observe(state: CustomerState, as_of_ms: int) -> tuple[KeyValues, dict[str, f
         "unsubscribed": 1.0 if unsub and unsub[1] else 0.0,
         "active_days": log1p(active),
         "silence_vs_cadence": silence,
-        "orders_only": 1.0 if active <= state.purchase_days else 0.0,
+        "orders_only": 1.0 if state.orders_only else 0.0,
     }
     return kv, x
+
+
+def activity_row(state: CustomerState, as_of_ms: int) -> dict[str, float] | None:
+    """The customer's row of the churn baseline's population fit: `activity` as x, t_x, T,
+    and `orders_only` (which segment's fit it joins); None before the first interaction."""
+    summary = activity(state, as_of_ms)
+    if summary is None:
+        return None
+    x, t_x, big_t = summary
+    return {"x": x, "t_x": t_x, "T": big_t, "orders_only": 1.0 if state.orders_only else 0.0}
 
 
 def activity(state: CustomerState, as_of_ms: int) -> tuple[float, float, float] | None:

@@ -9,12 +9,12 @@ scorers logged when they took each snapshot (before the label existed).
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterable
 from typing import Any
 
 from models.bundle import ModelBundle
-from models.churn import MULTICHANNEL, ORDERS_ONLY, SEGMENTS
+from models.calibration import sigmoid
+from models.churn import SEGMENTS, segment_of
 from models.config import ScoringConfig
 from models.engine import ACTIVITY_POPULATION, VALUE_POPULATION
 from models.labels import CHURN, ENGAGEMENT, VALUE, TrainingExample
@@ -90,9 +90,8 @@ class Learner:
                 self.quality["churn_holdout" if ex.holdout else "churn"].update(
                     ex.label, ex.prediction
                 )
-                baseline = ex.features.get("baseline_churn", 0.0)
                 self.quality["churn_baseline"].update(
-                    ex.label, 1.0 / (1.0 + math.exp(-baseline)))
+                    ex.label, sigmoid(ex.features.get("baseline_churn", 0.0)))
                 if ex.challenger is not None:
                     self.quality["churn_classifier"].update(ex.label, ex.challenger)
             elif ex.model in (ENGAGEMENT, VALUE):
@@ -100,8 +99,8 @@ class Learner:
             if ex.holdout:
                 continue
             if ex.model == CHURN:
-                segment = ORDERS_ONLY if ex.features.get("orders_only", 1.0) else MULTICHANNEL
-                m.churn.learn(ex.features, ex.label, segment, ex.challenger)
+                m.churn.learn(ex.features, ex.label,
+                              segment_of(ex.features.get("orders_only", 1.0)), ex.challenger)
             elif ex.model == ENGAGEMENT:
                 m.engagement.learn(ex.features, ex.label)
             elif ex.model == VALUE:
@@ -156,8 +155,7 @@ class Learner:
         data = [r for r in data if r["T"] >= ACTIVITY_MIN_AGE_DAYS]
         churn, fitted = self.models.churn, False
         for segment in SEGMENTS:
-            rows = [r for r in data
-                    if (r.get("orders_only", 1.0) >= 0.5) == (segment == ORDERS_ONLY)]
+            rows = [r for r in data if segment_of(r.get("orders_only", 1.0)) == segment]
             if len(rows) < min_rows:
                 continue
             churn.fit_activity(segment, fit_bgnbd(

@@ -22,7 +22,7 @@ from models.alerts import AlertConfig, AlertRules
 from models.bundle import ModelBundle
 from models.config import DAY_MS, ScoringConfig
 from models.engine import BatchOutcome, ScoringEngine
-from models.features import activity, rfm
+from models.features import activity_row, rfm
 from models.ingestion import Ingestion
 from models.labels import CHURN, DueIndex, TrainingExample
 from models.learner import Learner
@@ -274,14 +274,8 @@ class _Run:
         # Final population fit on every buyer as of the dump time, then exact-time tiers.
         summaries = {cid: rfm(s, as_of) for cid, s in self.states.items()}
         self.learner.refit_value([v for v in summaries.values() if v is not None])
-        rows = []
-        for state in self.states.values():
-            summary = activity(state, as_of)
-            if summary is not None:
-                orders_only = 1.0 if state.active_days <= state.purchase_days else 0.0
-                rows.append({"x": summary[0], "t_x": summary[1], "T": summary[2],
-                             "orders_only": orders_only})
-        self.learner.refit_activity(rows)
+        rows = [activity_row(state, as_of) for state in self.states.values()]
+        self.learner.refit_activity([row for row in rows if row is not None])
         model = self.learner.models.value
         final_hist = ValueHistogram()
         for v in summaries.values():

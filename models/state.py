@@ -495,6 +495,11 @@ class CustomerState:
         return len(self.order_days) + self.order_days_dropped
 
     @property
+    def orders_only(self) -> bool:
+        """Whether every day the customer was active was a purchase day (none: True)."""
+        return self.active_days <= self.purchase_days
+
+    @property
     def subscription_active(self) -> bool:
         """True if the last subscription event (by event time) was a start."""
         return bool(self.subscription and self.subscription[1])
