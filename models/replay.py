@@ -9,7 +9,6 @@ time, with one learner publishing bundles every `publish_every_days`. Same input
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -264,11 +263,8 @@ class _Run:
 
     def _tiers(self) -> TierThresholds:
         version = f"tiers-{self.learner.models.sequence + 1:05d}"
-        tiers = self.hist.thresholds(self.cfg.tier_cuts, version)
-        if self.risk.total and self.hist.total:
-            share = self.rules.config.budget_share
-            tiers = dataclasses.replace(tiers, at_risk_from=self.risk.quantile(1.0 - share))
-        return tiers
+        return self.hist.thresholds(self.cfg.tier_cuts, version).with_risk_cut(
+            self.risk, self.rules.config.budget_share)
 
     def finish(self, as_of: int) -> ReplayResult:
         # Final population fit on every buyer as of the dump time, then exact-time tiers.
@@ -282,10 +278,8 @@ class _Run:
             final_hist.add(model.estimate(v).value)
         seq = self.learner.models.sequence + 1
         tiers = final_hist.thresholds(self.cfg.tier_cuts, f"tiers-{seq:05d}")
-        if self.risk.total:
-            tiers = dataclasses.replace(
-                tiers, at_risk_from=self.risk.quantile(1.0 - self.rules.config.budget_share))
-        bundle = self.learner.publish(tiers)
+        bundle = self.learner.publish(
+            tiers.with_risk_cut(self.risk, self.rules.config.budget_share))
         self.engine.bundle = bundle
         cards = [self.engine.score(self.states[cid], as_of) for cid in sorted(self.states)]
         quality = self.learner.report()

@@ -18,6 +18,7 @@ consistent with the tie.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -81,6 +82,13 @@ class TierThresholds:
     vip_from: float | None = None
     version: str = "tiers-00000"
     at_risk_from: float | None = None
+
+    def with_risk_cut(self, risk: ValueHistogram, share: float) -> TierThresholds:
+        """These thresholds with `at_risk_from` where a `share` of the customers' values at
+        risk (`risk`) lies above it (unchanged while `risk` is empty)."""
+        if not risk.total:
+            return self
+        return dataclasses.replace(self, at_risk_from=risk.quantile(1.0 - share))
 
     def tier(self, value: float, previous: str | None = None) -> str:
         """The tier of a predicted 12-month value; with the customer's `previous` tier, moves

@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from models.alerts import AlertConfig
 from models.backtest import (
     CHURN_ALERTS,
     LIFT_SCORERS,
@@ -30,9 +28,8 @@ from models.backtest import (
     check_window,
     history_end,
 )
-from models.config import ScoringConfig
-from models.replay import ingest, parse_time, replay, sort_raw
-from streams.replay import read_lines
+from models.replay import ingest, parse_time, sort_raw
+from streams.replay import read_lines, replay_with_progress
 
 _ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2
 
@@ -113,22 +110,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"scorestream evaluate: {err}", file=sys.stderr)
         return 2
     assert end is not None
-    with Progress(
-        TextColumn("evaluate"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=args.quiet,
-    ) as bar:
-        task = bar.add_task("events", total=len(events))
-        result = replay(
-            iter(events),
-            ScoringConfig(),
-            as_of_ms=split,
-            progress=lambda n: bar.advance(task, n),
-            alert_config=_alert_config(args),
-        )
-        bar.update(task, completed=len(events))
+    result = replay_with_progress("evaluate", iter(events), len(events), args, as_of_ms=split)
     try:
         bt = backtest(
             events,
@@ -412,13 +394,6 @@ def _save(fig: Any, path: Path, meta: dict[str, Any]) -> Path:
     fig.savefig(path, dpi=100, metadata=meta)
     plt.close(fig)
     return path
-
-
-def _alert_config(args: argparse.Namespace) -> AlertConfig:
-    """The worker's alert rules: from the SCORESTREAM_ALERT_* settings when run as a command,
-    so evaluate measures the very rules a worker with the same environment applies."""
-    settings = getattr(args, "settings", None)
-    return settings.alert_config() if settings is not None else AlertConfig()
 
 
 def main(argv: list[str] | None = None) -> int:

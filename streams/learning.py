@@ -10,7 +10,6 @@ its scoring engine, so model quality does not depend on how many workers run.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -136,9 +135,7 @@ class LearnerHandler:
             risk = ValueHistogram()
             for histogram in self.risks.values():
                 risk.merge(histogram)
-            if risk.total:
-                tiers = dataclasses.replace(
-                    tiers, at_risk_from=risk.quantile(1.0 - self.alert_share))
+            tiers = tiers.with_risk_cut(risk, self.alert_share)
         with self._lock:
             bundle = learner.publish(tiers)
         snapshot = bundle.snapshot()

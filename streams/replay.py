@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import gzip
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from models.config import ScoringConfig
-from models.replay import ingest, parse_time, replay, sort_raw
+from models.replay import ReplayResult, ingest, parse_time, replay, sort_raw
 
 _ORJSON = orjson.OPT_SORT_KEYS
 
@@ -28,6 +29,31 @@ def read_lines(path: Path) -> Iterator[bytes]:
     opener = gzip.open if gz else open
     with opener(path, "rb") as f:
         yield from f
+
+
+def replay_with_progress(label: str, events: Iterable[dict[str, Any]], total: int,
+                         args: argparse.Namespace, **options: Any) -> ReplayResult:
+    """`models.replay.replay` of `total` records under a progress bar (none with --quiet),
+    with the alert rules of the worker's settings (SCORESTREAM_ALERT_*) when the command has
+    them, so replay and evaluate raise what a worker with the same environment raises."""
+    settings = getattr(args, "settings", None)
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=args.quiet,
+    ) as bar:
+        task = bar.add_task("events", total=total)
+        result = replay(
+            events,
+            ScoringConfig(),
+            progress=lambda n: bar.advance(task, n),
+            alert_config=settings.alert_config() if settings is not None else None,
+            **options,
+        )
+        bar.update(task, completed=total)  # duplicates and dead letters count as done
+    return result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,23 +77,8 @@ def run(args: argparse.Namespace) -> int:
     as_of = parse_time(args.as_of) if args.as_of is not None else None
     records = sort_raw(read_lines(args.file))
     dead: list[dict] = []
-    with Progress(
-        TextColumn("replay"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=args.quiet,
-    ) as bar:
-        task = bar.add_task("events", total=len(records))
-        result = replay(
-            ingest(records, dead=dead),
-            ScoringConfig(),
-            as_of_ms=as_of,
-            batch_ms=int(args.batch_hours * 3_600_000),
-            progress=lambda n: bar.advance(task, n),
-            alert_config=args.settings.alert_config() if hasattr(args, "settings") else None,
-        )
-        bar.update(task, completed=len(records))  # duplicates and dead letters count as done
+    result = replay_with_progress("replay", ingest(records, dead=dead), len(records), args,
+                                  as_of_ms=as_of, batch_ms=int(args.batch_hours * 3_600_000))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     with (out / "scorecards.jsonl").open("wb") as f:
