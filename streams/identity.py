@@ -40,9 +40,9 @@ from confluent_kafka import Message
 
 from models.erasure import ErasureCoordinator, is_customer_key
 from models.ingestion import IdentityPartition, IngestionConfig
-from schemas.decode import DeadLetter, Reason
+from schemas.decode import Reason
 from streams.metrics import Metrics
-from streams.processor import Output, Table
+from streams.processor import Output, Table, dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,22 @@ class TableView(Mapping[str, dict[str, Any]]):
 
     def apply(self, changes: Changes) -> None:
         """Write (key, record) changes; None deletes the key (a changelog tombstone)."""
-        for key, record in changes:
-            raw_key = self.prefix + key.encode()
-            if record is None:
+        self.write(self.encode(changes))
+
+    def encode(self, changes: Changes) -> list[tuple[bytes, bytes | None]]:
+        """The changes as the table's (key, value) bytes: what can fail on a record's content,
+        done before anything is written."""
+        return [(self.prefix + key.encode(), None if record is None else orjson.dumps(record))
+                for key, record in changes]
+
+    def write(self, encoded: list[tuple[bytes, bytes | None]]) -> None:
+        """Write `encode`d changes (the store: its failures stop the stage)."""
+        for raw_key, value in encoded:
+            if value is None:
                 if self.table.get(self.partition, raw_key) is not None:
                     self.table.delete(self.partition, raw_key)
             else:
-                self.table.put(self.partition, raw_key, orjson.dumps(record))
+                self.table.put(self.partition, raw_key, value)
 
 
 class IdentityHandler:
@@ -139,13 +148,14 @@ class IdentityHandler:
                 if is_customer_key(key):
                     erasure = self.coordinator.handle(value, key, index, now_ms, topic=topic,
                                                       partition=partition, offset=offset)
-                    writes = [(index, erasure.index_changes)]
+                    writes = [(index, index.encode(erasure.index_changes))]
                     accepted, dead, follow = erasure.accepted, erasure.dead, erasure.identity
                     duplicate = False
                 else:
                     result = state.handle(value, key, links, now_ms, topic=topic,
                                           partition=partition, offset=offset)
-                    writes = [(links, result.link_changes), (held, result.held_changes)]
+                    writes = [(links, links.encode(result.link_changes)),
+                              (held, held.encode(result.held_changes))]
                     accepted, dead, follow = result.accepted, result.dead, result.identity
                     duplicate = result.duplicate
                 # Serialised before anything is written or queued: a record the core cannot
@@ -154,16 +164,12 @@ class IdentityHandler:
                            for r in accepted]
                 records += [(self.dead_letters, key, dumps(r), None) for r in dead]
                 records += [(self.identity, k.encode(), dumps(m), None) for k, m in follow]
-                for _view, pending in writes:
-                    for _key, record in pending:
-                        if record is not None:
-                            dumps(record)
             except Exception as err:  # one record's content must never stop the worker
                 state = self._quarantine(partition, table, msg, out, err)
                 dead_reasons[Reason.PROCESSING_ERROR] += 1
                 continue
-            for view, changes in writes:  # the store: its failures stop the stage
-                view.apply(changes)
+            for view, encoded in writes:  # the store: its failures stop the stage
+                view.write(encoded)
             duplicates += duplicate
             for queued in records:
                 send(queued)
@@ -182,11 +188,8 @@ class IdentityHandler:
         self.metrics.processing_errors.labels("identity").inc()
         log.error("identity: record at %s[%d]@%s quarantined: %s: %s", msg.topic(), partition,
                   msg.offset(), type(error).__name__, error)
-        letter = DeadLetter(Reason.PROCESSING_ERROR,
-                            f"identity stage: {type(error).__name__}: {error}")
-        out.send(self.dead_letters, msg.key(), orjson.dumps(letter.to_record(
-            msg.topic() or "", partition, msg.offset(), msg.key(), msg.value(),
-            int(time.time() * 1000))))
+        out.send(self.dead_letters, msg.key(), orjson.dumps(dead_letter(
+            msg, Reason.PROCESSING_ERROR, f"identity stage: {type(error).__name__}: {error}")))
         self.on_assigned(partition, table)
         return self.partitions[partition]
 

@@ -29,10 +29,10 @@ from confluent_kafka import Message
 
 from models.config import ScoringConfig
 from models.ingestion import Ingestion, IngestionConfig, Routed, tick_message
-from schemas.decode import DeadLetter, Reason
+from schemas.decode import Reason
 from streams.alignment import Aligner, Held, Record
 from streams.metrics import Metrics
-from streams.processor import Output, Table
+from streams.processor import Output, Table, dead_letter
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -166,11 +166,9 @@ class IngestHandler:
         self.metrics.processing_errors.labels("ingest").inc()
         log.error("ingest: record at %s[%d]@%s quarantined: %s: %s", msg.topic(),
                   msg.partition(), msg.offset(), type(error).__name__, error)
-        letter = DeadLetter(Reason.PROCESSING_ERROR,
-                            f"ingest stage: {type(error).__name__}: {error}")
         routed = Routed()
-        routed.dead.append(letter.to_record(msg.topic() or source, msg.partition(),
-                                            msg.offset(), msg.key(), msg.value(), now_ms))
+        routed.dead.append(dead_letter(msg, Reason.PROCESSING_ERROR,
+                                       f"ingest stage: {type(error).__name__}: {error}", now_ms))
         return routed
 
     def idle(self, table: Table, out: Output) -> None:

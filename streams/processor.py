@@ -27,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -39,6 +39,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from schemas.decode import DeadLetter, Reason
 from streams.stores import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,15 @@ class ProcessorConfig:
     transaction_timeout_ms: int = 60_000
     """How long the broker keeps a crashed worker's open transaction before aborting it; until
     then read_committed readers and committed-offset fetches of its partitions wait."""
+
+
+def dead_letter(msg: Message, reason: Reason, message: str,
+                now_ms: int | None = None) -> dict[str, Any]:
+    """The dead-letters record of a consumed message: the reason, where it came from and its
+    original bytes (what every stage sends when it gives up on one)."""
+    return DeadLetter(reason, message).to_record(
+        msg.topic() or "", msg.partition(), msg.offset(), msg.key(), msg.value(),
+        int(time.time() * 1000) if now_ms is None else now_ms)
 
 
 @dataclass

@@ -24,11 +24,11 @@ from models.labels import DueIndex
 from models.scorecard import Scorecard
 from models.state import CustomerState
 from models.tiers import ValueHistogram
-from schemas.decode import DeadLetter, Reason
+from schemas.decode import Reason
 from streams.erasure import ErasureConfirmations
 from streams.learning import HISTOGRAM_PREFIX, RISK_PREFIX
 from streams.metrics import Metrics
-from streams.processor import Output, Table
+from streams.processor import Output, Table, dead_letter
 from streams.stores import StoreClosed
 
 log = logging.getLogger(__name__)
@@ -537,8 +537,6 @@ class ScoringHandler:
         return aggregates
 
     def _dead_letter(self, msg: Message, out: Output, reason: Reason, message: str) -> None:
-        letter = DeadLetter(reason, message)
-        record = letter.to_record(msg.topic() or "", msg.partition(), msg.offset(), msg.key(),
-                                  msg.value(), int(time.time() * 1000))
-        out.send(self.topics.dead_letters, msg.key(), orjson.dumps(record))
-        self.metrics.dead_letters.labels(letter.reason.value).inc()
+        out.send(self.topics.dead_letters, msg.key(),
+                 orjson.dumps(dead_letter(msg, reason, message)))
+        self.metrics.dead_letters.labels(reason.value).inc()
