@@ -31,6 +31,9 @@ the change, so a redelivered or replayed alert carries the same id and consumers
 []
 >>> [a.alert_type for a in rules.evaluate(None, card(0.1, "VIP", t=3), AlertMemory(), None)]
 ['vip_upgrade']
+>>> vip = AlertMemory(disarmed={"vip_upgrade"})   # welcomed to VIP before
+>>> [a.alert_type for a in rules.evaluate(card(0.2, "VIP"), card(0.8, "VIP", t=4), vip, None)]
+['high_value_at_risk']
 """
 
 from __future__ import annotations
@@ -222,11 +225,12 @@ class AlertRules:
     ) -> list[Alert]:
         """Alerts raised by the move from `previous` to `current`; updates `memory` in place.
 
-        Churn alerts need a high churn probability that has risen materially (`churn_rise`
-        above its lowest level since the last churn alert) and, once the learner has set
-        it, a value at risk (probability x predicted value) at or above `at_risk_from`
-        (`churn_risk`, for win-back flows); a high-value customer also gets
-        `high_value_at_risk` (for an adviser). With a
+        A customer in a high-value tier gets `high_value_at_risk` (for an adviser), any other
+        customer `churn_risk` (for win-back flows): one alert per episode, never both. Both
+        need a high churn probability that has risen materially (`churn_rise` above its
+        lowest level since the last churn alert) and, once the learner has set it, a value at
+        risk (probability x predicted value) at or above `at_risk_from`, the cut above which
+        the budget's share of all customers lies. With a
         `budget` (and the number of `customers` it is shared by), an alert the budget has
         no room for stays armed and fires once there is room, if it still holds.
         """
@@ -258,8 +262,10 @@ class AlertRules:
         at_risk = current.value_at_risk
         material = p - low >= cfg.churn_rise and (at_risk_from is None or at_risk >= at_risk_from)
         high_value = current.tier in cfg.high_value_tiers
+        # One churn alert per customer and episode: a high-value customer's is
+        # high_value_at_risk (an adviser calls), anyone else's churn_risk (a win-back flow).
         if self._crossed("churn_risk", p, cfg.churn_risk_on, cfg.churn_risk_off, memory,
-                         material) and fire(
+                         material and not high_value) and fire(
                 "churn_risk", "warning",
                 f"churn risk rose from {low:.2f} to {p:.2f} (value at risk "
                 f"{at_risk:,.0f} {current.currency}){_factor_phrase(current)}", rearm=True):

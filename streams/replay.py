@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from models.config import ScoringConfig
@@ -42,6 +43,7 @@ def replay_with_progress(label: str, events: Iterable[dict[str, Any]], total: in
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        console=Console(stderr=True),  # the report on stdout stays clean when redirected
         disable=args.quiet,
     ) as bar:
         task = bar.add_task("events", total=total)

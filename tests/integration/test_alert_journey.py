@@ -136,7 +136,7 @@ def test_journey_emits_exactly_the_reference_changes_and_alerts(
     # by the tiers' margin); at risk from the first ticket, as a VIP; and, after half a year of
     # silence, out of the high-value tiers.
     assert [(kind, (at - BASE) // DAY) for _, kind, at, _ in expected_alerts] == [
-        ("vip_upgrade", 65), ("churn_risk", 130), ("high_value_at_risk", 130),
+        ("vip_upgrade", 65), ("high_value_at_risk", 130),
         ("tier_downgrade", 330)]
 
     topics = topic_names(unique_name)

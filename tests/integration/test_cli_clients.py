@@ -107,8 +107,7 @@ def test_tail_alerts_pretty_per_customer_and_severity(
     assert sorted(line.split()[3] for line in lines) == expected
     assert all(line.split()[4] == "C-VIP" for line in lines), lines
     by_type = {line.split()[3]: line.split()[2] for line in lines}
-    assert by_type == {"churn_risk": "WARNING", "high_value_at_risk": "CRITICAL",
-                       "vip_upgrade": "INFO"}
+    assert by_type == {"high_value_at_risk": "CRITICAL", "vip_upgrade": "INFO"}
 
     code, out, _ = _cli(scored, monkeypatch, capsys, "tail", "alerts", "--from-beginning",
                         "--severity", "critical", "-e", "--json")

@@ -172,8 +172,10 @@ def test_high_value_at_risk_needs_a_high_value_tier() -> None:
     assert [k for _, k in run([0.1, 0.6], rules, tier="Standard")] == []
     assert [k for _, k in run([0.1, 0.6], rules, tier="Premium")] == ["high_value_at_risk"]
     # A first scorecard already in VIP counts as an upgrade (the VIP welcome).
+    # One churn alert per episode: a VIP's is high_value_at_risk, never churn_risk too.
     assert run([0.1, 0.75], rules, tier="VIP") == [
-        (0, "vip_upgrade"), (1, "churn_risk"), (1, "high_value_at_risk")]
+        (0, "vip_upgrade"), (1, "high_value_at_risk")]
+    assert run([0.1, 0.75], rules, tier="Standard") == [(1, "churn_risk")]
 
 
 def tier_run(tiers: list[str], rules: AlertRules, step_ms: int = DAY_MS) -> list[tuple[int, str]]:

@@ -3,8 +3,6 @@
 Two histories: the dev set (`tests/data/retail-orders-sample.jsonl.gz`, orders only) and a
 generated "retail" history (Pareto/NBD purchases, half of the customers with web, email and
 support events too). Each is evaluated once per module; every test reads its report.json.
-Where the retail profile does not meet a stated target yet, the test holds the measured level
-(with a small margin) and says which target it stands for, so a regression still fails.
 """
 
 from __future__ import annotations
@@ -160,10 +158,7 @@ def test_retail_churn_probability_calibration(retail) -> None:
 
 
 def test_retail_alert_volume(retail) -> None:
-    # Stated target: <= 25 alerts per 1,000 customers per month. Not met yet on the retail
-    # profile (30.0 measured: 17 of it tier moves of customers whose value decays as they
-    # drop out or grows as they buy, 13 churn alerts); this holds the measured level.
-    assert retail["alerts"]["per_1000_customers_per_month"]["total"] <= 31.0
+    assert retail["alerts"]["per_1000_customers_per_month"]["total"] <= ALERTS_PER_1000_PER_MONTH
 
 
 def test_retail_tiers_are_stable(retail) -> None:
