@@ -24,7 +24,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.ingestion import Ingestion, IngestionConfig
+from models.ingest.routing import Ingestion, IngestionConfig
 from schemas.decode import DeadLetter, compile_validators, decode_source_event
 from schemas.registry import SOURCES, examples
 

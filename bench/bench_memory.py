@@ -6,9 +6,9 @@
 
 What is measured, in a fresh process per store and size:
 
-1. Templates: 200 generated customers' histories (models/synthetic.py, one year) scored by the
-   `ScoringEngine` in weekly batches, so each state carries what a live one does (day buckets,
-   profile, orders, pending label snapshots, the last scorecard, alert memory).
+1. Templates: 200 generated customers' histories (models/history/generate.py, one year)
+   scored by the `ScoringEngine` in weekly batches, so each state carries what a live one
+   does (day buckets, profile, orders, pending label snapshots, the last scorecard, alert memory).
 2. N customer states, cloned from the templates under new customer ids (serialised exactly as
    the changelog carries them), written to one store per partition of customer-events (4),
    each to the partition its key hashes to, as `BatchProcessor` restore does.
@@ -37,13 +37,13 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.config import DAY_MS, ScoringConfig
-from models.engine import ScoringEngine
-from models.ingestion import Ingestion
-from models.replay import ingest, sort_raw
-from models.state import CustomerState
-from models.synthetic import generate, iter_lines
-from streams.partitioning import partition_for
-from streams.stores import open_store
+from models.history.generate import generate, iter_lines
+from models.history.replay import ingest, sort_raw
+from models.ingest.routing import Ingestion
+from models.scoring.engine import ScoringEngine
+from models.scoring.state import CustomerState
+from streams.runtime.partitioning import partition_for
+from streams.runtime.stores import open_store
 
 PARTITIONS = 4
 

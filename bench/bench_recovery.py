@@ -40,8 +40,8 @@ from confluent_kafka import Producer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_memory import template_states
-from streams.kafka import ensure_topics
-from streams.partitioning import partition_for
+from streams.runtime.kafka import ensure_topics
+from streams.runtime.partitioning import partition_for
 from streams.settings import Settings
 from tests.integration.kafka_tools import free_port, topic_names, worker_env
 

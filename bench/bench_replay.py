@@ -24,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import history_file, read_lines
-from models.features import key_values
-from models.replay import ingest, replay, sort_raw
-from models.state import CustomerState
+from models.history.replay import ingest, replay, sort_raw
+from models.scoring.features import key_values
+from models.scoring.state import CustomerState
 
 
 def state_and_kpi(events: list[dict], batch_ms: int) -> tuple[float, dict[str, CustomerState]]:

@@ -27,14 +27,15 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.alerts import AlertRules
-from models.bundle import ModelBundle
-from models.engine import ScoringEngine
-from streams import collector
-from streams.partitioning import partition_for
-from streams.processor import Output, Table
-from streams.scoring import ScoringHandler, ScoringTopics
-from streams.stores import MemoryStore
+from models.learning.bundle import ModelBundle
+from models.scoring.alerts import AlertRules
+from models.scoring.engine import ScoringEngine
+from streams.runtime import collector
+from streams.runtime.partitioning import partition_for
+from streams.runtime.stage import Output
+from streams.runtime.stores import MemoryStore
+from streams.runtime.tables import Table
+from streams.stages.scoring import ScoringHandler, ScoringTopics
 
 T0 = 1_767_225_600_000
 TOPICS = ScoringTopics("score-changes", "alerts", "training-examples", "dead-letters")
@@ -94,8 +95,8 @@ class Figures:
 def trained_bundle(customers: int = 500, days: int = 365) -> ModelBundle:
     """The bundle a learner has published after a year of a generated history: what a
     worker past its first horizon scores with (the classifiers serve, factors explain)."""
-    from models.replay import ingest, replay, sort_raw
-    from models.synthetic import generate, iter_lines
+    from models.history.generate import generate, iter_lines
+    from models.history.replay import ingest, replay, sort_raw
 
     events, _truth = generate(customers, seed=11, days=days)
     result = replay(ingest(sort_raw(iter_lines(events)), dead=[]))

@@ -32,7 +32,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streams.localkafka import launcher, local_broker  # noqa: E402
+from streams.runtime.localkafka import launcher, local_broker  # noqa: E402
 
 RUN_DIR = ROOT / ".run" / "bench"
 SOURCES = ("web", "email", "crm", "support")
@@ -75,7 +75,7 @@ def history_file(customers: int, seed: int, days: int) -> Path:
     path = RUN_DIR / "events" / f"history-c{customers}-s{seed}-d{days}-{digest}.jsonl"
     if path.exists():
         return path
-    from models.synthetic import generate, iter_lines
+    from models.history.generate import generate, iter_lines
 
     events, _truth = generate(customers, seed, days=days)
     path.parent.mkdir(parents=True, exist_ok=True)

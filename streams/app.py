@@ -16,7 +16,7 @@ from streams.metrics import Metrics
 from streams.settings import Settings
 
 if TYPE_CHECKING:
-    from streams.pipeline import ScoringPipeline
+    from streams.runtime.pipeline import ScoringPipeline
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ its partitions to other workers) the worker stops, so that its supervisor restar
 
 def create_app(settings: Settings) -> faust.App:
     """Build the scorestream Faust app for these settings."""
-    from streams.kafka import faust_credentials
+    from streams.runtime.kafka import faust_credentials
     from streams.web import api_guard
 
     app = faust.App(
@@ -57,7 +57,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=min(3.0, settings.group_session_timeout_s / 3),
     )
     # Imported here so that the agents' modules see a fully configured app.
-    from streams.pipeline import ScoringPipeline
+    from streams.runtime.pipeline import ScoringPipeline
     from streams.web import install_server_limits, register_views
 
     metrics = Metrics()

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from models.alerts import AlertConfig
+from models.scoring.alerts import AlertConfig
 from schemas.decode import MAX_AMOUNT
 
 TOPIC_ROLES = (

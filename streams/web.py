@@ -49,12 +49,12 @@ from faust.web import Request, Response, View
 from yarl import URL
 
 from schemas.registry import SOURCES, load_schema
-from streams.kafka import client_config
+from streams.client import scorecard_path
 from streams.metrics import Metrics
-from streams.pipeline import ScoringPipeline
-from streams.scorecard_cli import scorecard_path
+from streams.runtime.kafka import client_config
+from streams.runtime.pipeline import ScoringPipeline
+from streams.runtime.stores import StoreClosed
 from streams.settings import Settings
-from streams.stores import StoreClosed
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from models.bundle import ModelBundle
-from models.tiers import TierThresholds
+from models.learning.bundle import ModelBundle
+from models.scoring.tiers import TierThresholds
 from tests.integration.kafka_tools import produce
 
 DAY = 86_400_000

@@ -2,7 +2,7 @@
 and ways to look at what workers left in Kafka (changelog states, group members, offsets).
 
 The reference is what is deterministic whatever the timing of a live run: the customer state
-folded from every accepted event (models.replay's ingestion, then `CustomerState.apply`) and
+folded from every accepted event (models.history.replay's ingestion, then `CustomerState.apply`) and
 the key values computed from it. Churn, engagement, predicted value and tiers depend on which
 model bundle the learner had published when a customer was scored, so they are left out.
 """
@@ -23,14 +23,14 @@ from confluent_kafka import Consumer, IsolationLevel, KafkaError, Producer, Topi
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from models.config import ScoringConfig
-from models.engine import ScoringEngine
-from models.ingestion import Ingestion
-from models.replay import ingest, sort_raw
-from models.state import CustomerState
-from models.synthetic import generate, iter_lines
-from streams.ingest import ingestion_config
-from streams.partitioning import partition_for
+from models.history.generate import generate, iter_lines
+from models.history.replay import ingest, sort_raw
+from models.ingest.routing import Ingestion
+from models.scoring.engine import ScoringEngine
+from models.scoring.state import CustomerState
+from streams.runtime.partitioning import partition_for
 from streams.settings import Settings
+from streams.stages.ingest import ingestion_config
 
 PARTITIONS = 4
 HOLD_MS = 10 * 365 * 86_400_000

@@ -18,13 +18,13 @@ from typing import Any
 import orjson
 import pytest
 
-from models.alerts import AlertRules
-from models.bundle import ModelBundle
-from models.churn import CLASSIFIER, MULTICHANNEL, ChurnModel
 from models.config import ScoringConfig
-from models.engine import ScoringEngine
-from models.features import observe
-from models.tiers import TierThresholds
+from models.learning.bundle import ModelBundle
+from models.learning.churn import CLASSIFIER, MULTICHANNEL, ChurnModel
+from models.scoring.alerts import AlertRules
+from models.scoring.engine import ScoringEngine
+from models.scoring.features import observe
+from models.scoring.tiers import TierThresholds
 from schemas.decode import DecodedEvent, decode_source_event
 from streams.settings import Settings
 from tests.integration.kafka_tools import (

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.partitioning import partition_for
-from streams.scorecard_cli import fetch_scorecard, scorecard_path
+from streams.client import fetch_scorecard, scorecard_path
+from streams.runtime.partitioning import partition_for
 from tests.integration.kafka_tools import (
     WorkerProcess,
     free_port,

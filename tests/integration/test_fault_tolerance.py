@@ -25,11 +25,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from models.ingestion import Ingestion
-from models.replay import ingest, replay, sort_raw
-from models.synthetic import iter_lines
+from models.history.generate import iter_lines
+from models.history.replay import ingest, replay, sort_raw
+from models.ingest.routing import Ingestion
 from schemas.decode import Reason
-from streams.ingest import ingestion_config
+from streams.stages.ingest import ingestion_config
 from tests.integration.alerting_script import ALERT_ENV
 from tests.integration.fault_tools import (
     HOLD_MS,
@@ -94,7 +94,8 @@ def _alert_ids(bootstrap: str, topic: str, committed: bool) -> Counter[str]:
 
 
 def test_reference_agrees_with_the_replay(stream: Stream) -> None:
-    """The folded reference gives the same key values as `models.replay` on the same history."""
+    """The folded reference gives the same key values as `models.history.replay` on the same
+    history."""
     raw = [orjson.loads(value) for _source, _key, value in stream.records]
     ingestion = Ingestion(ingestion_config(worker_settings()))
     result = replay(ingest(sort_raw(iter_lines(raw)), ingestion))

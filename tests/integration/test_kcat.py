@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from schemas.registry import load_schema, validator
-from streams.partitioning import partition_for
+from streams.runtime.partitioning import partition_for
 from tests.integration.alerting_script import (
     ALERT_ENV,
     EXPECTED_ALERTS,

@@ -16,11 +16,13 @@ import pytest
 from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-import streams.processor as processor_module
-from streams.processor import BatchProcessor, Output, ProcessorConfig, Stopped, Table
+import streams.runtime.tables as tables_module
+from streams.runtime.processor import BatchProcessor
+from streams.runtime.stage import Output, ProcessorConfig, StageHandler, Stopped
+from streams.runtime.tables import Table
 
 
-class _Assigned:
+class _Assigned(StageHandler):
     """A handler that only notes which partitions were restored."""
 
     def __init__(self) -> None:
@@ -115,7 +117,7 @@ def test_a_stop_ends_a_restore_that_waits_for_an_open_transaction(
 def test_a_restore_gives_up_loudly_on_a_transaction_open_past_any_timeout(
     kafka_bootstrap: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(processor_module, "RESTORE_WAIT_BEYOND_TRANSACTION_S", 1.0)
+    monkeypatch.setattr(tables_module, "RESTORE_WAIT_BEYOND_TRANSACTION_S", 1.0)
     processor, crashed = _open_only(kafka_bootstrap, unique_name, transaction_timeout_ms=1000)
     try:
         with pytest.raises(RuntimeError, match=r"held back by an open transaction") as failed:

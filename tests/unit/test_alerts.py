@@ -8,11 +8,11 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.alerts import DAY_MS, Alert, AlertConfig, AlertMemory, AlertRules
-from models.engine import BatchOutcome
-from models.prediction import Factor
-from models.scorecard import Scorecard
-from models.state import CustomerState
+from models.learning.prediction import Factor
+from models.scoring.alerts import DAY_MS, Alert, AlertConfig, AlertMemory, AlertRules
+from models.scoring.engine import BatchOutcome
+from models.scoring.scorecard import Scorecard
+from models.scoring.state import CustomerState
 from schemas.registry import validator
 
 

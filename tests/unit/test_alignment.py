@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.alignment import Aligner, Held
+from streams.runtime.alignment import Aligner, Held
 
 WEB, CRM = ("web", 0), ("crm", 0)
 

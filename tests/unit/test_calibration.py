@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 import random
 
-from models.calibration import IsotonicCalibrator, PlattCalibrator, sigmoid
-from models.churn import ChurnModel
 from models.config import ScoringConfig
-from models.quality import BinaryQuality
+from models.learning.calibration import IsotonicCalibrator, PlattCalibrator, sigmoid
+from models.learning.churn import ChurnModel
+from models.learning.quality import BinaryQuality
 
 
 def stream(rng: random.Random, n: int, a: float, b: float) -> list[tuple[float, float]]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import random
 
-from models.calibration import PlattCalibrator, sigmoid
-from models.churn import (
+from models.config import ScoringConfig
+from models.learning.calibration import PlattCalibrator, sigmoid
+from models.learning.churn import (
     BASELINE,
     CANCELLED_CHURN,
     CLASSIFIER,
@@ -14,8 +15,7 @@ from models.churn import (
     ORDERS_ONLY,
     ChurnModel,
 )
-from models.config import ScoringConfig
-from models.value import p_no_transaction
+from models.learning.value import p_no_transaction
 
 
 def test_calibration_makes_probabilities_mean_what_they_say() -> None:

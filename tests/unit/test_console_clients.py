@@ -8,14 +8,14 @@ import doctest
 
 import pytest
 
-import streams.scorecard_cli
-import streams.tail
+import streams.cli.scorecard
+import streams.cli.tail
 from schemas.registry import examples
-from streams.scorecard_cli import _explain
-from streams.tail import TailFilter, render
+from streams.cli.tail import TailFilter, render
+from streams.client import _explain
 
 
-@pytest.mark.parametrize("module", [streams.tail, streams.scorecard_cli])
+@pytest.mark.parametrize("module", [streams.cli.tail, streams.cli.scorecard])
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0

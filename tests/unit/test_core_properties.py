@@ -17,15 +17,16 @@ import orjson
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from models.alerts import AlertRules
-from models.engine import ScoringEngine
-from models.state import CustomerState
+from models.scoring.alerts import AlertRules
+from models.scoring.engine import ScoringEngine
+from models.scoring.state import CustomerState
 from schemas.decode import MAX_AMOUNT, MIN_EVENT_TIME_MS, DecodedEvent, decode_source_event
 from schemas.registry import SOURCES, examples
 from streams.metrics import Metrics
-from streams.processor import Output, Table
-from streams.scoring import ScoringHandler
-from streams.stores import MemoryStore
+from streams.runtime.stage import Output
+from streams.runtime.stores import MemoryStore
+from streams.runtime.tables import Table
+from streams.stages.scoring import ScoringHandler
 from tests.unit.test_scoring_handler import TOPICS, FakeMessage, records
 
 NOW = 1_767_605_400_000

@@ -8,9 +8,9 @@ from typing import Any
 
 from rich.console import Console
 
-from models.prediction import Factor
-from models.scorecard import Scorecard
-from streams.dashboard import (
+from models.learning.prediction import Factor
+from models.scoring.scorecard import Scorecard
+from streams.cli.dashboard import (
     DemoStatus,
     Rates,
     WorkerMetrics,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.dedupe import Dedupe
+from models.ingest.dedupe import Dedupe
 
 
 def test_second_delivery_is_a_duplicate() -> None:

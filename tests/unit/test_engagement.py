@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from models.config import ScoringConfig
-from models.engagement import EngagementModel, heuristic_interactions
+from models.learning.engagement import EngagementModel, heuristic_interactions
 
 
 def x(i30: int, i90: int, recency: float) -> dict[str, float]:

@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.erasure import (
+from models.ingest.erasure import (
     ErasureCoordinator,
     confirmation_record,
     customer_key,
@@ -18,12 +18,13 @@ from models.erasure import (
     index_message,
     unindex_message,
 )
-from models.learner import Learner
+from models.learning.learner import Learner
 from schemas.decode import DecodedEvent, decode_source_event
 from schemas.registry import validator
-from streams.erasure import ErasureConfirmations, erasure_event
+from streams.cli.erase import erasure_event
 from streams.metrics import Metrics
-from streams.processor import Output
+from streams.runtime.stage import Output
+from streams.stages.erasure import ErasureConfirmations
 
 NOW = 1_767_225_600_000
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from models.backtest import (
+from models.config import DAY_MS
+from models.history.backtest import (
     PROGRESSIVE_MODELS,
     SCORERS,
     Outcome,
@@ -23,11 +24,10 @@ from models.backtest import (
     rfm_at,
     summarize,
 )
-from models.config import DAY_MS
-from models.replay import ReplayResult, ingest, replay, sort_raw
-from models.synthetic import generate, iter_lines
+from models.history.generate import generate, iter_lines
+from models.history.replay import ReplayResult, ingest, replay, sort_raw
 from streams import cli
-from streams import evaluate as evaluate_cli
+from streams.cli import evaluate as evaluate_cli
 
 DEV_SET = Path(__file__).resolve().parent.parent / "data" / "retail-orders-sample.jsonl.gz"
 SPLIT = "2025-09-30T23:59:59Z"

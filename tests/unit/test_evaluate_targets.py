@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from models.synthetic import generate, iter_lines
-from streams import evaluate as evaluate_cli
+from models.history.generate import generate, iter_lines
+from streams.cli import evaluate as evaluate_cli
 
 DEV_SET = Path(__file__).resolve().parent.parent / "data" / "retail-orders-sample.jsonl.gz"
 DEV_SPLIT = "2025-09-30T23:59:59Z"

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from models import evaluation as ev
-from models.quality import exact_auc
+from models.history import metrics as ev
+from models.learning.quality import exact_auc
 
 
 def test_roc_auc_counts_pairs_and_halves_ties() -> None:

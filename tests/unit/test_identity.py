@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from models.identity import (
+from models.ingest.identity import (
     IdentityResolver,
     Link,
     alias_key,

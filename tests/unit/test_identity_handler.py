@@ -7,10 +7,11 @@ from typing import Any
 
 import orjson
 
-from models.ingestion import Ingestion, IngestionConfig
-from streams.identity import HELD, INDEX, LINK, IdentityHandler, TableView
-from streams.processor import Output, Table
-from streams.stores import MemoryStore
+from models.ingest.routing import Ingestion, IngestionConfig
+from streams.runtime.stage import Output
+from streams.runtime.stores import MemoryStore
+from streams.runtime.tables import Table
+from streams.stages.identity import HELD, INDEX, LINK, IdentityHandler, TableView
 
 NOW = 1_767_225_600_000
 TOPICS = {"customer_events": "customer-events", "dead_letters": "dead-letters",

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 
 from models.config import ScoringConfig
-from models.engine import ScoringEngine
-from models.ingestion import IdentityPartition, Ingestion
-from models.state import CustomerState
+from models.ingest.routing import IdentityPartition, Ingestion
+from models.scoring.engine import ScoringEngine
+from models.scoring.state import CustomerState
 from schemas.registry import validator
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.ingest import ingestion_config
-from streams.ingest_process import SILENT_AFTER_S, IngestProcess, Report
 from streams.metrics import Metrics
-from streams.processor import ProcessorConfig
+from streams.runtime.stage import ProcessorConfig
 from streams.settings import Settings
+from streams.stages.ingest import ingestion_config
+from streams.stages.ingest_process import SILENT_AFTER_S, IngestProcess, Report
 
 
 def metric(metrics: Metrics, name: str, **labels: str) -> float:

@@ -10,7 +10,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.ingestion import Ingestion, IngestionConfig, IngestResult
+from models.ingest.routing import Ingestion, IngestionConfig, IngestResult
 from schemas.registry import validator
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -10,9 +10,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.erasure import ErasureCoordinator, is_customer_key
-from models.identity import alias_key
-from models.ingestion import (
+from models.ingest.erasure import ErasureCoordinator, is_customer_key
+from models.ingest.identity import alias_key
+from models.ingest.routing import (
     IdentityPartition,
     Ingestion,
     IngestionConfig,
@@ -61,7 +61,7 @@ class Pipeline:
             self.deliver(self.partition_of(key), key.encode(), orjson.dumps(message))
 
     def deliver(self, partition: int, key: bytes | None, value: bytes | None) -> None:
-        if is_customer_key(key):  # the customer index (models/erasure.py)
+        if is_customer_key(key):  # the customer index (models/ingest/erasure.py)
             out = self.coordinator.handle(
                 value, key, self.index, NOW, topic="identity", partition=partition, offset=None)
             tables: Any = ((self.index, out.index_changes),)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from models.config import DAY_MS, ScoringConfig
-from models.features import key_values
-from models.state import CustomerState
+from models.scoring.features import key_values
+from models.scoring.state import CustomerState
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a day boundary
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from models.bundle import ModelBundle
 from models.config import DAY_MS, ScoringConfig
-from models.engine import ACTIVITY_POPULATION, VALUE_POPULATION, ScoringEngine
-from models.labels import CHURN, ENGAGEMENT, VALUE, DueIndex, TrainingExample
-from models.learner import Learner
-from models.state import CustomerState
+from models.learning.bundle import ModelBundle
+from models.learning.learner import Learner
+from models.scoring.engine import ACTIVITY_POPULATION, VALUE_POPULATION, ScoringEngine
+from models.scoring.labels import CHURN, ENGAGEMENT, VALUE, DueIndex, TrainingExample
+from models.scoring.state import CustomerState
 
 T0 = 1_767_225_600_000
 

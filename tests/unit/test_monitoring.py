@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from streams.pipeline import ScoringPipeline
+from streams.runtime.pipeline import ScoringPipeline
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

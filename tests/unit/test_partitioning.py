@@ -6,7 +6,7 @@ import random
 
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from streams.partitioning import murmur2, partition_for
+from streams.runtime.partitioning import murmur2, partition_for
 
 
 def test_java_vectors() -> None:

@@ -8,7 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.quality import BinaryQuality, RegressionQuality, exact_auc
+from models.learning.quality import BinaryQuality, RegressionQuality, exact_auc
 
 
 def brute_auc(labels: list[float], scores: list[float]) -> float | None:

@@ -9,14 +9,15 @@ from typing import Any
 import orjson
 import pytest
 
-from models.alerts import AlertRules
-from models.engine import BatchOutcome, ScoringEngine
-from models.state import CustomerState
-from streams.identity import IdentityHandler
+from models.scoring.alerts import AlertRules
+from models.scoring.engine import BatchOutcome, ScoringEngine
+from models.scoring.state import CustomerState
 from streams.metrics import Metrics
-from streams.processor import Output, Table
-from streams.scoring import ScoringHandler
-from streams.stores import MemoryStore
+from streams.runtime.stage import Output
+from streams.runtime.stores import MemoryStore
+from streams.runtime.tables import Table
+from streams.stages.identity import IdentityHandler
+from streams.stages.scoring import ScoringHandler
 from tests.unit.test_scoring_handler import TOPICS, FakeMessage, event, records, run
 
 
@@ -114,7 +115,7 @@ class ExplodingPartition:
 def test_the_identity_stage_quarantines_a_record_and_counts_every_dead_letter() -> None:
     metrics = Metrics()
     handler = IdentityHandler.__new__(IdentityHandler)
-    from models.ingestion import IngestionConfig
+    from models.ingest.routing import IngestionConfig
     IdentityHandler.__init__(handler, IngestionConfig(), {
         "customer_events": "ce", "dead_letters": "dead", "identity": "id"}, metrics)
     table = Table("identity", "memory://", None)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from models.config import DAY_MS
-from models.replay import ingest, replay, sort_raw
-from models.synthetic import START_MS, generate, iter_lines
-from streams import replay as replay_cli
+from models.history.generate import START_MS, generate, iter_lines
+from models.history.replay import ingest, replay, sort_raw
+from streams.cli import replay as replay_cli
 
 
 @pytest.fixture(scope="module")

@@ -157,7 +157,7 @@ def _shape(value: Any) -> Any:
 @pytest.mark.parametrize("name", ["score-changes", "alerts"])
 def test_output_examples_have_the_shape_of_a_real_scorecard(name: str) -> None:
     """The scorecard is owned by models/, not the schema: the examples must keep up with it."""
-    from models.engine import ScoringEngine
+    from models.scoring.engine import ScoringEngine
 
     day = 86_400_000
     orders = [{"event_id": f"o{k}", "event_type": "order_placed", "source": "crm",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import orjson
 
-from models.bundle import ModelBundle
 from models.config import DAY_MS, ScoringConfig
-from models.engine import ScoringEngine
-from models.scorecard import Scorecard
+from models.learning.bundle import ModelBundle
+from models.scoring.engine import ScoringEngine
+from models.scoring.scorecard import Scorecard
 
 T0 = 1_767_225_600_000
 

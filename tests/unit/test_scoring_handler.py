@@ -9,11 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
-from models.alerts import AlertRules
-from models.engine import ScoringEngine
-from streams.processor import Output, Table
-from streams.scoring import ScoringHandler, ScoringTopics
-from streams.stores import MemoryStore, StoreClosed, open_store
+from models.scoring.alerts import AlertRules
+from models.scoring.engine import ScoringEngine
+from streams.runtime.stage import Output
+from streams.runtime.stores import MemoryStore, StoreClosed, open_store
+from streams.runtime.tables import Table
+from streams.stages.scoring import ScoringHandler, ScoringTopics
 
 DAY = 86_400_000
 BASE = 1_767_225_600_000
@@ -150,7 +151,7 @@ def test_erasure_deletes_the_state_and_tombstones_score_changes() -> None:
 def _run_history(live_states: int, customers: int = 40) -> tuple[list[Any], dict[bytes, bytes]]:
     """Feed a generated history through a handler in small batches; every output and the
     final store."""
-    from models.synthetic import generate
+    from models.history.generate import generate
     from schemas.decode import decode_source_event
 
     events, _ = generate(customers, seed=5, days=500)
@@ -220,8 +221,8 @@ def test_live_states_change_nothing_but_speed() -> None:
 
 
 def test_live_states_are_bounded_and_follow_their_partitions() -> None:
-    from models.state import CustomerState
-    from streams.scoring import LiveStates
+    from models.scoring.state import CustomerState
+    from streams.stages.scoring import LiveStates
 
     live = LiveStates(capacity=2)
     a, b, c = CustomerState("A"), CustomerState("B"), CustomerState("C")
@@ -242,8 +243,8 @@ def test_live_states_are_bounded_and_follow_their_partitions() -> None:
 
 
 def test_live_states_keep_hits_when_more_customers_return_than_fit() -> None:
-    from models.state import CustomerState
-    from streams.scoring import LiveStates
+    from models.scoring.state import CustomerState
+    from streams.stages.scoring import LiveStates
 
     # 2,000 customers in a steady round, room for 1,000: plain LRU would never hit.
     live = LiveStates(capacity=1000)
@@ -261,8 +262,8 @@ def test_live_states_keep_hits_when_more_customers_return_than_fit() -> None:
 
 
 def test_live_states_fill_with_a_hot_set_after_a_scan() -> None:
-    from models.state import CustomerState
-    from streams.scoring import LiveStates
+    from models.scoring.state import CustomerState
+    from streams.stages.scoring import LiveStates
 
     live = LiveStates(capacity=100)
     for n in range(1000):  # a scan (one event for every customer) fills the cache with cold ones
@@ -278,8 +279,8 @@ def test_live_states_fill_with_a_hot_set_after_a_scan() -> None:
 
 
 def test_live_states_are_bounded_by_their_estimated_memory() -> None:
-    from models.state import CustomerState
-    from streams.scoring import LIVE_BYTES_PER_SNAPSHOT_BYTE, LiveStates
+    from models.scoring.state import CustomerState
+    from streams.stages.scoring import LIVE_BYTES_PER_SNAPSHOT_BYTE, LiveStates
 
     live = LiveStates(capacity=100, max_bytes=1000 * LIVE_BYTES_PER_SNAPSHOT_BYTE)
     states = [CustomerState(f"C{n}") for n in range(4)]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from faust.auth import SASLCredentials, SSLCredentials
 
-from streams.kafka import client_config, faust_credentials, security_config
+from streams.runtime.kafka import client_config, faust_credentials, security_config
 from streams.settings import Secret, Settings, SettingsError, redact_logs
 
 PASSWORD = "sasl-pass-9f8e7d"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.config import DAY_MS, ScoringConfig
-from models.state import INTERACTIONS, N_SLOTS, REVENUE_CENTS, CustomerState
+from models.scoring.state import INTERACTIONS, N_SLOTS, REVENUE_CENTS, CustomerState
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

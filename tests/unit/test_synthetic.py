@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from models.config import DAY_MS
-from models.synthetic import PROFILES, Truth, _ms, generate, iter_lines
+from models.history.generate import PROFILES, Truth, _ms, generate, iter_lines
 from schemas.decode import DecodedEvent, decode_source_event
 
 NOW_MS = 1_900_000_000_000  # after every generated event: no event is "in the future"

@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.tiers import ValueHistogram
+from models.scoring.tiers import ValueHistogram
 
 CUTS = (0.10, 0.70, 0.90)
 

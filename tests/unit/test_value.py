@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.quality import exact_auc
-from models.value import (
+from models.learning.quality import exact_auc
+from models.learning.value import (
     BGNBDParams,
     GammaGammaParams,
     ValueModel,

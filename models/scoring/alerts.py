@@ -1,0 +1,389 @@
+"""Alert rules and score-change detection: what, in a new scorecard, someone should hear about.
+
+Pure functions of (previous scorecard, new scorecard, the customer's alert memory), so the
+streaming agents and the replay command raise exactly the same alerts for the same history.
+
+Storms are prevented two ways. *Hysteresis*: a threshold alert fires when its score crosses
+the "on" level upward and re-arms only after the score falls below a lower "off" level, so a
+customer hovering around the threshold fires once. *Cooldown*: the same alert type never fires
+twice for one customer within `cooldown_ms` of event time. A threshold crossing inside the
+cooldown stays armed, so a new episode is delayed to the cooldown's end, not lost. Both live
+in `AlertMemory`, a small per-customer value kept inside the customer's state (and so in its
+changelog).
+
+Score changes compare a new scorecard with the last one *reported* (emitted as a score
+change), not with the previous one computed, so a value that drifts by small steps is
+reported once the steps add up to its threshold.
+
+Every alert's `alert_id` is derived from the customer, the alert type and the event time of
+the change, so a redelivered or replayed alert carries the same id and consumers can drop it.
+
+>>> from models.scoring.scorecard import Scorecard
+>>> def card(p, tier="Standard", t=0):
+...     return Scorecard("C1", as_of=t, data_completeness=50.0, ltv_historic=900.0,
+...                      ltv_predicted_12m=300.0, engagement=40.0, revenue_12m=500.0,
+...                      interactions_12m=12, days_since_last_interaction=3,
+...                      churn_probability=p, tier=tier)
+>>> rules, memory = AlertRules(), AlertMemory()
+>>> [a.alert_type for a in rules.evaluate(card(0.2), card(0.8, t=1), memory, None)]
+['churn_risk']
+>>> rules.evaluate(card(0.8, t=1), card(0.6, t=2), memory, None)   # still armed off: no storm
+[]
+>>> [a.alert_type for a in rules.evaluate(None, card(0.1, "VIP", t=3), AlertMemory(), None)]
+['vip_upgrade']
+>>> vip = AlertMemory(disarmed={"vip_upgrade"})   # welcomed to VIP before
+>>> [a.alert_type for a in rules.evaluate(card(0.2, "VIP"), card(0.8, "VIP", t=4), vip, None)]
+['high_value_at_risk']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from models.scoring.scorecard import Scorecard
+from models.scoring.tiers import TIERS
+
+if TYPE_CHECKING:
+    from models.scoring.engine import BatchOutcome
+
+DAY_MS = 86_400_000
+TIER_RANK = {tier: rank for rank, tier in enumerate(TIERS)}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertConfig:
+    """Thresholds of the alert rules and of score-change emission (documented defaults)."""
+
+    churn_risk_on: float = 0.7
+    """churn_risk fires when the churn probability rises to this or above ..."""
+    churn_risk_off: float = 0.55
+    """... and re-arms once it has fallen below this."""
+    high_value_tiers: frozenset[str] = frozenset({"VIP", "Premium"})
+    high_value_churn_on: float = 0.5
+    """high_value_at_risk: a customer in a high-value tier whose churn risk reaches this."""
+    high_value_churn_off: float = 0.4
+    cooldown_ms: int = 7 * DAY_MS
+    """The same alert type fires at most once per customer within this much event time."""
+    tier_cooldown_ms: int = 30 * DAY_MS
+    """vip_upgrade / tier_downgrade fire at most once per customer within this much time."""
+    change_churn: float = 0.05
+    """score-changes: smallest churn-probability change worth emitting (absolute)."""
+    change_points: float = 5.0
+    """... for 0-100 scores (data completeness, engagement), in points."""
+    change_money_rel: float = 0.05
+    """... for money values (LTV, predicted value, 12-month revenue), relative (5 %)."""
+    change_money_abs: float = 1.0
+    """... and never for less than this absolute amount in the base currency."""
+    change_interactions: float = 5.0
+    """... for the 12-month interaction count (one page view is not news)."""
+    churn_rise: float = 0.15
+    """churn_risk / high_value_at_risk fire only once the churn probability has risen this much
+    above its lowest level since the customer's last churn alert (a material rise, not a
+    customer who has looked this risky all along)."""
+    budget_share: float = 0.02
+    """Alert budget: each alert type fires for at most this share of the customers per
+    `budget_window_ms` of event time; the value-at-risk cut (`TierThresholds.at_risk_from`)
+    is set so that this share lies above it."""
+    budget_window_ms: int = 30 * DAY_MS
+
+
+@dataclass(slots=True)
+class AlertMemory:
+    """Per-customer alert state: which threshold alerts are armed, when each type last fired.
+
+    >>> m = AlertMemory(disarmed={"churn_risk"}, last_fired={"churn_risk": 5})
+    >>> AlertMemory.from_dict(m.to_dict()) == m
+    True
+    """
+
+    disarmed: set[str] = field(default_factory=set)
+    last_fired: dict[str, int] = field(default_factory=dict)
+    low: float | None = None
+    """Lowest churn probability since the last churn alert (the reference of a rise)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Compact JSON-friendly form for the customer state (empty parts left out)."""
+        out: dict[str, Any] = {}
+        if self.disarmed:
+            out["d"] = sorted(self.disarmed)
+        if self.last_fired:
+            out["f"] = dict(sorted(self.last_fired.items()))
+        if self.low is not None:
+            out["l"] = self.low
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> AlertMemory:
+        """Inverse of `to_dict` (None gives a fresh memory)."""
+        if not d:
+            return cls()
+        disarmed, fired = d.get("d"), d.get("f")
+        return cls(set(disarmed) if disarmed else set(), dict(fired) if fired else {},
+                   d.get("l"))
+
+
+class AlertBudget:
+    """How many alerts of each type fired in the last window of event time, against the
+    budget: `share` of the customers. One per partition in a worker, one for a replay.
+
+    >>> b = AlertBudget(share=0.02, window_ms=30 * DAY_MS)
+    >>> [b.allow("churn_risk", t * DAY_MS, customers=100) for t in range(4)]
+    [True, True, False, False]
+    >>> b.allow("churn_risk", 31 * DAY_MS, customers=100), b.allow("vip_upgrade", 0, 100)
+    (True, True)
+    """
+
+    __slots__ = ("fired", "share", "window_ms")
+
+    def __init__(self, share: float, window_ms: int) -> None:
+        self.share = share
+        self.window_ms = window_ms
+        self.fired: dict[str, deque[int]] = {}
+
+    def allow(self, kind: str, at: int, customers: int) -> bool:
+        """Whether one more `kind` alert fits at event time `at`; if so, it is counted."""
+        times = self.fired.get(kind)
+        if times is None:
+            times = self.fired[kind] = deque()
+        while times and times[0] <= at - self.window_ms:
+            times.popleft()
+        if len(times) >= max(1.0, self.share * customers):
+            return False
+        times.append(at)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert for one customer (see schemas/alerts.json)."""
+
+    alert_type: str
+    severity: str
+    customer_id: str
+    reason: str
+    scorecard: Scorecard
+    event_time: int
+    trigger_event_id: str | None = None
+
+    @property
+    def alert_id(self) -> str:
+        """Idempotency key: the same change always yields the same id."""
+        raw = f"{self.customer_id}\x1f{self.alert_type}\x1f{self.event_time}"
+        return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+
+    def to_record(self, emitted_at: int) -> dict[str, Any]:
+        """The alerts-topic record."""
+        factors = self.scorecard.churn_factors
+        return {
+            "alert_id": self.alert_id,
+            "alert_type": self.alert_type,
+            "severity": self.severity,
+            "customer_id": self.customer_id,
+            "reason": self.reason,
+            "factors": [f.to_dict() for f in factors],
+            "scorecard": self.scorecard.to_dict(),
+            "event_time": self.event_time,
+            "emitted_at": emitted_at,
+            "model_versions": dict(sorted(self.scorecard.model_versions.items())),
+            "trigger_event_id": self.trigger_event_id,
+        }
+
+
+class AlertRules:
+    """The alert rules: churn_risk, high_value_at_risk, vip_upgrade, tier_downgrade."""
+
+    def __init__(self, config: AlertConfig | None = None) -> None:
+        self.config = cfg = config or AlertConfig()
+        # The fields `changes` tracks, how each is compared, and its threshold.
+        self._tracked: tuple[tuple[str, str, float], ...] = (
+            ("churn_probability", "abs", cfg.change_churn),
+            ("engagement", "abs", cfg.change_points),
+            ("data_completeness", "abs", cfg.change_points),
+            ("ltv_historic", "money", 0.0),
+            ("ltv_predicted_12m", "money", 0.0),
+            ("revenue_12m", "money", 0.0),
+            ("interactions_12m", "abs", cfg.change_interactions),
+            ("tier", "any", 0.0),
+        )
+        self._values = operator.attrgetter(*(name for name, _kind, _t in self._tracked))
+        """A scorecard's tracked values, in `_tracked` order, in one call."""
+
+    def evaluate(
+        self,
+        previous: Scorecard | None,
+        current: Scorecard,
+        memory: AlertMemory,
+        trigger_event_id: str | None,
+        at_risk_from: float | None = None,
+        budget: AlertBudget | None = None,
+        customers: int = 0,
+    ) -> list[Alert]:
+        """Alerts raised by the move from `previous` to `current`; updates `memory` in place.
+
+        A customer in a high-value tier gets `high_value_at_risk` (for an adviser), any other
+        customer `churn_risk` (for win-back flows): one alert per episode, never both. Both
+        need a high churn probability that has risen materially (`churn_rise` above its
+        lowest level since the last churn alert) and, once the learner has set it, a value at
+        risk (probability x predicted value) at or above `at_risk_from`, the cut above which
+        the budget's share of all customers lies. With a
+        `budget` (and the number of `customers` it is shared by), an alert the budget has
+        no room for stays armed and fires once there is room, if it still holds.
+        """
+        cfg = self.config
+        alerts: list[Alert] = []
+        p = current.churn_probability
+        if memory.low is None:  # a first scorecard, or a memory kept before lows were
+            memory.low = previous.churn_probability if previous is not None else p
+        low = memory.low = min(memory.low, p)
+
+        def fire(kind: str, severity: str, reason: str, cooldown_ms: int = cfg.cooldown_ms,
+                 rearm: bool = False) -> bool:
+            last = memory.last_fired.get(kind)
+            if last is not None and current.as_of - last < cooldown_ms:
+                if rearm:  # a threshold alert stays armed: it fires once it may
+                    memory.disarmed.discard(kind)
+                return False
+            if budget is not None and not budget.allow(kind, current.as_of, customers):
+                # A churn alert stays armed and fires once there is room, if it still holds;
+                # a tier move is news when it happens or not at all.
+                if rearm:
+                    memory.disarmed.discard(kind)
+                return False
+            memory.last_fired[kind] = current.as_of
+            alerts.append(Alert(kind, severity, current.customer_id, reason, current,
+                                current.as_of, trigger_event_id))
+            return True
+
+        at_risk = current.value_at_risk
+        material = p - low >= cfg.churn_rise and (at_risk_from is None or at_risk >= at_risk_from)
+        high_value = current.tier in cfg.high_value_tiers
+        # One churn alert per customer and episode: a high-value customer's is
+        # high_value_at_risk (an adviser calls), anyone else's churn_risk (a win-back flow).
+        if self._crossed("churn_risk", p, cfg.churn_risk_on, cfg.churn_risk_off, memory,
+                         material and not high_value) and fire(
+                "churn_risk", "warning",
+                f"churn risk rose from {low:.2f} to {p:.2f} (value at risk "
+                f"{at_risk:,.0f} {current.currency}){_factor_phrase(current)}", rearm=True):
+            memory.low = p
+
+        hv_p = p if high_value else 0.0
+        # Kept armed through the cooldown only when churn rose, not when the tier came back:
+        # tiers flap at a boundary as thresholds are republished.
+        if self._crossed("high_value_at_risk", hv_p, cfg.high_value_churn_on,
+                         cfg.high_value_churn_off, memory, material) and fire(
+                "high_value_at_risk", "critical",
+                f"{current.tier} customer (predicted 12-month value "
+                f"{current.ltv_predicted_12m:,.0f} {current.currency}) has churn risk {p:.2f}, "
+                f"up from {low:.2f}{_factor_phrase(current)}: route to a senior adviser",
+                rearm=previous is not None and previous.tier in cfg.high_value_tiers):
+            memory.low = p
+
+        # Tier moves near a boundary flap as thresholds are republished: vip_upgrade re-arms
+        # only once the customer has fallen below Premium, and tier_downgrade speaks only of
+        # leaving the high-value tiers; both also respect the (longer) tier cooldown.
+        old_tier = previous.tier if previous else None
+        rank = TIER_RANK.get(current.tier, 0)
+        if rank <= TIER_RANK["Standard"]:
+            memory.disarmed.discard("vip_upgrade")
+        if current.tier in cfg.high_value_tiers:
+            memory.disarmed.discard("tier_downgrade")
+        if current.tier == "VIP" and "vip_upgrade" not in memory.disarmed:
+            memory.disarmed.add("vip_upgrade")  # not re-armed by the budget: once per stay
+            fire("vip_upgrade", "info",
+                 f"upgraded to VIP from {old_tier or 'new customer'} (predicted 12-month "
+                 f"value {current.ltv_predicted_12m:,.0f} {current.currency})",
+                 cfg.tier_cooldown_ms)
+        elif (old_tier in cfg.high_value_tiers and current.tier not in cfg.high_value_tiers
+              and "tier_downgrade" not in memory.disarmed):
+            memory.disarmed.add("tier_downgrade")
+            fire("tier_downgrade", "warning",
+                 f"tier fell from {old_tier} to {current.tier} (predicted 12-month value "
+                 f"{current.ltv_predicted_12m:,.0f} {current.currency})", cfg.tier_cooldown_ms)
+        return alerts
+
+    def on_outcome(self, out: BatchOutcome, at_risk_from: float | None = None,
+                   budget: AlertBudget | None = None, customers: int = 0) -> list[Alert]:
+        """Alerts for one engine outcome, keeping the customer's AlertMemory in its state."""
+        if out.scorecard is None or out.state is None:
+            return []
+        memory = AlertMemory.from_dict(out.state.alerts)
+        alerts = self.evaluate(out.previous_scorecard, out.scorecard, memory, out.last_event_id,
+                               at_risk_from, budget, customers)
+        out.state.alerts = memory.to_dict()
+        return alerts
+
+    def budget(self) -> AlertBudget:
+        """A fresh alert budget with this configuration's share and window."""
+        return AlertBudget(self.config.budget_share, self.config.budget_window_ms)
+
+    def score_changes(self, out: BatchOutcome) -> dict[str, dict[str, Any]]:
+        """The fields to report in a score change for one engine outcome ({} for none): those
+        that moved past their threshold since the last score change reported for this
+        customer. Keeps that baseline in the state (`reported`) while it differs from the
+        previous scorecard."""
+        card, state = out.scorecard, out.state
+        if card is None or state is None:
+            return {}
+        reported = state.reported
+        if reported is not None and len(reported) != len(self._tracked):
+            reported = None  # kept by a version that tracked other fields: start afresh
+        baseline: Scorecard | list[Any] | None = (
+            reported if reported is not None else out.previous_scorecard)
+        changed = self.changes(baseline, card)
+        if changed:
+            state.reported = None  # this scorecard is reported, and becomes `last`
+        elif reported is None and isinstance(baseline, Scorecard):
+            state.reported = list(self._values(baseline))
+        return changed
+
+    @staticmethod
+    def _crossed(kind: str, value: float, on: float, off: float, memory: AlertMemory,
+                 eligible: bool = True) -> bool:
+        """Hysteresis: True once when value reaches `on` (while `eligible`); re-armed when it
+        falls below `off`."""
+        if kind in memory.disarmed:
+            if value < off:
+                memory.disarmed.discard(kind)
+            return False
+        if value >= on and eligible:
+            memory.disarmed.add(kind)
+            return True
+        return False
+
+    def changes(self, previous: Scorecard | Sequence[Any] | None,
+                current: Scorecard) -> dict[str, dict[str, Any]]:
+        """Scorecard fields that moved by more than their threshold: {field: {old, new}}.
+
+        `previous` is a scorecard or its tracked values (as kept in `CustomerState.reported`).
+        A first scorecard reports every tracked field with old = None.
+        """
+        values = self._values(current)
+        if previous is None:
+            return {name: {"old": None, "new": new}
+                    for (name, _kind, _threshold), new in zip(self._tracked, values, strict=True)}
+        cfg = self.config
+        olds = self._values(previous) if isinstance(previous, Scorecard) else previous
+        out: dict[str, dict[str, Any]] = {}
+        for (name, kind, threshold), new, old in zip(self._tracked, values, olds, strict=True):
+            if new == old:  # most fields, most of the time; a zero threshold never reports them
+                continue
+            if old is None or kind == "any":
+                out[name] = {"old": old, "new": new}
+            elif kind == "abs":
+                if abs(new - old) >= threshold:
+                    out[name] = {"old": old, "new": new}
+            elif abs(new - old) >= max(cfg.change_money_abs, cfg.change_money_rel * abs(old)):
+                out[name] = {"old": old, "new": new}
+        return out
+
+
+def _factor_phrase(card: Scorecard) -> str:
+    """', mainly <top factor>' for the one-line reason, or nothing."""
+    if not card.churn_factors:
+        return ""
+    return f", mainly {card.churn_factors[0].label}"

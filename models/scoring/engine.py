@@ -1,0 +1,340 @@
+"""The scoring engine shared by the streaming agents and replay: apply, resolve, score.
+
+Per customer and batch: apply all the customer's events once, resolve labels that became due,
+score once as of the batch's event time, and take new feature snapshots (one pending per model
+horizon) from the very features that were just scored. The engine holds no customer state of
+its own: state goes in and comes out, so any worker that owns the partition can continue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.config import DAY_MS, ScoringConfig
+from models.learning.bundle import ModelBundle
+from models.learning.churn import CANCELLED_CHURN, logit, segment_of
+from models.scoring.features import (
+    FEATURE_NAMES,
+    RFM_NAMES,
+    activity,
+    activity_row,
+    observe,
+    rfm,
+    unvector,
+    vector,
+)
+from models.scoring.labels import (
+    CHURN,
+    ENGAGEMENT,
+    MODEL_NAMES,
+    VALUE,
+    PendingLabel,
+    TrainingExample,
+)
+from models.scoring.scorecard import Scorecard
+from models.scoring.state import CustomerState
+
+#: Training-example kind carrying a customer's current RFM summary for the population fit.
+VALUE_POPULATION = "value_population"
+#: Training-example kind carrying a customer's active-day summary (x, t_x, T) for the churn
+#: baseline's population fit: sent when a churn snapshot is taken and when its label resolves.
+ACTIVITY_POPULATION = "activity_population"
+#: How long a silent customer keeps getting churn snapshots (one per horizon).
+SILENT_SNAPSHOT_MS = 365 * DAY_MS
+#: Days since first purchase before a value snapshot is worth taking.
+VALUE_MIN_AGE_DAYS = 30
+
+
+def is_holdout(customer_id: str, fraction: float) -> bool:
+    """Stable, process-independent assignment of a customer to the held-back evaluation set."""
+    h = hashlib.blake2b(customer_id.encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64 < fraction
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What one customer's batch produced.
+
+    `state` is None when the customer was erased. `scorecard` is None when nothing changed
+    (every event a redelivery and no label due). `previous_scorecard` is the last one computed
+    for this customer (kept inside the state), for alerts and the value aggregates.
+    """
+
+    customer_id: str
+    state: CustomerState | None
+    scorecard: Scorecard | None
+    previous_scorecard: Scorecard | None
+    training_examples: list[TrainingExample] = field(default_factory=list)
+    applied: int = 0
+    duplicates: int = 0
+    erased: bool = False
+    next_due: int | None = None
+    last_event_id: str | None = None
+
+
+class ScoringEngine:
+    """Pure scoring core for one partition (or a whole replay).
+
+    >>> engine = ScoringEngine(ScoringConfig(), ModelBundle.initial())
+    >>> day = 86_400_000
+    >>> ev = {"event_id": "w1", "event_type": "page_view", "source": "web",
+    ...       "occurred_at": 10 * day, "customer_id": "C1", "payload": {"url": "/"}}
+    >>> out = engine.apply_batch(None, [ev], watermark_ms=10 * day)
+    >>> out.scorecard.interactions_12m, out.scorecard.days_since_last_interaction
+    (1, 0)
+    >>> sorted(out.state.pending), out.next_due == 40 * day
+    (['churn', 'engagement'], True)
+    >>> later = engine.resolve_due(out.state, watermark_ms=40 * day)
+    >>> [(e.model, e.label) for e in later.training_examples]
+    [('engagement', 0.0)]
+    >>> later.scorecard.days_since_last_interaction
+    30
+    """
+
+    def __init__(self, config: ScoringConfig | None = None, bundle: ModelBundle | None = None):
+        self.config = config or ScoringConfig()
+        self.bundle = bundle or ModelBundle.initial(self.config)
+        cfg = self.config
+        self._horizon = {
+            CHURN: cfg.churn_horizon_days * DAY_MS,
+            ENGAGEMENT: cfg.engagement_horizon_days * DAY_MS,
+            VALUE: cfg.value_horizon_days * DAY_MS,
+        }
+
+    # -- the two entry points -------------------------------------------------------------
+
+    def apply_batch(
+        self,
+        state: CustomerState | None,
+        events: list[dict[str, Any]],
+        watermark_ms: int,
+        customer_id: str | None = None,
+    ) -> BatchOutcome:
+        """Apply one customer's events, resolve due labels, score once, snapshot if none pending.
+
+        A `customer_erased` event drops the state and everything in it (pending snapshots
+        included); the batch's other events for that customer are dropped with it.
+        """
+        cid = customer_id or (state.customer_id if state else events[0]["customer_id"])
+        prev = _previous(state) if state is not None else None
+        last_id = events[-1]["event_id"] if events else None
+        if any(e["event_type"] == "customer_erased" for e in events):
+            return BatchOutcome(cid, None, None, prev, erased=True, last_event_id=last_id)
+        if state is None:
+            state = CustomerState(cid, self.config)
+        applied = 0
+        # Redelivered releases first, in arrival order (their positions follow it).
+        fresh = [e for e in events if state.first_release(e)]
+        for e in sorted(fresh, key=_event_order) if len(fresh) > 1 else fresh:
+            applied += state.apply(e)
+        dups = len(events) - applied
+        as_of = max(watermark_ms, state.last_ms if state.last_ms is not None else watermark_ms)
+        examples = self._resolve(state, as_of)
+        if not applied and not examples:
+            return BatchOutcome(
+                cid, state, None, prev, [], 0, dups, False, state.next_due(), last_id
+            )
+        scorecard, feats, summary = self._score(state, as_of)
+        if applied:
+            shared: dict[str, tuple[float, ...]] = {}
+            for model in MODEL_NAMES:
+                if model not in state.pending:
+                    self._take_snapshot(state, model, as_of, feats, summary, scorecard, examples,
+                                        shared)
+        state.last, state.card = scorecard.to_row(), scorecard
+        return BatchOutcome(
+            cid, state, scorecard, prev, examples, applied, dups, False, state.next_due(), last_id
+        )
+
+    def resolve_due(self, state: CustomerState, watermark_ms: int) -> BatchOutcome:
+        """Resolve labels due by the watermark for a customer with no new events, and rescore.
+
+        A model whose customer is still active (interacted within its horizon) gets a fresh
+        snapshot right away, so active customers keep producing one example per horizon while
+        silent ones stop after their churn is recorded.
+        """
+        prev = _previous(state)
+        as_of = max(watermark_ms, state.last_ms if state.last_ms is not None else watermark_ms)
+        resolved = [m for m, p in state.pending.items() if p.is_due(as_of)]
+        examples = self._resolve(state, as_of)
+        if not examples:
+            return BatchOutcome(state.customer_id, state, None, prev, [], next_due=state.next_due())
+        scorecard, feats, summary = self._score(state, as_of)
+        last_int = state.last_interaction_ms
+        shared: dict[str, tuple[float, ...]] = {}
+        for model in resolved:
+            # Churn keeps taking snapshots of a silent customer for a year of silence, so
+            # that it learns (and is judged) on customers as they are when they are scored,
+            # long quiet ones included, not only right after they were active.
+            follow = SILENT_SNAPSHOT_MS if model == CHURN else self._horizon[model]
+            active = last_int is not None and as_of - last_int < follow
+            if model not in state.pending and active:
+                self._take_snapshot(state, model, as_of, feats, summary, scorecard, examples,
+                                    shared)
+        state.last, state.card = scorecard.to_row(), scorecard
+        return BatchOutcome(
+            state.customer_id, state, scorecard, prev, examples, next_due=state.next_due()
+        )
+
+    def score(self, state: CustomerState, as_of_ms: int) -> Scorecard:
+        """The scorecard as of `as_of_ms` without changing anything (API reads, final dumps)."""
+        return self._score(state, as_of_ms)[0]
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _score(
+        self, state: CustomerState, as_of: int
+    ) -> tuple[Scorecard, dict[str, float], dict[str, float] | None]:
+        kv, feats = observe(state, as_of)
+        summary = rfm(state, as_of)
+        b = self.bundle
+        active = activity(state, as_of)
+        cancelled = state.cancelled_ms is not None and not state.subscription_active
+        segment = segment_of(feats["orders_only"])
+        p_base, alive, quiet = b.churn.baseline(active, cancelled, segment)
+        feats["baseline_churn"] = logit(p_base)
+        churn = b.churn.predict(feats, segment)
+        if cancelled and churn.value < CANCELLED_CHURN:  # decisive, whichever model serves
+            churn = churn._replace(value=CANCELLED_CHURN)
+        churn_factors = churn.factors or b.churn.baseline_factors(alive, quiet)
+        engagement = b.engagement.predict(feats)
+        value = b.value.estimate(summary)
+        sc = Scorecard(
+            customer_id=state.customer_id,
+            as_of=as_of,
+            data_completeness=kv.data_completeness,
+            ltv_historic=kv.ltv_historic,
+            ltv_predicted_12m=round(value.value, 2),
+            engagement=engagement.value,
+            revenue_12m=kv.revenue_12m,
+            interactions_12m=kv.interactions_12m,
+            days_since_last_interaction=kv.days_since_last_interaction,
+            churn_probability=churn.value,
+            churn_factors=churn_factors,
+            engagement_factors=engagement.factors,
+            expected_orders_12m=round(value.expected_orders, 4),
+            p_alive=round(value.p_alive, 4),
+            tier=b.tiers.tier(value.value, _previous_tier(state)),
+            model_versions=b.versions(),
+            currency=self.config.base_currency,
+        )
+        return sc, feats, summary
+
+    def _take_snapshot(
+        self,
+        state: CustomerState,
+        model: str,
+        as_of: int,
+        feats: dict[str, float],
+        summary: dict[str, float] | None,
+        scorecard: Scorecard,
+        examples: list[TrainingExample],
+        shared: dict[str, tuple[float, ...]],
+    ) -> None:
+        """A pending label for `model` from the features just scored. `shared` carries the
+        feature vector from one model's snapshot to the next (churn and engagement use the
+        same one)."""
+        versions = scorecard.model_versions
+        if model == VALUE:
+            # A customer on their first purchase day has an RFM identical to every other new
+            # buyer's: the snapshot would measure nothing, so wait for some history.
+            if summary is None or summary["T"] < VALUE_MIN_AGE_DAYS:
+                return
+            vec = vector(summary, RFM_NAMES)
+            prediction = scorecard.expected_orders_12m
+            examples.append(
+                TrainingExample(
+                    VALUE_POPULATION,
+                    state.customer_id,
+                    summary,
+                    0.0,
+                    prediction,
+                    versions[VALUE],
+                    as_of,
+                    as_of,
+                )
+            )
+        else:
+            cached = shared.get("features")
+            vec = shared["features"] = cached if cached is not None else vector(
+                feats, FEATURE_NAMES)
+            prediction = (scorecard.churn_probability if model == CHURN else
+                          round(self.bundle.engagement.expected_interactions(feats)[0], 4))
+            if model == CHURN:
+                self._activity_example(state, as_of, scorecard, examples)
+        challenger = None
+        if model == CHURN:
+            challenger = self.bundle.churn.classifier_probability(feats)
+            if challenger is not None:
+                challenger = round(challenger, 4)
+        state.pending[model] = PendingLabel(
+            model, as_of, as_of + self._horizon[model], vec, prediction, versions[model],
+            challenger=challenger)
+
+    def _resolve(self, state: CustomerState, as_of: int) -> list[TrainingExample]:
+        due = [m for m, p in state.pending.items() if p.is_due(as_of)]
+        if not due:
+            return []
+        out: list[TrainingExample] = []
+        holdout = is_holdout(state.customer_id, self.config.holdout_fraction)
+        for model in sorted(due):
+            p = state.pending[model]
+            del state.pending[model]
+            names = RFM_NAMES if model == VALUE else FEATURE_NAMES
+            if len(p.features) != len(names):
+                continue  # taken with another feature set: nothing to learn from it
+            if model == CHURN:
+                self._activity_example(state, as_of, None, out)
+            out.append(
+                TrainingExample(
+                    model=model,
+                    customer_id=state.customer_id,
+                    features=unvector(p.features, names),
+                    label=p.label(),
+                    prediction=p.prediction,
+                    version=p.version,
+                    taken_at=p.taken_at,
+                    resolved_at=p.resolved_at(),
+                    holdout=holdout,
+                    challenger=p.challenger,
+                )
+            )
+        return out
+
+
+    def _activity_example(self, state: CustomerState, as_of: int, scorecard: Scorecard | None,
+                          examples: list[TrainingExample]) -> None:
+        """The customer's active-day summary now, for the churn baseline's population fit."""
+        row = activity_row(state, as_of)
+        if row is None:
+            return
+        version = (scorecard.model_versions[CHURN] if scorecard is not None
+                   else self.bundle.churn.version)
+        examples.append(TrainingExample(
+            ACTIVITY_POPULATION, state.customer_id, row, 0.0, 0.0, version, as_of, as_of))
+
+
+def _previous_tier(state: CustomerState) -> str | None:
+    """The tier of the customer's last scorecard (for the tiers' hysteresis)."""
+    card = state.card
+    if card is not None:
+        return str(card.tier)
+    return state.last[_TIER_FIELD] if state.last else None
+
+
+_TIER_FIELD = 14
+"""Index of the tier in `Scorecard.to_row`."""
+
+
+def _previous(state: CustomerState) -> Scorecard | None:
+    """The last scorecard computed for this customer (kept as an object on live states)."""
+    if not state.last:
+        return None
+    card = state.card
+    return card if card is not None else Scorecard.from_row(state.last)
+
+
+def _event_order(e: dict[str, Any]) -> tuple[int, str]:
+    return e["occurred_at"], e["event_id"]

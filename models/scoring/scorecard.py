@@ -1,0 +1,126 @@
+"""The per-customer scorecard: the five key values, predictive scores and their provenance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.learning.prediction import Factor
+from models.scoring.features import FEATURE_LABELS
+
+
+@dataclass(frozen=True, slots=True)
+class Scorecard:
+    """Who this customer is to us, as of an event time (epoch ms).
+
+    Money is in the configured base currency. `days_since_last_interaction` is None for a
+    customer who never interacted. Windowed values and recency are computed as of `as_of`, so
+    they change when only time advances.
+
+    >>> sc = Scorecard("C1", as_of=0, data_completeness=50.0, ltv_historic=10.0,
+    ...                ltv_predicted_12m=4.2, engagement=12.5, revenue_12m=10.0,
+    ...                interactions_12m=3, days_since_last_interaction=2)
+    >>> sc.to_dict()["churn"]["probability"], Scorecard.from_row(sc.to_row()) == sc
+    (0.0, True)
+    """
+
+    customer_id: str
+    as_of: int
+    data_completeness: float
+    ltv_historic: float
+    ltv_predicted_12m: float
+    engagement: float
+    revenue_12m: float
+    interactions_12m: int
+    days_since_last_interaction: int | None
+    churn_probability: float = 0.0
+    churn_factors: tuple[Factor, ...] = ()
+    engagement_factors: tuple[Factor, ...] = ()
+    expected_orders_12m: float = 0.0
+    p_alive: float = 0.0
+    tier: str = "Standard"
+    model_versions: dict[str, str] = field(default_factory=dict)
+    currency: str = "EUR"
+
+    @property
+    def value_at_risk(self) -> float:
+        """Churn probability x predicted 12-month value (what churn alerts rank by)."""
+        return self.churn_probability * max(self.ltv_predicted_12m, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly nested form (the API and score-change payloads)."""
+        return {
+            "customer_id": self.customer_id,
+            "as_of": self.as_of,
+            "currency": self.currency,
+            "data_completeness": self.data_completeness,
+            "ltv": {
+                "historic": self.ltv_historic,
+                "predicted_12m": self.ltv_predicted_12m,
+                "expected_orders_12m": self.expected_orders_12m,
+                "p_alive": self.p_alive,
+            },
+            "engagement": {
+                "score": self.engagement,
+                "factors": [f.to_dict() for f in self.engagement_factors],
+            },
+            "revenue_12m": self.revenue_12m,
+            "interactions_12m": self.interactions_12m,
+            "days_since_last_interaction": self.days_since_last_interaction,
+            "churn": {
+                "probability": self.churn_probability,
+                "factors": [f.to_dict() for f in self.churn_factors],
+            },
+            "tier": self.tier,
+            "model_versions": dict(sorted(self.model_versions.items())),
+        }
+
+    def to_row(self) -> list[Any]:
+        """Compact positional form kept in the customer state (the previous scorecard)."""
+        return [
+            self.customer_id,
+            self.as_of,
+            self.data_completeness,
+            self.ltv_historic,
+            self.ltv_predicted_12m,
+            self.engagement,
+            self.revenue_12m,
+            self.interactions_12m,
+            self.days_since_last_interaction,
+            self.churn_probability,
+            [_compact(f) for f in self.churn_factors],
+            [_compact(f) for f in self.engagement_factors],
+            self.expected_orders_12m,
+            self.p_alive,
+            self.tier,
+            self.model_versions,
+            self.currency,
+        ]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> Scorecard:
+        """Inverse of `to_row`."""
+        r = list(row)
+        r[10] = tuple(_expand(f) for f in r[10])
+        r[11] = tuple(_expand(f) for f in r[11])
+        r[15] = dict(r[15])
+        return cls(*r)
+
+
+def _compact(f: Factor) -> list[Any]:
+    """[name, "h"|"l", contribution]: the label is rebuilt from FEATURE_LABELS (saves bytes)."""
+    return [f.name, "h" if f.label.endswith(": high") else "l", f.contribution]
+
+
+def _expand(row: list[Any]) -> Factor:
+    name, direction, contribution = row
+    label = _LABELS.get((name, direction))
+    if label is None:
+        word = "high" if direction == "h" else "low"
+        label = f"{FEATURE_LABELS.get(name, name)}: {word}"
+    return Factor(name, label, contribution)
+
+
+_LABELS = {(name, d): f"{text}: {'high' if d == 'h' else 'low'}"
+           for name, text in FEATURE_LABELS.items() for d in ("h", "l")}
+"""Each known feature's label per direction, made once (restored scorecards need them)."""

@@ -1,0 +1,206 @@
+"""The worker's pipeline: ingest, identity, scoring and learner stages, and the model-bundle
+watcher.
+
+One object per worker, created by `create_app`, started when Faust has started and stopped
+before Faust shuts down, so a SIGTERM finishes the current batch, commits its transaction and
+leaves the consumer groups cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from models.config import ScoringConfig
+from models.scoring.alerts import AlertConfig, AlertRules
+from models.scoring.engine import ScoringEngine
+from models.scoring.scorecard import Scorecard
+from models.scoring.tiers import TIERS
+from streams.metrics import Metrics, gauge
+from streams.runtime.kafka import client_config
+from streams.runtime.partitioning import partition_for
+from streams.runtime.processor import BatchProcessor
+from streams.runtime.stage import ProcessorConfig, Stage
+from streams.runtime.stores import StoreClosed
+from streams.settings import Settings
+from streams.stages.erasure import ErasureConfirmations
+from streams.stages.identity import IdentityHandler
+from streams.stages.ingest import IngestHandler, ingestion_config
+from streams.stages.ingest_process import IngestProcess
+from streams.stages.learner import BundleWatcher, LearnerHandler
+from streams.stages.scoring import ScoringHandler, ScoringTopics
+
+log = logging.getLogger(__name__)
+
+ALIGNED_FETCH: dict[str, str | int | float | bool] = {
+    # With event-time alignment, ingest pauses partitions that run ahead, and a pause drops
+    # what the consumer prefetched for them: keep that small, so little is fetched twice.
+    "queued.min.messages": 2000,
+    "queued.max.messages.kbytes": 8192,
+    "max.partition.fetch.bytes": 256 * 1024,
+}
+
+
+class ScoringPipeline:
+    """Every stage of one worker, from the source topics to the learner."""
+
+    def __init__(self, settings: Settings, config: ScoringConfig | None = None,
+                 alert_config: AlertConfig | None = None, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.engine = ScoringEngine(config or ScoringConfig())
+        topics = settings.topics
+        client = client_config(settings)
+        common = dict(client=client, store_url=settings.store, data_dir=settings.data_dir,
+                      batch_size=settings.batch_size, batch_within_s=settings.batch_within_s,
+                      client_id=settings.canonical_url,
+                      session_timeout_ms=int(settings.group_session_timeout_s * 1000),
+                      transaction_timeout_ms=int(settings.transaction_timeout_s * 1000))
+        self.handler = ScoringHandler(
+            self.engine, AlertRules(alert_config or settings.alert_config()),
+            ScoringTopics(score_changes=topics["score_changes"], alerts=topics["alerts"],
+                          training_examples=topics["training_examples"],
+                          dead_letters=topics["dead_letters"]),
+            self.metrics, allowed_lateness_ms=int(settings.allowed_lateness_days * 86_400_000),
+            live_states=settings.live_states, live_states_bytes=settings.live_states_mb << 20)
+        self.handler.erasures = ErasureConfirmations(
+            topics["erasure_confirmations"], topics["training_examples"], self.metrics)
+        self.scoring = BatchProcessor(
+            ProcessorConfig(name="customer-state", group_id=f"{settings.app_id}-scoring",
+                            input_topics=(topics["customer_events"],),
+                            changelog_topic=settings.changelog_topic("customer-state"),
+                            **common),  # type: ignore[arg-type]
+            self.handler, on_batch=self._observe("scoring"))
+        ingest = ProcessorConfig(
+            name="ingest", group_id=f"{settings.app_id}-ingest",
+            input_topics=tuple(settings.source_topics.values()), changelog_topic=None,
+            consumer_overrides=ALIGNED_FETCH if settings.max_source_skew_s > 0 else {},
+            **common)  # type: ignore[arg-type]
+        ingestion = ingestion_config(settings, self.engine.config)
+        self.ingest: Stage = (
+            IngestProcess(settings, ingest, ingestion, self.metrics, self._observe("ingest"))
+            if settings.ingest_process else
+            BatchProcessor(ingest, IngestHandler(settings, self.metrics, config=ingestion),
+                           on_batch=self._observe("ingest")))
+        self.identity = BatchProcessor(
+            ProcessorConfig(name="identity", group_id=f"{settings.app_id}-identity",
+                            input_topics=(topics["identity"],),
+                            changelog_topic=settings.changelog_topic("identity"),
+                            **common),  # type: ignore[arg-type]
+            IdentityHandler(ingestion, topics, self.metrics),
+            on_batch=self._observe("identity"))
+        self.learner = LearnerHandler(self.engine.config, topics["model_snapshots"],
+                                      publish_every=settings.model_publish_every,
+                                      publish_interval_s=settings.model_publish_interval_s,
+                                      alert_share=self.handler.rules.config.budget_share)
+        self.learning = BatchProcessor(
+            ProcessorConfig(name="learner", group_id=f"{settings.app_id}-learner",
+                            input_topics=(topics["training_examples"],),
+                            changelog_topic=settings.changelog_topic("learner"),
+                            **common),  # type: ignore[arg-type]
+            self.learner, on_batch=self._observe("learner"))
+        self.watcher = BundleWatcher(client, topics["model_snapshots"], self.engine)
+        self.metrics.add_collector(self._collect)
+
+    def _observe(self, stage: str) -> Callable[[int, float, float], None]:
+        size = self.metrics.batch_size.labels(stage)
+        seconds = self.metrics.batch_seconds.labels(stage)
+        commit = self.metrics.commit_seconds.labels(stage)
+
+        def observe(records: int, elapsed: float, committing: float) -> None:
+            size.observe(records)
+            seconds.observe(elapsed)
+            commit.observe(committing)
+
+        return observe
+
+    def _collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """State-derived gauges and the live states' lookup counters, read at scrape time."""
+        aggregates = list(self.handler.aggregates.values())
+        customers = sum(a.customers for a in aggregates)
+        yield gauge("scorestream_customers", "Customers in this worker's state.",
+                    [({}, float(len(self.scoring.table)))])
+        # Every tier, 0 included: a series that comes and goes as the last customer leaves a
+        # tier reads as "no data" instead of 0 (and depended on batching).
+        tiers: dict[str, int] = dict.fromkeys(TIERS, 0)
+        for a in aggregates:
+            for tier, count in list(a.tiers.items()):
+                tiers[tier] = tiers.get(tier, 0) + count
+        yield gauge("scorestream_customers_by_tier", "Customers per value tier (latest scores).",
+                    [({"tier": t}, float(c)) for t, c in sorted(tiers.items())], ("tier",))
+        completeness = sum(a.completeness_sum for a in aggregates)
+        yield gauge("scorestream_data_completeness_average_percent",
+                    "Average data completeness of this worker's customers.",
+                    [({}, completeness / customers if customers else 0.0)])
+        yield gauge("scorestream_revenue_12m",
+                    "Sum of this worker's customers' 12-month revenue, in the base currency.",
+                    [({"currency": self.engine.config.base_currency},
+                      sum(a.revenue_12m_sum for a in aggregates))], ("currency",))
+        live = self.handler.live
+        yield gauge("scorestream_live_states", "Customer states kept live beside the store.",
+                    [({}, float(len(live)))])
+        lookups = CounterMetricFamily(
+            "scorestream_live_state_lookups", "Scoring's lookups of a live state, by result.",
+            labels=["result"])
+        lookups.add_metric(["hit"], live.hits)
+        lookups.add_metric(["miss"], live.misses)
+        yield lookups
+        yield gauge("scorestream_consumer_lag_records", "Records behind the end, per partition.",
+                    [({"topic": topic, "partition": str(p)}, float(lag))
+                     for stage in self.stages for (topic, p), lag in sorted(stage.lag.items())],
+                    ("topic", "partition"))
+        versions = self.engine.bundle.versions()
+        yield gauge("scorestream_model_info", "Model versions the scorer uses (value is 1).",
+                    [({"model": m, "version": v}, 1.0) for m, v in sorted(versions.items())],
+                    ("model", "version"))
+        quality = self.learner.report()
+        samples = []
+        for model, report in sorted(quality.items()):
+            version = versions.get(model.removesuffix("_holdout"), "")
+            for name in ("auc_window", "log_loss", "brier", "ece", "mae", "n"):
+                value = report.get(name)
+                if value is not None:
+                    samples.append(({"model": model, "version": version, "metric": name},
+                                    float(value)))
+        yield gauge("scorestream_model_quality",
+                    "Progressive model quality measured by the learner (only on its worker).",
+                    samples, ("model", "version", "metric"))
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        """The batch stages, upstream first."""
+        return (self.ingest, self.identity, self.scoring, self.learning)
+
+    def start(self) -> None:
+        """Start the bundle watcher, then every stage."""
+        self.watcher.start()
+        for stage in reversed(self.stages):
+            stage.start()
+
+    def stop(self) -> None:
+        """Stop the stages upstream first (each commits its last batch), then the watcher."""
+        for stage in self.stages:
+            stage.stop()
+        self.watcher.stop()
+        log.info("pipeline stopped")
+
+    @property
+    def healthy(self) -> bool:
+        """True while every stage and the bundle watcher run."""
+        return all(stage.alive for stage in self.stages) and self.watcher.alive
+
+    def owns(self, customer_id: str) -> tuple[int, bool]:
+        """The customer's partition of customer-events, and whether this worker owns it."""
+        partition = partition_for(customer_id.encode(), self.settings.partitions)
+        return partition, self.scoring.owns(partition)
+
+    def scorecard(self, customer_id: str) -> Scorecard | None:
+        """The scorecard of a customer owned here, as of its partition's watermark (None for
+        an unknown customer); raises `StoreClosed` when the partition is not, or no longer,
+        owned here."""
+        partition, owned = self.owns(customer_id)
+        if not owned:
+            raise StoreClosed(f"partition {partition} is not owned here")
+        return self.handler.scorecard(self.scoring.table, partition, customer_id)

@@ -1,0 +1,187 @@
+"""Ingest stage (stage 1): raw source records in; customer events, identity messages and dead
+letters out.
+
+The handler is thin on purpose: it hands each record's bytes to `Ingestion.route` (decode,
+validate, de-duplicate) and sends what comes back. Events that carry a customer id go straight
+to customer-events keyed by that id. Alias-only events, and every identity link or erasure an
+event carries, go to the identity topic keyed by their alias key, where the identity stage
+(`streams/stages/identity.py`, stage 2) owns that alias's link and the events waiting for it.
+
+It runs on the transactional `BatchProcessor` (not a Faust stream: see docs/architecture.md),
+so a batch's outputs and its consumed offsets commit together: a crash neither loses nor
+re-emits ingested events. De-duplication memory is per worker and in memory; a redelivery that
+reaches another worker after a rebalance is dropped by the scoring stage's per-customer check.
+
+Event time for the identity stage's hold bound: every identity message carries this worker's
+watermark (highest accepted `occurred_at`), and once a second, when it advanced, a `tick` goes
+to every identity partition so events held on a quiet partition still age out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import orjson
+from confluent_kafka import Message
+
+from models.config import ScoringConfig
+from models.ingest.routing import Ingestion, IngestionConfig, Routed, tick_message
+from schemas.decode import Reason
+from streams.metrics import Metrics
+from streams.runtime.alignment import Aligner, Held, Record
+from streams.runtime.stage import Output, StageHandler, dead_letter
+from streams.runtime.tables import Table
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TICK_INTERVAL_S = 1.0
+"""Wall-clock interval of the watermark ticks to the identity partitions."""
+
+
+def ingestion_config(settings: Settings, scoring: ScoringConfig | None = None) -> IngestionConfig:
+    """Ingestion bounds from the worker's settings; currencies from the scoring core's rates.
+
+    An amount in a currency without a rate could not be converted to the base currency, so it
+    is dead-lettered as `unknown_currency` here rather than miscounted later. Pass the scoring
+    stage's own `ScoringConfig` once it is configurable, so both stages use one rate table.
+    """
+    scoring = scoring or ScoringConfig()
+    return IngestionConfig(
+        max_event_bytes=settings.max_event_bytes,
+        max_amount=settings.max_amount,
+        currencies=frozenset(scoring.fx_rates) | {scoring.base_currency},
+        max_held=settings.identity_max_held,
+        max_hold_ms=settings.identity_max_hold_ms,
+    )
+
+
+class IngestHandler(StageHandler):
+    """StageHandler of the ingest stage (stateless but for de-duplication memory)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics,
+                 scoring: ScoringConfig | None = None,
+                 config: IngestionConfig | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.ingestion = Ingestion(config or ingestion_config(settings, scoring))
+        self.source_of = {topic: source for source, topic in settings.source_topics.items()}
+        self.customer_events = settings.topics["customer_events"]
+        self.identity = settings.topics["identity"]
+        self.dead_letters = settings.topics["dead_letters"]
+        self._ticked_watermark = 0
+        self._ticked_at = 0.0
+        skew_ms = int(settings.max_source_skew_s * 1000)
+        self.aligner = Aligner(skew_ms) if skew_ms > 0 else None
+
+    def on_assigned(self, partition: int, table: Table) -> None:
+        """Nothing to restore: ingest keeps no table."""
+
+    def on_revoked(self, partition: int) -> None:
+        """Forget the partition's de-duplication memory (it is also called before records are
+        read again after an aborted transaction, which must not count them as duplicates)."""
+        self.ingestion.forget_partition(partition)
+
+    # -- event-time alignment (streams/runtime/alignment.py): optional StageHandler hooks --
+
+    def pace_inputs(self, inputs: list[tuple[str, int]]) -> None:
+        """New source partitions hold the others back until they deliver (or the aligner's
+        `wait_s` passes)."""
+        if self.aligner is not None:
+            self.aligner.assigned(inputs, time.monotonic())
+
+    def release_input(self, topic: str, partition: int) -> None:
+        """A source partition left (or will be re-read): drop the records it held."""
+        if self.aligner is not None:
+            self.aligner.forget((topic, partition))
+
+    def finish(self, table: Table, out: Output,
+               caught_up: Callable[[], set[tuple[str, int]]]) -> None:
+        """After a batch: send what the slowest partition with a backlog allows
+        (`caught_up()`: the partitions with nothing left to read)."""
+        if self.aligner is not None:
+            out.records.extend(self.aligner.release(time.monotonic(), caught_up()))
+
+    def positions(self) -> dict[tuple[str, int], int] | None:
+        """Offsets to commit: up to the first record still held, per partition that moved
+        (None without alignment: everything handled is done)."""
+        return self.aligner.positions() if self.aligner is not None else None
+
+    def pause_resume(self) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        """Partitions to pause (holding many records: running ahead) and to resume (their
+        held records went out)."""
+        return self.aligner.pause_resume() if self.aligner is not None else ([], [])
+
+    def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
+        """Route every record of one source partition's batch."""
+        now_ms = int(time.time() * 1000)
+        topic = messages[0].topic() or ""
+        source = self.source_of[topic]
+        route = self.ingestion.route
+        dumps = orjson.dumps
+        send = out.records.append  # (topic, key, value, partition), as Output.send queues it
+        ingested: Counter[str] = Counter()
+        dead_reasons: Counter[str] = Counter()
+        duplicates = 0
+        aligner = self.aligner
+        if aligner is not None:
+            tp = (topic, partition)
+            records: list[Record] = []
+            send = records.append
+        for msg in messages:
+            key = msg.key()
+            try:
+                routed = route(msg.value(), source, topic, partition, msg.offset(), key, now_ms)
+            except Exception as err:  # route never raises by contract; if it does, quarantine
+                routed = self._quarantine(msg, source, now_ms, err)
+            event_time = None
+            for event in routed.accepted:
+                send((self.customer_events, event["customer_id"].encode(), dumps(event), None))
+                ingested[event["event_type"]] += 1
+                event_time = event["occurred_at"]
+            for alias_key, message in routed.identity:
+                send((self.identity, alias_key.encode(), dumps(message), None))
+            for dead in routed.dead:
+                send((self.dead_letters, key, dumps(dead), None))
+                dead_reasons[dead["reason"]] += 1
+            duplicates += routed.duplicate
+            if aligner is not None:
+                aligner.add(tp, Held(msg.offset() or 0, event_time, records))
+                records = []
+                send = records.append
+        # Metrics once per batch: label lookups per event would cost more than the routing.
+        self.metrics.events_consumed.labels(source).inc(len(messages))
+        for event_type, count in ingested.items():
+            self.metrics.events_ingested.labels(source, event_type).inc(count)
+        for reason, count in dead_reasons.items():
+            self.metrics.dead_letters.labels(reason).inc(count)
+        if duplicates:
+            self.metrics.duplicates.labels(source).inc(duplicates)
+        self._tick(out)
+
+    def _quarantine(self, msg: Message, source: str, now_ms: int, error: Exception) -> Routed:
+        """A record the routing core raised on: its `processing_error` dead letter."""
+        self.metrics.processing_errors.labels("ingest").inc()
+        log.error("ingest: record at %s[%d]@%s quarantined: %s: %s", msg.topic(),
+                  msg.partition(), msg.offset(), type(error).__name__, error)
+        routed = Routed()
+        routed.dead.append(dead_letter(msg, Reason.PROCESSING_ERROR,
+                                       f"ingest stage: {type(error).__name__}: {error}", now_ms))
+        return routed
+
+    def idle(self, table: Table, out: Output) -> None:
+        """Keep the identity partitions' clocks moving while sources are quiet."""
+        self._tick(out)
+
+    def _tick(self, out: Output) -> None:
+        watermark = self.ingestion.watermark
+        now = time.monotonic()
+        if watermark <= self._ticked_watermark or now - self._ticked_at < TICK_INTERVAL_S:
+            return
+        tick = orjson.dumps(tick_message(watermark))
+        for partition in range(self.settings.partitions):
+            out.send(self.identity, None, tick, partition)
+        self._ticked_watermark, self._ticked_at = watermark, now
