@@ -12,11 +12,11 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.kit import ROOT
+
 LAUNCHER = ROOT / "deploy" / "kafka" / "kafka_local.py"
 
 

@@ -18,14 +18,10 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from models.learning.bundle import ModelBundle
 from models.scoring.tiers import TierThresholds
 from tests.integration.kafka_tools import produce
-
-DAY = 86_400_000
-BASE = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+from tests.kit import raw_ev
 
 ALERT_ENV = {
     "SCORESTREAM_ALERT_BUDGET_SHARE": "1.0",
@@ -39,9 +35,8 @@ TIERS = TierThresholds(standard_from=50.0, premium_from=500.0, vip_from=2000.0,
 
 def _event(customer: str, n: int, source: str, event_type: str, day: int,
            **payload: Any) -> tuple[str, bytes, bytes]:
-    event = {"event_id": f"{customer}-{n}", "event_type": event_type, "source": source,
-             "occurred_at": BASE + day * DAY, "customer_id": customer, "payload": payload}
-    return source, customer.encode(), orjson.dumps(event)
+    return source, customer.encode(), raw_ev(f"{customer}-{n}", event_type, day, source=source,
+                                          customer_id=customer, payload=payload)
 
 
 def _buyer(customer: str, amount: float, orders: int) -> list[tuple[str, bytes, bytes]]:

@@ -31,9 +31,10 @@ from models.scoring.state import CustomerState
 from streams.runtime.partitioning import partition_for
 from streams.settings import Settings
 from streams.stages.ingest import ingestion_config
+from tests.kit import DAY_MS
 
 PARTITIONS = 4
-HOLD_MS = 10 * 365 * 86_400_000
+HOLD_MS = 10 * 365 * DAY_MS
 """Alias-only events wait for their link however far ingest's clock runs ahead (the live
 interleaving of source topics is arbitrary; the replay's is event-time order)."""
 DETERMINISTIC_FIELDS = ("customer_id", "as_of", "data_completeness", "revenue_12m",

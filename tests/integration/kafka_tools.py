@@ -17,8 +17,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Message, Producer
 
 from streams.settings import TOPIC_ROLES
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.kit import ROOT
 
 
 def produce(

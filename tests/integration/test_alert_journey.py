@@ -35,18 +35,17 @@ from tests.integration.kafka_tools import (
     topic_names,
     worker_env,
 )
+from tests.kit import DAY_MS, raw_ev
 
 pytestmark = pytest.mark.integration
 
-DAY = 86_400_000
 BASE = 1_735_689_600_000  # 2025-01-01T00:00:00Z: the whole journey lies in the past
-NOW = BASE + 400 * DAY
+NOW = BASE + 400 * DAY_MS
 
 
 def _ev(n: int, source: str, event_type: str, day: int, **payload: Any) -> tuple[str, bytes]:
-    return source, orjson.dumps({
-        "event_id": f"J-{n}", "event_type": event_type, "source": source,
-        "occurred_at": BASE + day * DAY, "customer_id": "J", "payload": payload})
+    return source, raw_ev(f"J-{n}", event_type, source=source, occurred_at=BASE + day * DAY_MS,
+                       customer_id="J", payload=payload)
 
 
 JOURNEY = [
@@ -135,7 +134,7 @@ def test_journey_emits_exactly_the_reference_changes_and_alerts(
     # The story: VIP after the fourth order (the third takes its value past the cut, but not
     # by the tiers' margin); at risk from the first ticket, as a VIP; and, after half a year of
     # silence, out of the high-value tiers.
-    assert [(kind, (at - BASE) // DAY) for _, kind, at, _ in expected_alerts] == [
+    assert [(kind, (at - BASE) // DAY_MS) for _, kind, at, _ in expected_alerts] == [
         ("vip_upgrade", 65), ("high_value_at_risk", 130),
         ("tier_downgrade", 330)]
 

@@ -17,10 +17,10 @@ from tests.integration.kafka_tools import (
     topic_names,
     worker_env,
 )
+from tests.kit import DAY_MS, raw_ev
 
 pytestmark = pytest.mark.integration
 
-DAY_MS = 86_400_000
 START_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 DAYS = 300
 CUSTOMERS = [f"C{n}" for n in range(8)]
@@ -32,16 +32,14 @@ def _backfill() -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
     for day in range(DAYS):
         for n in range(20):
             cid = CUSTOMERS[n % len(CUSTOMERS)]
-            web.append((cid.encode(), orjson.dumps({
-                "event_id": f"w-{day}-{n}", "event_type": "page_view", "source": "web",
-                "occurred_at": START_MS + day * DAY_MS + n * 60_000, "customer_id": cid,
-                "payload": {"url": f"/p/{n}"}})))
+            web.append((cid.encode(), raw_ev(
+                f"w-{day}-{n}", "page_view", occurred_at=START_MS + day * DAY_MS + n * 60_000,
+                customer_id=cid, payload={"url": f"/p/{n}"})))
         if day % 10 == 0:
             cid = CUSTOMERS[day // 10 % len(CUSTOMERS)]
-            crm.append((cid.encode(), orjson.dumps({
-                "event_id": f"o-{day}", "event_type": "order_placed", "source": "crm",
-                "occurred_at": START_MS + day * DAY_MS + 3_600_000, "customer_id": cid,
-                "payload": {"order_id": f"o-{day}", "amount": 25.0, "currency": "EUR"}})))
+            crm.append((cid.encode(), raw_ev(
+                f"o-{day}", "order_placed", occurred_at=START_MS + day * DAY_MS + 3_600_000,
+                customer_id=cid, payload={"amount": 25.0})))
     return web, crm
 
 

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import pytest
 
 from streams.client import fetch_scorecard, scorecard_path
@@ -30,6 +29,7 @@ from tests.integration.kafka_tools import (
     topic_names,
     worker_env,
 )
+from tests.kit import raw_ev
 
 pytestmark = pytest.mark.integration
 
@@ -89,10 +89,8 @@ def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory,
             for n, port in enumerate(ports)]
     with (running_worker(envs[0], tmp_path / "a.log") as first,
           running_worker(envs[1], tmp_path / "b.log") as second):
-        events = [(c.encode(), orjson.dumps({
-            "event_id": f"{n}-1", "event_type": "page_view", "source": "web",
-            "occurred_at": 1_767_225_600_000, "customer_id": c, "payload": {"url": "/"}}))
-            for n, c in enumerate(CUSTOMERS + HOSTILE_IDS)]
+        events = [(c.encode(), raw_ev(f"{n}-1", "page_view", customer_id=c))
+                  for n, c in enumerate(CUSTOMERS + HOSTILE_IDS)]
         produce(kafka_bootstrap, topics["web"], events)
 
         # Wait until the two workers split the partitions and hold every customer (asked with

@@ -24,7 +24,6 @@ from schemas.registry import validator
 from streams.cli import main
 from tests.integration.alerting_script import (
     ALERT_ENV,
-    BASE,
     EXPECTED_ALERTS,
     metric_value,
     publish_bundle,
@@ -32,7 +31,6 @@ from tests.integration.alerting_script import (
     wait_until,
 )
 from tests.integration.kafka_tools import (
-    ROOT,
     WorkerProcess,
     free_port,
     produce,
@@ -41,6 +39,7 @@ from tests.integration.kafka_tools import (
     topic_names,
     worker_env,
 )
+from tests.kit import ROOT, raw_ev
 
 pytestmark = pytest.mark.integration
 
@@ -167,18 +166,15 @@ def test_tail_follows_new_alerts_until_interrupted(scored: Scored, tmp_path: Pat
         assert tail.poll() is None, err_path.read_text()
         # A new customer visits, then cancels: a material rise of churn risk, one alert. (Soon
         # after the script: months later, its customers' labels would resolve and their risk rise.)
-        visit = {"event_id": "C-LATE-1", "event_type": "page_view", "source": "web",
-                 "occurred_at": BASE + 14 * 86_400_000, "customer_id": "C-LATE",
-                 "payload": {"url": "/"}}
+        visit = raw_ev("C-LATE-1", "page_view", 14, customer_id="C-LATE")
         scored_before = metric_value(scored.worker.web_url, "scorestream_events_processed_total")
-        produce(scored.bootstrap, scored.topics["web"], [(b"C-LATE", orjson.dumps(visit))])
+        produce(scored.bootstrap, scored.topics["web"], [(b"C-LATE", visit)])
         wait_until(lambda: metric_value(scored.worker.web_url,
                                         "scorestream_events_processed_total")
                    == (scored_before or 0) + 1, 60, "the visit scored", scored.worker.log_tail)
-        cancel = {"event_id": "C-LATE-2", "event_type": "subscription_cancelled",
-                  "source": "crm", "occurred_at": BASE + 15 * 86_400_000,
-                  "customer_id": "C-LATE", "payload": {}}
-        produce(scored.bootstrap, scored.topics["crm"], [(b"C-LATE", orjson.dumps(cancel))])
+        cancel = raw_ev("C-LATE-2", "subscription_cancelled", 15, customer_id="C-LATE",
+                     payload={})
+        produce(scored.bootstrap, scored.topics["crm"], [(b"C-LATE", cancel)])
         wait_until(lambda: out_path.read_text().count("\n") >= 1, 60,
                    "the new alert on tail's output", scored.worker.log_tail)
         tail.send_signal(signal.SIGINT)

@@ -14,7 +14,8 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaError
 
-from tests.integration.kafka_tools import ROOT, free_port, read_topic
+from tests.integration.kafka_tools import free_port, read_topic
+from tests.kit import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

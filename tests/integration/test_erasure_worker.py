@@ -23,7 +23,6 @@ import pytest
 
 from schemas.registry import validator
 from tests.integration.kafka_tools import (
-    ROOT,
     WorkerProcess,
     free_port,
     produce,
@@ -32,6 +31,7 @@ from tests.integration.kafka_tools import (
     topic_names,
     worker_env,
 )
+from tests.kit import ROOT, raw_ev
 
 pytestmark = pytest.mark.integration
 
@@ -45,9 +45,7 @@ EMAIL_KEY, COOKIE_KEY, OTHER_KEY = (
 
 
 def _ev(source: str, event_type: str, event_id: str, at_s: int, **fields: Any) -> bytes:
-    event = {"event_id": event_id, "event_type": event_type, "source": source,
-             "occurred_at": BASE_MS + at_s * 1000, **fields}
-    return orjson.dumps(event)
+    return raw_ev(event_id, event_type, source=source, occurred_at=BASE_MS + at_s * 1000, **fields)
 
 
 def _status(url: str) -> int:

@@ -53,13 +53,13 @@ from tests.integration.fault_tools import (
     worker_settings,
 )
 from tests.integration.kafka_tools import (
-    ROOT,
     WorkerProcess,
     free_port,
     running_worker,
     topic_names,
     worker_env,
 )
+from tests.kit import ROOT
 
 LAUNCHER = ROOT / "deploy" / "kafka" / "kafka_local.py"
 FAST_FAILOVER = {"SCORESTREAM_GROUP_SESSION_TIMEOUT_S": "6",

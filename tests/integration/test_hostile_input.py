@@ -24,27 +24,18 @@ from tests.integration.kafka_tools import (
     topic_names,
     worker_env,
 )
+from tests.kit import raw_ev
 
 pytestmark = pytest.mark.integration
 
-DAY = 86_400_000
-BASE = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 POISON = (b'{"event_id":"p1","event_type":"order_placed","source":"crm",'
           b'"occurred_at":"2026-01-21T12:00:00Z","customer_id":"X1",'
           b'"payload":{"order_id":"o1","amount":2e17,"currency":"EUR"}}')
 
 
 def _order(n: int, customer: str, day: float, amount: float = 25.0) -> tuple[bytes, bytes]:
-    event = {"event_id": f"g{n}", "event_type": "order_placed", "source": "crm",
-             "occurred_at": BASE + int(day * DAY), "customer_id": customer,
-             "payload": {"order_id": f"o{n}", "amount": amount, "currency": "EUR"}}
-    return customer.encode(), orjson.dumps(event)
-
-
-def _web(event_id: str, day: float, kind: str = "page_view", **ids: str) -> bytes:
-    payload = {"payload": {"url": "/"}} if kind == "page_view" else {}
-    return orjson.dumps({"event_id": event_id, "event_type": kind, "source": "web",
-                         "occurred_at": BASE + int(day * DAY), **payload, **ids})
+    return customer.encode(), raw_ev(f"g{n}", "order_placed", day, customer_id=customer,
+                                  payload={"order_id": f"o{n}", "amount": amount})
 
 
 def test_a_poison_order_among_good_ones_is_dead_lettered_and_the_worker_stays_up(
@@ -63,13 +54,16 @@ def test_a_poison_order_among_good_ones_is_dead_lettered_and_the_worker_stays_up
         (b"G1", good[1][1]),  # a redelivery of a good order
     ]
     web = [
-        (b"anon-1", _web("w1", 20, anonymous_id="anon-1")),
-        (b"anon-2", _web("w3", 20, anonymous_id="anon-2")),  # never linked: unresolved
-        (b"G8", _web("w4", 21, customer_id="G8")),
+        (b"anon-1", raw_ev("w1", "page_view", 20, anonymous_id="anon-1")),
+        # never linked: unresolved
+        (b"anon-2", raw_ev("w3", "page_view", 20, anonymous_id="anon-2")),
+        (b"G8", raw_ev("w4", "page_view", 21, customer_id="G8")),
     ]
     # The anonymous page view w1 waits for its login, ~90 s of event time later.
-    login = [(b"anon-1", _web("w2", 20.001, "login", anonymous_id="anon-1", customer_id="G7"))]
-    later = [(b"G9", _web("w5", 30, customer_id="G9"))]  # event time past the hold bound
+    login = [(b"anon-1", raw_ev("w2", "login", 20.001, anonymous_id="anon-1",
+                                customer_id="G7"))]
+    # event time past the hold bound
+    later = [(b"G9", raw_ev("w5", "page_view", 30, customer_id="G9"))]
     phases = [("crm", [*crm, *hostile_crm]), ("web", web), ("web", login), ("web", later)]
     sent = sum(len(records) for _topic, records in phases)
     with running_worker(env, tmp_path / "worker.log") as worker:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -18,17 +19,14 @@ from tests.integration.kafka_tools import (
     topic_names,
     worker_env,
 )
+from tests.kit import T0, raw_ev
 
 pytestmark = pytest.mark.integration
 
-BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
-
-def _event(source: str, event_type: str, n: int, **fields: object) -> bytes:
-    event = {"event_id": f"{source}-{n}", "event_type": event_type, "source": source,
-             "occurred_at": BASE_MS + n * 1000, "customer_id": f"C{n % 7}"}
-    event.update(fields)
-    return orjson.dumps(event)
+def _event(source: str, event_type: str, n: int, **fields: Any) -> bytes:
+    return raw_ev(f"{source}-{n}", event_type, source=source, occurred_at=T0 + n * 1000,
+               customer_id=f"C{n % 7}", **fields)
 
 
 def test_worker_routes_valid_events_and_dead_letters_bad_ones(

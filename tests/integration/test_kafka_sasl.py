@@ -16,17 +16,16 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 from confluent_kafka import Producer
 
 from tests.integration.kafka_tools import (
-    ROOT,
     free_port,
     running_worker,
     topic_names,
     worker_env,
 )
+from tests.kit import ROOT, raw_ev
 
 pytestmark = pytest.mark.integration
 
@@ -65,13 +64,12 @@ def test_worker_scores_through_a_sasl_listener(
     topics = topic_names(unique_name)
     env = worker_env(sasl_bootstrap, f"sasl-{unique_name}", topics, tmp_path / "state",
                      free_port(), SCORESTREAM_LOG_LEVEL="debug", **_sasl_env(PASSWORD))
-    event = {"event_id": "s-1", "event_type": "page_view", "source": "web",
-             "occurred_at": 1_767_225_600_000, "customer_id": "S1", "payload": {"url": "/"}}
+    event = raw_ev("s-1", "page_view", customer_id="S1")
     with running_worker(env, tmp_path / "worker.log", ready_timeout=120) as worker:
         producer = Producer({"bootstrap.servers": sasl_bootstrap,
                              "security.protocol": "sasl_plaintext", "sasl.mechanism": "PLAIN",
                              "sasl.username": USER, "sasl.password": PASSWORD})
-        producer.produce(topics["web"], key=b"S1", value=orjson.dumps(event))
+        producer.produce(topics["web"], key=b"S1", value=event)
         assert producer.flush(30) == 0
         url = f"{worker.web_url}/customers/S1/scorecard"
         deadline, status, body = time.monotonic() + 90, 0, {}

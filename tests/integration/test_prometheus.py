@@ -29,13 +29,13 @@ from tests.integration.alerting_script import (
     wait_until,
 )
 from tests.integration.kafka_tools import (
-    ROOT,
     free_port,
     produce,
     running_worker,
     topic_names,
     worker_env,
 )
+from tests.kit import ROOT
 
 pytestmark = pytest.mark.integration
 

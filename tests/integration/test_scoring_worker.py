@@ -22,18 +22,15 @@ from tests.integration.kafka_tools import (
     topic_names,
     worker_env,
 )
+from tests.kit import at, raw_ev
 
 pytestmark = pytest.mark.integration
-
-DAY = 86_400_000
-BASE = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 
 def _ev(n: int, source: str, event_type: str, day: float, customer: str = "J1",
         **payload: Any) -> tuple[bytes, bytes]:
-    event = {"event_id": f"{customer}-{n}", "event_type": event_type, "source": source,
-             "occurred_at": BASE + int(day * DAY), "customer_id": customer, "payload": payload}
-    return customer.encode(), orjson.dumps(event)
+    return customer.encode(), raw_ev(f"{customer}-{n}", event_type, day, source=source,
+                                  customer_id=customer, payload=payload)
 
 
 JOURNEY = [
@@ -95,7 +92,7 @@ def test_journey_scorecard_outputs_metrics_and_erasure(
         assert card["interactions_12m"] == 6
         # first/last name 1+1, email 2, city 1, country 1 of total weight 10.5.
         assert card["data_completeness"] == pytest.approx(6 / 10.5 * 100, abs=0.05)
-        assert card["as_of"] == BASE + 70 * DAY
+        assert card["as_of"] == at(70)
         assert set(card["model_versions"]) >= {"churn", "engagement", "value"}
         assert 0.0 <= card["churn"]["probability"] <= 1.0
 
@@ -107,9 +104,8 @@ def test_journey_scorecard_outputs_metrics_and_erasure(
         with urllib.request.urlopen(f"{worker.web_url}/metrics", timeout=10) as reply:
             metrics = reply.read().decode()
 
-        erase = {"event_id": "J1-erase", "event_type": "customer_erased", "source": "crm",
-                 "occurred_at": BASE + 71 * DAY, "customer_id": "J1"}
-        produce(kafka_bootstrap, topics["crm"], [(b"J1", orjson.dumps(erase))])
+        erase = raw_ev("J1-erase", "customer_erased", 71, customer_id="J1")
+        produce(kafka_bootstrap, topics["crm"], [(b"J1", erase)])
         _wait_for(lambda: _get(url)[0] == 404, 60, "erasure", worker.log_tail)
         assert worker.stop() == 0, worker.log_tail()
 

@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from models.config import DAY_MS
 from streams.runtime.kafka import check_partitions, ensure_topics, topic_specs
 from streams.settings import TOPIC_ROLES, Settings, SettingsError
-from tests.integration.kafka_tools import ROOT
+from tests.kit import ROOT
 
 pytestmark = pytest.mark.integration
 

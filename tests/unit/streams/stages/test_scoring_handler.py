@@ -1,0 +1,266 @@
+"""The scoring stage's handler without a broker: coalescing, lateness, erasure, dead letters."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from models.scoring.alerts import AlertRules
+from models.scoring.engine import ScoringEngine
+from streams.runtime.stores import MemoryStore, StoreClosed, open_store
+from streams.runtime.tables import Table
+from streams.stages.scoring import ScoringHandler
+from tests.kit import DAY_MS, SCORING_TOPICS, assign, at, ev, feed, sent
+
+
+def event(n: int, customer: str, day: float, kind: str = "page_view") -> bytes:
+    """Customer event e<n> as the scoring stage consumes it."""
+    return orjson.dumps(ev(f"e{n}", kind, day, customer_id=customer, ingested_at=1))
+
+
+def setup(lateness_days: int = 30) -> tuple[ScoringHandler, Table]:
+    handler = ScoringHandler(ScoringEngine(), AlertRules(), SCORING_TOPICS,
+                             allowed_lateness_ms=lateness_days * DAY_MS)
+    return handler, assign(handler, "customer-state")
+
+
+def test_a_batch_writes_and_emits_once_per_customer() -> None:
+    handler, table = setup()
+    out = feed(handler, table, [event(n, "A" if n % 2 else "B", n / 10) for n in range(10)])
+    assert sorted(key for _p, key, _v in out.writes) == [b"A", b"B"]
+    changes = sent(out, "score-changes")
+    assert sorted(c["customer_id"] for c in changes) == ["A", "B"]
+    assert {c["scorecard"]["interactions_12m"] for c in changes} == {5}
+
+
+def test_redelivered_events_count_once() -> None:
+    handler, table = setup()
+    feed(handler, table, [event(1, "A", 0), event(2, "A", 1)])
+    out = feed(handler, table, [event(1, "A", 0), event(2, "A", 1)])
+    assert sent(out, "score-changes") == []
+    assert handler.scorecard(table, 0, "A").interactions_12m == 2
+
+
+def test_a_scorecard_read_racing_a_partition_drop_says_retry_not_unknown() -> None:
+    """The API reads from the web thread while the processing thread may drop the partition:
+    a store gone before or during the read is "moving" (503), never "unknown" (404)."""
+    handler, table = setup()
+    feed(handler, table, [event(1, "A", 0)])
+    store = table.stores[0]
+
+    class DroppedDuringRead(MemoryStore):
+        def get(self, key: bytes) -> bytes | None:
+            table.stores.pop(0)
+            store.close()  # what BatchProcessor._drop does
+            return store.get(key)
+
+    table.stores[0] = DroppedDuringRead()
+    with pytest.raises(StoreClosed):
+        handler.scorecard(table, 0, "A")
+    with pytest.raises(StoreClosed):  # and once it is gone
+        handler.scorecard(table, 0, "A")
+
+
+def test_a_closed_rocksdb_store_raises_store_closed(tmp_path: Path) -> None:
+    rocks = open_store("rocksdb://", tmp_path, "customer-state", 0)
+    rocks.put(b"A", b"{}")
+    rocks.close()
+    with pytest.raises(StoreClosed):
+        rocks.get(b"A")
+
+
+def test_late_events_within_the_bound_apply_and_beyond_it_are_dead_lettered() -> None:
+    handler, table = setup(lateness_days=30)
+    feed(handler, table, [event(1, "A", 100, "order_placed")])
+    out = feed(handler, table, [event(2, "A", 80, "order_placed"), event(3, "A", 60)])
+    dead = sent(out, "dead")
+    assert [d["reason"] for d in dead] == ["too_late"]
+    assert orjson.loads(base64.b64decode(dead[0]["value_b64"]))["event_id"] == "e3"
+    card = handler.scorecard(table, 0, "A")
+    assert card is not None and card.ltv_historic == 20.0
+
+
+def test_undecodable_customer_event_is_dead_lettered_not_raised() -> None:
+    handler, table = setup()
+    out = feed(handler, table, [b"\xff not json", event(1, "A", 0)])
+    assert [d["reason"] for d in sent(out, "dead")] == ["schema_violation"]
+    assert handler.scorecard(table, 0, "A") is not None
+
+
+def test_erasure_deletes_the_state_and_tombstones_score_changes() -> None:
+    handler, table = setup()
+    feed(handler, table, [event(1, "A", 0, "order_placed")])
+    out = feed(handler, table, [event(2, "A", 1, "customer_erased")])
+    assert out.writes == [(0, b"A", None)]
+    assert sent(out, "score-changes") == [None]
+    assert handler.scorecard(table, 0, "A") is None
+    assert handler.aggregates[0].customers == 0
+
+
+def _run_history(live_states: int, customers: int = 40) -> tuple[list[Any], dict[bytes, bytes]]:
+    """Feed a generated history through a handler in small batches; every output and the
+    final store."""
+    from models.history.generate import generate
+    from schemas.decode import decode_source_event
+
+    events, _ = generate(customers, seed=5, days=500)
+    canonical = []
+    for e in events:
+        decoded = decode_source_event(orjson.dumps(e), e["source"], at(2000))
+        if getattr(decoded, "customer_id", None):
+            canonical.append(orjson.dumps(decoded.to_canonical(decoded.customer_id, 1)))
+    handler = ScoringHandler(ScoringEngine(), AlertRules(), SCORING_TOPICS,
+                             live_states=live_states)
+    table = assign(handler, "customer-state")
+    records: list[Any] = [canonical]
+    for start in range(0, len(canonical), 97):
+        out = feed(handler, table, canonical[start:start + 97], first_offset=start)
+        records.extend((t, k, _without_wall_clock(v)) for t, k, v, _ in out.records)
+        records.extend(out.writes)
+    return records, dict(table.stores[0].items())
+
+
+def _without_wall_clock(value: bytes | None) -> Any:
+    if value is None or not value.startswith(b"{"):
+        return value
+    record = orjson.loads(value)
+    record.pop("emitted_at", None)
+    return record
+
+
+def test_the_due_index_holds_an_unchanged_due_time_once_and_still_resolves_it() -> None:
+    """A customer scored batch after batch keeps the same next due time: the index holds it
+    once, not once per batch (which grew it by an entry per event for 30 days); once the
+    customer is silent, the label still resolves through the index on time."""
+    handler, table = setup()
+    for n in range(20):
+        feed(handler, table, [event(n, "C1", n * 0.1)])
+    assert len(handler.due[0]) == 1
+    out = feed(handler, table, [event(99, "C2", 31)])
+    examples = [e for e in sent(out, "training") if e.get("customer_id") == "C1"]
+    assert [e["model"] for e in examples] == ["engagement"]
+    assert examples[0]["label"] == 19.0  # the 19 page views after the snapshot
+
+
+def test_live_states_change_nothing_but_speed() -> None:
+    """Scoring from cached live objects (a tiny cache, so eviction happens too) writes the
+    same states and emits the same records as restoring every customer from the store."""
+    restored, restored_store = _run_history(live_states=0)
+    cached, cached_store = _run_history(live_states=7)
+    assert len(restored) > 1000
+    assert cached == restored
+    assert cached_store == restored_store
+    # ...and the day buckets written batch by batch are those of folding everything at once.
+    by_customer: dict[str, list[dict[str, Any]]] = {}
+    for raw in restored[0]:
+        e = orjson.loads(raw)
+        by_customer.setdefault(e["customer_id"], []).append(e)
+    engine = ScoringEngine()
+    for key, value in cached_store.items():
+        events = by_customer[key.decode()]
+        whole = engine.apply_batch(None, events, max(e["occurred_at"] for e in events))
+        assert whole.state is not None
+        whole.state.prune()
+        assert orjson.loads(value)["d"] == [list(row) for row in whole.state.to_dict()["d"]]
+
+
+def test_live_states_are_bounded_and_follow_their_partitions() -> None:
+    from models.scoring.state import CustomerState
+    from streams.stages.scoring import LiveStates
+
+    live = LiveStates(capacity=2)
+    a, b, c = CustomerState("A"), CustomerState("B"), CustomerState("C")
+    live.put(0, a, 100)
+    live.put(1, b, 100)
+    assert live.get(0, "A") is a  # now the most recently used
+    assert live.get(1, "A") is None  # a state is only ever served for its own partition
+    for _ in range(LiveStates.ADMIT_EVERY):  # full: a newcomer gets in every ADMIT_EVERY-th time
+        assert live.get(0, "C") is None
+        live.put(0, c, 100)
+    assert len(live) == 2 and live.get(1, "B") is None and live.get(0, "A") is a
+    assert live.get(0, "C") is c
+    live.drop_partition(0)
+    assert len(live) == 0 and live.bytes == 0
+    live.put(1, b, 100)
+    live.discard("B")
+    assert live.get(1, "B") is None
+
+
+def test_live_states_keep_hits_when_more_customers_return_than_fit() -> None:
+    from models.scoring.state import CustomerState
+    from streams.stages.scoring import LiveStates
+
+    # 2,000 customers in a steady round, room for 1,000: plain LRU would never hit.
+    live = LiveStates(capacity=1000)
+    states = [CustomerState(f"C{n}") for n in range(2000)]
+    for _ in range(10):
+        for state in states:
+            if live.get(0, state.customer_id) is None:
+                live.put(0, state, 100)
+    assert live.hits + live.misses == 20_000 and len(live) == 1000
+    hits_last_round = live.hits
+    for state in states:
+        if live.get(0, state.customer_id) is None:
+            live.put(0, state, 100)
+    assert live.hits - hits_last_round > 800
+
+
+def test_live_states_fill_with_a_hot_set_after_a_scan() -> None:
+    from models.scoring.state import CustomerState
+    from streams.stages.scoring import LiveStates
+
+    live = LiveStates(capacity=100)
+    for n in range(1000):  # a scan (one event for every customer) fills the cache with cold ones
+        live.put(0, CustomerState(f"cold{n}"), 100)
+    hot = [CustomerState(f"hot{n}") for n in range(50)]
+    for _ in range(3 * LiveStates.ADMIT_EVERY):
+        for state in hot:
+            if live.get(0, state.customer_id) is None:
+                live.put(0, state, 100)
+    # one miss in ADMIT_EVERY gets in, so the hot customers left out shrink by that share per
+    # round: ~95 % of them are in after 48 rounds
+    assert sum(live.get(0, state.customer_id) is state for state in hot) >= 45
+
+
+def test_live_states_are_bounded_by_their_estimated_memory() -> None:
+    from models.scoring.state import CustomerState
+    from streams.stages.scoring import LIVE_BYTES_PER_SNAPSHOT_BYTE, LiveStates
+
+    live = LiveStates(capacity=100, max_bytes=1000 * LIVE_BYTES_PER_SNAPSHOT_BYTE)
+    states = [CustomerState(f"C{n}") for n in range(4)]
+    for state in states[:3]:
+        live.put(0, state, 300)
+    assert len(live) == 3 and live.bytes == 900 * LIVE_BYTES_PER_SNAPSHOT_BYTE
+    live.put(0, states[0], 500)  # C0 grew: C1, now the least recently used, goes
+    assert live.get(0, "C1") is None and live.bytes == 800 * LIVE_BYTES_PER_SNAPSHOT_BYTE
+    for _ in range(LiveStates.ADMIT_EVERY):  # larger than the whole budget: never admitted
+        live.put(0, states[3], 5000)
+    assert live.get(0, "C3") is None and live.bytes == 800 * LIVE_BYTES_PER_SNAPSHOT_BYTE
+    assert live.get(0, "C0") is states[0] and live.get(0, "C2") is states[2]
+    live.put(0, states[0], 5000)  # a live state that outgrows the budget leaves
+    assert live.get(0, "C0") is None and live.bytes == 300 * LIVE_BYTES_PER_SNAPSHOT_BYTE
+
+
+def _observed(handler: ScoringHandler) -> tuple[float, float]:
+    """How many latency and lag observations the handler's metrics hold."""
+    registry = handler.metrics.registry
+    return (registry.get_sample_value("scorestream_processing_latency_seconds_count") or 0.0,
+            registry.get_sample_value("scorestream_event_time_lag_seconds_count") or 0.0)
+
+
+def test_latency_is_observed_once_the_batch_has_committed_and_not_after_an_abort() -> None:
+    handler, table = setup()
+    feed(handler, table, [event(1, "A", 1.0), event(2, "B", 1.5)])
+    assert _observed(handler) == (0.0, 0.0)  # emitted, not yet visible downstream
+    handler.committed()
+    assert _observed(handler) == (1.0, 1.0)  # once per batch (and partition, for the lag)
+    handler.committed()  # a commit with nothing handled (time-driven outputs only)
+    assert _observed(handler) == (1.0, 1.0)
+    feed(handler, table, [event(3, "A", 2.0)])
+    handler.on_revoked(0)  # an aborted transaction drops the partitions: read again later
+    handler.committed()
+    assert _observed(handler) == (1.0, 1.0)
