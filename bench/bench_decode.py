@@ -25,7 +25,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.ingest.routing import Ingestion, IngestionConfig
-from schemas.decode import DeadLetter, compile_validators, decode_source_event
+from schemas.decode import DeadLetter, Origin, compile_validators, decode_source_event
 from schemas.registry import SOURCES, examples
 
 T0 = 1_767_225_600_000
@@ -78,7 +78,7 @@ def bench_ingestion(records: list[tuple[str, bytes]], now_ms: int) -> tuple[int,
     ingestion = Ingestion(IngestionConfig())
     start = time.perf_counter()
     for offset, (source, value) in enumerate(records):
-        ingestion.process(value, source, source, 0, offset, None, now_ms)
+        ingestion.process(Origin(source, 0, offset, None, value), source, now_ms)
     return len(records), time.perf_counter() - start, ingestion
 
 

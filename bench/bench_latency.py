@@ -34,6 +34,8 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, Producer
 
+from schemas.units import DAY_MS
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import Worker, broker, percentile, run_topics
@@ -153,7 +155,7 @@ def build_history(customers: int, days: int, topics: dict[str, str], now_ms: int
     """A past for customers `H-0` ... : over `days` days before now, a page view every
     three days and an order every thirty, in event-time order (what a worker that has run
     for a while holds in its states)."""
-    day = 86_400_000
+    day = DAY_MS
     out = []
     for d in range(days, 0, -1):
         for c in range(customers):

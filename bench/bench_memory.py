@@ -34,9 +34,11 @@ from pathlib import Path
 
 import orjson
 
+from schemas.units import DAY_MS
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.config import DAY_MS, ScoringConfig
+from models.config import ScoringConfig
 from models.history.generate import generate, iter_lines
 from models.history.replay import ingest, sort_raw
 from models.ingest.routing import Ingestion

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_memory import template_states
 from streams.runtime.kafka import ensure_topics
 from streams.runtime.partitioning import partition_for
-from streams.settings import Settings
+from streams.settings import KafkaSettings, Settings
 from tests.integration.kafka_tools import free_port, topic_names, worker_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,8 +105,8 @@ def recover(bootstrap: str, store: str, customers: int, partitions: int) -> dict
     name = uuid.uuid4().hex[:8]
     topics = topic_names(name)
     app_id = f"bench-recovery-{name}"
-    settings = Settings(kafka_bootstrap=bootstrap, app_id=app_id, topics=topics,
-                        partitions=partitions)
+    settings = Settings(kafka=KafkaSettings(bootstrap=bootstrap), app_id=app_id,
+                        topics=topics, partitions=partitions)
     ensure_topics(settings)
     state_bytes = fill_changelog(bootstrap, settings.changelog_topic("customer-state"),
                                  customers, partitions)

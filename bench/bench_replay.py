@@ -21,6 +21,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.units import HOUR_MS
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import history_file, read_lines
@@ -81,7 +83,7 @@ def measure(customers: int = 1000, days: int = 730, seed: int = 42,
             batch_hours: float = 24.0) -> ReplayFigures:
     """Replay a cached generated history through ingestion, the state + KPI path (best of 3:
     it is short enough for other processes' noise to dominate) and the full engine."""
-    batch_ms = int(batch_hours * 3_600_000)
+    batch_ms = int(batch_hours * HOUR_MS)
     lines = read_lines(history_file(customers, seed, days))
     t0 = time.perf_counter()
     events = list(ingest(sort_raw(lines)))

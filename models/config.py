@@ -10,7 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-DAY_MS = 86_400_000
+from schemas.units import DAY_MS
+
+__all__ = [
+    "DEFAULT_FX_RATES",
+    "DEFAULT_INTERACTION_TYPES",
+    "DEFAULT_PROFILE_WEIGHTS",
+    "ScoringConfig",
+]
 
 #: Profile fields that matter for data completeness, and how much each weighs.
 DEFAULT_PROFILE_WEIGHTS: Mapping[str, float] = MappingProxyType(

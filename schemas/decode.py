@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import fastjsonschema
 import orjson
@@ -44,6 +44,25 @@ from schemas.registry import (
     required_identity,
     validator,
 )
+from schemas.units import HOUR_MS
+
+__all__ = [
+    "ALIAS_FIELDS",
+    "DEFAULT_CONFIG",
+    "DEFAULT_MAX_AMOUNT",
+    "ENVELOPE_FIELDS",
+    "MAX_AMOUNT",
+    "MIN_EVENT_TIME_MS",
+    "MONEY_FIELDS",
+    "DeadLetter",
+    "DecodedEvent",
+    "DecoderConfig",
+    "Reason",
+    "compile_validators",
+    "decode_source_event",
+    "parse_event_time",
+    "reasons",
+]
 
 
 class Reason(StrEnum):
@@ -103,7 +122,7 @@ class DecoderConfig:
     """Larger values are rejected as `oversized` before any decoding."""
     max_depth: int = 16
     """Deepest allowed nesting of objects/arrays (the top-level object is depth 1)."""
-    max_future_skew_ms: int = 3_600_000
+    max_future_skew_ms: int = HOUR_MS
     """How far past `now_ms` an event time may lie (source clocks drift)."""
     currencies: frozenset[str] | None = None
     """Currencies with a configured exchange rate; None accepts any ISO 4217-shaped code."""
@@ -113,6 +132,17 @@ class DecoderConfig:
 
 
 DEFAULT_CONFIG = DecoderConfig()
+
+
+class Origin(NamedTuple):
+    """Where a consumed record came from, with its original bytes: what a dead letter carries
+    back, in one value (the stages build it from the Kafka message)."""
+
+    topic: str
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    value: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,20 +155,18 @@ class DeadLetter:
 
     def to_record(
         self,
-        topic: str,
-        partition: int | None,
-        offset: int | None,
-        key: bytes | None,
-        value: bytes | None,
+        origin: Origin,
         now_ms: int,
         *,
         max_value_bytes: int = _DEFAULT_MAX_DEAD_LETTER_VALUE,
     ) -> dict[str, Any]:
-        """Build the dead-letters topic record carrying the original bytes (base64).
+        """Build the dead-letters topic record of the record at `origin`, carrying its
+        original bytes (base64).
 
         Values longer than `max_value_bytes` keep only their prefix (`value_truncated`) so the
         dead letter itself stays under the broker's message size limit.
         """
+        topic, partition, offset, key, value = origin
         value_bytes = None if value is None else bytes(value)
         truncated = False
         kept = value_bytes

@@ -12,6 +12,8 @@ from typing import Any
 
 from schemas.registry import OUTPUT_SCHEMAS, SOURCES, load_schema
 
+__all__ = ["main", "render"]
+
 _HEADER = """\
 # Event formats
 

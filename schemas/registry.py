@@ -27,6 +27,24 @@ from typing import Any
 import fastjsonschema
 import orjson
 
+from schemas.errors import ScorestreamError
+
+__all__ = [
+    "IDENTITY_FIELDS",
+    "OUTPUT_SCHEMAS",
+    "SCHEMA_NAMES",
+    "SOURCES",
+    "UnknownSchemaError",
+    "all_schemas",
+    "event_type_schema",
+    "event_types",
+    "event_validator",
+    "examples",
+    "load_schema",
+    "required_identity",
+    "validator",
+]
+
 SOURCES: tuple[str, ...] = ("web", "email", "crm", "support")
 """Source systems; each has a topic and a schema file of the same name."""
 
@@ -45,7 +63,7 @@ Validator = Callable[[Any], Any]
 """A compiled validator: returns the data or raises fastjsonschema.JsonSchemaValueException."""
 
 
-class UnknownSchemaError(KeyError):
+class UnknownSchemaError(ScorestreamError, KeyError):
     """No schema file of that name is shipped."""
 
 

@@ -1,6 +1,6 @@
 """The Faust application: built from Settings by a factory, never as module-level state.
 
-`create_app(settings)` returns a ready app with its topics, agents and web views registered, so
+`create_app(settings)` returns a ready app with its topics, stages and web views registered, so
 the CLI, the tests and a second worker in the same process each get their own instance.
 """
 
@@ -18,6 +18,8 @@ from streams.settings import Settings
 if TYPE_CHECKING:
     from streams.runtime.pipeline import ScoringPipeline
 
+__all__ = ["COMMIT_SLOW_S", "COMMIT_STUCK_S", "CommitStalls", "create_app"]
+
 log = logging.getLogger(__name__)
 
 COMMIT_SLOW_S = 60.0
@@ -34,15 +36,15 @@ def create_app(settings: Settings) -> faust.App:
 
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=f"kafka://{settings.kafka.bootstrap}",
         broker_credentials=faust_credentials(settings),
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
-        web_host=settings.web_host,
-        web_port=settings.web_port,
+        web_host=settings.web.host,
+        web_port=settings.web.port,
         web_canonical_url=settings.canonical_url,
         web_enabled=True,
         # Read-only API, optional bearer token: a middleware sees every request first.
@@ -56,7 +58,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.group_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.group_session_timeout_s / 3),
     )
-    # Imported here so that the agents' modules see a fully configured app.
+    # Imported here so that the stages' modules see a fully configured app.
     from streams.runtime.pipeline import ScoringPipeline
     from streams.web import install_server_limits, register_views
 

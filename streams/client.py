@@ -12,10 +12,12 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from schemas.errors import ScorestreamError
+
 __all__ = ["ScorecardError", "fetch_scorecard", "scorecard_path"]
 
 
-class ScorecardError(RuntimeError):
+class ScorecardError(ScorestreamError, RuntimeError):
     """The worker could not give the scorecard; the message says why, for a person."""
 
 

@@ -1,7 +1,10 @@
 """One typed settings object, read from SCORESTREAM_* environment variables.
 
 Every knob a deployment may turn lives here with its default, so nothing else in the code reads
-os.environ. `Settings.from_env()` fails fast with a message naming the variable at fault.
+os.environ. Settings are nested by concern (`settings.kafka.bootstrap`, `settings.web.port`),
+and a variable's name follows the nesting (`SCORESTREAM_KAFKA_BOOTSTRAP`,
+`SCORESTREAM_WEB_PORT`). `Settings.from_env()` fails fast with a message naming the variable
+at fault.
 """
 
 from __future__ import annotations
@@ -14,6 +17,26 @@ from pathlib import Path
 
 from models.scoring.alerts import AlertConfig
 from schemas.decode import MAX_AMOUNT
+from schemas.errors import ScorestreamError
+from schemas.units import DAY_MS
+
+__all__ = [
+    "GROUPS",
+    "SASL_MECHANISMS",
+    "SECURITY_PROTOCOLS",
+    "SOURCE_ROLES",
+    "TOPIC_ROLES",
+    "AlertSettings",
+    "ChangeSettings",
+    "IdentitySettings",
+    "KafkaSettings",
+    "ModelSettings",
+    "Secret",
+    "Settings",
+    "SettingsError",
+    "WebSettings",
+    "redact_logs",
+]
 
 TOPIC_ROLES = (
     "web",
@@ -32,7 +55,7 @@ TOPIC_ROLES = (
 SOURCE_ROLES = ("web", "email", "crm", "support")
 
 
-class SettingsError(ValueError):
+class SettingsError(ScorestreamError, ValueError):
     """An environment variable holds a value scorestream cannot use."""
 
 
@@ -95,8 +118,6 @@ def redact_logs(secrets: Iterable[str]) -> None:
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-SECRET_FIELDS = ("api_token", "kafka_sasl_password", "kafka_ssl_key_password")
-"""Fields that may also be read from a file named by `SCORESTREAM_<NAME>_FILE`."""
 
 
 _DEFAULT_TOPIC_NAMES = {"identity": "identity-events"}
@@ -107,10 +128,122 @@ def _default_topics() -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Runtime configuration of a scorestream worker (see README, 'Configuration')."""
+class KafkaSettings:
+    """How to reach the brokers (`SCORESTREAM_KAFKA_*`)."""
 
-    kafka_bootstrap: str = "127.0.0.1:9092"
+    ENV = "KAFKA_"
+
+    bootstrap: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: Secret = Secret()
+    ssl_ca_location: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_key_password: Secret = Secret()
+    ssl_check_hostname: bool = True
+
+    @property
+    def protocol(self) -> str:
+        """The security protocol, upper case (`SASL_SSL`)."""
+        return self.security_protocol.strip().upper()
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The worker's web server: scorecard API, probes, metrics (`SCORESTREAM_WEB_*`)."""
+
+    ENV = "WEB_"
+
+    host: str = "127.0.0.1"
+    port: int = 6066
+    url: str = ""
+    """How other workers reach this one (request routing); default http://host:port."""
+    header_timeout_s: float = 10.0
+    keepalive_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Alert thresholds (`SCORESTREAM_ALERT_*`); see `models.scoring.alerts.AlertConfig`."""
+
+    ENV = "ALERT_"
+
+    churn_risk_on: float = 0.7
+    churn_risk_off: float = 0.55
+    high_value_churn_on: float = 0.5
+    high_value_churn_off: float = 0.4
+    cooldown_days: float = 7.0
+    budget_share: float = 0.02
+    churn_rise: float = 0.15
+    tier_cooldown_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class ChangeSettings:
+    """Smallest moves a score change reports (`SCORESTREAM_CHANGE_*`)."""
+
+    ENV = "CHANGE_"
+
+    churn: float = 0.05
+    points: float = 5.0
+    money_rel: float = 0.05
+    interactions: float = 5.0
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """Events waiting for an identity link (`SCORESTREAM_IDENTITY_*`)."""
+
+    ENV = "IDENTITY_"
+
+    max_held: int = 10_000
+    max_hold_ms: int = DAY_MS
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """When the learner publishes a model bundle (`SCORESTREAM_MODEL_*`)."""
+
+    ENV = "MODEL_"
+
+    publish_interval_s: float = 10.0
+    publish_every: int = 500
+
+
+GROUPS: dict[str, type] = {
+    "kafka": KafkaSettings,
+    "web": WebSettings,
+    "alert": AlertSettings,
+    "change": ChangeSettings,
+    "identity": IdentitySettings,
+    "model": ModelSettings,
+}
+"""The nested groups of `Settings`, by field name; each group's variables are
+`SCORESTREAM_<its ENV prefix><FIELD>`."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration of a scorestream worker (see README, 'Configuration').
+
+    Grouped by concern: `kafka`, `web`, `alert`, `change`, `identity` and `model` hold their
+    `SCORESTREAM_<GROUP>_*` variables; the rest are the worker's own (`SCORESTREAM_<FIELD>`).
+    Each default is stated once, here; `env_names()` lists every variable.
+
+    >>> s = Settings.from_env({"SCORESTREAM_KAFKA_BOOTSTRAP": "kafka:9092",
+    ...                        "SCORESTREAM_WEB_PORT": "7000"})
+    >>> s.kafka.bootstrap, s.web.port, s.partitions
+    ('kafka:9092', 7000, 8)
+    """
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    alert: AlertSettings = field(default_factory=AlertSettings)
+    change: ChangeSettings = field(default_factory=ChangeSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
     app_id: str = "scorestream"
     topics: Mapping[str, str] = field(default_factory=_default_topics)
     partitions: int = 8
@@ -119,11 +252,6 @@ class Settings:
     output_retention_days: float = 30.0
     store: str = "memory://"
     data_dir: Path = Path(".run/worker")
-    web_host: str = "127.0.0.1"
-    web_port: int = 6066
-    web_url: str = ""
-    web_header_timeout_s: float = 10.0
-    web_keepalive_s: float = 15.0
     log_level: str = "info"
     batch_size: int = 5000
     batch_within_s: float = 0.05
@@ -133,52 +261,27 @@ class Settings:
     max_source_skew_s: float = 0.0
     max_event_bytes: int = 65536
     max_amount: float = 1e9
-    identity_max_held: int = 10_000
-    identity_max_hold_ms: int = 86_400_000
-    alert_churn_risk_on: float = 0.7
-    alert_churn_risk_off: float = 0.55
-    alert_high_value_churn_on: float = 0.5
-    alert_high_value_churn_off: float = 0.4
-    alert_cooldown_days: float = 7.0
-    alert_budget_share: float = 0.02
-    alert_churn_rise: float = 0.15
-    alert_tier_cooldown_days: float = 30.0
-    change_churn: float = 0.05
-    change_points: float = 5.0
-    change_money_rel: float = 0.05
-    change_interactions: float = 5.0
-    model_publish_interval_s: float = 10.0
-    model_publish_every: int = 500
     allowed_lateness_days: float = 400.0
     api_token: Secret = Secret()
-    kafka_security_protocol: str = "PLAINTEXT"
-    kafka_sasl_mechanism: str = "PLAIN"
-    kafka_sasl_username: str = ""
-    kafka_sasl_password: Secret = Secret()
-    kafka_ssl_ca_location: str = ""
-    kafka_ssl_certfile: str = ""
-    kafka_ssl_keyfile: str = ""
-    kafka_ssl_key_password: Secret = Secret()
-    kafka_ssl_check_hostname: bool = True
     group_session_timeout_s: float = 45.0
     transaction_timeout_s: float = 60.0
 
     def alert_config(self) -> AlertConfig:
         """Alert and score-change thresholds for the pure AlertRules."""
-        day_ms = 86_400_000
+        alert, change = self.alert, self.change
         return AlertConfig(
-            churn_risk_on=self.alert_churn_risk_on,
-            churn_risk_off=self.alert_churn_risk_off,
-            high_value_churn_on=self.alert_high_value_churn_on,
-            high_value_churn_off=self.alert_high_value_churn_off,
-            cooldown_ms=int(self.alert_cooldown_days * day_ms),
-            tier_cooldown_ms=int(self.alert_tier_cooldown_days * day_ms),
-            change_churn=self.change_churn,
-            change_points=self.change_points,
-            change_money_rel=self.change_money_rel,
-            change_interactions=self.change_interactions,
-            churn_rise=self.alert_churn_rise,
-            budget_share=self.alert_budget_share,
+            churn_risk_on=alert.churn_risk_on,
+            churn_risk_off=alert.churn_risk_off,
+            high_value_churn_on=alert.high_value_churn_on,
+            high_value_churn_off=alert.high_value_churn_off,
+            cooldown_ms=int(alert.cooldown_days * DAY_MS),
+            tier_cooldown_ms=int(alert.tier_cooldown_days * DAY_MS),
+            change_churn=change.churn,
+            change_points=change.points,
+            change_money_rel=change.money_rel,
+            change_interactions=change.interactions,
+            churn_rise=alert.churn_rise,
+            budget_share=alert.budget_share,
         )
 
     def changelog_topic(self, table: str) -> str:
@@ -188,12 +291,21 @@ class Settings:
     @property
     def canonical_url(self) -> str:
         """URL other workers use to reach this one's web server (request routing)."""
-        return self.web_url or f"http://{self.web_host}:{self.web_port}"
+        return self.web.url or f"http://{self.web.host}:{self.web.port}"
 
     @property
     def source_topics(self) -> dict[str, str]:
         """Source name -> topic name for the four source systems."""
         return {role: self.topics[role] for role in SOURCE_ROLES}
+
+    @classmethod
+    def env_names(cls) -> set[str]:
+        """Every SCORESTREAM_* variable the settings read (secrets' _FILE forms aside)."""
+        names = {_env_name("", spec.name) for spec in fields(cls)
+                 if spec.name != "topics" and spec.name not in GROUPS}
+        for group in GROUPS.values():
+            names |= {_env_name(group.ENV, spec.name) for spec in fields(group)}  # type: ignore[attr-defined]
+        return names | {f"SCORESTREAM_TOPIC_{role.upper()}" for role in TOPIC_ROLES}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -203,13 +315,10 @@ class Settings:
         for spec in fields(cls):
             if spec.name == "topics":
                 continue
-            var = f"SCORESTREAM_{spec.name.upper()}"
-            if spec.name in SECRET_FIELDS and f"{var}_FILE" in env:
-                if var in env:
-                    raise SettingsError(f"set {var} or {var}_FILE, not both")
-                values[spec.name] = Secret(_read_secret_file(f"{var}_FILE", env[f"{var}_FILE"]))
-            elif var in env:
-                values[spec.name] = _convert(var, env[var], spec.type)
+            group = GROUPS.get(spec.name)
+            if group is not None:
+                values[spec.name] = group(**_read(env, group.ENV, group))  # type: ignore[attr-defined]
+        values.update(_read(env, "", cls, skip={"topics", *GROUPS}))
         topics = _default_topics()
         for role in TOPIC_ROLES:
             var = f"SCORESTREAM_TOPIC_{role.upper()}"
@@ -221,7 +330,8 @@ class Settings:
 
     def validate(self) -> None:
         """Reject combinations that would fail later in a less readable way."""
-        if not self.kafka_bootstrap.strip():
+        alert, identity, web = self.alert, self.identity, self.web
+        if not self.kafka.bootstrap.strip():
             raise SettingsError("SCORESTREAM_KAFKA_BOOTSTRAP must not be empty")
         if self.partitions < 1:
             raise SettingsError("SCORESTREAM_PARTITIONS must be >= 1")
@@ -239,18 +349,18 @@ class Settings:
         if not 0 < self.max_amount <= MAX_AMOUNT:
             raise SettingsError(
                 f"SCORESTREAM_MAX_AMOUNT must be within 0..{MAX_AMOUNT:.0e} (the contract's bound)")
-        if self.identity_max_held < 0 or self.identity_max_hold_ms < 0:
+        if identity.max_held < 0 or identity.max_hold_ms < 0:
             raise SettingsError(
                 "SCORESTREAM_IDENTITY_MAX_HELD and SCORESTREAM_IDENTITY_MAX_HOLD_MS must be >= 0"
             )
-        if not 0 <= self.alert_churn_risk_off <= self.alert_churn_risk_on <= 1:
+        if not 0 <= alert.churn_risk_off <= alert.churn_risk_on <= 1:
             raise SettingsError("need 0 <= SCORESTREAM_ALERT_CHURN_RISK_OFF <= _ON <= 1")
-        if not 0 <= self.alert_high_value_churn_off <= self.alert_high_value_churn_on <= 1:
+        if not 0 <= alert.high_value_churn_off <= alert.high_value_churn_on <= 1:
             raise SettingsError(
                 "need 0 <= SCORESTREAM_ALERT_HIGH_VALUE_CHURN_OFF <= _ON <= 1")
-        if not 0 < self.alert_budget_share <= 1:
+        if not 0 < alert.budget_share <= 1:
             raise SettingsError("SCORESTREAM_ALERT_BUDGET_SHARE must be within (0, 1]")
-        if not 0 <= self.alert_churn_rise <= 1:
+        if not 0 <= alert.churn_rise <= 1:
             raise SettingsError("SCORESTREAM_ALERT_CHURN_RISE must be within 0..1")
         if not 6 <= self.group_session_timeout_s <= 1800:
             raise SettingsError("SCORESTREAM_GROUP_SESSION_TIMEOUT_S must be within 6..1800 "
@@ -258,7 +368,7 @@ class Settings:
         if not 1 <= self.transaction_timeout_s <= 900:
             raise SettingsError("SCORESTREAM_TRANSACTION_TIMEOUT_S must be within 1..900 "
                                 "(the broker's transaction.max.timeout.ms default)")
-        if self.web_header_timeout_s <= 0 or self.web_keepalive_s <= 0:
+        if web.header_timeout_s <= 0 or web.keepalive_s <= 0:
             raise SettingsError(
                 "SCORESTREAM_WEB_HEADER_TIMEOUT_S and SCORESTREAM_WEB_KEEPALIVE_S must be > 0")
         if not self.store.startswith(("memory://", "rocksdb://")):
@@ -272,33 +382,52 @@ class Settings:
 
     def secret_values(self) -> list[str]:
         """The secrets that are set, revealed (for `redact_logs`)."""
-        return [getattr(self, name).reveal() for name in SECRET_FIELDS if getattr(self, name)]
-
-    @property
-    def kafka_protocol(self) -> str:
-        """The Kafka security protocol, upper case (`SASL_SSL`)."""
-        return self.kafka_security_protocol.strip().upper()
+        secrets = (self.api_token, self.kafka.sasl_password, self.kafka.ssl_key_password)
+        return [secret.reveal() for secret in secrets if secret]
 
     def _validate_kafka_security(self) -> None:
-        protocol = self.kafka_protocol
+        kafka = self.kafka
+        protocol = kafka.protocol
         if protocol not in SECURITY_PROTOCOLS:
             raise SettingsError("SCORESTREAM_KAFKA_SECURITY_PROTOCOL must be one of "
                                 f"{', '.join(SECURITY_PROTOCOLS)}")
         if protocol.startswith("SASL_"):
-            if self.kafka_sasl_mechanism.upper() not in SASL_MECHANISMS:
+            if kafka.sasl_mechanism.upper() not in SASL_MECHANISMS:
                 raise SettingsError(
                     f"SCORESTREAM_KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}")
-            if not self.kafka_sasl_username or not self.kafka_sasl_password:
+            if not kafka.sasl_username or not kafka.sasl_password:
                 raise SettingsError(
                     f"{protocol} needs SCORESTREAM_KAFKA_SASL_USERNAME and "
                     "SCORESTREAM_KAFKA_SASL_PASSWORD (or SCORESTREAM_KAFKA_SASL_PASSWORD_FILE)")
-        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+        if kafka.ssl_keyfile and not kafka.ssl_certfile:
             raise SettingsError(
                 "SCORESTREAM_KAFKA_SSL_KEYFILE needs SCORESTREAM_KAFKA_SSL_CERTFILE")
-        for name in ("kafka_ssl_ca_location", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
-            location = getattr(self, name)
+        for name in ("ssl_ca_location", "ssl_certfile", "ssl_keyfile"):
+            location = getattr(kafka, name)
             if location and not Path(location).exists():
-                raise SettingsError(f"SCORESTREAM_{name.upper()}: no such file {location!r}")
+                raise SettingsError(f"SCORESTREAM_KAFKA_{name.upper()}: no such file {location!r}")
+
+
+def _env_name(prefix: str, name: str) -> str:
+    return f"SCORESTREAM_{prefix}{name.upper()}"
+
+
+def _read(env: Mapping[str, str], prefix: str, cls: type,
+          skip: frozenset[str] | set[str] = frozenset()) -> dict[str, object]:
+    """The fields of dataclass `cls` that `env` sets (`SCORESTREAM_<prefix><FIELD>`); a
+    `Secret` may come from a file named by the variable with `_FILE` appended."""
+    values: dict[str, object] = {}
+    for spec in fields(cls):
+        if spec.name in skip:
+            continue
+        var = _env_name(prefix, spec.name)
+        if spec.type == "Secret" and f"{var}_FILE" in env:
+            if var in env:
+                raise SettingsError(f"set {var} or {var}_FILE, not both")
+            values[spec.name] = Secret(_read_secret_file(f"{var}_FILE", env[f"{var}_FILE"]))
+        elif var in env:
+            values[spec.name] = _convert(var, env[var], spec.type)
+    return values
 
 
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,

@@ -56,6 +56,23 @@ from streams.runtime.pipeline import ScoringPipeline
 from streams.runtime.stores import StoreClosed
 from streams.settings import Settings
 
+__all__ = [
+    "FORWARDED",
+    "OPEN_PATHS",
+    "PROMETHEUS_TEXT",
+    "READ_METHODS",
+    "SCORECARD_ROUTE",
+    "LimitedRequestHandler",
+    "LimitedRunner",
+    "LimitedServer",
+    "PartitionOwners",
+    "api_guard",
+    "customer_id_from_path",
+    "install_server_limits",
+    "register_views",
+    "valid_customer_id",
+]
+
 log = logging.getLogger(__name__)
 
 SCORECARD_ROUTE = "/customers/{customer_id:[^/]*}/scorecard"
@@ -150,8 +167,8 @@ def install_server_limits(app: faust.App, settings: Settings) -> None:
     if not isinstance(getattr(web, "_runner", None), aioweb.AppRunner):
         raise RuntimeError("Faust's web driver has no aiohttp AppRunner to replace; "
                            "cannot apply the web server's timeouts")
-    web._runner = LimitedRunner(web.web_app, header_timeout_s=settings.web_header_timeout_s,
-                                keepalive_timeout=settings.web_keepalive_s, access_log=None)
+    web._runner = LimitedRunner(web.web_app, header_timeout_s=settings.web.header_timeout_s,
+                                keepalive_timeout=settings.web.keepalive_s, access_log=None)
 
 
 class LimitedRunner(aioweb.AppRunner):

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 from schemas.registry import SOURCES, event_types
+from schemas.units import DAY_MS
 from streams.runtime.stage import Output, StageHandler
 from streams.runtime.stores import MemoryStore
 from streams.runtime.tables import Table
@@ -59,8 +60,6 @@ DEV_SET = ROOT / "tests" / "data" / "retail-orders-sample.jsonl.gz"
 
 T0 = 1_767_225_600_000
 """2026-01-01T00:00:00Z in epoch milliseconds: a UTC day boundary, the tests' day 0."""
-DAY_MS = 86_400_000
-"""One day in milliseconds."""
 
 SCORING_TOPICS = ScoringTopics("score-changes", "alerts", "training", "dead")
 """Where a scoring handler under test writes (the topic names `sent` reads back)."""

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from models.config import DAY_MS, ScoringConfig
+from models.config import ScoringConfig
 from models.history import metrics as ev
 from models.history.replay import ReplayResult
 from models.learning.value import (
@@ -50,6 +50,29 @@ from models.learning.value import (
     p_alive,
 )
 from models.scoring.tiers import TIERS
+from schemas.units import DAY_MS
+
+__all__ = [
+    "ALERT_TYPES",
+    "CHURN_ALERTS",
+    "FOLDS",
+    "LIFT_SCORERS",
+    "PROBABILISTIC",
+    "PROGRESSIVE_MIN_N",
+    "PROGRESSIVE_MODELS",
+    "SCORERS",
+    "Backtest",
+    "Calibration",
+    "Outcome",
+    "backtest",
+    "check_window",
+    "history_end",
+    "iso",
+    "months_before",
+    "progressive",
+    "rfm_at",
+    "summarize",
+]
 
 #: Alert types the engine raises; churn-type ones are judged by who churned afterwards.
 ALERT_TYPES: tuple[str, ...] = ("churn_risk", "high_value_at_risk", "vip_upgrade", "tier_downgrade")

@@ -24,7 +24,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from models.config import DAY_MS, DEFAULT_FX_RATES
+from models.config import DEFAULT_FX_RATES
+from schemas.units import DAY_MS, HOUR_MS
+
+__all__ = [
+    "PROFILES",
+    "RETAIL",
+    "SEGMENTS",
+    "START_MS",
+    "RetailParams",
+    "Truth",
+    "generate",
+    "iter_lines",
+]
 
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 
@@ -149,7 +161,7 @@ class _Customer:
         spend_scale = rng.lognormvariate(math.log(40.0), 0.7)
         currency = _pick(rng, _CURRENCIES)
         # signup: anonymous browsing, login that links the cookie, profile, subscription
-        t = d0 + rng.randrange(8 * 3600_000, 20 * 3600_000)
+        t = d0 + rng.randrange(8 * HOUR_MS, 20 * HOUR_MS)
         self.emit("web", "session_started", t, {"channel": "organic"}, anonymous=True)
         self.emit("web", "page_view", t + 30_000, {"url": "/", "duration_s": 12.5}, anonymous=True)
         self.emit("web", "login", t + 90_000, {})
@@ -184,7 +196,7 @@ class _Customer:
                 )
             # weekly campaign email to everyone not unsubscribed
             if (day - signup_day) % 7 == 3 and not unsubscribed:
-                ts = ds + 9 * 3600_000 + rng.randrange(3600_000)
+                ts = ds + 9 * HOUR_MS + rng.randrange(HOUR_MS)
                 alias = rng.random() < 0.5
                 self.emit("email", "sent", ts, {"campaign_id": f"w{day // 7}"}, alias_only=alias)
                 if rng.random() < 0.01:
@@ -193,7 +205,7 @@ class _Customer:
                     self.emit("email", "delivered", ts + 60_000, {}, alias_only=alias)
                     p_open = 0.03 if churned else 0.35 * (1 - 0.8 * drift) * min(growth, 1.5)
                     if rng.random() < p_open:
-                        to = ts + rng.randrange(3600_000, 30 * 3600_000)
+                        to = ts + rng.randrange(HOUR_MS, 30 * HOUR_MS)
                         self.emit("email", "opened", to, {}, alias_only=alias)
                         if rng.random() < 0.3:
                             self.emit(
@@ -206,23 +218,23 @@ class _Customer:
                 continue
             rate = base_sessions * growth * (1.0 - 0.85 * drift)
             if rng.random() < rate:
-                ts = ds + rng.randrange(6 * 3600_000, 23 * 3600_000)
+                ts = ds + rng.randrange(6 * HOUR_MS, 23 * HOUR_MS)
                 self.emit("web", "session_started", ts, {"device": "mobile"})
                 for k in range(rng.randrange(1, 5)):
                     self.emit("web", "page_view", ts + (k + 1) * 40_000, {"url": f"/p/{k}"})
                 if rng.random() < 0.3:
                     self.emit("web", "search", ts + 10_000, {"query": "shoes", "results": 12})
             if rng.random() < purchase_rate * growth * (1.0 - 0.7 * drift):
-                ts = ds + rng.randrange(8 * 3600_000, 22 * 3600_000)
+                ts = ds + rng.randrange(8 * HOUR_MS, 22 * HOUR_MS)
                 self._order(
                     ts, spend_scale * (growth if segment == "vip_grower" else 1.0), currency
                 )
             if subscribed and (day - signup_day) % 30 == 0 and rng.random() < 0.02 + 0.5 * drift:
-                self.emit("crm", "payment_late", ds + 3600_000, {"days_late": rng.randrange(1, 20)})
+                self.emit("crm", "payment_late", ds + HOUR_MS, {"days_late": rng.randrange(1, 20)})
             if rng.random() < 1 / 150 + drift / 12:
                 ticket += 1
                 tid = f"T-{self.cid}-{ticket}"
-                ts = ds + rng.randrange(8 * 3600_000, 18 * 3600_000)
+                ts = ds + rng.randrange(8 * HOUR_MS, 18 * HOUR_MS)
                 low, high = (-0.9, -0.2) if drift > 0.3 else (-0.3, 0.8)
                 sentiment = round(rng.uniform(low, high), 2)
                 prio = "high" if drift > 0.5 else "normal"
@@ -233,12 +245,12 @@ class _Customer:
                     {"ticket_id": tid, "priority": prio, "sentiment": sentiment},
                 )
                 if drift > 0.5 and rng.random() < 0.4:
-                    self.emit("support", "escalated", ts + 3600_000, {"ticket_id": tid})
+                    self.emit("support", "escalated", ts + HOUR_MS, {"ticket_id": tid})
                 hours = round(rng.uniform(1, 30) * (1 + 3 * drift), 1)
                 self.emit(
                     "support",
                     "ticket_resolved",
-                    ts + int(hours * 3600_000),
+                    ts + int(hours * HOUR_MS),
                     {"ticket_id": tid, "resolution_hours": hours},
                 )
                 if rng.random() < 0.5:
@@ -246,11 +258,11 @@ class _Customer:
                     self.emit(
                         "support",
                         "satisfaction_rated",
-                        ts + int(hours * 3600_000) + 60_000,
+                        ts + int(hours * HOUR_MS) + 60_000,
                         {"ticket_id": tid, "csat": csat},
                     )
             if rng.random() < 0.002:
-                self.emit("crm", "profile_updated", ds + 3600_000, {"fields": {"phone": "+1"}})
+                self.emit("crm", "profile_updated", ds + HOUR_MS, {"fields": {"phone": "+1"}})
         return Truth(
             self.cid,
             segment,
@@ -370,7 +382,6 @@ RETAIL = RetailParams()
 
 _DEVICES = (("mobile", 0.6), ("desktop", 0.35), ("tablet", 0.05))
 _CHANNELS = (("direct", 0.35), ("organic", 0.3), ("email", 0.15), ("paid", 0.12), ("social", 0.08))
-_HOUR_MS = 3600_000
 
 
 class _RetailCustomer(_Customer):
@@ -428,7 +439,7 @@ class _RetailCustomer(_Customer):
         return ts - (ts - self.start_ms) % DAY_MS
 
     def _shop_hours(self, day: int) -> int:
-        return day + int(self.rng.uniform(9.0, 19.0) * _HOUR_MS)
+        return day + int(self.rng.uniform(9.0, 19.0) * HOUR_MS)
 
     def _visit_start(self, day: int) -> int:
         """A session start around the customer's preferred hour, between 06:00 and 22:00.
@@ -436,7 +447,7 @@ class _RetailCustomer(_Customer):
         A session lasts under two hours, so a visit and its order stay on the same day.
         """
         hour = min(21.0, max(6.0, self.rng.gauss(self.hour, 2.5)))
-        return day + int(hour * _HOUR_MS) + self.rng.randrange(_HOUR_MS)
+        return day + int(hour * HOUR_MS) + self.rng.randrange(HOUR_MS)
 
     def _spend(self) -> float:
         """One order's value: Gamma(p, nu) around the customer's mean p / nu."""
@@ -464,8 +475,8 @@ class _RetailCustomer(_Customer):
             buy = rng.random() < lam / visit_rate
             starts = [ts]
             while len(starts) < 4 and rng.random() < p.extra_session_rate:
-                nxt = starts[-1] + rng.randrange(_HOUR_MS // 2, 4 * _HOUR_MS)
-                if nxt >= min(day + 22 * _HOUR_MS, alive_end):
+                nxt = starts[-1] + rng.randrange(HOUR_MS // 2, 4 * HOUR_MS)
+                if nxt >= min(day + 22 * HOUR_MS, alive_end):
                     break
                 starts.append(nxt)
             for k, start in enumerate(starts):
@@ -567,7 +578,7 @@ class _RetailCustomer(_Customer):
         rng = self.rng
         tid = f"T-{self.cid}-{self.n}"
         day = self._day_start(ts)
-        ts = day + rng.randrange(8 * _HOUR_MS, 18 * _HOUR_MS)
+        ts = day + rng.randrange(8 * HOUR_MS, 18 * HOUR_MS)
         if ts >= self.alive_end:  # the dead open no tickets
             return
         sentiment = round(rng.uniform(-0.6, 0.7), 2)
@@ -578,7 +589,7 @@ class _RetailCustomer(_Customer):
             {"ticket_id": tid, "priority": "normal", "sentiment": sentiment},
         )
         hours = round(rng.lognormvariate(math.log(8.0), 1.0), 1)
-        done = ts + int(hours * _HOUR_MS)
+        done = ts + int(hours * HOUR_MS)
         self.emit("support", "ticket_resolved", done, {"ticket_id": tid, "resolution_hours": hours})
         if rng.random() < 0.4:
             csat = max(1, min(5, round(rng.gauss(4.2, 0.9))))
@@ -593,7 +604,7 @@ class _RetailCustomer(_Customer):
         for day in range(first_day, self.days):
             if day % p.campaign_days != 1:
                 continue
-            ts = self.start_ms + day * DAY_MS + 9 * _HOUR_MS + rng.randrange(_HOUR_MS)
+            ts = self.start_ms + day * DAY_MS + 9 * HOUR_MS + rng.randrange(HOUR_MS)
             alive = ts < death
             alias = rng.random() < 0.5
             camp = {"campaign_id": f"r{day // p.campaign_days}"}
@@ -603,13 +614,13 @@ class _RetailCustomer(_Customer):
                 continue
             self.emit("email", "delivered", ts + 60_000, dict(camp), alias_only=alias)
             if rng.random() < (p_open if alive else p.residual_open_rate):
-                to = ts + rng.randrange(_HOUR_MS, 30 * _HOUR_MS)
+                to = ts + rng.randrange(HOUR_MS, 30 * HOUR_MS)
                 self.emit("email", "opened", to, dict(camp), alias_only=alias)
                 if to + 20_000 < death and rng.random() < p.click_rate:
                     clicked = {**camp, "url": "/offer"}
                     self.emit("email", "clicked", to + 20_000, clicked, alias_only=alias)
             if alive and rng.random() < p.unsubscribe_rate:
-                self.emit("email", "unsubscribed", ts + 2 * _HOUR_MS, dict(camp), alias_only=alias)
+                self.emit("email", "unsubscribed", ts + 2 * HOUR_MS, dict(camp), alias_only=alias)
                 return
 
 

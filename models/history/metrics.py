@@ -29,6 +29,25 @@ from scipy import optimize
 
 from models.learning.quality import exact_auc
 
+__all__ = [
+    "LogisticModel",
+    "brier",
+    "cross_validated_logistic",
+    "cumulative_gain",
+    "ece",
+    "fit_logistic",
+    "fold_of",
+    "lift_table",
+    "log_loss",
+    "mae",
+    "pr_auc",
+    "precision_lift",
+    "ranking",
+    "reliability",
+    "rmse",
+    "roc_auc",
+]
+
 _EPS = 1e-15
 
 Values = Sequence[float] | Sequence[bool] | Sequence[int] | np.ndarray

@@ -2,7 +2,7 @@
 
 Pure over iterables (the CLI in `streams/cli/replay.py` does files, gzip and the progress bar).
 Raw source records are sorted by event time and passed through `models.ingest.routing.Ingestion`
-(decode, dedupe, identity) exactly like the streaming ingest agent does; the canonical events
+(decode, dedupe, identity) exactly like the streaming ingest stage does; the canonical events
 then go through the same `ScoringEngine` and `Learner` the workers use, batch by batch of event
 time, with one learner publishing bundles every `publish_every_days`. Same input, same bytes.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from models.config import DAY_MS, ScoringConfig
+from models.config import ScoringConfig
 from models.ingest.routing import Ingestion
 from models.learning.bundle import ModelBundle
 from models.learning.learner import Learner
@@ -28,6 +28,10 @@ from models.scoring.labels import CHURN, DueIndex, TrainingExample
 from models.scoring.scorecard import Scorecard
 from models.scoring.state import CustomerState
 from models.scoring.tiers import TierThresholds, ValueHistogram
+from schemas.decode import Origin
+from schemas.units import DAY_MS
+
+__all__ = ["ReplayResult", "ingest", "parse_time", "replay", "sort_raw"]
 
 _UNPARSABLE = 2**62  # sorts records without a usable time last; ingestion dead-letters them
 
@@ -101,7 +105,7 @@ def ingest(
     for ts, offset, line, source in records:
         if ts != _UNPARSABLE:
             now = ts
-        result = ing.process(line, source, source, 0, offset, None, now)
+        result = ing.process(Origin(source, 0, offset, None, line), source, now)
         sink.extend(result.dead)
         yield from result.accepted
     final = ing.flush(now)

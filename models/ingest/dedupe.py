@@ -22,11 +22,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import orjson
+
+from schemas.units import DAY_MS
+
+__all__ = ["Dedupe"]
+
 
 class Dedupe:
     """Bounded set of (source, event_id) pairs seen recently, in event time."""
 
-    def __init__(self, max_entries: int = 200_000, horizon_ms: int = 86_400_000) -> None:
+    def __init__(self, max_entries: int = 200_000, horizon_ms: int = DAY_MS) -> None:
         if max_entries < 1 or horizon_ms < 0:
             raise ValueError("max_entries must be >= 1 and horizon_ms >= 0")
         self.max_entries = max_entries
@@ -73,8 +79,17 @@ class Dedupe:
         """Highest event time seen (epoch ms)."""
         return self._clock
 
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-able state, oldest entry first; `restore` is its inverse."""
+    def snapshot(self) -> bytes:
+        """The window as bytes (JSON); `restore` is its inverse."""
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def restore(cls, b: bytes, max_entries: int = 200_000, horizon_ms: int = DAY_MS) -> Dedupe:
+        """Rebuild from `snapshot()` bytes (bounds may differ; they apply at once)."""
+        return cls.from_dict(orjson.loads(b), max_entries, horizon_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able state, oldest entry first; `from_dict` is its inverse."""
         return {
             "clock": self._clock,
             "entries": [
@@ -83,10 +98,10 @@ class Dedupe:
         }
 
     @classmethod
-    def restore(
-        cls, snapshot: dict[str, Any], max_entries: int = 200_000, horizon_ms: int = 86_400_000
+    def from_dict(
+        cls, snapshot: dict[str, Any], max_entries: int = 200_000, horizon_ms: int = DAY_MS
     ) -> Dedupe:
-        """Rebuild from `snapshot()` output (bounds may differ; they apply at once)."""
+        """Rebuild from `to_dict()` output (bounds may differ; they apply at once)."""
         dedupe = cls(max_entries, horizon_ms)
         dedupe._clock = int(snapshot["clock"])
         for source, event_id, stamp in snapshot["entries"]:

@@ -18,15 +18,16 @@ One erasure (a crm `customer_erased` event) travels like this:
 5. the scoring stage deletes the customer's state and emits the confirmation
    (`confirmation_record`), so a confirmation always follows the removal of every link.
 
-Messages are at least once (the identity stage is a Faust agent): `erase` is idempotent, a
+Messages are at least once (a redelivered record is handled again): `erase` is idempotent, a
 repeated `erase_customer` re-sends the erases still pending, and an answer to no pending erasure
 is ignored. Index entries may name aliases that have since moved to another customer; the alias
 partition only drops a link that points to the customer being erased.
 
 >>> coordinator, table = ErasureCoordinator(), {}
 >>> def send(message):
-...     out = coordinator.handle(orjson.dumps(message), customer_key("C1").encode(), table, 0,
-...                              topic="identity-events", partition=0, offset=None)
+...     origin = Origin("identity-events", 0, None, customer_key("C1").encode(),
+...                     orjson.dumps(message))
+...     out = coordinator.handle(origin, table, 0)
 ...     table.update(out.index_changes)
 ...     return out
 >>> _ = send(index_message("C1", "email:ann@example.com"))
@@ -50,7 +51,25 @@ from typing import Any
 import orjson
 
 from models.ingest.identity import ALIAS_KINDS
-from schemas.decode import DeadLetter, Reason
+from schemas.decode import DeadLetter, Origin, Reason
+
+__all__ = [
+    "CUSTOMER_OPS",
+    "CUSTOMER_PREFIX",
+    "ERASED_EVENT",
+    "CoordinatorCounters",
+    "CoordinatorResult",
+    "ErasureCoordinator",
+    "alias_erase_message",
+    "confirmation_record",
+    "customer_key",
+    "erase_customer_message",
+    "erased_alias_message",
+    "index_message",
+    "is_customer_key",
+    "split_alias_key",
+    "unindex_message",
+]
 
 CUSTOMER_PREFIX = "customer:"
 """Key prefix of the index's messages and records (alias keys start with an alias kind)."""
@@ -196,25 +215,17 @@ class ErasureCoordinator:
     def __init__(self) -> None:
         self.counters = CoordinatorCounters()
 
-    def handle(
-        self,
-        value: bytes | None,
-        key: bytes | None,
-        index: Mapping[str, dict[str, Any]],
-        now_ms: int,
-        *,
-        topic: str,
-        partition: int | None,
-        offset: int | None,
-    ) -> CoordinatorResult:
+    def handle(self, origin: Origin, index: Mapping[str, dict[str, Any]], now_ms: int
+               ) -> CoordinatorResult:
         """Handle one customer-keyed identity-topic record. Never raises for any bytes."""
+        value, key = origin.value, origin.key
         result = CoordinatorResult()
         try:
             message = _parse(value, key)
         except ValueError as err:
             self.counters.invalid += 1
             letter = DeadLetter(Reason.INTERNAL_ERROR, f"bad customer-index message: {err}")
-            result.dead.append(letter.to_record(topic, partition, offset, key, value, now_ms))
+            result.dead.append(letter.to_record(origin, now_ms))
             return result
         customer_id = message["customer_id"]
         ckey = customer_key(customer_id)

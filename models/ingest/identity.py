@@ -52,6 +52,22 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import orjson
+
+from schemas.units import DAY_MS
+
+__all__ = [
+    "ALIAS_KINDS",
+    "Eviction",
+    "Forgotten",
+    "HeldEvent",
+    "IdentityResolver",
+    "Link",
+    "Release",
+    "alias_key",
+    "routing_alias",
+]
+
 ALIAS_KINDS: tuple[str, ...] = ("email", "anonymous_id")
 """Alias kinds, in routing preference order (email is the key shared across systems)."""
 
@@ -176,7 +192,7 @@ class IdentityResolver:
         self,
         *,
         max_held: int = 10_000,
-        max_hold_ms: int = 86_400_000,
+        max_hold_ms: int = DAY_MS,
         track_changes: bool = False,
     ) -> None:
         if max_held < 0 or max_hold_ms < 0:
@@ -394,7 +410,16 @@ class IdentityResolver:
         discarded.sort(key=lambda held: held.seq)
         return Forgotten(removed, discarded)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> bytes:
+        """The resolver as bytes (JSON); `restore` is its inverse."""
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def restore(cls, b: bytes, **options: Any) -> IdentityResolver:
+        """Rebuild from `snapshot()` bytes; options are the constructor's keyword arguments."""
+        return cls.from_dict(orjson.loads(b), **options)
+
+    def to_dict(self) -> dict[str, Any]:
         """JSON-able state: links, waiting events (oldest first) and clocks."""
         return {
             "links": [link.to_record() for link in self._links.values()],
@@ -404,8 +429,8 @@ class IdentityResolver:
         }
 
     @classmethod
-    def restore(cls, snapshot: dict[str, Any], **options: Any) -> IdentityResolver:
-        """Rebuild from `snapshot()` output; options are the constructor's keyword arguments."""
+    def from_dict(cls, snapshot: dict[str, Any], **options: Any) -> IdentityResolver:
+        """Rebuild from `to_dict()` output; options are the constructor's keyword arguments."""
         resolver = cls(**options)
         resolver.load_links(snapshot["links"])
         resolver._seq = int(snapshot["seq"])

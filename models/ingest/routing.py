@@ -1,7 +1,7 @@
 """Ingestion: raw source records in, canonical customer events and dead letters out.
 
 Composes the decoder (`schemas.decode`), `Dedupe` and `IdentityResolver` for one stream of
-records, synchronously and without I/O, so the streaming agent, the replay command and the
+records, synchronously and without I/O, so the streaming stages, the replay command and the
 tests run the same code. Every consumed record ends in exactly one bucket, and the counters
 prove it: ``consumed == processed + dead + duplicates + held`` at every step, where held
 events count as processed when released (or erased) and as dead when evicted; after
@@ -27,11 +27,11 @@ Two ways to run it:
 >>> ingestion = Ingestion()
 >>> page = (b'{"event_id":"w-1","event_type":"page_view","source":"web",'
 ...         b'"occurred_at":1767225600000,"anonymous_id":"a-1","payload":{"url":"/"}}')
->>> ingestion.process(page, "web", "web", 0, 7, None, now_ms=1767225601000).held
+>>> ingestion.process(Origin("web", 0, 7, None, page), "web", now_ms=1767225601000).held
 True
 >>> login = (b'{"event_id":"w-2","event_type":"login","source":"web",'
 ...          b'"occurred_at":1767225660000,"customer_id":"C42","anonymous_id":"a-1"}')
->>> result = ingestion.process(login, "web", "web", 0, 8, None, now_ms=1767225661000)
+>>> result = ingestion.process(Origin("web", 0, 8, None, login), "web", now_ms=1767225661000)
 >>> [(e["event_id"], e["customer_id"]) for e in result.accepted]
 [('w-1', 'C42'), ('w-2', 'C42')]
 >>> ingestion.counters.balanced(), ingestion.counters.processed
@@ -66,9 +66,29 @@ from schemas.decode import (
     DeadLetter,
     DecodedEvent,
     DecoderConfig,
+    Origin,
     Reason,
     decode_source_event,
 )
+from schemas.errors import ScorestreamError
+from schemas.units import DAY_MS, HOUR_MS
+
+__all__ = [
+    "IDENTITY_OPS",
+    "IdentityCounters",
+    "IdentityMessageError",
+    "IdentityPartition",
+    "IdentityResult",
+    "IngestCounters",
+    "IngestResult",
+    "Ingestion",
+    "IngestionConfig",
+    "Routed",
+    "event_message",
+    "held_key",
+    "link_message",
+    "tick_message",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,17 +102,17 @@ class IngestionConfig:
     """Larger record values are dead-lettered as `oversized` before decoding."""
     max_depth: int = 16
     """Deepest allowed JSON nesting (`too_deep` beyond)."""
-    max_future_skew_ms: int = 3_600_000
+    max_future_skew_ms: int = HOUR_MS
     """How far past the wall clock an event time may lie (`bad_timestamp` beyond)."""
     currencies: frozenset[str] | None = None
     """Currencies with an exchange rate; None accepts any ISO 4217-shaped code."""
     dedupe_max_entries: int = 200_000
     """(source, event_id) pairs remembered for duplicate detection."""
-    dedupe_horizon_ms: int = 86_400_000
+    dedupe_horizon_ms: int = DAY_MS
     """How long, in event time, a seen pair is remembered."""
     max_held: int = 10_000
     """Alias-only events waiting for an identity link, at most."""
-    max_hold_ms: int = 86_400_000
+    max_hold_ms: int = DAY_MS
     """How long, in event time, an alias-only event waits for its link."""
     max_dead_letter_value_bytes: int = 256 * 1024
     """Original bytes kept in a dead letter (the rest is cut, `value_truncated`)."""
@@ -188,20 +208,11 @@ class Ingestion:
         self.watermark = max(self.dedupe.clock, 0)
         self._partition_dedupes: dict[tuple[str, int | None], Dedupe] = {}
 
-    def process(
-        self,
-        value: bytes | None,
-        source: str,
-        topic: str,
-        partition: int | None,
-        offset: int | None,
-        key: bytes | None,
-        now_ms: int,
-    ) -> IngestResult:
+    def process(self, origin: Origin, source: str, now_ms: int) -> IngestResult:
         """Ingest one consumed record. Never raises for any value bytes."""
         self.counters.consumed += 1
         result = IngestResult()
-        decoded = self._admit(value, source, topic, partition, offset, key, now_ms, self.dedupe)
+        decoded = self._admit(origin, source, now_ms, self.dedupe)
         if isinstance(decoded, dict):
             result.dead.append(decoded)
             return self._finish(result, now_ms)
@@ -216,9 +227,7 @@ class Ingestion:
             if customer_id is None:
                 item = {
                     "event": decoded.to_record(),
-                    "origin": self._dead_record(
-                        _UNRESOLVED, topic, partition, offset, key, value, 0
-                    ),
+                    "origin": self._dead_record(_UNRESOLVED, origin, 0),
                 }
                 evicted = self.resolver.hold(decoded.aliases(), item, now=self.watermark)
                 result.held = True
@@ -250,16 +259,7 @@ class Ingestion:
         for key in [k for k in self._partition_dedupes if k[1] == partition]:
             del self._partition_dedupes[key]
 
-    def route(
-        self,
-        value: bytes | None,
-        source: str,
-        topic: str,
-        partition: int | None,
-        offset: int | None,
-        key: bytes | None,
-        now_ms: int,
-    ) -> Routed:
+    def route(self, origin: Origin, source: str, now_ms: int) -> Routed:
         """Stage 1 of the partitioned pipeline: decode, de-duplicate, and say where things go.
 
         Unlike `process`, this resolves nothing: an event with a customer id goes straight to
@@ -275,12 +275,12 @@ class Ingestion:
         """
         self.counters.consumed += 1
         routed = Routed()
-        dedupe = self._partition_dedupes.get((topic, partition))
+        dedupe = self._partition_dedupes.get((origin.topic, origin.partition))
         if dedupe is None:
-            dedupe = self._partition_dedupes[(topic, partition)] = Dedupe(
+            dedupe = self._partition_dedupes[(origin.topic, origin.partition)] = Dedupe(
                 self.config.dedupe_max_entries, self.config.dedupe_horizon_ms
             )
-        decoded = self._admit(value, source, topic, partition, offset, key, now_ms, dedupe)
+        decoded = self._admit(origin, source, now_ms, dedupe)
         if isinstance(decoded, dict):
             routed.dead.append(decoded)
             self.counters.dead += 1
@@ -295,8 +295,8 @@ class Ingestion:
         if customer_id is None:
             # The decoder guarantees at least one identity field, so an alias is there.
             kind, alias = routing_alias(decoded.aliases()) or ("", "")
-            origin = self._dead_record(_UNRESOLVED, topic, partition, offset, key, value, 0)
-            message = event_message(decoded, origin, watermark)
+            held_origin = self._dead_record(_UNRESOLVED, origin, 0)
+            message = event_message(decoded, held_origin, watermark)
             routed.identity.append((alias_key(kind, alias), message))
             routed.forwarded = True
             self.counters.forwarded += 1
@@ -337,25 +337,35 @@ class Ingestion:
         self._dead_evictions(result, self.resolver.flush(), now_ms)
         return self._finish(result, now_ms)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> bytes:
+        """The stage's state as bytes (JSON): identity, dedupe and watermark."""
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def restore(cls, b: bytes, config: IngestionConfig | None = None) -> Ingestion:
+        """Rebuild from `snapshot()` bytes (counters start again at zero, held included)."""
+        return cls.from_dict(orjson.loads(b), config)
+
+    def to_dict(self) -> dict[str, Any]:
         """JSON-able state of the stage: identity, dedupe and watermark."""
         return {
-            "identity": self.resolver.snapshot(),
-            "dedupe": self.dedupe.snapshot(),
+            "identity": self.resolver.to_dict(),
+            "dedupe": self.dedupe.to_dict(),
             "watermark": self.watermark,
         }
 
     @classmethod
-    def restore(cls, snapshot: dict[str, Any], config: IngestionConfig | None = None) -> Ingestion:
-        """Rebuild from `snapshot()` output (counters start again at zero, held included)."""
+    def from_dict(cls, snapshot: dict[str, Any], config: IngestionConfig | None = None
+                  ) -> Ingestion:
+        """Rebuild from `to_dict()` output (counters start again at zero, held included)."""
         config = config or IngestionConfig()
-        resolver = IdentityResolver.restore(
+        resolver = IdentityResolver.from_dict(
             snapshot["identity"],
             max_held=config.max_held,
             max_hold_ms=config.max_hold_ms,
             track_changes=True,
         )
-        dedupe = Dedupe.restore(
+        dedupe = Dedupe.from_dict(
             snapshot["dedupe"], config.dedupe_max_entries, config.dedupe_horizon_ms
         )
         ingestion = cls(config, resolver=resolver, dedupe=dedupe)
@@ -365,21 +375,12 @@ class Ingestion:
         ingestion.counters.consumed = ingestion.counters.held
         return ingestion
 
-    def _admit(
-        self,
-        value: bytes | None,
-        source: str,
-        topic: str,
-        partition: int | None,
-        offset: int | None,
-        key: bytes | None,
-        now_ms: int,
-        dedupe: Dedupe,
-    ) -> DecodedEvent | dict[str, Any] | None:
+    def _admit(self, origin: Origin, source: str, now_ms: int, dedupe: Dedupe
+               ) -> DecodedEvent | dict[str, Any] | None:
         """Decode and de-duplicate: the event, its dead-letter record, or None for a duplicate."""
-        decoded = decode_source_event(value, source, now_ms, self._decoder_config)
+        decoded = decode_source_event(origin.value, source, now_ms, self._decoder_config)
         if isinstance(decoded, DeadLetter):
-            return self._dead_record(decoded, topic, partition, offset, key, value, now_ms)
+            return self._dead_record(decoded, origin, now_ms)
         self.watermark = max(self.watermark, decoded.occurred_at)
         if dedupe.seen(source, decoded.event_id, decoded.occurred_at):
             return None
@@ -401,25 +402,9 @@ class Ingestion:
     def _evicted_record(self, held: HeldEvent, why: str, now_ms: int) -> dict[str, Any]:
         return _evicted_record(held, why, now_ms)
 
-    def _dead_record(
-        self,
-        letter: DeadLetter,
-        topic: str,
-        partition: int | None,
-        offset: int | None,
-        key: bytes | None,
-        value: bytes | None,
-        now_ms: int,
-    ) -> dict[str, Any]:
+    def _dead_record(self, letter: DeadLetter, origin: Origin, now_ms: int) -> dict[str, Any]:
         return letter.to_record(
-            topic,
-            partition,
-            offset,
-            key,
-            value,
-            now_ms,
-            max_value_bytes=self.config.max_dead_letter_value_bytes,
-        )
+            origin, now_ms, max_value_bytes=self.config.max_dead_letter_value_bytes)
 
 
 def _evicted_record(held: HeldEvent, why: str, now_ms: int) -> dict[str, Any]:
@@ -495,7 +480,7 @@ def held_key(alias: str, source: str, event_id: str) -> str:
     return f"{alias}|{source}|{event_id}"
 
 
-class IdentityMessageError(ValueError):
+class IdentityMessageError(ScorestreamError, ValueError):
     """An identity-topic message that this stage did not write (malformed or mis-keyed)."""
 
 
@@ -557,12 +542,12 @@ class IdentityPartition:
     alias only (the message key), since only that alias's link lives on this partition.
 
     >>> stage1, stage2, links = Ingestion(), IdentityPartition(0), {}
-    >>> def run(raw):  # what the two agents do, identity topic in between
-    ...     routed = stage1.route(raw, "web", "web", 0, None, None, now_ms=1767225700000)
+    >>> def run(raw):  # what the two stages do, identity topic in between
+    ...     routed = stage1.route(Origin("web", 0, None, None, raw), "web", 1767225700000)
     ...     out = list(routed.accepted)
     ...     for key, message in routed.identity:
-    ...         result = stage2.handle(orjson.dumps(message), key.encode(), links, 1767225700000,
-    ...                                topic="identity-events", partition=0, offset=None)
+    ...         origin = Origin("identity-events", 0, None, key.encode(), orjson.dumps(message))
+    ...         result = stage2.handle(origin, links, 1767225700000)
     ...         links.update((k, v) for k, v in result.link_changes if v is not None)
     ...         out += result.accepted
     ...     return [(e["event_id"], e["customer_id"]) for e in out]
@@ -585,7 +570,7 @@ class IdentityPartition:
         self.partition = partition
         self.config = config or IngestionConfig()
         records = sorted(held, key=lambda record: int(record["seq"]))
-        self.resolver = IdentityResolver.restore(
+        self.resolver = IdentityResolver.from_dict(
             {
                 "links": [],
                 "held": records,
@@ -603,25 +588,17 @@ class IdentityPartition:
         # invariant holds when they are released or evicted.
         self.counters = IdentityCounters(consumed=len(records), held=len(records))
 
-    def handle(
-        self,
-        value: bytes | None,
-        key: bytes | None,
-        links: Mapping[str, dict[str, Any]],
-        now_ms: int,
-        *,
-        topic: str,
-        partition: int | None,
-        offset: int | None,
-    ) -> IdentityResult:
+    def handle(self, origin: Origin, links: Mapping[str, dict[str, Any]], now_ms: int
+               ) -> IdentityResult:
         """Handle one identity-topic record. Never raises for any bytes."""
+        value, key, offset = origin.value, origin.key, origin.offset
         result = IdentityResult()
         try:
             alias, message = _parse_identity_message(value, key)
         except IdentityMessageError as err:
             self.counters.invalid += 1
             letter = DeadLetter(Reason.INTERNAL_ERROR, f"bad identity-topic message: {err}")
-            result.dead.append(letter.to_record(topic, partition, offset, key, value, now_ms))
+            result.dead.append(letter.to_record(origin, now_ms))
             return result
 
         self.clock = max(self.clock, int(message.get("watermark", 0)))

@@ -16,6 +16,8 @@ from models.learning.engagement import EngagementModel
 from models.learning.value import ValueModel
 from models.scoring.tiers import TierThresholds
 
+__all__ = ["ModelBundle"]
+
 
 @dataclass(slots=True)
 class ModelBundle:

@@ -17,6 +17,15 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+__all__ = [
+    "CALIBRATOR_FORMAT",
+    "Calibrator",
+    "IsotonicCalibrator",
+    "PlattCalibrator",
+    "fit_isotonic",
+    "sigmoid",
+]
+
 _BINS = 40
 _LO, _HI = -10.0, 10.0
 _WIDTH = (_HI - _LO) / _BINS

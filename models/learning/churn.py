@@ -42,6 +42,22 @@ from models.learning.prediction import Factor, Prediction, top_factors
 from models.learning.value import BGNBDParams, p_alive
 from models.scoring.features import FEATURE_LABELS
 
+__all__ = [
+    "ACTIVITY_PRIOR",
+    "ARENA_MARGIN",
+    "ARENA_WINDOW",
+    "BASELINE",
+    "CANCELLED_CHURN",
+    "CLASSIFIER",
+    "MULTICHANNEL",
+    "ORDERS_ONLY",
+    "SEGMENTS",
+    "Arena",
+    "ChurnModel",
+    "logit",
+    "segment_of",
+]
+
 ORDERS_ONLY = "orders_only"
 MULTICHANNEL = "multichannel"
 SEGMENTS: tuple[str, ...] = (ORDERS_ONLY, MULTICHANNEL)

@@ -17,6 +17,8 @@ from models.learning.linear import ScaledLinear
 from models.learning.prediction import Prediction, top_factors
 from models.scoring.features import FEATURE_LABELS
 
+__all__ = ["EngagementModel", "heuristic_interactions"]
+
 
 def heuristic_interactions(features: dict[str, float]) -> float:
     """Recency/frequency guess of next-30-day interactions from the feature dict.

@@ -22,6 +22,8 @@ from models.scoring.engine import ACTIVITY_POPULATION, VALUE_POPULATION
 from models.scoring.labels import CHURN, ENGAGEMENT, VALUE, TrainingExample
 from models.scoring.tiers import TierThresholds
 
+__all__ = ["ACTIVITY_MIN_AGE_DAYS", "Learner"]
+
 ACTIVITY_MIN_AGE_DAYS = 30
 """Days since the first activity before a customer's summary joins the activity fit."""
 

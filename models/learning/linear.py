@@ -12,6 +12,8 @@ from typing import Any
 
 from river import linear_model, optim, preprocessing, utils
 
+__all__ = ["ScaledLinear"]
+
 
 class ScaledLinear:
     """StandardScaler followed by LogisticRegression (classifier) or LinearRegression.

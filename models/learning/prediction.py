@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+__all__ = ["Factor", "Prediction", "top_factors"]
+
 
 class Factor(NamedTuple):
     """One contributing factor: feature name, a phrase people understand, signed contribution.

@@ -14,6 +14,8 @@ from typing import Any
 
 from river import metrics
 
+__all__ = ["BinaryQuality", "RegressionQuality", "exact_auc"]
+
 _EPS = 1e-15
 
 

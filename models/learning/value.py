@@ -32,6 +32,20 @@ from scipy import optimize, special
 from models.config import ScoringConfig
 from models.learning.prediction import Factor, Prediction
 
+__all__ = [
+    "BGNBDParams",
+    "GammaGammaParams",
+    "ValueEstimate",
+    "ValueModel",
+    "bgnbd_log_likelihood",
+    "expected_orders",
+    "expected_spend",
+    "fit_bgnbd",
+    "fit_gamma_gamma",
+    "p_alive",
+    "p_no_transaction",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class BGNBDParams:

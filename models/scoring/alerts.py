@@ -1,7 +1,7 @@
 """Alert rules and score-change detection: what, in a new scorecard, someone should hear about.
 
 Pure functions of (previous scorecard, new scorecard, the customer's alert memory), so the
-streaming agents and the replay command raise exactly the same alerts for the same history.
+scoring stage and the replay command raise exactly the same alerts for the same history.
 
 Storms are prevented two ways. *Hysteresis*: a threshold alert fires when its score crosses
 the "on" level upward and re-arms only after the score falls below a lower "off" level, so a
@@ -47,11 +47,13 @@ from typing import TYPE_CHECKING, Any
 
 from models.scoring.scorecard import Scorecard
 from models.scoring.tiers import TIERS
+from schemas.units import DAY_MS
 
 if TYPE_CHECKING:
     from models.scoring.engine import BatchOutcome
 
-DAY_MS = 86_400_000
+__all__ = ["TIER_RANK", "Alert", "AlertBudget", "AlertConfig", "AlertMemory", "AlertRules"]
+
 TIER_RANK = {tier: rank for rank, tier in enumerate(TIERS)}
 
 

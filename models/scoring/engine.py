@@ -1,4 +1,4 @@
-"""The scoring engine shared by the streaming agents and replay: apply, resolve, score.
+"""The scoring engine shared by the scoring stage and replay: apply, resolve, score.
 
 Per customer and batch: apply all the customer's events once, resolve labels that became due,
 score once as of the batch's event time, and take new feature snapshots (one pending per model
@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.config import DAY_MS, ScoringConfig
+from models.config import ScoringConfig
 from models.learning.bundle import ModelBundle
 from models.learning.churn import CANCELLED_CHURN, logit, segment_of
 from models.scoring.features import (
@@ -35,6 +35,17 @@ from models.scoring.labels import (
 )
 from models.scoring.scorecard import Scorecard
 from models.scoring.state import CustomerState
+from schemas.units import DAY_MS
+
+__all__ = [
+    "ACTIVITY_POPULATION",
+    "SILENT_SNAPSHOT_MS",
+    "VALUE_MIN_AGE_DAYS",
+    "VALUE_POPULATION",
+    "BatchOutcome",
+    "ScoringEngine",
+    "is_holdout",
+]
 
 #: Training-example kind carrying a customer's current RFM summary for the population fit.
 VALUE_POPULATION = "value_population"

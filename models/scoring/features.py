@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from models.config import DAY_MS
 from models.scoring.state import (
     CSAT_COUNT,
     CSAT_SUM,
@@ -23,6 +22,22 @@ from models.scoring.state import (
     TICKETS,
     CustomerState,
 )
+from schemas.units import DAY_MS
+
+__all__ = [
+    "FEATURE_LABELS",
+    "FEATURE_NAMES",
+    "RFM_NAMES",
+    "KeyValues",
+    "activity",
+    "activity_row",
+    "features",
+    "key_values",
+    "observe",
+    "rfm",
+    "unvector",
+    "vector",
+]
 
 #: Behavioural features shared by the churn and engagement models (order is the wire order).
 FEATURE_NAMES: tuple[str, ...] = (

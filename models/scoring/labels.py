@@ -13,6 +13,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = [
+    "CHURN",
+    "ENGAGEMENT",
+    "MODEL_NAMES",
+    "VALUE",
+    "DueIndex",
+    "PendingLabel",
+    "TrainingExample",
+]
+
 CHURN = "churn"
 ENGAGEMENT = "engagement"
 VALUE = "value"

@@ -8,6 +8,8 @@ from typing import Any
 from models.learning.prediction import Factor
 from models.scoring.features import FEATURE_LABELS
 
+__all__ = ["Scorecard"]
+
 
 @dataclass(frozen=True, slots=True)
 class Scorecard:

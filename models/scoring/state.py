@@ -20,8 +20,29 @@ from typing import Any
 
 import orjson
 
-from models.config import DAY_MS, ScoringConfig
+from models.config import ScoringConfig
 from models.scoring.labels import PendingLabel
+from schemas.units import DAY_MS
+
+__all__ = [
+    "ACTIVE_OLD_CAP",
+    "CSAT_COUNT",
+    "CSAT_SUM",
+    "DEFAULT_CONFIG",
+    "EMAIL_ENGAGED",
+    "ESCALATIONS",
+    "INTERACTIONS",
+    "LATE_PAYMENTS",
+    "MAX_CENTS",
+    "MAX_EVENT_CENTS",
+    "NEGATIVE_SENTIMENT",
+    "N_SLOTS",
+    "ORDERS",
+    "REVENUE_CENTS",
+    "TICKETS",
+    "CustomerState",
+    "event_hash",
+]
 
 # Slots of a day bucket (a list of ints); trailing zeros are trimmed when serialised.
 INTERACTIONS = 0

@@ -24,6 +24,17 @@ from dataclasses import dataclass
 
 import orjson
 
+__all__ = [
+    "BASIC",
+    "PREMIUM",
+    "STANDARD",
+    "TIERS",
+    "TIER_MARGIN",
+    "VIP",
+    "TierThresholds",
+    "ValueHistogram",
+]
+
 BASIC = "Basic"
 STANDARD = "Standard"
 PREMIUM = "Premium"

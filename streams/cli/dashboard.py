@@ -24,6 +24,22 @@ from rich.text import Text
 
 from models.scoring import tiers
 
+__all__ = [
+    "ALERT_STYLE",
+    "SOURCES",
+    "SPOTLIGHT_RANK",
+    "TIERS",
+    "DemoStatus",
+    "Rates",
+    "WorkerMetrics",
+    "alert_line",
+    "headline",
+    "plain_line",
+    "render",
+    "scorecard_lines",
+    "summary",
+]
+
 SOURCES = ("web", "email", "crm", "support")
 TIERS = tuple(reversed(tiers.TIERS))  # highest first, as shown
 ALERT_STYLE = {"high_value_at_risk": "bold red", "churn_risk": "red",

@@ -46,8 +46,9 @@ from confluent_kafka import (
 from rich.console import Console
 from rich.live import Live
 
-from models.config import DAY_MS
 from models.history.replay import parse_time
+from schemas.errors import ScorestreamError
+from schemas.units import DAY_MS
 from streams.cli.dashboard import (
     DemoStatus,
     Rates,
@@ -61,12 +62,14 @@ from streams.cli.dashboard import (
 from streams.runtime.kafka import client_config, ensure_topics, producer_config
 from streams.settings import TOPIC_ROLES, Settings
 
+__all__ = ["DEMO_MIN_HOLD_MS", "MALFORMED", "PLAIN_EVERY_S", "DemoError", "add_arguments", "run"]
+
 MALFORMED = (b"{not json", b"\xff\xfe binary", b'{"event_id": 42}', b"[]")
 PLAIN_EVERY_S = 5.0
 DEMO_MIN_HOLD_MS = 30 * DAY_MS
 
 
-class DemoError(RuntimeError):
+class DemoError(ScorestreamError, RuntimeError):
     """The demo cannot run; the message says why and what to do."""
 
 
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             log_path = run_dir / "worker.log"
             worker = _start_worker(settings, log_path)
             cleanup.callback(_stop_worker, worker)
-            web_url = f"http://{_local_host(settings.web_host)}:{settings.web_port}"
+            web_url = f"http://{_local_host(settings.web.host)}:{settings.web.port}"
             status = DemoStatus(bootstrap, web_url, worker.pid, str(log_path), note, args.rate)
             say(f"worker pid {worker.pid} on {web_url} (log {log_path}); generating "
                 f"{args.customers:,} customers x {args.days} days ...")
@@ -188,7 +191,7 @@ def _broker(bootstrap: str | None, settings: Settings, run_dir: Path,
     # Whether the variable is set at all (not its value, which Settings has) decides between
     # using a configured broker and starting one; Settings cannot tell a default from a choice.
     configured = bootstrap or ("SCORESTREAM_KAFKA_BOOTSTRAP" in os.environ
-                               and settings.kafka_bootstrap)
+                               and settings.kafka.bootstrap)
     if configured:
         yield str(configured), False
         return
@@ -218,9 +221,11 @@ def _demo_settings(base: Settings, bootstrap: str, namespace: str | None, starte
     if namespace:
         topics = {role: f"{namespace}.{name}" for role, name in topics.items()}
         app_id = f"{namespace}.{app_id}"
-    port = base.web_port if _port_free(base.web_host, base.web_port) else _free_port()
-    return dataclasses.replace(base, kafka_bootstrap=bootstrap, app_id=app_id, topics=topics,
-                               data_dir=run_dir / "worker", web_port=port, web_url="")
+    port = base.web.port if _port_free(base.web.host, base.web.port) else _free_port()
+    return dataclasses.replace(
+        base, app_id=app_id, topics=topics, data_dir=run_dir / "worker",
+        kafka=dataclasses.replace(base.kafka, bootstrap=bootstrap),
+        web=dataclasses.replace(base.web, port=port, url=""))
 
 
 def _topics_note(settings: Settings, base: Settings) -> str:
@@ -253,14 +258,14 @@ def _free_port() -> int:
 def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     """`scorestream worker` with these settings, in a session of its own, so that Ctrl-C
     reaches only the demo, which then stops the worker with SIGTERM."""
-    env = {**os.environ, "SCORESTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+    env = {**os.environ, "SCORESTREAM_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
            "SCORESTREAM_APP_ID": settings.app_id, "SCORESTREAM_DATA_DIR": str(settings.data_dir),
-           "SCORESTREAM_WEB_PORT": str(settings.web_port)}
+           "SCORESTREAM_WEB_PORT": str(settings.web.port)}
     env.pop("SCORESTREAM_WEB_URL", None)
     # The warm-up sends months of event time in seconds, and the source topics' partitions
     # are read at different paces, so an alias-only event may arrive days of event time
     # before its link: hold events longer than a real-time deployment needs to.
-    env["SCORESTREAM_IDENTITY_MAX_HOLD_MS"] = str(max(settings.identity_max_hold_ms,
+    env["SCORESTREAM_IDENTITY_MAX_HOLD_MS"] = str(max(settings.identity.max_hold_ms,
                                                       DEMO_MIN_HOLD_MS))
     env.update({f"SCORESTREAM_TOPIC_{role.upper()}": settings.topics[role]
                 for role in TOPIC_ROLES})

@@ -22,6 +22,8 @@ from streams.runtime.kafka import client_config, ensure_topics, producer_config
 from streams.runtime.partitioning import partition_for
 from streams.settings import Settings
 
+__all__ = ["add_erase_arguments", "erasure_event", "run_erase"]
+
 
 def add_erase_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `scorestream erase`."""

@@ -31,6 +31,17 @@ from models.history.backtest import (
 from models.history.replay import ingest, parse_time, sort_raw
 from streams.cli.replay import read_lines, replay_with_progress
 
+__all__ = [
+    "add_arguments",
+    "main",
+    "progressive_line",
+    "progressive_table",
+    "render",
+    "run",
+    "summary",
+    "write_charts",
+]
+
 _ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2
 
 #: Short column names of the scorers in the summary.

@@ -17,6 +17,8 @@ import orjson
 
 from models.history.generate import PROFILES, generate, iter_lines
 
+__all__ = ["add_arguments", "main", "run"]
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `scorestream generate`."""

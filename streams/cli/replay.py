@@ -19,6 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from models.config import ScoringConfig
 from models.history.replay import ReplayResult, ingest, parse_time, replay, sort_raw
+from schemas.units import HOUR_MS
+
+__all__ = ["add_arguments", "main", "read_lines", "replay_with_progress", "run"]
 
 _ORJSON = orjson.OPT_SORT_KEYS
 
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     records = sort_raw(read_lines(args.file))
     dead: list[dict] = []
     result = replay_with_progress("replay", ingest(records, dead=dead), len(records), args,
-                                  as_of_ms=as_of, batch_ms=int(args.batch_hours * 3_600_000))
+                                  as_of_ms=as_of, batch_ms=int(args.batch_hours * HOUR_MS))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     with (out / "scorecards.jsonl").open("wb") as f:

@@ -19,6 +19,8 @@ from rich.table import Table
 from streams.client import ScorecardError, fetch_scorecard
 from streams.settings import Settings
 
+__all__ = ["add_arguments", "render", "run"]
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `scorestream scorecard`."""

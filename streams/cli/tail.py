@@ -25,7 +25,20 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
+from schemas.errors import ScorestreamError
 from streams.settings import Settings
+
+__all__ = [
+    "POLL_S",
+    "SEVERITY_STYLES",
+    "TOPICS",
+    "TailError",
+    "TailFilter",
+    "add_arguments",
+    "consume",
+    "render",
+    "run",
+]
 
 TOPICS = {"alerts": "alerts", "score-changes": "score_changes", "dead-letters": "dead_letters"}
 """`tail` argument -> topic role in the settings."""
@@ -33,7 +46,7 @@ SEVERITY_STYLES = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 POLL_S = 0.5
 
 
-class TailError(RuntimeError):
+class TailError(ScorestreamError, RuntimeError):
     """The topic cannot be tailed (missing topic, unreachable broker)."""
 
 
@@ -199,7 +212,7 @@ def consume(settings: Settings, topic: str, *, from_beginning: bool = False,
         try:
             metadata = consumer.list_topics(topic, timeout=15)
         except KafkaException as err:
-            raise TailError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {err}") from err
+            raise TailError(f"cannot reach Kafka at {settings.kafka.bootstrap}: {err}") from err
         described = metadata.topics.get(topic)
         if described is None or described.error is not None or not described.partitions:
             raise TailError(f"topic {topic} does not exist (run `scorestream topics`, or check "

@@ -9,6 +9,8 @@ from streams.runtime import collector
 from streams.runtime.kafka import check_partitions, ensure_topics
 from streams.settings import Settings, redact_logs
 
+__all__ = ["add_topics_arguments", "add_worker_arguments", "run_topics", "run_worker"]
+
 log = logging.getLogger(__name__)
 
 
@@ -49,8 +51,8 @@ def run_worker(args: argparse.Namespace) -> int:
     app = create_app(settings)
     log.info(
         "starting worker app=%s broker=%s store=%s web=http://%s:%d",
-        settings.app_id, settings.kafka_bootstrap, settings.store,
-        settings.web_host, settings.web_port,
+        settings.app_id, settings.kafka.bootstrap, settings.store,
+        settings.web.host, settings.web.port,
     )
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     # At a log level of warn or above Faust adds a terminal start-up spinner that spins on

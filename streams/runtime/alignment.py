@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+__all__ = ["Aligner", "Held"]
+
 Partition = tuple[str, int]
 Record = tuple[str, bytes | None, bytes | None, int | None]
 """An output record as `Output.send` takes it: topic, key, value, partition."""

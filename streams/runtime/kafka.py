@@ -15,14 +15,27 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic, TopicMetadata
 
+from schemas.units import DAY_MS
 from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
 
+__all__ = [
+    "TopicSpec",
+    "check_partitions",
+    "client_config",
+    "co_partitioned",
+    "ensure_topics",
+    "faust_credentials",
+    "producer_config",
+    "security_config",
+    "ssl_context",
+    "topic_specs",
+]
+
 log = logging.getLogger(__name__)
 
-DAY_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -37,7 +50,7 @@ class TopicSpec:
 def client_config(settings: Settings) -> dict[str, str | int | float | bool]:
     """Base librdkafka config for every confluent-kafka client scorestream creates: bootstrap
     and security (every consumer, producer and admin client starts from this)."""
-    return {"bootstrap.servers": settings.kafka_bootstrap, **security_config(settings)}
+    return {"bootstrap.servers": settings.kafka.bootstrap, **security_config(settings)}
 
 
 def security_config(settings: Settings) -> dict[str, str | int | float | bool]:
@@ -45,36 +58,36 @@ def security_config(settings: Settings) -> dict[str, str | int | float | bool]:
 
     The result holds the SASL and key passwords in clear: hand it to a client, never log it.
     """
-    protocol = settings.kafka_protocol
+    protocol = settings.kafka.protocol
     if protocol == "PLAINTEXT":
         return {}
     conf: dict[str, str | int | float | bool] = {"security.protocol": protocol.lower()}
     if protocol.startswith("SASL_"):
-        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism.upper()
-        conf["sasl.username"] = settings.kafka_sasl_username
-        conf["sasl.password"] = settings.kafka_sasl_password.reveal()
+        conf["sasl.mechanism"] = settings.kafka.sasl_mechanism.upper()
+        conf["sasl.username"] = settings.kafka.sasl_username
+        conf["sasl.password"] = settings.kafka.sasl_password.reveal()
     if protocol.endswith("SSL"):
-        if settings.kafka_ssl_ca_location:
-            conf["ssl.ca.location"] = settings.kafka_ssl_ca_location
-        if settings.kafka_ssl_certfile:
-            conf["ssl.certificate.location"] = settings.kafka_ssl_certfile
-        if settings.kafka_ssl_keyfile:
-            conf["ssl.key.location"] = settings.kafka_ssl_keyfile
-        if settings.kafka_ssl_key_password:
-            conf["ssl.key.password"] = settings.kafka_ssl_key_password.reveal()
+        if settings.kafka.ssl_ca_location:
+            conf["ssl.ca.location"] = settings.kafka.ssl_ca_location
+        if settings.kafka.ssl_certfile:
+            conf["ssl.certificate.location"] = settings.kafka.ssl_certfile
+        if settings.kafka.ssl_keyfile:
+            conf["ssl.key.location"] = settings.kafka.ssl_keyfile
+        if settings.kafka.ssl_key_password:
+            conf["ssl.key.password"] = settings.kafka.ssl_key_password.reveal()
         conf["ssl.endpoint.identification.algorithm"] = (
-            "https" if settings.kafka_ssl_check_hostname else "none")
+            "https" if settings.kafka.ssl_check_hostname else "none")
     return conf
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext:
     """The TLS context of the Faust (aiokafka) clients, from the same settings as librdkafka's."""
-    context = ssl.create_default_context(cafile=settings.kafka_ssl_ca_location or None)
-    if settings.kafka_ssl_certfile:
+    context = ssl.create_default_context(cafile=settings.kafka.ssl_ca_location or None)
+    if settings.kafka.ssl_certfile:
         context.load_cert_chain(
-            settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile or None,
-            password=settings.kafka_ssl_key_password.reveal() or None)
-    context.check_hostname = settings.kafka_ssl_check_hostname
+            settings.kafka.ssl_certfile, settings.kafka.ssl_keyfile or None,
+            password=settings.kafka.ssl_key_password.reveal() or None)
+    context.check_hostname = settings.kafka.ssl_check_hostname
     return context
 
 
@@ -83,13 +96,13 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     hands them to every aiokafka consumer, producer and topic-creating client it makes."""
     from faust.auth import SASLCredentials, SSLCredentials
 
-    protocol = settings.kafka_protocol
+    protocol = settings.kafka.protocol
     context = ssl_context(settings) if protocol.endswith("SSL") else None
     if protocol.startswith("SASL_"):
         return SASLCredentials(
-            username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_password.reveal(),
-            mechanism=settings.kafka_sasl_mechanism.upper(),
+            username=settings.kafka.sasl_username,
+            password=settings.kafka.sasl_password.reveal(),
+            mechanism=settings.kafka.sasl_mechanism.upper(),
             ssl_context=context,
         )
     if context is not None:
@@ -183,12 +196,12 @@ def _connect(settings: Settings, timeout: float) -> tuple[AdminClient, dict[str,
             admin.poll(0)  # serves error_cb: librdkafka reports a refused login there
             if auth_errors:
                 raise RuntimeError(
-                    f"Kafka at {settings.kafka_bootstrap} refused our credentials "
+                    f"Kafka at {settings.kafka.bootstrap} refused our credentials "
                     f"(SCORESTREAM_KAFKA_SASL_* / SCORESTREAM_KAFKA_SSL_*): {auth_errors[-1]}"
                 ) from err
             if time.monotonic() >= deadline:
                 raise RuntimeError(
-                    f"cannot reach Kafka at {settings.kafka_bootstrap} "
+                    f"cannot reach Kafka at {settings.kafka.bootstrap} "
                     "(SCORESTREAM_KAFKA_BOOTSTRAP, SCORESTREAM_KAFKA_SECURITY_PROTOCOL): "
                     f"{err}"
                 ) from err

@@ -14,10 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
+from schemas.errors import ScorestreamError
+
+__all__ = ["LAUNCHER", "LauncherMissing", "launcher", "local_broker"]
+
 LAUNCHER = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "kafka_local.py"
 
 
-class LauncherMissing(RuntimeError):
+class LauncherMissing(ScorestreamError, RuntimeError):
     """No source checkout around this installation: there is no launcher to start a broker."""
 
 

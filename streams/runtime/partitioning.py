@@ -5,6 +5,8 @@ Needed to find which partition of customer-events, and so which worker, holds a 
 
 from __future__ import annotations
 
+__all__ = ["murmur2", "partition_for"]
+
 
 def murmur2(data: bytes) -> int:
     """Kafka's 32-bit murmur2 hash of data (seed 0x9747b28c), as a signed 32-bit int."""

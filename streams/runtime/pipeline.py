@@ -18,6 +18,7 @@ from models.scoring.alerts import AlertConfig, AlertRules
 from models.scoring.engine import ScoringEngine
 from models.scoring.scorecard import Scorecard
 from models.scoring.tiers import TIERS
+from schemas.units import DAY_MS
 from streams.metrics import Metrics, gauge
 from streams.runtime.kafka import client_config
 from streams.runtime.partitioning import partition_for
@@ -31,6 +32,8 @@ from streams.stages.ingest import IngestHandler, ingestion_config
 from streams.stages.ingest_process import IngestProcess
 from streams.stages.learner import BundleWatcher, LearnerHandler
 from streams.stages.scoring import ScoringHandler, ScoringTopics
+
+__all__ = ["ALIGNED_FETCH", "ScoringPipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class ScoringPipeline:
             ScoringTopics(score_changes=topics["score_changes"], alerts=topics["alerts"],
                           training_examples=topics["training_examples"],
                           dead_letters=topics["dead_letters"]),
-            self.metrics, allowed_lateness_ms=int(settings.allowed_lateness_days * 86_400_000),
+            self.metrics, allowed_lateness_ms=int(settings.allowed_lateness_days * DAY_MS),
             live_states=settings.live_states, live_states_bytes=settings.live_states_mb << 20)
         self.handler.erasures = ErasureConfirmations(
             topics["erasure_confirmations"], topics["training_examples"], self.metrics)
@@ -92,8 +95,8 @@ class ScoringPipeline:
             IdentityHandler(ingestion, topics, self.metrics),
             on_batch=self._observe("identity"))
         self.learner = LearnerHandler(self.engine.config, topics["model_snapshots"],
-                                      publish_every=settings.model_publish_every,
-                                      publish_interval_s=settings.model_publish_interval_s,
+                                      publish_every=settings.model.publish_every,
+                                      publish_interval_s=settings.model.publish_interval_s,
                                       alert_share=self.handler.rules.config.budget_share)
         self.learning = BatchProcessor(
             ProcessorConfig(name="learner", group_id=f"{settings.app_id}-learner",
@@ -118,7 +121,7 @@ class ScoringPipeline:
 
     def _collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """State-derived gauges and the live states' lookup counters, read at scrape time."""
-        aggregates = list(self.handler.aggregates.values())
+        aggregates = [part.aggregates for part in list(self.handler.partitions.values())]
         customers = sum(a.customers for a in aggregates)
         yield gauge("scorestream_customers", "Customers in this worker's state.",
                     [({}, float(len(self.scoring.table)))])

@@ -1,7 +1,7 @@
 """A transactional batch processor on confluent-kafka: the engine's hot path.
 
-Faust's per-event stream machinery costs ~200 us of CPU per event here (see
-docs/architecture.md), so the stages that must keep up with the source topics consume with
+Faust's per-event stream machinery costs far more CPU per event than the work itself (see
+docs/performance.md), so the stages that must keep up with the source topics consume with
 confluent-kafka in batches instead, inside the Faust worker process:
 
 1. `consume()` up to `batch_size` records (or what arrives within `batch_within_s`);
@@ -143,10 +143,9 @@ class BatchProcessor:
                 "isolation.level": "read_committed",
                 "partition.assignment.strategy": "cooperative-sticky",
                 # A fetch waits (at most fetch.wait.max.ms) for 64 KiB instead of answering as
-                # soon as one record is there: under load that cut the broker's CPU per event
-                # by ~17 % and the ingest process's by about a third. The cost is up to 50 ms
-                # more per stage at low rates (measured at 1,000 events/s, two stages: p50
-                # +16-20 ms).
+                # soon as one record is there: less CPU per event for the broker and the
+                # ingest process under load, up to 50 ms more per stage at low rates (see
+                # docs/performance.md).
                 "fetch.wait.max.ms": 50,
                 "fetch.min.bytes": 64 * 1024,
                 "session.timeout.ms": cfg.session_timeout_ms,

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka import Message
 
-from schemas.decode import DeadLetter, Reason
+from schemas.decode import DeadLetter, Origin, Reason
+from schemas.errors import ScorestreamError
 
 if TYPE_CHECKING:
     from streams.runtime.tables import Table
@@ -30,7 +31,7 @@ InputPartition = tuple[str, int]
 """An input partition: (topic, partition)."""
 
 
-class Stopped(RuntimeError):
+class Stopped(ScorestreamError, RuntimeError):
     """The stage was asked to stop while it waited for the broker (not a failure)."""
 
 
@@ -64,8 +65,12 @@ def dead_letter(msg: Message, reason: Reason, message: str,
     """The dead-letters record of a consumed message: the reason, where it came from and its
     original bytes (what every stage sends when it gives up on one)."""
     return DeadLetter(reason, message).to_record(
-        msg.topic() or "", msg.partition(), msg.offset(), msg.key(), msg.value(),
-        int(time.time() * 1000) if now_ms is None else now_ms)
+        origin_of(msg), int(time.time() * 1000) if now_ms is None else now_ms)
+
+
+def origin_of(msg: Message) -> Origin:
+    """A consumed message's origin: where it came from and its original bytes."""
+    return Origin(msg.topic() or "", msg.partition(), msg.offset(), msg.key(), msg.value())
 
 
 @dataclass

@@ -11,11 +11,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
+from schemas.errors import ScorestreamError
+
 if TYPE_CHECKING:
     from rocksdict import Cache, Options
 
+__all__ = [
+    "ROCKSDB_CACHE_BYTES",
+    "ROCKSDB_WRITE_BUFFER_BYTES",
+    "MemoryStore",
+    "RocksStore",
+    "Store",
+    "StoreClosed",
+    "open_store",
+]
 
-class StoreClosed(Exception):
+
+class StoreClosed(ScorestreamError):
     """A read met a store that was closed meanwhile: its partition left this worker (or is
     being rebuilt). Readers outside the processing thread (the API) answer "retry"."""
 

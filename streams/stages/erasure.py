@@ -21,6 +21,8 @@ from models.ingest.erasure import ERASED_EVENT, confirmation_record
 from streams.metrics import Metrics
 from streams.runtime.stage import Output
 
+__all__ = ["ErasureConfirmations"]
+
 
 class ErasureConfirmations:
     """Scoring-stage side of an erasure: confirmation records and the learner's forget record."""

@@ -40,10 +40,12 @@ from confluent_kafka import Message
 
 from models.ingest.erasure import ErasureCoordinator, is_customer_key
 from models.ingest.routing import IdentityPartition, IngestionConfig
-from schemas.decode import Reason
+from schemas.decode import Origin, Reason
 from streams.metrics import Metrics
 from streams.runtime.stage import Output, StageHandler, dead_letter
 from streams.runtime.tables import Table
+
+__all__ = ["HELD", "INDEX", "LINK", "IdentityHandler", "TableView"]
 
 log = logging.getLogger(__name__)
 
@@ -144,17 +146,16 @@ class IdentityHandler(StageHandler):
         dead_reasons: Counter[str] = Counter()
         duplicates = 0
         for msg in messages:
-            key, value, topic, offset = msg.key(), msg.value(), msg.topic() or "", msg.offset()
+            origin = Origin(msg.topic() or "", partition, msg.offset(), msg.key(), msg.value())
+            key = origin.key
             try:
                 if is_customer_key(key):
-                    erasure = self.coordinator.handle(value, key, index, now_ms, topic=topic,
-                                                      partition=partition, offset=offset)
+                    erasure = self.coordinator.handle(origin, index, now_ms)
                     writes = [(index, index.encode(erasure.index_changes))]
                     accepted, dead, follow = erasure.accepted, erasure.dead, erasure.identity
                     duplicate = False
                 else:
-                    result = state.handle(value, key, links, now_ms, topic=topic,
-                                          partition=partition, offset=offset)
+                    result = state.handle(origin, links, now_ms)
                     writes = [(links, links.encode(result.link_changes)),
                               (held, held.encode(result.held_changes))]
                     accepted, dead, follow = result.accepted, result.dead, result.identity

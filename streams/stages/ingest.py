@@ -29,12 +29,14 @@ from confluent_kafka import Message
 
 from models.config import ScoringConfig
 from models.ingest.routing import Ingestion, IngestionConfig, Routed, tick_message
-from schemas.decode import Reason
+from schemas.decode import Origin, Reason
 from streams.metrics import Metrics
 from streams.runtime.alignment import Aligner, Held, Record
 from streams.runtime.stage import Output, StageHandler, dead_letter
 from streams.runtime.tables import Table
 from streams.settings import Settings
+
+__all__ = ["TICK_INTERVAL_S", "IngestHandler", "ingestion_config"]
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,8 @@ def ingestion_config(settings: Settings, scoring: ScoringConfig | None = None) -
         max_event_bytes=settings.max_event_bytes,
         max_amount=settings.max_amount,
         currencies=frozenset(scoring.fx_rates) | {scoring.base_currency},
-        max_held=settings.identity_max_held,
-        max_hold_ms=settings.identity_max_hold_ms,
+        max_held=settings.identity.max_held,
+        max_hold_ms=settings.identity.max_hold_ms,
     )
 
 
@@ -134,7 +136,8 @@ class IngestHandler(StageHandler):
         for msg in messages:
             key = msg.key()
             try:
-                routed = route(msg.value(), source, topic, partition, msg.offset(), key, now_ms)
+                routed = route(Origin(topic, partition, msg.offset(), key, msg.value()), source,
+                               now_ms)
             except Exception as err:  # route never raises by contract; if it does, quarantine
                 routed = self._quarantine(msg, source, now_ms, err)
             event_time = None

@@ -36,6 +36,8 @@ from streams.runtime.processor import BatchProcessor
 from streams.runtime.stage import ProcessorConfig
 from streams.settings import Settings, redact_logs
 
+__all__ = ["RELAYED", "REPORT_INTERVAL_S", "SILENT_AFTER_S", "IngestProcess", "Report", "run_child"]
+
 log = logging.getLogger(__name__)
 
 REPORT_INTERVAL_S = 0.25

@@ -27,6 +27,8 @@ from models.scoring.tiers import ValueHistogram
 from streams.runtime.stage import Output, StageHandler
 from streams.runtime.tables import Table
 
+__all__ = ["BUNDLE_KEY", "HISTOGRAM_PREFIX", "RISK_PREFIX", "BundleWatcher", "LearnerHandler"]
+
 log = logging.getLogger(__name__)
 
 BUNDLE_KEY = b"bundle"

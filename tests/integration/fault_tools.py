@@ -29,7 +29,7 @@ from models.ingest.routing import Ingestion
 from models.scoring.engine import ScoringEngine
 from models.scoring.state import CustomerState
 from streams.runtime.partitioning import partition_for
-from streams.settings import Settings
+from streams.settings import IdentitySettings, Settings
 from streams.stages.ingest import ingestion_config
 from tests.kit import DAY_MS
 
@@ -65,7 +65,7 @@ class Stream:
 
 def worker_settings() -> Settings:
     """The settings the reference shares with the workers under test."""
-    return Settings(partitions=PARTITIONS, identity_max_hold_ms=HOLD_MS)
+    return Settings(partitions=PARTITIONS, identity=IdentitySettings(max_hold_ms=HOLD_MS))
 
 
 def make_stream(customers: int, seed: int, days: int) -> Stream:

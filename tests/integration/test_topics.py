@@ -11,16 +11,16 @@ import sys
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from models.config import DAY_MS
+from schemas.units import DAY_MS
 from streams.runtime.kafka import check_partitions, ensure_topics, topic_specs
-from streams.settings import TOPIC_ROLES, Settings, SettingsError
+from streams.settings import TOPIC_ROLES, KafkaSettings, Settings, SettingsError
 from tests.kit import ROOT
 
 pytestmark = pytest.mark.integration
 
 
 def _settings(bootstrap: str, name: str, **values: float) -> Settings:
-    return Settings(kafka_bootstrap=bootstrap, app_id=f"app-{name}",
+    return Settings(kafka=KafkaSettings(bootstrap=bootstrap), app_id=f"app-{name}",
                     topics={role: f"{name}-{role}" for role in TOPIC_ROLES},
                     **values)  # type: ignore[arg-type]
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import fields
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from streams.settings import TOPIC_ROLES, Settings
+from streams.settings import Settings
 from tests.kit import ROOT
 
 
@@ -60,8 +59,7 @@ def test_every_referenced_file_exists() -> None:
 
 
 def test_worker_environment_uses_only_known_settings() -> None:
-    known = {f"SCORESTREAM_{f.name.upper()}" for f in fields(Settings) if f.name != "topics"}
-    known |= {f"SCORESTREAM_TOPIC_{role.upper()}" for role in TOPIC_ROLES}
+    known = Settings.env_names()
     for name, service in _compose()["services"].items():
         for var in service.get("environment", {}):
             if var.startswith("SCORESTREAM_"):

@@ -14,7 +14,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from streams.runtime.pipeline import ScoringPipeline
-from streams.settings import Settings
+from streams.settings import KafkaSettings, Settings
 from tests.kit import ROOT
 
 DASHBOARD = ROOT / "deploy/grafana/dashboards/scorestream.json"
@@ -37,7 +37,7 @@ RULE_LABEL = re.compile(r"\$labels\.(\w+)")
 def exported() -> dict[str, set[str]]:
     """Sample name -> its label names, for every series a worker's /metrics can contain."""
     # Building the pipeline creates its clients but connects nowhere until it is started.
-    pipeline = ScoringPipeline(Settings(kafka_bootstrap="127.0.0.1:9"))
+    pipeline = ScoringPipeline(Settings(kafka=KafkaSettings(bootstrap="127.0.0.1:9")))
     families: list[tuple[str, str, tuple[str, ...]]] = [
         (m._name, m._type, tuple(m._labelnames))
         for m in vars(pipeline.metrics).values() if isinstance(m, MetricWrapperBase)
@@ -120,7 +120,7 @@ def test_every_alerting_rule_uses_exported_metrics_and_labels(
 
 def test_metric_names_follow_the_prometheus_conventions() -> None:
     """Only counters end in _total (what `promtool check metrics` checks), all snake_case."""
-    pipeline = ScoringPipeline(Settings(kafka_bootstrap="127.0.0.1:9"))
+    pipeline = ScoringPipeline(Settings(kafka=KafkaSettings(bootstrap="127.0.0.1:9")))
     kinds = {}
     for family in pipeline.metrics.registry.collect():
         for sample in family.samples:

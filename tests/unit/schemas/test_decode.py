@@ -12,6 +12,7 @@ from schemas.decode import (
     DeadLetter,
     DecodedEvent,
     DecoderConfig,
+    Origin,
     Reason,
     decode_source_event,
     parse_event_time,
@@ -334,7 +335,7 @@ def test_internal_errors_become_dead_letters() -> None:
 
 def test_dead_letter_record_carries_origin_and_original_bytes() -> None:
     value = b'{"event_id": "o-1", '
-    record = reject(value).to_record("crm", 3, 1234, b"C42", value, NOW)
+    record = reject(value).to_record(Origin("crm", 3, 1234, b"C42", value), NOW)
     assert record == {
         "reason": "invalid_json",
         "message": record["message"],
@@ -353,7 +354,7 @@ def test_dead_letter_record_carries_origin_and_original_bytes() -> None:
 
 
 def test_dead_letter_record_of_a_tombstone_and_a_huge_value() -> None:
-    tombstone = reject(None).to_record("crm", 0, 1, None, None, NOW)
+    tombstone = reject(None).to_record(Origin("crm", 0, 1, None, None), NOW)
     assert (tombstone["key_b64"], tombstone["value_b64"], tombstone["value_size"]) == (
         None,
         None,
@@ -361,7 +362,7 @@ def test_dead_letter_record_of_a_tombstone_and_a_huge_value() -> None:
     )
     validator("dead-letters")(tombstone)
     huge = b"x" * 1000
-    record = reject(huge).to_record("crm", 0, 2, None, huge, NOW, max_value_bytes=100)
+    record = reject(huge).to_record(Origin("crm", 0, 2, None, huge), NOW, max_value_bytes=100)
     assert base64.b64decode(record["value_b64"]) == huge[:100]
     assert (record["value_size"], record["value_truncated"]) == (1000, True)
     validator("dead-letters")(record)
@@ -369,4 +370,4 @@ def test_dead_letter_record_of_a_tombstone_and_a_huge_value() -> None:
 
 def test_dead_letter_message_is_bounded() -> None:
     letter = DeadLetter(Reason.SCHEMA_VIOLATION, "m" * 5000)
-    assert len(letter.to_record("crm", 0, 0, None, b"x", NOW)["message"]) == 500
+    assert len(letter.to_record(Origin("crm", 0, 0, None, b"x"), NOW)["message"]) == 500

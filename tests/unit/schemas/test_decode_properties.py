@@ -20,6 +20,7 @@ from schemas.decode import (
     DeadLetter,
     DecodedEvent,
     DecoderConfig,
+    Origin,
     Reason,
     decode_source_event,
     parse_event_time,
@@ -90,7 +91,7 @@ def check_outcome(result: DecodedEvent | DeadLetter) -> None:
     """Shared post-conditions for any decode outcome."""
     if isinstance(result, DeadLetter):
         assert result.reason in REASONS, result
-        record = result.to_record("web", 0, 1, b"k", b"v", NOW)
+        record = result.to_record(Origin("web", 0, 1, b"k", b"v"), NOW)
         validator("dead-letters")(record)
     else:
         assert isinstance(result, DecodedEvent)

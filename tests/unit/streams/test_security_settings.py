@@ -102,7 +102,7 @@ def test_secrets_come_from_files_without_the_trailing_newline(tmp_path: Path) ->
         **_env(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="scorer"),
         "SCORESTREAM_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "password"),
         "SCORESTREAM_API_TOKEN_FILE": str(tmp_path / "token")})
-    assert settings.kafka_sasl_password.reveal() == PASSWORD
+    assert settings.kafka.sasl_password.reveal() == PASSWORD
     assert settings.api_token.reveal() == TOKEN
     with pytest.raises(SettingsError, match="not both"):
         Settings.from_env({"SCORESTREAM_API_TOKEN": TOKEN,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -52,7 +51,7 @@ def test_snapshot_round_trip() -> None:
     dedupe = Dedupe(max_entries=10, horizon_ms=500)
     for n in range(5):
         dedupe.seen("crm", f"c-{n}", 100 * n)
-    snapshot = orjson.loads(orjson.dumps(dedupe.snapshot()))
+    snapshot = dedupe.snapshot()
     restored = Dedupe.restore(snapshot, max_entries=10, horizon_ms=500)
     assert restored.snapshot() == dedupe.snapshot()
     assert restored.seen("crm", "c-4", 400) is True
@@ -80,6 +79,6 @@ def test_memory_stays_bounded_and_recent_duplicates_are_caught(
         assert dedupe.seen(source, event_id, time) is was_known
         assert len(dedupe) <= 20
         assert (source, event_id) in dedupe
-        stamps = [stamp for *_, stamp in dedupe.snapshot()["entries"]]
+        stamps = [stamp for *_, stamp in dedupe.to_dict()["entries"]]
         assert stamps == sorted(stamps)
         assert all(stamp >= dedupe.clock - 2_000 for stamp in stamps)

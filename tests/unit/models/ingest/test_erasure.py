@@ -19,7 +19,7 @@ from models.ingest.erasure import (
     unindex_message,
 )
 from models.learning.learner import Learner
-from schemas.decode import DecodedEvent, decode_source_event
+from schemas.decode import DecodedEvent, Origin, decode_source_event
 from schemas.registry import validator
 from streams.cli.erase import erasure_event
 from streams.metrics import Metrics
@@ -42,8 +42,8 @@ class Index:
         self.table: dict[str, dict[str, Any]] = {}
 
     def send(self, message: dict[str, Any], customer: str = "C1") -> Any:
-        out = self.coordinator.handle(orjson.dumps(message), customer_key(customer).encode(),
-                                      self.table, NOW, topic="identity", partition=0, offset=1)
+        origin = Origin("identity", 0, 1, customer_key(customer).encode(), orjson.dumps(message))
+        out = self.coordinator.handle(origin, self.table, NOW)
         for key, record in out.index_changes:
             if record is None:
                 self.table.pop(key, None)
@@ -123,8 +123,7 @@ def test_bad_messages_become_internal_error_dead_letters() -> None:
         (b"customer:C1", orjson.dumps({"op": "erased_alias", "customer_id": "C1"})),
     ]
     for key, value in cases:
-        [record] = coordinator.handle(value, key, {}, NOW, topic="identity", partition=0,
-                                      offset=3).dead
+        [record] = coordinator.handle(Origin("identity", 0, 3, key, value), {}, NOW).dead
         assert record["reason"] == "internal_error"
         assert record["message"].startswith("bad customer-index message")
         validator("dead-letters")(record)
@@ -134,8 +133,7 @@ def test_bad_messages_become_internal_error_dead_letters() -> None:
 @settings(max_examples=300, deadline=None)
 @given(value=st.one_of(st.none(), st.binary(max_size=200)))
 def test_the_coordinator_never_raises_on_arbitrary_bytes(value: bytes | None) -> None:
-    out = ErasureCoordinator().handle(value, b"customer:C1", {}, NOW, topic="t", partition=0,
-                                      offset=0)
+    out = ErasureCoordinator().handle(Origin("t", 0, 0, b"customer:C1", value), {}, NOW)
     assert len(out.dead) <= 1
 
 

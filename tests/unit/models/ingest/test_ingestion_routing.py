@@ -19,6 +19,7 @@ from models.ingest.routing import (
     held_key,
     tick_message,
 )
+from schemas.decode import Origin
 from schemas.registry import validator
 from tests.kit import T0, at, raw_ev
 
@@ -45,7 +46,7 @@ class Pipeline:
         return sum(key.encode()) % self.partitions
 
     def send(self, value: bytes | None, source: str = "web") -> None:
-        routed = self.stage1.route(value, source, source, 0, self.offset, b"k", NOW)
+        routed = self.stage1.route(Origin(source, 0, self.offset, b"k", value), source, NOW)
         self.offset += 1
         assert self.stage1.counters.balanced()
         self.accepted += routed.accepted
@@ -55,14 +56,13 @@ class Pipeline:
 
     def deliver(self, partition: int, key: bytes | None, value: bytes | None) -> None:
         if is_customer_key(key):  # the customer index (models/ingest/erasure.py)
-            out = self.coordinator.handle(
-                value, key, self.index, NOW, topic="identity", partition=partition, offset=None)
+            origin = Origin("identity", partition, None, key, value)
+            out = self.coordinator.handle(origin, self.index, NOW)
             tables: Any = ((self.index, out.index_changes),)
             accepted, dead, follow = out.accepted, out.dead, out.identity
         else:
-            result = self.stage2[partition].handle(
-                value, key, self.links, NOW, topic="identity", partition=partition, offset=None
-            )
+            origin = Origin("identity", partition, None, key, value)
+            result = self.stage2[partition].handle(origin, self.links, NOW)
             tables = ((self.links, result.link_changes), (self.held, result.held_changes))
             accepted, dead, follow = result.accepted, result.dead, result.identity
             assert self.stage2[partition].counters.balanced()
@@ -101,7 +101,7 @@ class Pipeline:
 def test_route_sends_known_customers_straight_on_and_links_to_their_alias_key() -> None:
     ingestion = Ingestion()
     login = raw_ev("w-1", "login", customer_id="C1", anonymous_id="a-1")
-    routed = ingestion.route(login, "web", "web", 0, 0, None, NOW)
+    routed = ingestion.route(Origin("web", 0, 0, None, login), "web", NOW)
     assert [(e["event_id"], e["customer_id"]) for e in routed.accepted] == [("w-1", "C1")]
     [(key, message)] = routed.identity
     assert key == "anonymous_id:a-1"
@@ -109,16 +109,16 @@ def test_route_sends_known_customers_straight_on_and_links_to_their_alias_key() 
     # Envelope and fields email normalising to one key make one link message.
     profile = raw_ev("c-1", "profile_updated", customer_id="C2", email="Bo@X.org",
                     payload={"fields": {"email": "bo@x.ORG"}})
-    routed = ingestion.route(profile, "crm", "crm", 0, 1, None, NOW)
+    routed = ingestion.route(Origin("crm", 0, 1, None, profile), "crm", NOW)
     assert [key for key, _ in routed.identity] == ["email:bo@x.org"]
     page = raw_ev("w-2", "page_view", customer_id="C1", anonymous_id="a-9")
-    assert ingestion.route(page, "web", "web", 0, 2, None, NOW).identity == []  # not a link
+    assert ingestion.route(Origin("web", 0, 2, None, page), "web", NOW).identity == []  # not a link
 
 
 def test_route_forwards_alias_only_events_by_routing_alias_with_their_origin() -> None:
     ingestion = Ingestion()
     page = raw_ev("w-1", "page_view", email="Ann@X.org", anonymous_id="a-1")
-    routed = ingestion.route(page, "web", "web-topic", 3, 17, b"key", NOW)
+    routed = ingestion.route(Origin("web-topic", 3, 17, b"key", page), "web", NOW)
     assert routed.forwarded and routed.accepted == [] and routed.dead == []
     [(key, message)] = routed.identity
     assert key == "email:ann@x.org"
@@ -126,8 +126,8 @@ def test_route_forwards_alias_only_events_by_routing_alias_with_their_origin() -
     assert (origin["topic"], origin["partition"], origin["offset"]) == ("web-topic", 3, 17)
     assert base64.b64decode(origin["value_b64"]) == page
     assert message["watermark"] == T0
-    assert ingestion.route(page, "web", "web-topic", 3, 18, b"key", NOW).duplicate
-    assert ingestion.route(b"nope", "web", "web-topic", 3, 19, b"key", NOW).dead
+    assert ingestion.route(Origin("web-topic", 3, 18, b"key", page), "web", NOW).duplicate
+    assert ingestion.route(Origin("web-topic", 3, 19, b"key", b"nope"), "web", NOW).dead
     counters = ingestion.counters
     assert (counters.forwarded, counters.duplicates, counters.dead) == (1, 1, 1)
     assert counters.balanced()
@@ -137,7 +137,7 @@ def test_route_sends_an_erasure_to_the_customer_index_with_the_aliases_it_names(
     erase = raw_ev("c-9", "customer_erased", customer_id="C1", email="A@x.org",
                   anonymous_id="a-1")
     ingestion = Ingestion()
-    routed = ingestion.route(erase, "crm", "crm", 0, 0, None, NOW)
+    routed = ingestion.route(Origin("crm", 0, 0, None, erase), "crm", NOW)
     assert routed.accepted == [] and routed.forwarded
     [(key, message)] = routed.identity
     assert (key, message["op"], message["erasure_id"]) == ("customer:C1", "erase_customer", "c-9")
@@ -189,7 +189,7 @@ def test_links_and_held_events_survive_a_restart() -> None:
 def test_a_redelivered_held_event_is_held_once() -> None:
     pipe = Pipeline()
     page = raw_ev("w-1", "page_view", anonymous_id="a-1")
-    key, message = Ingestion().route(page, "web", "web", 0, 0, None, NOW).identity[0]
+    key, message = Ingestion().route(Origin("web", 0, 0, None, page), "web", NOW).identity[0]
     partition = pipe.partition_of(key)
     pipe.deliver(partition, key.encode(), orjson.dumps(message))
     pipe.restart()  # crashed before the offset was committed: the record comes again
@@ -258,8 +258,8 @@ def test_erasure_removes_every_link_of_the_customer_even_unnamed_ones() -> None:
 
 def test_bad_identity_messages_become_internal_error_dead_letters() -> None:
     stage = IdentityPartition(0)
-    good = Ingestion().route(raw_ev("w-1", "page_view", anonymous_id="a-1"), "web", "web",
-                             0, 0, None, NOW).identity[0][1]
+    page = raw_ev("w-1", "page_view", anonymous_id="a-1")
+    good = Ingestion().route(Origin("web", 0, 0, None, page), "web", NOW).identity[0][1]
     cases = [
         (b"k", b"not json"),
         (b"k", None),
@@ -269,8 +269,7 @@ def test_bad_identity_messages_become_internal_error_dead_letters() -> None:
         (b"email:x", orjson.dumps({"op": "link", "alias_kind": "email", "alias": "x"})),
     ]
     for key, value in cases:
-        [record] = stage.handle(value, key, {}, NOW, topic="identity", partition=0,
-                                offset=5).dead
+        [record] = stage.handle(Origin("identity", 0, 5, key, value), {}, NOW).dead
         assert record["reason"] == "internal_error"
         assert record["message"].startswith("bad identity-topic message")
         validator("dead-letters")(record)
@@ -281,7 +280,7 @@ def test_bad_identity_messages_become_internal_error_dead_letters() -> None:
 @given(key=st.one_of(st.none(), st.binary(max_size=40)),
        value=st.one_of(st.none(), st.binary(max_size=200)))
 def test_stage_two_never_raises_on_arbitrary_bytes(key: bytes | None, value: bytes | None) -> None:
-    result = IdentityPartition(0).handle(value, key, {}, NOW, topic="t", partition=0, offset=0)
+    result = IdentityPartition(0).handle(Origin("t", 0, 0, key, value), {}, NOW)
     assert len(result.dead) <= 1
 
 
@@ -304,7 +303,7 @@ def test_two_stages_attribute_like_the_single_process_ingestion(
             "anonymous_id": alias, "customer_id": customer}
         value = raw_ev(f"w-{n}", "login" if customer else "page_view", occurred_at=T0 + n,
                       **fields)
-        single_out += single.process(value, "web", "web", 0, n, None, NOW).accepted
+        single_out += single.process(Origin("web", 0, n, None, value), "web", NOW).accepted
         pipe.send(value)
     assert sorted(pipe.owners()) == sorted(
         (e["event_id"], e["customer_id"]) for e in single_out)
@@ -316,7 +315,7 @@ def test_route_remembers_duplicates_per_source_partition() -> None:
     """A fast partition days ahead in event time must not age out a slow one's ids."""
     ingestion = Ingestion(IngestionConfig(dedupe_horizon_ms=3_600_000))
     slow = raw_ev("w-1", "page_view", customer_id="C1")
-    assert not ingestion.route(slow, "web", "web", 0, 0, None, NOW).duplicate
+    assert not ingestion.route(Origin("web", 0, 0, None, slow), "web", NOW).duplicate
     fast = raw_ev("w-2", "page_view", occurred_at=at(1), customer_id="C2")
-    ingestion.route(fast, "web", "web", 1, 0, None, NOW)
-    assert ingestion.route(slow, "web", "web", 0, 1, None, NOW).duplicate
+    ingestion.route(Origin("web", 1, 0, None, fast), "web", NOW)
+    assert ingestion.route(Origin("web", 0, 1, None, slow), "web", NOW).duplicate

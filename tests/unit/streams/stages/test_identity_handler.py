@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 
 from models.ingest.routing import Ingestion, IngestionConfig
+from schemas.decode import Origin
 from streams.runtime.tables import Table
 from streams.stages.identity import HELD, INDEX, LINK, IdentityHandler, TableView
 from tests.kit import T0, assign, feed, raw_ev, recording, sent
@@ -19,7 +20,7 @@ def identity_messages(*events: bytes) -> list[tuple[bytes, bytes]]:
     stage1 = Ingestion()
     out = []
     for n, event in enumerate(events):
-        routed = stage1.route(event, "web", "web", 0, n, None, T0)
+        routed = stage1.route(Origin("web", 0, n, None, event), "web", T0)
         out += [(key.encode(), orjson.dumps(message)) for key, message in routed.identity]
     return out
 

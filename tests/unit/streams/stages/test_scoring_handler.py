@@ -98,7 +98,7 @@ def test_erasure_deletes_the_state_and_tombstones_score_changes() -> None:
     assert out.writes == [(0, b"A", None)]
     assert sent(out, "score-changes") == [None]
     assert handler.scorecard(table, 0, "A") is None
-    assert handler.aggregates[0].customers == 0
+    assert handler.partitions[0].aggregates.customers == 0
 
 
 def _run_history(live_states: int, customers: int = 40) -> tuple[list[Any], dict[bytes, bytes]]:
@@ -139,7 +139,7 @@ def test_the_due_index_holds_an_unchanged_due_time_once_and_still_resolves_it() 
     handler, table = setup()
     for n in range(20):
         feed(handler, table, [event(n, "C1", n * 0.1)])
-    assert len(handler.due[0]) == 1
+    assert len(handler.partitions[0].due) == 1
     out = feed(handler, table, [event(99, "C2", 31)])
     examples = [e for e in sent(out, "training") if e.get("customer_id") == "C1"]
     assert [e["model"] for e in examples] == ["engagement"]
@@ -169,8 +169,8 @@ def test_live_states_change_nothing_but_speed() -> None:
 
 
 def test_live_states_are_bounded_and_follow_their_partitions() -> None:
+    from models.scoring.live import LiveStates
     from models.scoring.state import CustomerState
-    from streams.stages.scoring import LiveStates
 
     live = LiveStates(capacity=2)
     a, b, c = CustomerState("A"), CustomerState("B"), CustomerState("C")
@@ -191,8 +191,8 @@ def test_live_states_are_bounded_and_follow_their_partitions() -> None:
 
 
 def test_live_states_keep_hits_when_more_customers_return_than_fit() -> None:
+    from models.scoring.live import LiveStates
     from models.scoring.state import CustomerState
-    from streams.stages.scoring import LiveStates
 
     # 2,000 customers in a steady round, room for 1,000: plain LRU would never hit.
     live = LiveStates(capacity=1000)
@@ -210,8 +210,8 @@ def test_live_states_keep_hits_when_more_customers_return_than_fit() -> None:
 
 
 def test_live_states_fill_with_a_hot_set_after_a_scan() -> None:
+    from models.scoring.live import LiveStates
     from models.scoring.state import CustomerState
-    from streams.stages.scoring import LiveStates
 
     live = LiveStates(capacity=100)
     for n in range(1000):  # a scan (one event for every customer) fills the cache with cold ones
@@ -227,8 +227,8 @@ def test_live_states_fill_with_a_hot_set_after_a_scan() -> None:
 
 
 def test_live_states_are_bounded_by_their_estimated_memory() -> None:
+    from models.scoring.live import LIVE_BYTES_PER_SNAPSHOT_BYTE, LiveStates
     from models.scoring.state import CustomerState
-    from streams.stages.scoring import LIVE_BYTES_PER_SNAPSHOT_BYTE, LiveStates
 
     live = LiveStates(capacity=100, max_bytes=1000 * LIVE_BYTES_PER_SNAPSHOT_BYTE)
     states = [CustomerState(f"C{n}") for n in range(4)]
