@@ -57,6 +57,7 @@ __all__ = [
     "DeadLetter",
     "DecodedEvent",
     "DecoderConfig",
+    "Origin",
     "Reason",
     "compile_validators",
     "decode_source_event",

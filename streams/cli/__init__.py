@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 from streams.settings import Settings, SettingsError
 
+__all__ = ["COMMANDS", "build_parser", "main"]
+
 log = logging.getLogger("scorestream")
 
 # subcommand -> (module, one-line help); each module has add_arguments(parser) and run(args).

@@ -1,7 +1,8 @@
 """The runtime every stage runs on: Kafka clients, the batch loop, tables and stores.
 
-- `processor`: `BatchProcessor`, one stage's consume -> handle -> transaction loop, and
-  the stage contract (`StageHandler`).
+- `stage`: the stage contract (`StageHandler`), what a batch produces (`Output`), a
+  stage's configuration (`ProcessorConfig`).
+- `processor`: `BatchProcessor`, one stage's consume -> handle -> transaction loop.
 - `tables`: changelog-backed tables and their restore.
 - `stores`: the per-partition key/value stores behind a table (memory, RocksDB).
 - `kafka`: topic names, client configuration and topic creation.
@@ -18,6 +19,7 @@ __all__ = [
     "partitioning",
     "pipeline",
     "processor",
+    "stage",
     "stores",
     "tables",
 ]

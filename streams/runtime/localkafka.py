@@ -18,7 +18,7 @@ from schemas.errors import ScorestreamError
 
 __all__ = ["LAUNCHER", "LauncherMissing", "launcher", "local_broker"]
 
-LAUNCHER = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "kafka_local.py"
+LAUNCHER = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "kafka_local.py"
 
 
 class LauncherMissing(ScorestreamError, RuntimeError):

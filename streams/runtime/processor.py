@@ -150,7 +150,7 @@ class BatchProcessor:
                 "fetch.min.bytes": 64 * 1024,
                 "session.timeout.ms": cfg.session_timeout_ms,
                 # A takeover's restore can wait out a crashed owner's open transaction inside
-                # the assignment callback (see _restore): stay in the group meanwhile.
+                # the assignment callback (see tables.restore): stay in the group meanwhile.
                 "max.poll.interval.ms": max(300_000, cfg.transaction_timeout_ms + int(
                     (RESTORE_WAIT_BEYOND_TRANSACTION_S + 30) * 1000)),
                 "heartbeat.interval.ms": min(3000, cfg.session_timeout_ms // 3),

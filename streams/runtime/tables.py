@@ -141,7 +141,7 @@ def _changelog_ends(cfg: ProcessorConfig, topic: str, partitions: list[int]
                     ) -> dict[int, int]:
     """Each non-empty changelog partition's high watermark. Only a read_uncommitted client
     is told it: to a read_committed one the end is the last stable offset, which an open
-    transaction holds back (see _restore)."""
+    transaction holds back (see `restore`)."""
     ruler = Consumer({**cfg.client, "group.id": f"{cfg.group_id}-restore",
                       "isolation.level": "read_uncommitted"})
     try:
