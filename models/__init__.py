@@ -3,8 +3,9 @@
 Imports no Kafka and no Faust and reads no clock: time always arrives as an argument
 (event time), so the streaming stages, the replay command and the tests share one library.
 Subpackages by concern: `ingest` (a record's route to a customer), `scoring` (state, features,
-the engine, scorecards, alerts, tiers), `learning` (the models and the learner) and `history`
-(generate, replay and evaluate whole histories). What a user needs is importable from here:
+the engine, scorecards, alerts, tiers), `learning` (the models and the learner), `history`
+(generate, replay and evaluate whole histories), `attribution` (multi-touch attribution) and
+`kpi` (survey and revenue KPIs of the customer base). What a user needs is importable from here:
 
 >>> from models import AlertRules, Scorecard, ScoringConfig, ScoringEngine, replay
 >>> ScoringEngine(ScoringConfig()).config.window_days

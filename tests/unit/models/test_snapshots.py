@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 import models
+from models.attribution.markov import TransitionCounts
 from models.config import ScoringConfig
 from models.history.generate import generate
 from models.history.replay import ingest, replay, sort_raw
@@ -89,6 +90,11 @@ def _resolver() -> IdentityResolver:
     return _ingestion().resolver
 
 
+def _transition_counts() -> TransitionCounts:
+    return TransitionCounts.from_paths(
+        [(["email", "search"], True), (["search"], False), (["search", "email", "email"], True)])
+
+
 CASES: dict[type, tuple[Callable[[], Any], Callable[[bytes], Any]]] = {
     CustomerState: (_state, CustomerState.restore),
     ModelBundle: (_trained, ModelBundle.restore),
@@ -99,6 +105,7 @@ CASES: dict[type, tuple[Callable[[], Any], Callable[[bytes], Any]]] = {
     Dedupe: (_dedupe, Dedupe.restore),
     IdentityResolver: (_resolver, IdentityResolver.restore),
     Ingestion: (_ingestion, Ingestion.restore),
+    TransitionCounts: (_transition_counts, TransitionCounts.restore),
 }
 
 
