@@ -184,14 +184,18 @@ class ChurnModel:
 
     # -- serving -----------------------------------------------------------------------------
 
-    def predict(self, features: dict[str, float], segment: str = ORDERS_ONLY) -> Prediction:
-        """The serving model's churn probability for a customer of `segment`, with factors."""
+    def predict(self, features: dict[str, float], segment: str = ORDERS_ONLY,
+                baseline: float | None = None) -> Prediction:
+        """The serving model's churn probability for a customer of `segment`, with factors;
+        `baseline`: the baseline's probability when the caller has it (the feature
+        `baseline_churn` is its logit)."""
         if self.champion.get(segment) == CLASSIFIER and self.ready:
             logit, contrib, z = self.linear.explain(features)
             p = self.calibrator.probability(logit)
             return Prediction(round(p, 4), top_factors(contrib, FEATURE_LABELS, z),
                               self.version)
-        p = sigmoid(features.get("baseline_churn", 0.0))
+        p = sigmoid(features.get("baseline_churn", 0.0)) if baseline is None else min(
+            1.0 - _EPS, max(_EPS, baseline))
         return Prediction(round(p, 4), (), self.version)
 
     @property

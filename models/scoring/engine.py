@@ -206,7 +206,7 @@ class ScoringEngine:
         segment = segment_of(feats["orders_only"])
         p_base, alive, quiet = b.churn.baseline(active, cancelled, segment)
         feats["baseline_churn"] = logit(p_base)
-        churn = b.churn.predict(feats, segment)
+        churn = b.churn.predict(feats, segment, p_base)
         if cancelled and churn.value < CANCELLED_CHURN:  # decisive, whichever model serves
             churn = churn._replace(value=CANCELLED_CHURN)
         churn_factors = churn.factors or b.churn.baseline_factors(alive, quiet)

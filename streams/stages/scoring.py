@@ -74,6 +74,7 @@ class ScoringHandler(StageHandler):
         self.topics = topics
         self.histogram_interval_s = histogram_interval_s
         self.partitions: dict[int, ScoringPartition] = {}
+        self._examples: dict[str, Any] = {}
         """What is derived from each owned partition (rebuilt when it is assigned)."""
         self.erasures: ErasureConfirmations | None = None
         """Confirms erasures (streams/stages/erasure.py); set by the pipeline."""
@@ -348,7 +349,7 @@ class ScoringHandler(StageHandler):
             part.due.push(outcome.next_due, outcome.customer_id)
         for model, value in examples:
             out.send(self.topics.training_examples, key, value)
-            self.metrics.examples.labels(model).inc()
+            self._examples_counter(model).inc()
         if card is None:
             return
         part.replace(outcome.previous_scorecard, card)
@@ -358,6 +359,13 @@ class ScoringHandler(StageHandler):
         for alert_type, value in alert_records or ():
             out.send(self.topics.alerts, key, value)
             self.metrics.alerts.labels(alert_type).inc()
+
+    def _examples_counter(self, model: str) -> Any:
+        """The training-examples counter of one model (label children looked up once)."""
+        counter = self._examples.get(model)
+        if counter is None:
+            counter = self._examples[model] = self.metrics.examples.labels(model)
+        return counter
 
     def _partition(self, partition: int) -> ScoringPartition:
         """The partition's derived state (fresh when it was never assigned: handler tests)."""
