@@ -15,8 +15,12 @@ Score changes compare a new scorecard with the last one *reported* (emitted as a
 change), not with the previous one computed, so a value that drifts by small steps is
 reported once the steps add up to its threshold.
 
-Every alert's `alert_id` is derived from the customer, the alert type and the event time of
-the change, so a redelivered or replayed alert carries the same id and consumers can drop it.
+Every alert's `alert_id` is derived from the customer (with the event time of its first event,
+so a customer id erased and seen again starts afresh), the alert type and the alert's episode:
+how many alerts of that type the customer has had, counted in its alert memory. The count
+lives in the customer's state, so an alert raised again after a crash or a takeover (the state
+restored as committed, the events read again) or by a replay that batches events differently
+carries the same id, and consumers can drop it.
 
 >>> from models.scoring.scorecard import Scorecard
 >>> def card(p, tier="Standard", t=0):
@@ -98,7 +102,8 @@ class AlertConfig:
 class AlertMemory:
     """Per-customer alert state: which threshold alerts are armed, when each type last fired.
 
-    >>> m = AlertMemory(disarmed={"churn_risk"}, last_fired={"churn_risk": 5})
+    >>> m = AlertMemory(disarmed={"churn_risk"}, last_fired={"churn_risk": 5},
+    ...                 episodes={"churn_risk": 2})
     >>> AlertMemory.from_dict(m.to_dict()) == m
     True
     """
@@ -107,6 +112,8 @@ class AlertMemory:
     last_fired: dict[str, int] = field(default_factory=dict)
     low: float | None = None
     """Lowest churn probability since the last churn alert (the reference of a rise)."""
+    episodes: dict[str, int] = field(default_factory=dict)
+    """Alerts fired so far per type (the episode number in each alert's id)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Compact JSON-friendly form for the customer state (empty parts left out)."""
@@ -117,6 +124,8 @@ class AlertMemory:
             out["f"] = dict(sorted(self.last_fired.items()))
         if self.low is not None:
             out["l"] = self.low
+        if self.episodes:
+            out["n"] = dict(sorted(self.episodes.items()))
         return out
 
     @classmethod
@@ -124,9 +133,9 @@ class AlertMemory:
         """Inverse of `to_dict` (None gives a fresh memory)."""
         if not d:
             return cls()
-        disarmed, fired = d.get("d"), d.get("f")
+        disarmed, fired, episodes = d.get("d"), d.get("f"), d.get("n")
         return cls(set(disarmed) if disarmed else set(), dict(fired) if fired else {},
-                   d.get("l"))
+                   d.get("l"), dict(episodes) if episodes else {})
 
 
 class AlertBudget:
@@ -171,11 +180,17 @@ class Alert:
     scorecard: Scorecard
     event_time: int
     trigger_event_id: str | None = None
+    episode: int = 0
+    """The customer's how-many-th alert of this type this is (1 for the first)."""
+    customer_since: int = 0
+    """Event time of the customer's first event (tells a re-created customer id apart)."""
 
     @property
     def alert_id(self) -> str:
-        """Idempotency key: the same change always yields the same id."""
-        raw = f"{self.customer_id}\x1f{self.alert_type}\x1f{self.event_time}"
+        """Idempotency key: the same alert always yields the same id, however the events were
+        batched (see module docstring)."""
+        raw = (f"{self.customer_id}\x1f{self.customer_since}\x1f{self.alert_type}"
+               f"\x1f{self.episode}")
         return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
     def to_record(self, emitted_at: int) -> dict[str, Any]:
@@ -224,6 +239,7 @@ class AlertRules:
         at_risk_from: float | None = None,
         budget: AlertBudget | None = None,
         customers: int = 0,
+        customer_since: int = 0,
     ) -> list[Alert]:
         """Alerts raised by the move from `previous` to `current`; updates `memory` in place.
 
@@ -235,6 +251,8 @@ class AlertRules:
         the budget's share of all customers lies. With a
         `budget` (and the number of `customers` it is shared by), an alert the budget has
         no room for stays armed and fires once there is room, if it still holds.
+        `customer_since` (the event time of the customer's first event) goes into the
+        alerts' ids.
         """
         cfg = self.config
         alerts: list[Alert] = []
@@ -257,8 +275,9 @@ class AlertRules:
                     memory.disarmed.discard(kind)
                 return False
             memory.last_fired[kind] = current.as_of
+            episode = memory.episodes[kind] = memory.episodes.get(kind, 0) + 1
             alerts.append(Alert(kind, severity, current.customer_id, reason, current,
-                                current.as_of, trigger_event_id))
+                                current.as_of, trigger_event_id, episode, customer_since))
             return True
 
         at_risk = current.value_at_risk
@@ -315,7 +334,7 @@ class AlertRules:
             return []
         memory = AlertMemory.from_dict(out.state.alerts)
         alerts = self.evaluate(out.previous_scorecard, out.scorecard, memory, out.last_event_id,
-                               at_risk_from, budget, customers)
+                               at_risk_from, budget, customers, out.state.first_ms or 0)
         out.state.alerts = memory.to_dict()
         return alerts
 

@@ -239,3 +239,40 @@ def test_zero_thresholds_report_every_move_and_never_a_field_that_did_not_move()
     assert rules.changes(card(0.10, revenue_12m=500.0), card(0.11, revenue_12m=500.01)) == {
         "churn_probability": {"old": 0.10, "new": 0.11},
         "revenue_12m": {"old": 500.0, "new": 500.01}}
+
+
+def test_alert_ids_follow_the_episode_not_the_time_the_batch_was_scored() -> None:
+    rules = AlertRules(AlertConfig(cooldown_ms=0))
+    # The same customer story scored at different times (batches closing at other moments).
+    early = timeline([(0, 0.2, "Standard"), (1, 0.8, "Standard"), (2, 0.4, "Standard"),
+                      (3, 0.9, "Standard")], rules, step_ms=DAY_MS)
+    late = timeline([(0, 0.2, "Standard"), (1, 0.8, "Standard"), (2, 0.4, "Standard"),
+                     (3, 0.9, "Standard")], rules, step_ms=DAY_MS + 3_600_000)
+    assert [a.event_time for _, a in early] != [a.event_time for _, a in late]
+    assert [a.alert_id for _, a in early] == [a.alert_id for _, a in late]
+    assert [a.episode for _, a in early] == [1, 2]
+    assert len({a.alert_id for _, a in early}) == 2  # each episode its own id
+
+
+def test_an_alert_raised_again_from_the_restored_memory_keeps_its_id() -> None:
+    rules = AlertRules(AlertConfig(cooldown_ms=0))
+    memory = AlertMemory()
+    [first] = rules.evaluate(card(0.2), card(0.8, t=DAY_MS), memory, "e1", customer_since=5)
+    committed = AlertMemory.from_dict(orjson.loads(orjson.dumps(AlertMemory().to_dict())))
+    # A crash before the commit: the state (and its alert memory) is read back as it was,
+    # and the same events raise the alert again, in a batch that closed later.
+    [again] = rules.evaluate(card(0.2), card(0.8, t=DAY_MS + 999), committed, "e1",
+                             customer_since=5)
+    assert again.alert_id == first.alert_id
+    # The memory counts it, so the customer's next churn_risk is a new id.
+    assert AlertMemory.from_dict(memory.to_dict()).episodes == {"churn_risk": 1}
+
+
+def test_a_customer_id_seen_again_after_erasure_gets_new_alert_ids() -> None:
+    rules = AlertRules(AlertConfig(cooldown_ms=0))
+    before = rules.evaluate(card(0.2), card(0.8, t=DAY_MS), AlertMemory(), None,
+                            customer_since=0)
+    after = rules.evaluate(card(0.2), card(0.8, t=DAY_MS), AlertMemory(), None,
+                           customer_since=400 * DAY_MS)
+    assert before[0].episode == after[0].episode == 1
+    assert before[0].alert_id != after[0].alert_id
