@@ -266,6 +266,10 @@ class _SourceRules:
     required_ids: dict[str, tuple[str, ...]]
     money_types: frozenset[str]
     """Event types whose payload defines `currency` (checked against the rate table)."""
+    money_fields: dict[str, tuple[str, ...]]
+    """Event type -> the `MONEY_FIELDS` its payload schema defines (numbers, validated, and
+    held to the deployment's `max_amount`); a field of that name the schema does not define
+    is not money."""
 
 
 @functools.cache
@@ -277,7 +281,13 @@ def _rules(source: str) -> _SourceRules:
         if "currency" in defs[event_type]["properties"].get("payload", {}).get("properties", {})
     )
     validators = {t: event_validator(source, t) for t in event_types(source)}
-    return _SourceRules(validators, required_identity(source), money)
+    money_fields = {
+        event_type: tuple(
+            name for name in MONEY_FIELDS
+            if name in defs[event_type]["properties"].get("payload", {}).get("properties", {}))
+        for event_type in money
+    }
+    return _SourceRules(validators, required_identity(source), money, money_fields)
 
 
 def compile_validators() -> None:
@@ -378,7 +388,7 @@ def _decode(
             return DeadLetter(
                 Reason.UNKNOWN_CURRENCY, f"no exchange rate configured for {currency}", event_id
             )
-        for name in MONEY_FIELDS:
+        for name in rules.money_fields[event_type]:
             amount = payload.get(name)
             if amount is not None and amount > config.max_amount:
                 return DeadLetter(

@@ -371,3 +371,20 @@ def test_dead_letter_record_of_a_tombstone_and_a_huge_value() -> None:
 def test_dead_letter_message_is_bounded() -> None:
     letter = DeadLetter(Reason.SCHEMA_VIOLATION, "m" * 5000)
     assert len(letter.to_record(Origin("crm", 0, 0, None, b"x"), NOW)["message"]) == 500
+
+
+def test_the_amount_limit_applies_to_the_money_fields_each_schema_defines() -> None:
+    """A subscription defines `mrr` but not `amount`: an extra `amount` of any kind is not
+    money there (the schema lets it pass), while an `mrr` beyond the limit is rejected."""
+    started = {"event_id": "c-1", "event_type": "subscription_started", "source": "crm",
+               "occurred_at": "2025-12-31T23:00:00Z", "customer_id": "C42",
+               "payload": {"plan": "plus", "mrr": 19.0, "currency": "EUR"}}
+    for extra in ([], "a lot", 5e9):
+        event = {**started, "payload": {**started["payload"], "amount": extra}}
+        decoded = decode_source_event(orjson.dumps(event), "crm", NOW,
+                                      DecoderConfig(max_amount=1e9))
+        assert isinstance(decoded, DecodedEvent), decoded
+    too_much = {**started, "payload": {**started["payload"], "mrr": 5e9}}
+    letter = decode_source_event(orjson.dumps(too_much), "crm", NOW, DecoderConfig(max_amount=1e9))
+    assert isinstance(letter, DeadLetter) and letter.reason is Reason.SCHEMA_VIOLATION
+    assert "payload.mrr" in letter.message
