@@ -264,30 +264,24 @@ class _SourceRules:
     validators: dict[str, Validator]
     """Event type -> validator of the envelope plus that type's payload."""
     required_ids: dict[str, tuple[str, ...]]
-    money_types: frozenset[str]
-    """Event types whose payload defines `currency` (checked against the rate table)."""
     money_fields: dict[str, tuple[str, ...]]
-    """Event type -> the `MONEY_FIELDS` its payload schema defines (numbers, validated, and
-    held to the deployment's `max_amount`); a field of that name the schema does not define
-    is not money."""
+    """Event types whose payload defines `currency` (checked against the rate table) -> the
+    `MONEY_FIELDS` their payload schema defines (numbers, validated, and held to the
+    deployment's `max_amount`); a field of that name the schema does not define is not
+    money."""
 
 
 @functools.cache
 def _rules(source: str) -> _SourceRules:
     defs = load_schema(source)["$defs"]
-    money = frozenset(
-        event_type
-        for event_type in event_types(source)
-        if "currency" in defs[event_type]["properties"].get("payload", {}).get("properties", {})
-    )
-    validators = {t: event_validator(source, t) for t in event_types(source)}
+    payloads = {t: defs[t]["properties"].get("payload", {}).get("properties", {})
+                for t in event_types(source)}
     money_fields = {
-        event_type: tuple(
-            name for name in MONEY_FIELDS
-            if name in defs[event_type]["properties"].get("payload", {}).get("properties", {}))
-        for event_type in money
+        event_type: tuple(name for name in MONEY_FIELDS if name in fields)
+        for event_type, fields in payloads.items() if "currency" in fields
     }
-    return _SourceRules(validators, required_identity(source), money, money_fields)
+    validators = {t: event_validator(source, t) for t in event_types(source)}
+    return _SourceRules(validators, required_identity(source), money_fields)
 
 
 def compile_validators() -> None:
@@ -381,14 +375,15 @@ def _decode(
     assert isinstance(occurred_at, int) and isinstance(event_type, str) and event_id is not None
 
     payload: dict[str, Any] = get("payload", {})
-    if event_type in rules.money_types:
+    money_fields = rules.money_fields.get(event_type)
+    if money_fields is not None:
         currency = payload.get("currency")
         if (config.currencies is not None and currency is not None
                 and currency not in config.currencies):
             return DeadLetter(
                 Reason.UNKNOWN_CURRENCY, f"no exchange rate configured for {currency}", event_id
             )
-        for name in rules.money_fields[event_type]:
+        for name in money_fields:
             amount = payload.get(name)
             if amount is not None and amount > config.max_amount:
                 return DeadLetter(
