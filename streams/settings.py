@@ -258,7 +258,10 @@ class Settings:
     ingest_process: bool = True
     live_states: int = 10_000
     live_states_mb: int = 256
-    max_source_skew_s: float = 0.0
+    align_sources: bool = True
+    max_source_skew_s: float = 60.0
+    source_idle_s: float = 10.0
+    align_max_held: int = 100_000
     max_event_bytes: int = 65536
     max_amount: float = 1e9
     allowed_lateness_days: float = 400.0
@@ -341,7 +344,11 @@ class Settings:
         if self.batch_size < 1:
             raise SettingsError("SCORESTREAM_BATCH_SIZE must be >= 1")
         if self.max_source_skew_s < 0:
-            raise SettingsError("SCORESTREAM_MAX_SOURCE_SKEW_S must be >= 0 (0: no alignment)")
+            raise SettingsError("SCORESTREAM_MAX_SOURCE_SKEW_S must be >= 0")
+        if self.source_idle_s < 0:
+            raise SettingsError("SCORESTREAM_SOURCE_IDLE_S must be >= 0")
+        if self.align_max_held < 0:
+            raise SettingsError("SCORESTREAM_ALIGN_MAX_HELD must be >= 0")
         if self.live_states < 0:
             raise SettingsError("SCORESTREAM_LIVE_STATES must be >= 0")
         if self.live_states_mb < 0:

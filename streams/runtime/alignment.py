@@ -1,4 +1,5 @@
-"""Event-time alignment of source partitions: release records in step, not each at its own pace.
+"""Event-time alignment of source partitions: release records in event-time order, not each
+partition at its own pace.
 
 One consumer reads many source partitions, and each advances by records, not by time: a crm
 partition with ten events a day runs years ahead of a web partition with a thousand while a
@@ -8,26 +9,38 @@ behind the fast one's (dead-lettered as too_late once past the allowed lateness)
 would resolve before the events that should count in them.
 
 So ingest routes every record at once but holds its outputs in a per-partition buffer, and
-releases them in offset order only while their event time is at most `max_skew_ms` past the
-slowest partition that still has records to read (Kafka Streams does the same with its
-per-task record buffers). A caught-up partition (live, or a quiet source) holds nobody back,
-so live streams never wait; a newly assigned one does until its first records arrive, for at
-most `wait_s` seconds. Offsets are
-committed only up to the first record still held, so a crash re-reads held records, never
-loses them; a partition running ahead is paused until the others catch up, which bounds the
-buffers.
+releases them as a merge of the partitions' buffers: always the held record with the lowest
+event time next, as long as no partition that may still deliver something earlier is empty.
+Kafka Streams picks records the same way inside a task. A partition with nothing held
+constrains the others only while it still has records to read (a caught-up partition, live or
+quiet, holds nobody back, so live streams never wait) and only for `wait_s` seconds after it
+last delivered (`max.task.idle.ms` in Kafka Streams): then the others go on without it. While
+it constrains them, records up to `max_skew_ms` past the newest record it delivered may go
+out, so a backfill does not stop and start at every fetch.
+
+Offsets are committed only up to the first record still held, so a crash re-reads held
+records, never loses them. The buffers are bounded: once more than `max_held` records are held
+in all, partitions that hold records (all of them waiting for a slower one) are paused until
+they hold few again. Pausing drops what the consumer prefetched for a partition, so the bound
+is generous and the hysteresis wide: in a backfill the partitions that run ahead are the sparse
+ones, which hold few records per day of event time.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass, field
+from typing import cast
 
 __all__ = ["Aligner", "Held"]
 
 Partition = tuple[str, int]
 Record = tuple[str, bytes | None, bytes | None, int | None]
 """An output record as `Output.send` takes it: topic, key, value, partition."""
+
+_UNKNOWN = -(1 << 62)
+"""The limit while a partition that has not delivered yet is still awaited: nothing goes."""
 
 
 @dataclass
@@ -41,7 +54,7 @@ class Held:
 
 @dataclass
 class Aligner:
-    """Per-partition buffers of routed records, released in event-time step.
+    """Per-partition buffers of routed records, released as an event-time merge.
 
     >>> a = Aligner(max_skew_ms=1000, wait_s=5.0, max_held=0)
     >>> a.assigned([("crm", 0), ("web", 0)], now=0.0)
@@ -51,7 +64,7 @@ class Aligner:
     >>> a.add(("web", 0), Held(0, 2_000, [("out", None, b"web", None)]))
     >>> [r[2] for r in a.release(now=0.2, caught_up=set())], a.positions()
     ([b'web'], {('web', 0): 1})
-    >>> a.pause_resume()  # crm is 8 s of event time ahead
+    >>> a.pause_resume()  # crm holds a record 8 s of event time ahead: it waits unfetched
     ([('crm', 0)], [])
     >>> [r[2] for r in a.release(now=0.3, caught_up={("web", 0)})]  # web read to its end
     [b'crm']
@@ -61,73 +74,112 @@ class Aligner:
 
     max_skew_ms: int
     wait_s: float = 10.0
-    max_held: int = 2000
+    max_held: int = 100_000
     held: dict[Partition, deque[Held]] = field(default_factory=dict)
     newest: dict[Partition, int] = field(default_factory=dict)
-    assigned_at: dict[Partition, float] = field(default_factory=dict)
+    delivered_at: dict[Partition, float] = field(default_factory=dict)
+    """When each partition last delivered a record (or was assigned), monotonic seconds."""
     paused: set[Partition] = field(default_factory=set)
+    count: int = 0
+    """Records held in all partitions."""
     _next: dict[Partition, int] = field(default_factory=dict)
     _moved: dict[Partition, int] = field(default_factory=dict)
+    _fresh: set[Partition] = field(default_factory=set)
 
     def assigned(self, partitions: list[Partition], now: float) -> None:
         """New partitions: each holds the others back until it delivers or idles."""
         for tp in partitions:
             self.held.setdefault(tp, deque())
-            self.assigned_at[tp] = now
+            self.delivered_at[tp] = now
 
     def forget(self, tp: Partition) -> None:
         """The partition left this consumer (or will be re-read): drop what it held."""
-        for table in (self.held, self.newest, self.assigned_at, self._next, self._moved):
+        self.count -= len(self.held.get(tp, ()))
+        for table in (self.held, self.newest, self.delivered_at, self._next, self._moved):
             table.pop(tp, None)
         self.paused.discard(tp)
+        self._fresh.discard(tp)
 
     def add(self, tp: Partition, item: Held) -> None:
         """One routed source record, in offset order per partition."""
-        self.held.setdefault(tp, deque()).append(item)
+        queue = self.held.get(tp)
+        if queue is None:
+            queue = self.held[tp] = deque()
+        queue.append(item)
+        self.count += 1
         self._next[tp] = item.offset + 1
+        self._fresh.add(tp)
         t = item.event_time
         if t is not None and t > self.newest.get(tp, t - 1):
             self.newest[tp] = t
 
-    def bound(self, now: float, caught_up: set[Partition]) -> int | None:
-        """Latest event time that may go out now (None: no limit).
-
-        Each partition's frontier is its oldest held record, or, with nothing held, the newest
-        record it delivered (what it delivers next is later); the slowest frontier plus the
-        skew is the bound. A caught-up partition holding nothing has no frontier.
-        """
-        slowest = None
-        for tp, queue in self.held.items():
-            t = next((h.event_time for h in queue if h.event_time is not None), None)
-            if t is None:
-                if tp in caught_up:
-                    continue
-                t = self.newest.get(tp)
-                if t is None:
-                    if tp not in self._next and now - self.assigned_at.get(tp, now) <= self.wait_s:
-                        return -1  # assigned, nothing read yet: its time is unknown
-                    continue
-            slowest = t if slowest is None else min(slowest, t)
-        return None if slowest is None else slowest + self.max_skew_ms
+    def _constraint(self, tp: Partition, now: float, caught_up: set[Partition]) -> int | None:
+        """How far an empty partition lets the others go (None: no limit from it)."""
+        if tp in caught_up or now - self.delivered_at.get(tp, now) > self.wait_s:
+            return None
+        newest = self.newest.get(tp)
+        if newest is None:
+            return None if tp in self._next else _UNKNOWN
+        return newest + self.max_skew_ms
 
     def release(self, now: float, caught_up: set[Partition]) -> list[Record]:
-        """The outputs that may go out now, partition by partition in offset order.
+        """The outputs that may go out now, lowest event time first (offset order within each
+        partition; a record without an event time goes with the one before it).
 
         `caught_up`: partitions with nothing left to read, which hold nobody back."""
-        limit = self.bound(now, caught_up)
+        for tp in self._fresh:
+            self.delivered_at[tp] = now
+        self._fresh.clear()
+        limit: int | None = None
+        heap: list[tuple[int, int, Partition]] = []
         out: list[Record] = []
-        for tp, queue in self.held.items():
-            released = False
-            while queue:
-                head = queue[0]
-                if limit is not None and head.event_time is not None and head.event_time > limit:
-                    break
-                queue.popleft()
-                out.extend(head.records)
-                released = True
-            if released:
-                self._moved[tp] = queue[0].offset if queue else self._next[tp]
+        moved: set[Partition] = set()
+        for i, (tp, queue) in enumerate(self.held.items()):
+            while queue and queue[0].event_time is None:
+                out.extend(queue.popleft().records)
+                moved.add(tp)
+            if queue:
+                heap.append((cast(int, queue[0].event_time), i, tp))
+                continue
+            bound = self._constraint(tp, now, caught_up)
+            if bound is not None and (limit is None or bound < limit):
+                limit = bound
+        heapq.heapify(heap)
+        released = 0
+        while heap:
+            t, i, tp = heap[0]
+            if limit is not None and t > limit:
+                break
+            queue = self.held[tp]
+            out.extend(queue.popleft().records)
+            released += 1
+            while queue and queue[0].event_time is None:
+                out.extend(queue.popleft().records)
+                released += 1
+            moved.add(tp)
+            if queue:
+                heapq.heapreplace(heap, (cast(int, queue[0].event_time), i, tp))
+                continue
+            heapq.heappop(heap)
+            bound = self._constraint(tp, now, caught_up)  # drained: now it may constrain
+            if bound is not None and (limit is None or bound < limit):
+                limit = bound
+        self.count -= released
+        for tp in moved:
+            queue = self.held[tp]
+            self._moved[tp] = queue[0].offset if queue else self._next[tp]
         return out
+
+    def bound(self, now: float, caught_up: set[Partition]) -> int | None:
+        """The latest event time the empty partitions allow to go out now (None: no limit);
+        held records go out in event-time order up to it."""
+        limit = None
+        for tp, queue in self.held.items():
+            if not queue:
+                bound = self._constraint(tp, now, caught_up)
+                if bound is not None and (limit is None or bound < limit):
+                    limit = bound
+        return limit
 
     def positions(self) -> dict[Partition, int]:
         """Offsets to commit (the first record not released) of partitions that moved."""
@@ -135,13 +187,16 @@ class Aligner:
         return moved
 
     def pause_resume(self) -> tuple[list[Partition], list[Partition]]:
-        """(partitions to pause, to resume), after `release`: one holding more than
-        `max_held` records runs ahead, so it stops fetching until it holds a quarter of that
-        (hysteresis: pausing drops the partition's prefetched records, resuming fetches them
-        again, so flapping would cost more than it saves)."""
-        pause = sorted(tp for tp, q in self.held.items()
-                       if len(q) > self.max_held and tp not in self.paused)
-        low = self.max_held // 4
+        """(partitions to pause, to resume), after `release`. Once more than `max_held`
+        records are held, every partition still holding some (each waits for a slower one)
+        stops fetching; a paused partition fetches again once it holds less than a quarter
+        of its share of the bound (hysteresis: pausing drops the partition's prefetched
+        records and resuming fetches them again, so flapping would cost more than it
+        saves)."""
+        pause: list[Partition] = []
+        if self.count > self.max_held:
+            pause = sorted(tp for tp, q in self.held.items() if q and tp not in self.paused)
+        low = self.max_held // (4 * max(1, len(self.held)))
         resume = sorted(tp for tp in self.paused if len(self.held.get(tp, ())) <= low)
         self.paused.update(pause)
         self.paused.difference_update(resume)

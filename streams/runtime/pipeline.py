@@ -33,17 +33,9 @@ from streams.stages.ingest_process import IngestProcess
 from streams.stages.learner import BundleWatcher, LearnerHandler
 from streams.stages.scoring import ScoringHandler, ScoringTopics
 
-__all__ = ["ALIGNED_FETCH", "ScoringPipeline"]
+__all__ = ["ScoringPipeline"]
 
 log = logging.getLogger(__name__)
-
-ALIGNED_FETCH: dict[str, str | int | float | bool] = {
-    # With event-time alignment, ingest pauses partitions that run ahead, and a pause drops
-    # what the consumer prefetched for them: keep that small, so little is fetched twice.
-    "queued.min.messages": 2000,
-    "queued.max.messages.kbytes": 8192,
-    "max.partition.fetch.bytes": 256 * 1024,
-}
 
 
 class ScoringPipeline:
@@ -79,7 +71,6 @@ class ScoringPipeline:
         ingest = ProcessorConfig(
             name="ingest", group_id=f"{settings.app_id}-ingest",
             input_topics=tuple(settings.source_topics.values()), changelog_topic=None,
-            consumer_overrides=ALIGNED_FETCH if settings.max_source_skew_s > 0 else {},
             **common)  # type: ignore[arg-type]
         ingestion = ingestion_config(settings, self.engine.config)
         self.ingest: Stage = (

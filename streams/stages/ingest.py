@@ -76,8 +76,9 @@ class IngestHandler(StageHandler):
         self.dead_letters = settings.topics["dead_letters"]
         self._ticked_watermark = 0
         self._ticked_at = 0.0
-        skew_ms = int(settings.max_source_skew_s * 1000)
-        self.aligner = Aligner(skew_ms) if skew_ms > 0 else None
+        self.aligner = Aligner(int(settings.max_source_skew_s * 1000),
+                               wait_s=settings.source_idle_s,
+                               max_held=settings.align_max_held) if settings.align_sources else None
 
     def on_assigned(self, partition: int, table: Table) -> None:
         """Nothing to restore: ingest keeps no table."""

@@ -49,12 +49,13 @@ def test_a_backfill_of_two_sources_is_read_in_step(
     topics = topic_names(unique_name)
     web, crm = _backfill()
     # The whole backlog is there before the worker starts: crm's fits in one fetch and would
-    # run 300 days ahead of web, far beyond the 20 days of allowed lateness.
+    # run 300 days ahead of web, far beyond the 20 days of allowed lateness. Alignment is on
+    # by default.
     produce(kafka_bootstrap, topics["web"], web)
     produce(kafka_bootstrap, topics["crm"], crm)
     env = worker_env(kafka_bootstrap, f"app-{unique_name}", topics, tmp_path / "state",
-                     free_port(), SCORESTREAM_MAX_SOURCE_SKEW_S="86400",
-                     SCORESTREAM_ALLOWED_LATENESS_DAYS="20", SCORESTREAM_BATCH_SIZE="500")
+                     free_port(), SCORESTREAM_ALLOWED_LATENESS_DAYS="20",
+                     SCORESTREAM_BATCH_SIZE="500")
     total = len(web) + len(crm)
     with running_worker(env, tmp_path / "worker.log") as worker:
         wait_until(lambda: metric_value(worker.web_url, "scorestream_events_processed_total")
@@ -64,11 +65,11 @@ def test_a_backfill_of_two_sources_is_read_in_step(
     events = read_topic(kafka_bootstrap, topics["customer_events"], total, timeout=30)
     assert len(events) == total
     assert read_topic(kafka_bootstrap, topics["dead_letters"], 0, timeout=3) == []
-    # Released in step: within each customer-events partition, no event is more than the
-    # skew (plus one record's spread) behind the newest before it.
+    # Released merged by event time: within each customer-events partition, no event is more
+    # than the default skew (60 s) behind the newest before it.
     newest: dict[int, int] = {}
     for msg in events:
         t = orjson.loads(msg.value())["occurred_at"]
         p = msg.partition()
-        assert t >= newest.get(p, 0) - 2 * DAY_MS
+        assert t >= newest.get(p, 0) - 60_000
         newest[p] = max(newest.get(p, 0), t)
