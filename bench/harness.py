@@ -70,7 +70,7 @@ def run_topics(prefix: str) -> dict[str, str]:
 
 def history_file(customers: int, seed: int, days: int) -> Path:
     """A generated history as JSON lines, generated once per parameters and generator version."""
-    generator = ROOT / "models" / "synthetic.py"
+    generator = ROOT / "models" / "history" / "generate.py"
     digest = hashlib.sha256(generator.read_bytes()).hexdigest()[:10]
     path = RUN_DIR / "events" / f"history-c{customers}-s{seed}-d{days}-{digest}.jsonl"
     if path.exists():

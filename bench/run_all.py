@@ -103,7 +103,8 @@ def measure(bootstrap: str | None, sizes: Sizes, sections: tuple[str, ...],
                 step(f"ceiling and one worker, {sizes.throughput_customers:,} customers")
                 t = bench_throughput.measure(address, sizes.throughput_customers)
                 figures.update(history_events=t.history.events, ceiling_rate=t.ceiling,
-                               worker_rate=t.worker, worker_ratio=t.ratio)
+                               worker_rate=t.worker, worker_ratio=t.ratio,
+                               worker_scored=t.run.scored, worker_lost=t.run.dead)
                 details["throughput"] = t
                 if "state" in kafka:
                     step("state: changelog bytes, resident memory (memory, RocksDB)")
@@ -145,9 +146,13 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         n = f"{f['history_events']:,} events, {sizes['throughput_customers']:,} customers"
         out.append(("bare consumer ceiling (confluent-kafka, decode only)",
                     f"{f['ceiling_rate']:,.0f} events/s", n))
-        out.append(("one worker end to end (source topics -> scores)",
+        lost = f.get("worker_lost") or {}
+        lost_text = ", ".join(f"{reason} {n:,}" for reason, n in sorted(lost.items())) or "none"
+        scored = f.get("worker_scored", f["history_events"])
+        out.append(("one worker end to end (source topics -> scores), scored events",
                     f"{f['worker_rate']:,.0f} events/s",
-                    f"{f['worker_ratio']:.1%} of the ceiling, same events"))
+                    f"{f['worker_ratio']:.1%} of the ceiling; {scored:,} of "
+                    f"{f['history_events']:,} scored, dead letters: {lost_text}"))
     for rate, lat in f.get("latency", {}).items():
         out.append((f"send -> score change at {int(rate):,} events/s (p50 / p95 / p99)",
                     f"{lat['p50']:,.0f} / {lat['p95']:,.0f} / {lat['p99']:,.0f} ms",
