@@ -204,12 +204,16 @@ class IdentitySettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """When the learner publishes a model bundle (`SCORESTREAM_MODEL_*`)."""
+    """When the learner publishes a model bundle, and whether scoring loads it
+    (`SCORESTREAM_MODEL_*`)."""
 
     ENV = "MODEL_"
 
     publish_interval_s: float = 10.0
     publish_every: int = 500
+    frozen: bool = False
+    """Scoring keeps the bundle it started with (the initial one) and loads none the learner
+    publishes; the learner still learns and measures."""
 
 
 GROUPS: dict[str, type] = {

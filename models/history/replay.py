@@ -4,7 +4,8 @@ Pure over iterables (the CLI in `streams/cli/replay.py` does files, gzip and the
 Raw source records are sorted by event time and passed through `models.ingest.routing.Ingestion`
 (decode, dedupe, identity) exactly like the streaming ingest stage does; the canonical events
 then go through the same `ScoringEngine` and `Learner` the workers use, batch by batch of event
-time, with one learner publishing bundles every `publish_every_days`. Same input, same bytes.
+time, with one learner publishing bundles every `publish_every_days` (or none: frozen models,
+as a worker with `SCORESTREAM_MODEL_FROZEN` scores). Same input, same bytes.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class ReplayResult:
     (customer_id, event_time, from, to), in the order they were computed.
     `churn_examples` lists every resolved churn example the learner measured (held-back
     customers' too) as (resolved_at, label, logged prediction), in the order it saw them.
+    `states` holds every customer's final state, by customer id.
     """
 
     scorecards: list[Scorecard]
@@ -54,6 +56,7 @@ class ReplayResult:
     bundle: ModelBundle | None = None
     tier_changes: list[dict[str, Any]] = field(default_factory=list)
     churn_examples: list[tuple[int, float, float]] = field(default_factory=list)
+    states: dict[str, CustomerState] = field(default_factory=dict)
 
 
 def parse_time(value: str | int) -> int:
@@ -120,6 +123,7 @@ def replay(
     as_of_ms: int | None = None,
     batch_ms: int = DAY_MS,
     publish_every_days: int = 7,
+    publish: bool = True,
     bundle: ModelBundle | None = None,
     progress: Callable[[int], None] | None = None,
     alert_config: AlertConfig | None = None,
@@ -128,7 +132,10 @@ def replay(
 
     Events are coalesced per customer in batches of `batch_ms` of event time (the watermark
     is the batch end), labels come due through a `DueIndex`, and the learner publishes a new
-    bundle every `publish_every_days`. With `as_of_ms`, later events are ignored and every
+    bundle every `publish_every_days` and a last one, fitted on every customer, at the end.
+    With `publish=False` (frozen models) it learns and measures but publishes nothing: every
+    scorecard comes from `bundle` (default: the initial models and tiers), as a worker with
+    `SCORESTREAM_MODEL_FROZEN` scores. With `as_of_ms`, later events are ignored and every
     scorecard is computed as of that time. Events older than the current batch (late, or
     released by identity resolution) join the current batch: the state handles late events.
     """
@@ -153,7 +160,8 @@ def replay(
         max_ts = ts if max_ts is None else max(max_ts, ts)
         if batch_end is None:
             batch_end = (ts // batch_ms + 1) * batch_ms
-            next_publish = batch_end + publish_every_days * DAY_MS
+            if publish:
+                next_publish = batch_end + publish_every_days * DAY_MS
         if ts >= batch_end:
             run.flush(batch, batch_end - 1)
             batch = defaultdict(list)
@@ -169,7 +177,7 @@ def replay(
         run.flush(batch, final_as_of)
     run.resolve(final_as_of)
     run.events = n
-    return run.finish(final_as_of)
+    return run.finish(final_as_of, publish=publish)
 
 
 class _Run:
@@ -270,21 +278,24 @@ class _Run:
         return self.hist.thresholds(self.cfg.tier_cuts, version).with_risk_cut(
             self.risk, self.rules.config.budget_share)
 
-    def finish(self, as_of: int) -> ReplayResult:
-        # Final population fit on every buyer as of the dump time, then exact-time tiers.
-        summaries = {cid: rfm(s, as_of) for cid, s in self.states.items()}
-        self.learner.refit_value([v for v in summaries.values() if v is not None])
-        rows = [activity_row(state, as_of) for state in self.states.values()]
-        self.learner.refit_activity([row for row in rows if row is not None])
-        model = self.learner.models.value
-        final_hist = ValueHistogram()
-        for v in summaries.values():
-            final_hist.add(model.estimate(v).value)
-        seq = self.learner.models.sequence + 1
-        tiers = final_hist.thresholds(self.cfg.tier_cuts, f"tiers-{seq:05d}")
-        bundle = self.learner.publish(
-            tiers.with_risk_cut(self.risk, self.rules.config.budget_share))
-        self.engine.bundle = bundle
+    def finish(self, as_of: int, publish: bool = True) -> ReplayResult:
+        if publish:
+            # Final population fit on every buyer as of the dump time, then exact-time tiers.
+            summaries = {cid: rfm(s, as_of) for cid, s in self.states.items()}
+            self.learner.refit_value([v for v in summaries.values() if v is not None])
+            rows = [activity_row(state, as_of) for state in self.states.values()]
+            self.learner.refit_activity([row for row in rows if row is not None])
+            model = self.learner.models.value
+            final_hist = ValueHistogram()
+            for v in summaries.values():
+                final_hist.add(model.estimate(v).value)
+            seq = self.learner.models.sequence + 1
+            tiers = final_hist.thresholds(self.cfg.tier_cuts, f"tiers-{seq:05d}")
+            self.engine.bundle = self.learner.publish(
+                tiers.with_risk_cut(self.risk, self.rules.config.budget_share))
+        else:  # frozen: the models that scored are the start bundle's
+            model = self.engine.bundle.value
+        bundle = self.engine.bundle
         cards = [self.engine.score(self.states[cid], as_of) for cid in sorted(self.states)]
         quality = self.learner.report()
         sizes = sorted(len(s.snapshot()) for s in self.states.values()) or [0]
@@ -312,5 +323,5 @@ class _Run:
         }
         return ReplayResult(
             cards, self.alerts, quality, stats, bundle=bundle, tier_changes=self.tier_changes,
-            churn_examples=self.churn_examples,
+            churn_examples=self.churn_examples, states=self.states,
         )

@@ -2,7 +2,8 @@
 
 Thin shell around `models.history.replay`: reads JSON lines (gzip detected by magic bytes), shows a
 progress bar, and writes scorecards.jsonl (sorted by customer id, byte-identical across runs),
-alerts.jsonl, dead-letters.jsonl and quality.json into --out.
+alerts.jsonl, dead-letters.jsonl and quality.json into --out. `--frozen-models` scores with the
+initial models throughout, as a worker with `SCORESTREAM_MODEL_FROZEN` does.
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-hours", type=float, default=24.0, help="event-time batch length (default 24)"
     )
+    parser.add_argument(
+        "--frozen-models",
+        dest="frozen_models",
+        action="store_true",
+        help="score with the initial models and tiers throughout: the learner learns and "
+        "measures but publishes no bundle (as a worker with SCORESTREAM_MODEL_FROZEN=true)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -83,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     records = sort_raw(read_lines(args.file))
     dead: list[dict] = []
     result = replay_with_progress("replay", ingest(records, dead=dead), len(records), args,
-                                  as_of_ms=as_of, batch_ms=int(args.batch_hours * HOUR_MS))
+                                  as_of_ms=as_of, batch_ms=int(args.batch_hours * HOUR_MS),
+                                  publish=not args.frozen_models)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     with (out / "scorecards.jsonl").open("wb") as f:

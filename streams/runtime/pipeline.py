@@ -95,7 +95,8 @@ class ScoringPipeline:
                             changelog_topic=settings.changelog_topic("learner"),
                             **common),  # type: ignore[arg-type]
             self.learner, on_batch=self._observe("learner"))
-        self.watcher = BundleWatcher(client, topics["model_snapshots"], self.engine)
+        self.watcher = BundleWatcher(client, topics["model_snapshots"], self.engine,
+                                     frozen=settings.model.frozen)
         self.metrics.add_collector(self._collect)
 
     def _observe(self, stage: str) -> Callable[[int, float, float], None]:

@@ -6,6 +6,11 @@ exactly one worker in the group runs the learner: it learns the global models, m
 histograms into tier thresholds, and publishes versioned `ModelBundle` snapshots to the
 compacted model-snapshots topic. Every worker's `BundleWatcher` loads the newest bundle into
 its scoring engine, so model quality does not depend on how many workers run.
+
+With frozen models (`SCORESTREAM_MODEL_FROZEN`) a worker's watcher loads no bundle: its scoring
+engine keeps the bundle it started with, whichever worker runs the learner and whatever the
+topic already holds. The learner itself is untouched (it learns, measures and publishes), so
+the setting of one worker never changes what the others score with.
 """
 
 from __future__ import annotations
@@ -160,18 +165,28 @@ class LearnerHandler(StageHandler):
 
 
 class BundleWatcher:
-    """Loads every newly published model bundle into a scoring engine (a background thread)."""
+    """Loads every newly published model bundle into a scoring engine (a background thread).
 
-    def __init__(self, client: dict[str, Any], topic: str, engine: ScoringEngine) -> None:
+    `frozen`: load none, so the engine keeps the bundle it has (`SCORESTREAM_MODEL_FROZEN`).
+    """
+
+    def __init__(self, client: dict[str, Any], topic: str, engine: ScoringEngine, *,
+                 frozen: bool = False) -> None:
         self.client = client
         self.topic = topic
         self.engine = engine
+        self.frozen = frozen
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.loaded = 0
+        self.ignored = 0
+        """Bundles not loaded because the models are frozen."""
 
     def start(self) -> None:
         """Start following the snapshots topic from its beginning (it is compacted)."""
+        if self.frozen:
+            log.info("models frozen: scoring keeps model bundle %s and loads none the learner "
+                     "publishes", self.engine.bundle.versions())
         self._thread = threading.Thread(target=self._run, name="bundle-watcher", daemon=True)
         self._thread.start()
 
@@ -185,6 +200,25 @@ class BundleWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def offer(self, key: bytes | None, value: bytes | None, offset: int | None = None) -> bool:
+        """One record of the snapshots topic: load the bundle it carries into the engine,
+        unless the models are frozen; True if the engine now scores with it."""
+        if key != BUNDLE_KEY or value is None:
+            return False
+        if self.frozen:
+            self.ignored += 1
+            log.debug("models frozen: not loading the bundle at offset %s", offset)
+            return False
+        try:
+            bundle = ModelBundle.restore(value, self.engine.config)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            log.error("bundle watcher: unreadable bundle at offset %s: %s", offset, err)
+            return False
+        self.engine.bundle = bundle
+        self.loaded += 1
+        log.info("loaded model bundle %s", bundle.versions())
+        return True
 
     def _run(self) -> None:
         consumer = Consumer({**self.client, "group.id": "scorestream-bundle-watcher",
@@ -200,17 +234,6 @@ class BundleWatcher:
                     if err.code() != KafkaError._PARTITION_EOF:
                         log.warning("bundle watcher: %s", err)
                     continue
-                value = msg.value()
-                if msg.key() != BUNDLE_KEY or value is None:
-                    continue
-                try:
-                    bundle = ModelBundle.restore(value, self.engine.config)
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                    log.error("bundle watcher: unreadable bundle at offset %s: %s",
-                              msg.offset(), err)
-                    continue
-                self.engine.bundle = bundle
-                self.loaded += 1
-                log.info("loaded model bundle %s", bundle.versions())
+                self.offer(msg.key(), msg.value(), msg.offset())
         finally:
             consumer.close()

@@ -1,4 +1,5 @@
-"""Replay: byte-identical output, order-free input, --as-of, churn AUC better than chance."""
+"""Replay: byte-identical output, order-free input, --as-of, frozen models, churn AUC better
+than chance."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import gzip
 import random
 from pathlib import Path
 
+import orjson
 import pytest
 
 from models.history.generate import START_MS, generate, iter_lines
 from models.history.replay import ingest, replay, sort_raw
+from models.learning.bundle import ModelBundle
+from models.scoring.engine import ScoringEngine
 from streams.cli import replay as replay_cli
 from tests.kit import DAY_MS
 
@@ -57,6 +61,32 @@ def test_as_of_stops_and_scores_everyone_as_of_then(small_history, tmp_path) -> 
     plain.write_bytes(b"".join(small_history))
     out = run_cli(plain, tmp_path / "o", "--as-of", "2024-07-19T00:00:00Z")
     assert out.count(b'"as_of":1721347200000') == len(out.splitlines())
+
+
+def test_frozen_models_score_with_the_initial_bundle_throughout(small_history, tmp_path) -> None:
+    initial = ModelBundle.initial()
+    learned = replay(ingest(sort_raw(small_history)))
+    frozen = replay(ingest(sort_raw(small_history)), publish=False)
+    assert {sc.customer_id for sc in frozen.scorecards} == set(frozen.states)
+    assert {tuple(sc.model_versions.values()) for sc in learned.scorecards} != {
+        tuple(initial.versions().values())}
+    assert frozen.bundle is not None and frozen.bundle.snapshot() == initial.snapshot()
+    assert frozen.stats["model_versions"] == initial.versions()
+    # Every alert, and every final scorecard, came from the initial models.
+    assert frozen.alerts and all(
+        a["scorecard"]["model_versions"] == initial.versions() for a in frozen.alerts)
+    engine = ScoringEngine(bundle=initial)
+    for sc in frozen.scorecards:
+        assert sc == engine.score(frozen.states[sc.customer_id], sc.as_of)
+    # The learner still learned and measured; the events did what they do with any models.
+    assert frozen.stats["training_examples"] > 0 and frozen.quality["churn"]["n"] > 0
+    assert {cid: s.n_events for cid, s in frozen.states.items()} == {
+        cid: s.n_events for cid, s in learned.states.items()}
+
+    plain = tmp_path / "h.jsonl"
+    plain.write_bytes(b"".join(small_history))
+    lines = run_cli(plain, tmp_path / "frozen", "--frozen-models").splitlines()
+    assert [orjson.loads(line) for line in lines] == [sc.to_dict() for sc in frozen.scorecards]
 
 
 def test_churn_auc_on_held_back_customers_is_clearly_better_than_chance() -> None:

@@ -1,0 +1,79 @@
+"""The learner stage and the bundle watcher without a broker: what the learner publishes, and
+that frozen models (`SCORESTREAM_MODEL_FROZEN`) keep the scoring engine on its initial bundle."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from models.learning.bundle import ModelBundle
+from models.scoring.engine import ScoringEngine
+from models.scoring.labels import TrainingExample
+from streams.runtime.pipeline import ScoringPipeline
+from streams.settings import Settings, SettingsError
+from streams.stages.learner import BUNDLE_KEY, BundleWatcher, LearnerHandler
+from tests.kit import DAY_MS, T0, assign, feed
+
+INITIAL = ModelBundle.initial().versions()
+
+
+def examples(n: int) -> list[tuple[bytes, bytes]]:
+    """`n` resolved churn examples, as the scorers send them to the training topic."""
+    out = []
+    for i in range(n):
+        example = TrainingExample("churn", f"C{i}", {"recency_days": float(i % 40)},
+                                  float(i % 3 == 0), 0.3, "churn-00000", T0, T0 + 90 * DAY_MS)
+        out.append((f"C{i}".encode(), orjson.dumps(example.to_dict())))
+    return out
+
+
+def published_bundle() -> bytes:
+    """The bundle a learner publishes after learning a batch of examples."""
+    learner = LearnerHandler(ScoringEngine().config, "model-snapshots", publish_every=10)
+    table = assign(learner, "learner")
+    out = feed(learner, table, examples(40), topic="training")
+    [(topic, key, value, _partition)] = out.records
+    assert topic == "model-snapshots" and key == BUNDLE_KEY and value is not None
+    assert ModelBundle.restore(value).versions()["churn"] != INITIAL["churn"]
+    return value
+
+
+def test_a_watcher_loads_what_the_learner_publishes() -> None:
+    engine = ScoringEngine()
+    watcher = BundleWatcher({}, "model-snapshots", engine)
+    bundle = published_bundle()
+    assert watcher.offer(BUNDLE_KEY, bundle, 7)
+    assert engine.bundle.snapshot() == bundle and watcher.loaded == 1
+    # Not a bundle: the histograms' keys, a tombstone, an unreadable value.
+    assert not watcher.offer(b"histogram:0", bundle)
+    assert not watcher.offer(BUNDLE_KEY, None)
+    assert not watcher.offer(BUNDLE_KEY, b"{not json", 8)
+    assert engine.bundle.snapshot() == bundle
+
+
+def test_frozen_models_keep_the_initial_bundle_while_the_learner_still_learns(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = ScoringEngine()
+    initial = engine.bundle.snapshot()
+    watcher = BundleWatcher({}, "model-snapshots", engine, frozen=True)
+    assert not watcher.offer(BUNDLE_KEY, published_bundle(), 7)
+    assert engine.bundle.snapshot() == initial and engine.bundle.versions() == INITIAL
+    assert (watcher.loaded, watcher.ignored) == (0, 1)
+    monkeypatch.setattr(watcher, "_run", lambda: None)  # no broker to follow
+    with caplog.at_level("INFO", logger="streams.stages.learner"):
+        watcher.start()
+        watcher.stop()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"models frozen: scoring keeps model bundle {INITIAL} and loads none the learner "
+        "publishes"]
+
+
+def test_the_frozen_setting_reaches_the_worker_s_watcher() -> None:
+    assert "SCORESTREAM_MODEL_FROZEN" in Settings.env_names()
+    assert Settings.from_env({}).model.frozen is False
+    for raw, frozen in (("true", True), ("1", True), ("off", False)):
+        settings = Settings.from_env({"SCORESTREAM_MODEL_FROZEN": raw})
+        assert settings.model.frozen is frozen
+        assert ScoringPipeline(settings).watcher.frozen is frozen
+    with pytest.raises(SettingsError, match="SCORESTREAM_MODEL_FROZEN"):
+        Settings.from_env({"SCORESTREAM_MODEL_FROZEN": "sometimes"})
