@@ -150,6 +150,8 @@ class Routed:
 
     `accepted` go to customer-events keyed by customer id; `identity` are (alias key, message)
     pairs for the identity topic, keyed by that alias key; `dead` go to dead-letters.
+    `event_time` is the admitted event's `occurred_at` (None when it was not admitted), also
+    when it went to the identity stage only.
     """
 
     accepted: list[dict[str, Any]] = field(default_factory=list)
@@ -157,6 +159,7 @@ class Routed:
     dead: list[dict[str, Any]] = field(default_factory=list)
     duplicate: bool = False
     forwarded: bool = False
+    event_time: int | None = None
 
 
 @dataclass(slots=True)
@@ -206,6 +209,11 @@ class Ingestion:
         )
         self.counters = IngestCounters(held=self.resolver.held_count)
         self.watermark = max(self.dedupe.clock, 0)
+        self.stamp_event_time = False
+        """Stamp identity messages with their own event's time instead of the watermark: for
+        a shell that releases routed records later, in event-time order (the ingest stage's
+        alignment), where the watermark at routing time runs ahead of what has gone out and
+        would age held events out on the identity stage before their links arrive."""
         self._partition_dedupes: dict[tuple[str, int | None], Dedupe] = {}
 
     def process(self, origin: Origin, source: str, now_ms: int) -> IngestResult:
@@ -290,7 +298,8 @@ class Ingestion:
             self.counters.duplicates += 1
             return routed
 
-        watermark = self.watermark
+        routed.event_time = decoded.occurred_at
+        watermark = decoded.occurred_at if self.stamp_event_time else self.watermark
         customer_id = decoded.customer_id
         if customer_id is None:
             # The decoder guarantees at least one identity field, so an alias is there.

@@ -82,6 +82,8 @@ class Aligner:
     paused: set[Partition] = field(default_factory=set)
     count: int = 0
     """Records held in all partitions."""
+    released_time: int = 0
+    """The latest event time that has gone out (the stage's watermark downstream)."""
     _next: dict[Partition, int] = field(default_factory=dict)
     _moved: dict[Partition, int] = field(default_factory=dict)
     _fresh: set[Partition] = field(default_factory=set)
@@ -150,6 +152,8 @@ class Aligner:
             t, i, tp = heap[0]
             if limit is not None and t > limit:
                 break
+            if t > self.released_time:
+                self.released_time = t
             queue = self.held[tp]
             out.extend(queue.popleft().records)
             released += 1

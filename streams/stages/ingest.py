@@ -79,6 +79,10 @@ class IngestHandler(StageHandler):
         self.aligner = Aligner(int(settings.max_source_skew_s * 1000),
                                wait_s=settings.source_idle_s,
                                max_held=settings.align_max_held) if settings.align_sources else None
+        # Identity messages go out when released: stamped with their own event time, and
+        # ticks carry the released watermark, so the identity stage's clock follows what has
+        # gone out, not what has been read ahead.
+        self.ingestion.stamp_event_time = self.aligner is not None
 
     def on_assigned(self, partition: int, table: Table) -> None:
         """Nothing to restore: ingest keeps no table."""
@@ -141,11 +145,9 @@ class IngestHandler(StageHandler):
                                now_ms)
             except Exception as err:  # route never raises by contract; if it does, quarantine
                 routed = self._quarantine(msg, source, now_ms, err)
-            event_time = None
             for event in routed.accepted:
                 send((self.customer_events, event["customer_id"].encode(), dumps(event), None))
                 ingested[event["event_type"]] += 1
-                event_time = event["occurred_at"]
             for alias_key, message in routed.identity:
                 send((self.identity, alias_key.encode(), dumps(message), None))
             for dead in routed.dead:
@@ -153,7 +155,9 @@ class IngestHandler(StageHandler):
                 dead_reasons[dead["reason"]] += 1
             duplicates += routed.duplicate
             if aligner is not None:
-                aligner.add(tp, Held(msg.offset() or 0, event_time, records))
+                # An alias-only event goes to the identity stage with its own event time:
+                # it must wait its turn like any other, or it would overtake its link.
+                aligner.add(tp, Held(msg.offset() or 0, routed.event_time, records))
                 records = []
                 send = records.append
         # Metrics once per batch: label lookups per event would cost more than the routing.
@@ -181,7 +185,8 @@ class IngestHandler(StageHandler):
         self._tick(out)
 
     def _tick(self, out: Output) -> None:
-        watermark = self.ingestion.watermark
+        aligner = self.aligner
+        watermark = aligner.released_time if aligner is not None else self.ingestion.watermark
         now = time.monotonic()
         if watermark <= self._ticked_watermark or now - self._ticked_at < TICK_INTERVAL_S:
             return

@@ -319,3 +319,19 @@ def test_route_remembers_duplicates_per_source_partition() -> None:
     fast = raw_ev("w-2", "page_view", occurred_at=at(1), customer_id="C2")
     ingestion.route(Origin("web", 1, 0, None, fast), "web", NOW)
     assert ingestion.route(Origin("web", 0, 1, None, slow), "web", NOW).duplicate
+
+
+def test_identity_messages_carry_their_own_event_time_when_released_later() -> None:
+    """A shell that releases routed records later, in event-time order, stamps each identity
+    message with its own event's time: the watermark at routing time may run months ahead of
+    what has gone out, and the identity stage's clock would age held events out too early."""
+    ahead = raw_ev("o-1", "order_placed", occurred_at=T0 + 200 * 86_400_000, customer_id="C1",
+                   payload={"amount": 5.0})
+    page = raw_ev("w-1", "page_view", email="ann@x.org", anonymous_id="a-1")
+    for stamp_event_time, expected in ((False, T0 + 200 * 86_400_000), (True, T0)):
+        ingestion = Ingestion()
+        ingestion.stamp_event_time = stamp_event_time
+        ingestion.route(Origin("crm", 0, 0, None, ahead), "crm", NOW)
+        [(_key, message)] = ingestion.route(Origin("web", 0, 0, None, page), "web", NOW).identity
+        assert message["watermark"] == expected
+        assert ingestion.watermark == T0 + 200 * 86_400_000

@@ -84,6 +84,20 @@ def test_late_events_within_the_bound_apply_and_beyond_it_are_dead_lettered() ->
     assert card is not None and card.ltv_historic == 20.0
 
 
+def test_an_event_released_by_identity_resolution_is_never_too_late() -> None:
+    """Its delay behind the watermark is the identity detour's: in a backfill, ingest runs far
+    ahead of the identity stage, so the same lateness from a source would be dead-lettered."""
+    handler, table = setup(lateness_days=30)
+    feed(handler, table, [event(1, "A", 100, "order_placed")])
+    released = orjson.dumps({**ev("e2", "order_placed", 10, customer_id="A", ingested_at=1),
+                             "identity_position": [0, 7, 3]})
+    out = feed(handler, table, [released, event(3, "A", 10, "order_placed")])
+    assert [orjson.loads(base64.b64decode(d["value_b64"]))["event_id"]
+            for d in sent(out, "dead")] == ["e3"]
+    card = handler.scorecard(table, 0, "A")
+    assert card is not None and card.ltv_historic == 20.0
+
+
 def test_undecodable_customer_event_is_dead_lettered_not_raised() -> None:
     handler, table = setup()
     out = feed(handler, table, [b"\xff not json", event(1, "A", 0)])
