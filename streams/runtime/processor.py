@@ -158,7 +158,6 @@ class BatchProcessor:
             })
             self._consumer.subscribe(list(cfg.input_topics), on_assign=self._on_assign,
                                      on_revoke=self._on_revoke, on_lost=self._on_revoke)
-            self.ready.set()
             while not self._stop.is_set():
                 self._step()
         except Stopped as err:
@@ -371,6 +370,9 @@ class BatchProcessor:
             consumer.incremental_assign(starts)
         log.info("%s: restored %d keys for partitions %s in %.2fs", self.config.name,
                  len(self.table), wanted, time.perf_counter() - began)
+        # Ready once the group has given this consumer its share (possibly none) and its state
+        # is restored: what /readyz reports.
+        self.ready.set()
 
     def _committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """The committed offsets of `partitions` (their beginning where none is), asked until

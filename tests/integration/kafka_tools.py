@@ -43,8 +43,10 @@ def produce(
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0,
                settle: float = 1.0) -> list[Message]:
-    """Read a topic from the start until `expected` records arrived (then `settle` seconds more,
-    to catch extras), or the timeout passes; returns what was read."""
+    """Read a topic from the start until `expected` records arrived and the reader has reached
+    the end of every partition (then `settle` seconds more, to catch extras), or the timeout
+    passes; returns what was read. The end is judged only once the reader has its partitions,
+    so a check that nothing arrived (`expected=0`) cannot conclude before it could read."""
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": f"test-reader-{os.getpid()}-{time.monotonic_ns()}",
@@ -62,11 +64,25 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0,
             for msg in consumer.consume(num_messages=1000, timeout=0.2):
                 if msg.error() is None:
                     messages.append(msg)
-            if len(messages) >= expected and settle_until is None:
+            if settle_until is None and len(messages) >= expected and _at_end(consumer):
                 settle_until = time.monotonic() + settle
     finally:
         consumer.close()
     return messages
+
+
+def _at_end(consumer: Consumer) -> bool:
+    """Whether the consumer has partitions and has read each to its end (as of now)."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return False
+    for tp in consumer.position(assigned):
+        low, high = consumer.get_watermark_offsets(tp, timeout=5)
+        # Nothing consumed yet: only an empty partition is read. Otherwise a transaction
+        # marker may be the last offset, which the position does not pass.
+        if (high > low) if tp.offset < 0 else (tp.offset < high - 1):
+            return False
+    return True
 
 
 def free_port() -> int:
