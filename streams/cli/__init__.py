@@ -1,4 +1,5 @@
-"""The `scorestream` command: worker, topics, demo, replay, evaluate, generate.
+"""The `scorestream` command: worker, topics, demo, replay, evaluate, generate, load, tail,
+scorecard, erase.
 
 Each subcommand lives in the module named for it; this file only parses arguments, sets up
 logging and dispatches, so `scorestream --help` stays fast (Faust is imported on demand).
@@ -27,6 +28,7 @@ COMMANDS = {
     "evaluate": ("streams.cli.evaluate",
                  "score a history up to a split, judge it by what came after"),
     "generate": ("streams.cli.generate", "write a deterministic synthetic event history"),
+    "load": ("streams.cli.load", "produce a JSON-lines event history to the source topics"),
     "tail": ("streams.cli.tail", "follow alerts, score changes or dead letters in the console"),
     "scorecard": ("streams.cli.scorecard", "print one customer's scorecard from a worker's API"),
     "erase": ("streams.cli.erase", "right to erasure: request that a customer be forgotten"),
