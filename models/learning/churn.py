@@ -72,14 +72,21 @@ CANCELLED_CHURN = 0.9
 ACTIVITY_PRIOR = BGNBDParams(r=0.3, alpha=15.0, a=0.8, b=2.5)
 """Activity-day BG/NBD parameters until the learner has fitted its own (days)."""
 _EPS = 1e-6
+_ONE_LESS_EPS = 1.0 - _EPS
 _SILENCE = ("silence_vs_cadence", f"{FEATURE_LABELS['silence_vs_cadence']}: high")
 _FEW_DAYS = ("active_days", f"{FEATURE_LABELS['active_days']}: low")
 
 
 def logit(p: float) -> float:
     """log(p / (1 - p)), with p kept 1e-6 away from 0 and 1 (the baseline as a feature)."""
-    p = min(1.0 - _EPS, max(_EPS, p))
+    p = _clip(p)
     return math.log(p / (1.0 - p))
+
+
+def _clip(p: float) -> float:
+    """min(1 - 1e-6, max(1e-6, p)) in two comparisons (NaN gives 1e-6, as there)."""
+    p = p if p > _EPS else _EPS
+    return p if p < _ONE_LESS_EPS else _ONE_LESS_EPS
 
 
 def segment_of(orders_only: float) -> str:
@@ -88,7 +95,7 @@ def segment_of(orders_only: float) -> str:
 
 
 def _log_loss(label: float, p: float) -> float:
-    p = min(1.0 - _EPS, max(_EPS, p))
+    p = _clip(p)
     return -math.log(p if label else 1.0 - p)
 
 
@@ -173,14 +180,19 @@ class ChurnModel:
         the customer stopped (silence against their own cadence: -log P(alive)) and a low
         activity rate (-log P(some activity in the horizon | alive)). Labels have the
         classifier's shape, so a scorecard's factors read the same after a round trip."""
-        stopped = round(-math.log(alive if alive > _EPS else _EPS), 4)
+        stopped = -math.log(alive if alive > _EPS else _EPS)
+        stopped = round(stopped, 4) if stopped else stopped  # alive == 1: no costly round()
         slow = round(-math.log(1.0 - quiet if quiet < 1.0 - _EPS else _EPS), 4)
-        silence = Factor(_SILENCE[0], _SILENCE[1], stopped)
-        few = Factor(_FEW_DAYS[0], _FEW_DAYS[1], slow)
-        first, second = (silence, few) if stopped >= slow else (few, silence)
-        if second.contribution > 0:
-            return first, second
-        return (first,) if first.contribution > 0 else ()
+        # Only the positive parts are factors: most scores build one Factor, not two.
+        if stopped >= slow:
+            if slow > 0:
+                return (Factor(_SILENCE[0], _SILENCE[1], stopped),
+                        Factor(_FEW_DAYS[0], _FEW_DAYS[1], slow))
+            return (Factor(_SILENCE[0], _SILENCE[1], stopped),) if stopped > 0 else ()
+        if stopped > 0:
+            return (Factor(_FEW_DAYS[0], _FEW_DAYS[1], slow),
+                    Factor(_SILENCE[0], _SILENCE[1], stopped))
+        return (Factor(_FEW_DAYS[0], _FEW_DAYS[1], slow),) if slow > 0 else ()
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -194,8 +206,7 @@ class ChurnModel:
             p = self.calibrator.probability(logit)
             return Prediction(round(p, 4), top_factors(contrib, FEATURE_LABELS, z),
                               self.version)
-        p = sigmoid(features.get("baseline_churn", 0.0)) if baseline is None else min(
-            1.0 - _EPS, max(_EPS, baseline))
+        p = sigmoid(features.get("baseline_churn", 0.0)) if baseline is None else _clip(baseline)
         return Prediction(round(p, 4), (), self.version)
 
     @property

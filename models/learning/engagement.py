@@ -64,7 +64,9 @@ class EngagementModel:
         """Engagement 0-100 = 100 * (1 - exp(-expected / scale)), with top factors."""
         y, contrib, z = self.expected_interactions(features)
         score = 100.0 * (1.0 - math.exp(-y / self.config.engagement_scale))
-        return Prediction(round(score, 1), top_factors(contrib, FEATURE_LABELS, z), self.version)
+        factors = top_factors(contrib, FEATURE_LABELS, z) if contrib else ()
+        # round() goes through a decimal string: not for a silent customer's zero
+        return Prediction(round(score, 1) if score else score, factors, self.version)
 
     def learn(self, features: dict[str, float], label: float) -> None:
         """Learn one resolved label (interactions counted in the horizon after the snapshot)."""

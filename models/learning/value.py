@@ -165,10 +165,15 @@ def expected_orders(params: BGNBDParams, t: float, x: float, t_x: float, big_t: 
     Uses the Gauss hypergeometric closed form; where it is numerically unusable (very large x,
     a == 1) it falls back to P(alive) x posterior rate x t, its first-order approximation.
     """
+    return _expected_orders(params, t, x, t_x, big_t, p_alive(params, x, t_x, big_t))
+
+
+def _expected_orders(params: BGNBDParams, t: float, x: float, t_x: float, big_t: float,
+                     alive: float) -> float:
+    """`expected_orders` with the customer's P(alive) already computed."""
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     if abs(a - 1.0) < 1e-6:
         a = 1.0 + 1e-6
-    alive = p_alive(params, x, t_x, big_t)
     fallback = alive * (r + x) / (alpha + big_t) * t
     z = t / (alpha + big_t + t)
     hyp = float(special.hyp2f1(r + x, b + x, a + b + x - 1.0, z))
@@ -240,6 +245,10 @@ class ValueEstimate(NamedTuple):
     value: float
 
 
+_NO_VALUE = ValueEstimate(0.0, 0.0, 0.0, 0.0)
+"""The estimate for a customer with no order."""
+
+
 class ValueModel:
     """Predicted 12-month value = E[orders | RFM] x E[spend | RFM], with factors.
 
@@ -268,11 +277,11 @@ class ValueModel:
     def estimate(self, rfm: dict[str, float] | None) -> ValueEstimate:
         """Expected orders (horizon), P(alive), expected spend per order and their product."""
         if rfm is None:
-            return ValueEstimate(0.0, 0.0, 0.0, 0.0)
+            return _NO_VALUE
         x, t_x, big_t = rfm["x"], rfm["t_x"], rfm["T"]
         horizon = float(self.config.value_horizon_days)
-        orders = expected_orders(self.bgnbd, horizon, x, t_x, big_t) * self.correction
         alive = p_alive(self.bgnbd, x, t_x, big_t)
+        orders = _expected_orders(self.bgnbd, horizon, x, t_x, big_t, alive) * self.correction
         spend = expected_spend(self.gamma_gamma, rfm["n"], rfm["m"])
         return ValueEstimate(orders, alive, spend, orders * spend)
 

@@ -259,7 +259,7 @@ class AlertRules:
         p = current.churn_probability
         if memory.low is None:  # a first scorecard, or a memory kept before lows were
             memory.low = previous.churn_probability if previous is not None else p
-        low = memory.low = min(memory.low, p)
+        low = memory.low = p if p < memory.low else memory.low  # min(), without the call
 
         def fire(kind: str, severity: str, reason: str, cooldown_ms: int = cfg.cooldown_ms,
                  rearm: bool = False) -> bool:

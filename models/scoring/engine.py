@@ -19,9 +19,9 @@ from models.scoring.features import (
     FEATURE_NAMES,
     RFM_NAMES,
     activity,
-    activity_row,
     observe,
     rfm,
+    summary_row,
     unvector,
     vector,
 )
@@ -131,29 +131,35 @@ class ScoringEngine:
         cid = customer_id or (state.customer_id if state else events[0]["customer_id"])
         prev = _previous(state) if state is not None else None
         last_id = events[-1]["event_id"] if events else None
-        if any(e["event_type"] == "customer_erased" for e in events):
-            return BatchOutcome(cid, None, None, prev, erased=True, last_event_id=last_id)
+        for e in events:
+            if e["event_type"] == "customer_erased":
+                return BatchOutcome(cid, None, None, prev, erased=True, last_event_id=last_id)
         if state is None:
             state = CustomerState(cid, self.config)
         applied = 0
         # Redelivered releases first, in arrival order (their positions follow it).
-        fresh = [e for e in events if state.first_release(e)]
+        if len(events) == 1:  # most batches of a live stream: one event per customer
+            fresh = events if state.first_release(events[0]) else []
+        else:
+            fresh = [e for e in events if state.first_release(e)]
         for e in sorted(fresh, key=_event_order) if len(fresh) > 1 else fresh:
             applied += state.apply(e)
         dups = len(events) - applied
-        as_of = max(watermark_ms, state.last_ms if state.last_ms is not None else watermark_ms)
-        examples = self._resolve(state, as_of)
+        last_ms = state.last_ms
+        as_of = last_ms if last_ms is not None and last_ms > watermark_ms else watermark_ms
+        active = activity(state, as_of)
+        examples = self._resolve(state, as_of, active)
         if not applied and not examples:
             return BatchOutcome(
                 cid, state, None, prev, [], 0, dups, False, state.next_due(), last_id
             )
-        scorecard, feats, summary = self._score(state, as_of)
+        scorecard, feats, summary = self._score(state, as_of, active)
         if applied:
             shared: dict[str, tuple[float, ...]] = {}
             for model in MODEL_NAMES:
                 if model not in state.pending:
-                    self._take_snapshot(state, model, as_of, feats, summary, scorecard, examples,
-                                        shared)
+                    self._take_snapshot(state, model, as_of, feats, summary, active, scorecard,
+                                        examples, shared)
         state.last, state.card = scorecard.to_row(), scorecard
         return BatchOutcome(
             cid, state, scorecard, prev, examples, applied, dups, False, state.next_due(), last_id
@@ -167,12 +173,14 @@ class ScoringEngine:
         silent ones stop after their churn is recorded.
         """
         prev = _previous(state)
-        as_of = max(watermark_ms, state.last_ms if state.last_ms is not None else watermark_ms)
+        last_ms = state.last_ms
+        as_of = last_ms if last_ms is not None and last_ms > watermark_ms else watermark_ms
         resolved = [m for m, p in state.pending.items() if p.is_due(as_of)]
-        examples = self._resolve(state, as_of)
+        active = activity(state, as_of)
+        examples = self._resolve(state, as_of, active)
         if not examples:
             return BatchOutcome(state.customer_id, state, None, prev, [], next_due=state.next_due())
-        scorecard, feats, summary = self._score(state, as_of)
+        scorecard, feats, summary = self._score(state, as_of, active)
         last_int = state.last_interaction_ms
         shared: dict[str, tuple[float, ...]] = {}
         for model in resolved:
@@ -180,10 +188,10 @@ class ScoringEngine:
             # that it learns (and is judged) on customers as they are when they are scored,
             # long quiet ones included, not only right after they were active.
             follow = SILENT_SNAPSHOT_MS if model == CHURN else self._horizon[model]
-            active = last_int is not None and as_of - last_int < follow
-            if model not in state.pending and active:
-                self._take_snapshot(state, model, as_of, feats, summary, scorecard, examples,
-                                    shared)
+            recent = last_int is not None and as_of - last_int < follow
+            if model not in state.pending and recent:
+                self._take_snapshot(state, model, as_of, feats, summary, active, scorecard,
+                                    examples, shared)
         state.last, state.card = scorecard.to_row(), scorecard
         return BatchOutcome(
             state.customer_id, state, scorecard, prev, examples, next_due=state.next_due()
@@ -191,17 +199,18 @@ class ScoringEngine:
 
     def score(self, state: CustomerState, as_of_ms: int) -> Scorecard:
         """The scorecard as of `as_of_ms` without changing anything (API reads, final dumps)."""
-        return self._score(state, as_of_ms)[0]
+        return self._score(state, as_of_ms, activity(state, as_of_ms))[0]
 
     # -- internals ------------------------------------------------------------------------
 
     def _score(
-        self, state: CustomerState, as_of: int
+        self, state: CustomerState, as_of: int, active: tuple[float, float, float] | None
     ) -> tuple[Scorecard, dict[str, float], dict[str, float] | None]:
+        """The scorecard, the features it was scored from and the RFM summary; `active` is
+        the state's `activity` as of `as_of` (computed once per batch by the caller)."""
         kv, feats = observe(state, as_of)
         summary = rfm(state, as_of)
         b = self.bundle
-        active = activity(state, as_of)
         cancelled = state.cancelled_ms is not None and not state.subscription_active
         segment = segment_of(feats["orders_only"])
         p_base, alive, quiet = b.churn.baseline(active, cancelled, segment)
@@ -217,7 +226,7 @@ class ScoringEngine:
             as_of=as_of,
             data_completeness=kv.data_completeness,
             ltv_historic=kv.ltv_historic,
-            ltv_predicted_12m=round(value.value, 2),
+            ltv_predicted_12m=_rounded(value.value, 2),
             engagement=engagement.value,
             revenue_12m=kv.revenue_12m,
             interactions_12m=kv.interactions_12m,
@@ -225,8 +234,8 @@ class ScoringEngine:
             churn_probability=churn.value,
             churn_factors=churn_factors,
             engagement_factors=engagement.factors,
-            expected_orders_12m=round(value.expected_orders, 4),
-            p_alive=round(value.p_alive, 4),
+            expected_orders_12m=_rounded(value.expected_orders, 4),
+            p_alive=_rounded(value.p_alive, 4),
             tier=b.tiers.tier(value.value, _previous_tier(state)),
             model_versions=b.versions(),
             currency=self.config.base_currency,
@@ -240,6 +249,7 @@ class ScoringEngine:
         as_of: int,
         feats: dict[str, float],
         summary: dict[str, float] | None,
+        active: tuple[float, float, float] | None,
         scorecard: Scorecard,
         examples: list[TrainingExample],
         shared: dict[str, tuple[float, ...]],
@@ -274,7 +284,7 @@ class ScoringEngine:
             prediction = (scorecard.churn_probability if model == CHURN else
                           round(self.bundle.engagement.expected_interactions(feats)[0], 4))
             if model == CHURN:
-                self._activity_example(state, as_of, scorecard, examples)
+                self._activity_example(state, as_of, active, versions[CHURN], examples)
         challenger = None
         if model == CHURN:
             challenger = self.bundle.churn.classifier_probability(feats)
@@ -284,8 +294,12 @@ class ScoringEngine:
             model, as_of, as_of + self._horizon[model], vec, prediction, versions[model],
             challenger=challenger)
 
-    def _resolve(self, state: CustomerState, as_of: int) -> list[TrainingExample]:
-        due = [m for m, p in state.pending.items() if p.is_due(as_of)]
+    def _resolve(self, state: CustomerState, as_of: int,
+                 active: tuple[float, float, float] | None) -> list[TrainingExample]:
+        due: list[str] = []
+        for model, pending in state.pending.items():
+            if pending.is_due(as_of):
+                due.append(model)
         if not due:
             return []
         out: list[TrainingExample] = []
@@ -297,7 +311,7 @@ class ScoringEngine:
             if len(p.features) != len(names):
                 continue  # taken with another feature set: nothing to learn from it
             if model == CHURN:
-                self._activity_example(state, as_of, None, out)
+                self._activity_example(state, as_of, active, self.bundle.churn.version, out)
             out.append(
                 TrainingExample(
                     model=model,
@@ -314,17 +328,26 @@ class ScoringEngine:
             )
         return out
 
-
-    def _activity_example(self, state: CustomerState, as_of: int, scorecard: Scorecard | None,
+    @staticmethod
+    def _activity_example(state: CustomerState, as_of: int,
+                          active: tuple[float, float, float] | None, version: str,
                           examples: list[TrainingExample]) -> None:
-        """The customer's active-day summary now, for the churn baseline's population fit."""
-        row = activity_row(state, as_of)
+        """The customer's active-day summary now (`active`), for the churn baseline's
+        population fit."""
+        row = summary_row(active, state.orders_only)
         if row is None:
             return
-        version = (scorecard.model_versions[CHURN] if scorecard is not None
-                   else self.bundle.churn.version)
         examples.append(TrainingExample(
             ACTIVITY_POPULATION, state.customer_id, row, 0.0, 0.0, version, as_of, as_of))
+
+
+def _rounded(x: float, digits: int) -> float:
+    """round(x, digits), without the call for zero (no order: no value to round).
+
+    Rounding a float to some digits goes through its decimal string, which costs more than
+    the rest of a scorecard field; zero (either sign) rounds to itself.
+    """
+    return round(x, digits) if x else x
 
 
 def _previous_tier(state: CustomerState) -> str | None:

@@ -35,6 +35,7 @@ __all__ = [
     "key_values",
     "observe",
     "rfm",
+    "summary_row",
     "unvector",
     "vector",
 ]
@@ -136,7 +137,11 @@ def features(state: CustomerState, as_of_ms: int) -> dict[str, float]:
 
 
 def observe(state: CustomerState, as_of_ms: int) -> tuple[KeyValues, dict[str, float]]:
-    """Key values and features in one pass over the day buckets (what scoring needs)."""
+    """Key values and features in one pass over the day buckets (what scoring needs).
+
+    Called for every score: two-way minima and maxima are comparisons here, not calls to
+    min() and max() (whose argument parsing costs more than the comparison).
+    """
     now_day = as_of_ms // DAY_MS
     sums = state.window_sums(now_day)
     w = sums[state.config.window_days]
@@ -147,12 +152,13 @@ def observe(state: CustomerState, as_of_ms: int) -> tuple[KeyValues, dict[str, f
     em90, cs, cn, neg = q[EMAIL_ENGAGED], q[CSAT_SUM], q[CSAT_COUNT], q[NEGATIVE_SENTIMENT]
     i30 = sums[30][INTERACTIONS]
     last = state.last_interaction_ms
+    days = None if last is None else (as_of_ms - last) // DAY_MS
     kv = KeyValues(
         state.completeness(),
         state.ltv_cents / 100,
         r_win / 100,
         i_win,
-        None if last is None else max(0, (as_of_ms - last) // DAY_MS),
+        days if days is None or days > 0 else 0,
     )
     recency = _days_since(last, as_of_ms)
     since_order = _days_since(state.last_order_ms, as_of_ms)
@@ -163,7 +169,8 @@ def observe(state: CustomerState, as_of_ms: int) -> tuple[KeyValues, dict[str, f
     first_int = state.first_interaction_ms
     if active and first_int is not None and last is not None:
         gap = (last - first_int) / DAY_MS / (active - 1) if active > 1 else 30.0
-        silence = log1p(max(0.0, (as_of_ms - last) / DAY_MS) / (gap + 1.0))
+        quiet = (as_of_ms - last) / DAY_MS
+        silence = log1p((quiet if quiet > 0.0 else 0.0) / (gap + 1.0))
     else:
         silence = 0.0
     x = {
@@ -172,7 +179,7 @@ def observe(state: CustomerState, as_of_ms: int) -> tuple[KeyValues, dict[str, f
         "interactions_90d": log1p(i90),
         "activity_trend": math.log((i30 + 1) / (i90 / 3 + 1)),
         "orders_365d": log1p(o365),
-        "revenue_365d": log1p(max(r365, 0) / 100),
+        "revenue_365d": log1p((r365 if r365 > 0 else 0) / 100),
         "days_since_last_order": log1p(since_order),
         "tickets_90d": log1p(t90),
         "escalations_90d": log1p(e90),
@@ -193,11 +200,16 @@ def observe(state: CustomerState, as_of_ms: int) -> tuple[KeyValues, dict[str, f
 def activity_row(state: CustomerState, as_of_ms: int) -> dict[str, float] | None:
     """The customer's row of the churn baseline's population fit: `activity` as x, t_x, T,
     and `orders_only` (which segment's fit it joins); None before the first interaction."""
-    summary = activity(state, as_of_ms)
+    return summary_row(activity(state, as_of_ms), state.orders_only)
+
+
+def summary_row(summary: tuple[float, float, float] | None,
+                orders_only: bool) -> dict[str, float] | None:
+    """`activity_row` from an `activity` summary already computed, and `orders_only`."""
     if summary is None:
         return None
     x, t_x, big_t = summary
-    return {"x": x, "t_x": t_x, "T": big_t, "orders_only": 1.0 if state.orders_only else 0.0}
+    return {"x": x, "t_x": t_x, "T": big_t, "orders_only": 1.0 if orders_only else 0.0}
 
 
 def activity(state: CustomerState, as_of_ms: int) -> tuple[float, float, float] | None:
@@ -212,8 +224,9 @@ def activity(state: CustomerState, as_of_ms: int) -> tuple[float, float, float] 
         return None
     first_day = first // DAY_MS
     t_x = float(last // DAY_MS - first_day)
-    x = float(min(active - 1, t_x))
-    return x, t_x, float(max(as_of_ms // DAY_MS - first_day, t_x))
+    x = float(t_x if t_x < active - 1 else active - 1)
+    big_t = as_of_ms // DAY_MS - first_day
+    return x, t_x, float(t_x if t_x > big_t else big_t)
 
 
 def rfm(state: CustomerState, as_of_ms: int) -> dict[str, float] | None:
@@ -227,8 +240,11 @@ def rfm(state: CustomerState, as_of_ms: int) -> dict[str, float] | None:
     n = state.purchase_days
     first_day = state.first_order_ms // DAY_MS
     t_x = state.last_order_ms // DAY_MS - first_day
-    big_t = max(as_of_ms // DAY_MS - first_day, t_x)
-    m = max(state.gross_cents, 1) / 100 / max(n, 1)
+    big_t = as_of_ms // DAY_MS - first_day
+    if t_x > big_t:
+        big_t = t_x
+    gross = state.gross_cents
+    m = (gross if gross > 1 else 1) / 100 / (n if n > 1 else 1)
     return {
         "x": float(n - 1),
         "t_x": float(t_x),
@@ -239,14 +255,19 @@ def rfm(state: CustomerState, as_of_ms: int) -> dict[str, float] | None:
 
 
 def _days_since(ts: int | None, as_of_ms: int) -> float:
+    """Days from `ts` to as_of, within [0, a year]; a year when there is no `ts`."""
     if ts is None:
         return _CAP_DAYS
-    return min(_CAP_DAYS, max(0.0, (as_of_ms - ts) / DAY_MS))
+    days = (as_of_ms - ts) / DAY_MS
+    if not days > 0.0:  # as max(0.0, days), NaN included
+        return 0.0
+    return days if days < _CAP_DAYS else _CAP_DAYS
 
 
 def vector(x: dict[str, float], names: tuple[str, ...]) -> tuple[float, ...]:
-    """Dict features to a tuple in `names` order, rounded to 6 decimals (compact snapshots)."""
-    return tuple([round(x[n], 6) for n in names])
+    """Dict features to a tuple in `names` order, rounded to 6 decimals (compact snapshots);
+    zeros, many of any customer's features, skip the costly round()."""
+    return tuple([round(v, 6) if v else v for v in map(x.__getitem__, names)])
 
 
 def unvector(v: tuple[float, ...] | list[float], names: tuple[str, ...]) -> dict[str, float]:

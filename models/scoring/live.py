@@ -34,6 +34,14 @@ class Aggregates:
     def replace(self, old: Scorecard | None, new: Scorecard | None) -> None:
         """Swap one customer's previous scorecard for its new one (None = absent)."""
         tiers = self.tiers
+        if old is not None and new is not None:  # a customer rescored: the usual case
+            self.completeness_sum = (self.completeness_sum - old.data_completeness
+                                     + new.data_completeness)
+            self.revenue_12m_sum = self.revenue_12m_sum - old.revenue_12m + new.revenue_12m
+            if old.tier != new.tier or old.tier not in tiers:
+                tiers[old.tier] = tiers.get(old.tier, 0) - 1
+                tiers[new.tier] = tiers.get(new.tier, 0) + 1
+            return
         if old is not None:
             self.customers -= 1
             self.completeness_sum -= old.data_completeness
@@ -182,10 +190,10 @@ class ScoringPartition:
 
     def replace(self, previous: Scorecard | None, card: Scorecard | None) -> None:
         """A customer's latest scorecard went from `previous` to `card` (None: none, erased)."""
-        self.values.replace(previous.ltv_predicted_12m if previous else None,
-                            card.ltv_predicted_12m if card else None)
-        before = previous.value_at_risk if previous else None
-        after = card.value_at_risk if card else None
+        self.values.replace(previous.ltv_predicted_12m if previous is not None else None,
+                            card.ltv_predicted_12m if card is not None else None)
+        before = previous.value_at_risk if previous is not None else None
+        after = card.value_at_risk if card is not None else None
         if before != after:
             self.risks.replace(before, after)
         self.aggregates.replace(previous, card)

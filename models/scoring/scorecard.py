@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from models.learning.prediction import Factor
@@ -47,7 +47,8 @@ class Scorecard:
     @property
     def value_at_risk(self) -> float:
         """Churn probability x predicted 12-month value (what churn alerts rank by)."""
-        return self.churn_probability * max(self.ltv_predicted_12m, 0.0)
+        value = self.ltv_predicted_12m
+        return self.churn_probability * (0.0 if value < 0.0 else value)  # max(value, 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly nested form (the API and score-change payloads)."""
@@ -64,14 +65,14 @@ class Scorecard:
             },
             "engagement": {
                 "score": self.engagement,
-                "factors": [f.to_dict() for f in self.engagement_factors],
+                "factors": list(map(Factor.to_dict, self.engagement_factors)),
             },
             "revenue_12m": self.revenue_12m,
             "interactions_12m": self.interactions_12m,
             "days_since_last_interaction": self.days_since_last_interaction,
             "churn": {
                 "probability": self.churn_probability,
-                "factors": [f.to_dict() for f in self.churn_factors],
+                "factors": list(map(Factor.to_dict, self.churn_factors)),
             },
             "tier": self.tier,
             "model_versions": dict(sorted(self.model_versions.items())),
@@ -90,8 +91,8 @@ class Scorecard:
             self.interactions_12m,
             self.days_since_last_interaction,
             self.churn_probability,
-            [_compact(f) for f in self.churn_factors],
-            [_compact(f) for f in self.engagement_factors],
+            list(map(_compact, self.churn_factors)),
+            list(map(_compact, self.engagement_factors)),
             self.expected_orders_12m,
             self.p_alive,
             self.tier,
@@ -101,12 +102,28 @@ class Scorecard:
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Scorecard:
-        """Inverse of `to_row`."""
+        """Inverse of `to_row`.
+
+        A whole row fills the slots directly: the frozen dataclass's `__init__` sets each
+        field through `object.__setattr__`, which costs about twice as much, and every
+        customer restored from the store needs its previous scorecard back.
+        """
         r = list(row)
-        r[10] = tuple(_expand(f) for f in r[10])
-        r[11] = tuple(_expand(f) for f in r[11])
+        churn, engagement = r[10], r[11]
+        r[10] = tuple([_expand(f) for f in churn]) if churn else ()
+        r[11] = tuple([_expand(f) for f in engagement]) if engagement else ()
         r[15] = dict(r[15])
-        return cls(*r)
+        if len(r) != len(_SLOT_SETTERS):  # a shorter row: the defaults fill the rest
+            return cls(*r)
+        card = _new(cls)
+        for set_slot, value in zip(_SLOT_SETTERS, r, strict=True):
+            set_slot(card, value)
+        return card
+
+
+_new = object.__new__
+_SLOT_SETTERS = tuple(getattr(Scorecard, f.name).__set__ for f in fields(Scorecard))
+"""Each field's slot setter, in field (and row) order."""
 
 
 def _compact(f: Factor) -> list[Any]:

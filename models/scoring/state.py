@@ -315,19 +315,27 @@ class CustomerState:
             if isinstance(sentiment, _NUMBER) and sentiment <= -0.3:
                 bucket[NEGATIVE_SENTIMENT] += 1
         if bucket is not None:
-            self.days[day] = tuple(bucket)
+            after = self.days[day] = tuple(bucket)
             if before is not None and anchor is not None:
-                self._late(day, anchor, before, bucket)
+                self._late(day, anchor, before, after)
         if self.pending:
             for p in self.pending.values():
                 p.observe(ts, interaction=interaction, order_cents=order_cents, cancelled=cancelled)
         return True
 
-    def _late(self, day: int, anchor: int, before: tuple[int, ...], after: list[int]) -> None:
+    def _late(self, day: int, anchor: int, before: tuple[int, ...],
+              after: tuple[int, ...]) -> None:
         """An event on a day the running sums already cover: add its delta where it belongs.
 
-        Every event of the current day takes this path, so the vector adds run in C.
+        Every event of the current day takes this path, so the vector adds run in C, and an
+        interaction alone (most events) adds to one slot only.
         """
+        if after[1:] == before[1:]:
+            step = after[INTERACTIONS] - before[INTERACTIONS]
+            for w, sums in self._sums.items():
+                if day > anchor - w:
+                    sums[INTERACTIONS] += step
+            return
         delta = list(map(sub, after, before))
         for w, sums in self._sums.items():
             if day > anchor - w:
@@ -351,7 +359,7 @@ class CustomerState:
             # Rebuild (a restored state, or time went back). The windows nest, so each
             # bucket is added once, into the band between its window and the next smaller
             # one, by column sums in C; the bands then accumulate outwards.
-            windows = sorted({30, 90, 365, self.config.window_days})
+            windows = _windows(self.config.window_days)
             keys = self._keys = sorted(days)
             entered = bisect_right(keys, now_day)
             left = [bisect_right(keys, now_day - w, 0, entered) for w in windows]
@@ -479,14 +487,17 @@ class CustomerState:
         """
         cutoff = self.max_day - max(self.config.window_days, 365)
         days = self.days
-        if not days or min(days) > cutoff:
+        if not days:
+            return
+        # While the sums are anchored, `_keys` holds the bucket days in order.
+        keys = self._keys
+        if (keys[0] if self._anchor is not None else min(days)) > cutoff:
             return
         for d, b in days.items():
             if d <= cutoff and b[INTERACTIONS]:
                 self._active_old(d)  # counted already
         anchor = self._anchor
         if anchor is not None and anchor >= self.max_day:
-            keys = self._keys
             k = bisect_right(keys, cutoff)
             rows = self._rows
             for d in keys[:k]:
@@ -535,7 +546,7 @@ class CustomerState:
             cfg = self.config
             weights, total = cfg.profile_weights, cfg.profile_total
             known = sum(weights[k] for k, (_, v) in self.profile.items() if v and k in weights)
-            c = self._completeness = round(100.0 * known / total, 1) if total else 0.0
+            c = self._completeness = round(100.0 * known / total, 1) if total and known else 0.0
         return c
 
     def known_fields(self) -> list[str]:
@@ -549,7 +560,12 @@ class CustomerState:
 
     def next_due(self) -> int | None:
         """Earliest time a pending label of this customer becomes due, if any."""
-        return min([p.resolved_at() for p in self.pending.values()], default=None)
+        due = None
+        for p in self.pending.values():
+            at = p.resolved_at()
+            if due is None or at < due:
+                due = at
+        return due
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -567,7 +583,7 @@ class CustomerState:
         self._dirty.clear()
         if len(rows) != len(buckets):  # pruned days linger, or rows were never made
             rows = self._rows = {d: rows.get(d) or _row(d, b) for d, b in buckets.items()}
-        days = [rows[d] for d in sorted(buckets)]
+        days = [rows[d] for d in (self._keys if self._anchor is not None else sorted(buckets))]
         out: dict[str, Any] = {
             "v": _FORMAT,
             "c": self.customer_id,
@@ -630,7 +646,8 @@ class CustomerState:
         # Comprehensions, not a loop: a year of daily rows is most of a restore's work.
         rows = s._rows = {row[0]: tuple(row) for row in d["d"]}
         s.days = {day: row[1:] + _PADDING[len(row)] for day, row in rows.items()}
-        s.profile = {k: list(v) for k, v in d.get("p", {}).items()}
+        if "p" in d:
+            s.profile = {k: list(v) for k, v in d["p"].items()}
         if "o" in d:
             o = d["o"]
             s.ltv_cents, s.gross_cents, s.n_orders, s.n_refunds = o[0], o[1], o[2], o[3]
@@ -656,7 +673,8 @@ class CustomerState:
         s.last = d.get("last")
         s.alerts = d.get("al")
         s.reported = d.get("rp")
-        s.released = {int(p): list(at) for p, at in d.get("ip", {}).items()}
+        if "ip" in d:
+            s.released = {int(p): list(at) for p, at in d["ip"].items()}
         return s
 
     @classmethod
@@ -666,6 +684,17 @@ class CustomerState:
 
     def __repr__(self) -> str:
         return f"CustomerState({self.customer_id!r}, events={self.n_events})"
+
+
+_WINDOWS: dict[int, list[int]] = {}
+
+
+def _windows(window_days: int) -> list[int]:
+    """The running-sum windows in days, ascending: 30, 90, 365 and the configured one."""
+    windows = _WINDOWS.get(window_days)
+    if windows is None:
+        windows = _WINDOWS[window_days] = sorted({30, 90, 365, window_days})
+    return windows
 
 
 def _row(day: int, bucket: tuple[int, ...]) -> tuple[int, ...]:

@@ -53,7 +53,8 @@ def _index(value: float) -> int:
         return 0
     if value < _LO:
         return 1
-    return min(_N - 1, 1 + int(math.log(value / _LO) / _LOG_R))
+    i = 1 + int(math.log(value / _LO) / _LOG_R)
+    return i if i < _N - 1 else _N - 1
 
 
 def _lower(i: int) -> float:
@@ -177,7 +178,7 @@ class ValueHistogram:
 
     def replace(self, old: float | None, new: float | None) -> None:
         """A customer's value changed from `old` to `new` (None = absent before / erased)."""
-        if old is not None and new is not None and _index(old) == _index(new):
+        if old is not None and new is not None and (old == new or _index(old) == _index(new)):
             return
         if old is not None:
             self.remove(old)

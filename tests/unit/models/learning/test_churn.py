@@ -112,3 +112,19 @@ def test_the_classifier_serves_a_segment_only_where_it_beats_the_baseline() -> N
     restored = ChurnModel.restore(m.snapshot())
     assert restored.champion == m.champion
     assert restored.arena[MULTICHANNEL].to_list() == m.arena[MULTICHANNEL].to_list()
+
+
+def test_baseline_factors_are_the_positive_parts_largest_first() -> None:
+    rng = random.Random(5)
+    parts = [0.0, 1e-7, 1e-6, 0.3, 0.5, 0.99999, 1.0 - 1e-6, 1.0]
+    parts += [rng.random() for _ in range(300)]
+    for alive in parts:
+        for quiet in parts:
+            stopped = round(-math.log(max(alive, 1e-6)), 4)
+            slow = round(-math.log(max(1.0 - quiet, 1e-6)), 4)
+            ranked = sorted([(stopped, "silence_vs_cadence"), (slow, "active_days")],
+                            key=lambda part: -part[0])  # stable: silence first on a tie
+            expected = [(name, c) for c, name in ranked if c > 0]
+            got = ChurnModel.baseline_factors(alive, quiet)
+            assert [(f.name, f.contribution) for f in got] == expected, (alive, quiet)
+    assert ChurnModel.baseline_factors(1.0, 0.0) == ()  # nothing to say, nothing built

@@ -212,3 +212,17 @@ def test_a_state_written_before_active_days_were_kept_restores_them_from_all_it_
     assert restored.active_days >= restored.purchase_days == 38
     assert restored.active_days >= 53 + 38 - 14  # the last year's weeks, plus older orders
     assert restored.first_interaction_ms == 20_000 * DAY_MS
+
+
+def test_interactions_on_the_anchored_day_add_to_the_running_sums() -> None:
+    s = CustomerState("C1")
+    s.apply(ev("o1", "order_placed", 100, amount=10.0))
+    now = T0 // DAY_MS + 100
+    s.window_sums(now)
+    for i in range(3):  # interactions only: one slot moves
+        s.apply(ev(f"w{i}", "page_view", 100, url="/"))
+    s.apply(ev("o2", "order_placed", 100, amount=5.0))  # several slots move
+    s.apply(ev("e1", "sent", 100))  # nothing moves
+    assert s.window_sums(now) == _scan(s, now)
+    assert s.window_sums(now)[30][INTERACTIONS] == 5
+    assert s.next_due() is None
