@@ -105,8 +105,8 @@ class Scorecard:
         """Inverse of `to_row`.
 
         A whole row fills the slots directly: the frozen dataclass's `__init__` sets each
-        field through `object.__setattr__`, which costs about twice as much, and every
-        customer restored from the store needs its previous scorecard back.
+        field through `object.__setattr__`, about 1.6 times the cost of a slot's own setter,
+        and every customer restored from the store needs its previous scorecard back.
         """
         r = list(row)
         churn, engagement = r[10], r[11]
