@@ -132,22 +132,18 @@ class Aligner:
         for tp in self._fresh:
             self.delivered_at[tp] = now
         self._fresh.clear()
-        limit: int | None = None
-        heap: list[tuple[int, int, Partition]] = []
         out: list[Record] = []
         moved: set[Partition] = set()
-        for i, (tp, queue) in enumerate(self.held.items()):
+        released = 0
+        for tp, queue in self.held.items():
             while queue and queue[0].event_time is None:
                 out.extend(queue.popleft().records)
+                released += 1
                 moved.add(tp)
-            if queue:
-                heap.append((cast(int, queue[0].event_time), i, tp))
-                continue
-            bound = self._constraint(tp, now, caught_up)
-            if bound is not None and (limit is None or bound < limit):
-                limit = bound
+        limit = self.bound(now, caught_up)
+        heap = [(cast(int, queue[0].event_time), i, tp)
+                for i, (tp, queue) in enumerate(self.held.items()) if queue]
         heapq.heapify(heap)
-        released = 0
         while heap:
             t, i, tp = heap[0]
             if limit is not None and t > limit:

@@ -51,6 +51,22 @@ def test_records_without_event_time_keep_their_place() -> None:
     assert [r[2] for r in a.release(now=0.0, caught_up=set())] == [b"0@50", b"1@None"]
 
 
+def test_records_without_event_time_leave_the_count_when_they_go_out() -> None:
+    """Dead letters carry no event time; the bound on held records must not count them once
+    they went out, or a stream with many would end up pausing every partition."""
+    a = Aligner(max_skew_ms=0, max_held=1)
+    for i in range(3):
+        a.add(WEB, held(i, None))
+    assert len(a.release(now=0.0, caught_up=set())) == 3
+    assert a.count == 0
+    a.add(CRM, held(0, 50))
+    a.add(CRM, held(1, None))
+    a.add(WEB, held(3, 60))
+    a.add(WEB, held(4, None))
+    assert len(a.release(now=0.0, caught_up={CRM, WEB})) == 4
+    assert a.count == 0 and a.pause_resume() == ([], [])
+
+
 def test_a_new_partition_holds_everything_until_it_delivers_or_the_wait_ends() -> None:
     a = Aligner(max_skew_ms=1000, wait_s=5.0)
     a.assigned([WEB, CRM], now=0.0)
