@@ -232,15 +232,25 @@ class Worker:
         return int(self.process.returncode)
 
 
-def metric(url: str, name: str) -> float:
-    """Sum of a metric's samples from a worker's /metrics."""
+def metrics_text(url: str) -> str:
+    """A worker's /metrics exposition ("" while it does not answer)."""
     try:
         with urllib.request.urlopen(f"{url}/metrics", timeout=5) as reply:
-            text = reply.read().decode()
+            return str(reply.read().decode())
     except OSError:
-        return 0.0
-    pattern = re.compile(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", re.M)
-    return sum(float(v) for v in pattern.findall(text))
+        return ""
+
+
+def metric_samples(text: str, name: str) -> dict[str, float]:
+    """A metric's samples in an exposition, by their label text (`{reason="too_late"}`,
+    or "" for a sample without labels)."""
+    pattern = re.compile(rf"^{name}({{[^}}]*}})? ([0-9.e+]+)$", re.M)
+    return {labels: float(value) for labels, value in pattern.findall(text)}
+
+
+def metric(url: str, name: str) -> float:
+    """Sum of a metric's samples from a worker's /metrics."""
+    return sum(metric_samples(metrics_text(url), name).values())
 
 
 def rss_bytes(pid: int) -> int:
