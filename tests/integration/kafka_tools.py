@@ -24,7 +24,8 @@ def produce(
     bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
 ) -> int:
     """Produce (key, value) records and wait until the broker acknowledged every one."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "enable.idempotence": True})  # retries keep each partition's order
     failures: list[str] = []
 
     def on_delivery(err: object, _msg: Message) -> None:
