@@ -367,6 +367,11 @@ def open_transactions(bootstrap: str, topics: list[str]) -> dict[tuple[str, int]
     return {tp: high[tp] - lso for tp, lso in stable.items() if lso != high[tp]}
 
 
+def latest_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """Each partition's high watermark."""
+    return _latest_offsets(bootstrap, topics, IsolationLevel.READ_UNCOMMITTED)
+
+
 def _latest_offsets(bootstrap: str, topics: list[str], level: IsolationLevel
                     ) -> dict[tuple[str, int], int]:
     """Each partition's end as a reader at `level` sees it: the last stable offset for

@@ -144,6 +144,7 @@ def running_worker(env: dict[str, str], log_path: Path,
         process = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a test can kill it whole
         )
     worker = WorkerProcess(process, f"http://127.0.0.1:{port}", log_path)
     try:

@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from tests.integration.fault_tools import (
     expected_card,
     fold,
     group_members,
+    latest_offsets,
     make_stream,
     metric,
     open_transactions,
@@ -192,6 +194,126 @@ def test_kill_9_at_three_points_loses_nothing_and_duplicates_no_alert(
     print(f"kill -9: partitions owned again {takeovers}s after each kill; alerts committed "
           f"{sum(committed.values())} (all distinct); alerts in aborted transactions "
           f"{sum(everything.values()) - sum(committed.values())}")
+
+
+def _ingest_child(worker: WorkerProcess) -> int:
+    """The pid of a worker's ingest child process (multiprocessing's spawned interpreter)."""
+    pid = worker.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    spawned = [int(c) for c in children
+               if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(spawned) == 1, (children, worker.log_tail())
+    return spawned[0]
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+def _stop_inside_a_transaction(bootstrap: str, topic: str, stop: Callable[[], None],
+                               cont: Callable[[], None], timeout: float = 60.0
+                               ) -> dict[int, int]:
+    """SIGSTOP the process(es) until one is caught with a transaction open on `topic`; they
+    stay stopped. Returns the first offset of the open transaction per partition (its last
+    stable offset): a partition counts only if that offset stays put for a second while
+    everything not stopped runs on, so the transaction is the stopped process's, not one that
+    a running stage commits a moment later."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stop()
+        first = _stable_offsets_of_open(bootstrap, topic)
+        if first:
+            time.sleep(1.0)
+            again = _stable_offsets_of_open(bootstrap, topic)
+            held = {p: lso for p, lso in first.items() if again.get(p) == lso}
+            if held:
+                return held
+        cont()
+        assert time.monotonic() < deadline, f"no transaction on {topic} caught open"
+        time.sleep(0.02)
+
+
+def _stable_offsets_of_open(bootstrap: str, topic: str) -> dict[int, int]:
+    """Last stable offset of each partition of `topic` that an open transaction holds."""
+    return {tp[1]: high - behind for tp, behind in open_transactions(bootstrap, [topic]).items()
+            for high in [latest_offsets(bootstrap, [topic])[tp]]}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["ingest child", "process group"])
+def test_kill_9_inside_an_ingest_transaction_aborts_it_and_loses_nothing(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream, victim: str
+) -> None:
+    """kill -9 of the ingest child process alone, or of the worker's whole process group,
+    while ingest holds records in an open transaction (caught by SIGSTOP first). The
+    transaction is aborted by the broker, never half-applied; a worker that loses its ingest
+    child stops with an error instead of scoring without input; a fresh worker takes over
+    and every event counts once, no alert twice."""
+    topics = topic_names(unique_name)
+    envs = {tag: _env(kafka_bootstrap, unique_name, tmp_path, tag, **FAST_FAILOVER, **ALERT_ENV)
+            for tag in "ab"}
+    app_id = envs["a"]["SCORESTREAM_APP_ID"]
+    half = len(stream.records) // 2
+    chunks = [stream.records[i:i + 1000] for i in range(0, half, 1000)]
+
+    def trickle() -> None:  # keep ingest busy while the test looks for an open transaction
+        for chunk in chunks:
+            produce_records(kafka_bootstrap, topics, chunk)
+            time.sleep(0.05)
+
+    with ExitStack() as stack:
+        a = stack.enter_context(running_worker(envs["a"], tmp_path / "a.log"))
+        child = _ingest_child(a)
+        producing = threading.Thread(target=trickle, daemon=True)
+        producing.start()
+        _wait_scored(a, 200, [])
+        if victim == "ingest child":
+            caught = _stop_inside_a_transaction(
+                kafka_bootstrap, topics["customer_events"],
+                lambda: os.kill(child, signal.SIGSTOP), lambda: os.kill(child, signal.SIGCONT))
+            os.kill(child, signal.SIGKILL)
+            # The parent sees its ingest child die and stops the worker (its other stages
+            # commit and leave), so an orchestrator restarts it whole.
+            assert a.process.wait(60) != 0, _logs(a)
+            assert "ingest process exited unexpectedly" in a.log_path.read_text(), _logs(a)
+        else:
+            caught = _stop_inside_a_transaction(
+                kafka_bootstrap, topics["customer_events"],
+                lambda: os.killpg(a.process.pid, signal.SIGSTOP),
+                lambda: os.killpg(a.process.pid, signal.SIGCONT))
+            os.killpg(a.process.pid, signal.SIGKILL)
+            assert a.process.wait(10) == -signal.SIGKILL
+        killed_at = time.monotonic()
+        wait_for(lambda: _gone(child), 10, f"the ingest child {child} to be gone",
+                 lambda: _logs(a))
+        producing.join(120)
+        b = stack.enter_context(running_worker(envs["b"], tmp_path / "b.log"))
+        _wait_owned(kafka_bootstrap, app_id, [b])
+        took_over = time.monotonic() - killed_at
+        produce_records(kafka_bootstrap, topics, stream.records[half:])
+        converge(stream, b.web_url, 240, lambda: _logs(a, b))
+        assert b.stop() == 0, _logs(b)
+
+    # The open transaction's first record is on the topic but was never committed: aborted.
+    written = read_all(kafka_bootstrap, topics["customer_events"], committed=False)
+    committed = read_all(kafka_bootstrap, topics["customer_events"])
+    at = {(m.partition(), m.offset()) for m in committed}
+    assert all((p, lso) not in at for p, lso in caught.items()), caught
+    assert {(p, lso) for p, lso in caught.items()} <= {(m.partition(), m.offset())
+                                                       for m in written}, caught
+    states = changelog_states(kafka_bootstrap, f"{app_id}-customer-state-changelog")
+    assert state_differences(states, stream) == []
+    alerts = _alert_ids(kafka_bootstrap, topics["alerts"], committed=True)
+    assert alerts, "the stream raises alerts"
+    assert [a for a, count in alerts.items() if count > 1] == []
+    print(f"kill -9 of the {victim} inside a transaction (first offsets {caught}): a new "
+          f"worker owned every partition {took_over:.1f}s after the kill; "
+          f"{len(written) - len(committed)} customer events aborted, none lost")
 
 
 def _wait_scored(worker: WorkerProcess, above: float, others: list[WorkerProcess]) -> None:
