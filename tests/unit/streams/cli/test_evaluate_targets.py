@@ -162,4 +162,4 @@ def test_retail_alert_volume(retail) -> None:
 
 
 def test_retail_tiers_are_stable(retail) -> None:
-    assert retail["alerts"]["tier_changes"]["per_customer_per_year"] <= 1.2
+    assert retail["alerts"]["tier_changes"]["per_customer_per_year"] <= 1.0
