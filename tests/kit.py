@@ -177,13 +177,14 @@ def assign(handler: StageHandler, table: str) -> Table:
 @contextmanager
 def recording(table: Table) -> Iterator[Output]:
     """A fresh Output that collects the table's writes while the block runs, as a batch's
-    does."""
+    does, and applies its counts after the block, as a committed batch's are."""
     out = Output()
     table._out = out
     try:
         yield out
     finally:
         table._out = None
+    out.tally()  # as BatchProcessor does once the batch has committed
 
 
 def feed(handler: StageHandler, table: Table, records: Iterable[bytes | tuple[bytes, bytes]],

@@ -198,6 +198,7 @@ class BatchProcessor:
         self._measure_lag()
         positions = self._positions(by_partition)
         if not positions and not out.writes and not out.records:
+            out.tally()  # nothing to commit, nothing to take back
             producer.poll(0)
             return
         self._committing_since = time.monotonic()
@@ -208,6 +209,7 @@ class BatchProcessor:
             self._committing_since = None
             self.committing = ""
         if committed:
+            out.tally()  # counters count committed work only; an aborted batch is redone
             self.handler.committed()  # the batch's outputs are now visible downstream
         if self.on_batch is not None:
             done = time.perf_counter()

@@ -25,7 +25,8 @@ from schemas.errors import ScorestreamError
 if TYPE_CHECKING:
     from streams.runtime.tables import Table
 
-__all__ = ["Output", "ProcessorConfig", "Stage", "StageHandler", "Stopped", "dead_letter"]
+__all__ = ["Counting", "Output", "ProcessorConfig", "Stage", "StageHandler", "Stopped",
+           "dead_letter"]
 
 InputPartition = tuple[str, int]
 """An input partition: (topic, partition)."""
@@ -73,13 +74,33 @@ def origin_of(msg: Message) -> Origin:
     return Origin(msg.topic() or "", msg.partition(), msg.offset(), msg.key(), msg.value())
 
 
+class Counting(Protocol):
+    """A counter a batch's work is counted on (`prometheus_client.Counter` or its child)."""
+
+    def inc(self, amount: float = 1) -> None: ...
+
+
 @dataclass
 class Output:
-    """Records a batch produces: table writes and messages for other topics."""
+    """What a batch produces: table writes, messages for other topics, and the counts of its
+    work, which go to the metrics only once the batch has committed."""
 
     writes: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)
     records: list[tuple[str, bytes | None, bytes | None, int | None]] = field(
         default_factory=list)
+    counts: list[tuple[Counting, float]] = field(default_factory=list)
+
+    def count(self, counter: Counting, amount: float = 1.0) -> None:
+        """Add `amount` to a counter (a labelled Prometheus counter) when the batch commits.
+        A batch whose transaction aborts is read and handled again: counted at once, its
+        work would be counted twice."""
+        self.counts.append((counter, amount))
+
+    def tally(self) -> None:
+        """The batch committed (or had nothing to commit): apply its counts."""
+        for counter, amount in self.counts:
+            counter.inc(amount)
+        self.counts.clear()
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              partition: int | None = None) -> None:

@@ -51,4 +51,4 @@ class ErasureConfirmations:
         if erasures:
             # A null value for the customer's key: the learner forgets its population sample.
             out.send(self.training_topic, key, None)
-            self.erasures.inc(len(erasures))
+            out.count(self.erasures, len(erasures))

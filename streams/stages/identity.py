@@ -178,16 +178,16 @@ class IdentityHandler(StageHandler):
             for letter in dead:
                 dead_reasons[letter["reason"]] += 1
         for reason, count in dead_reasons.items():
-            self.metrics.dead_letters.labels(reason).inc(count)
+            out.count(self.metrics.dead_letters.labels(reason), count)
         if duplicates:
-            self.metrics.duplicates.labels("identity").inc(duplicates)
+            out.count(self.metrics.duplicates.labels("identity"), duplicates)
 
     def _quarantine(self, partition: int, table: Table, msg: Message, out: Output,
                     error: Exception) -> IdentityPartition:
         """Dead-letter one identity record the core raised on, as `processing_error`, and
         rebuild the partition's waiting events from the table (which has every change of the
         records before it, and none of this one's)."""
-        self.metrics.processing_errors.labels("identity").inc()
+        out.count(self.metrics.processing_errors.labels("identity"))
         log.error("identity: record at %s[%d]@%s quarantined: %s: %s", msg.topic(), partition,
                   msg.offset(), type(error).__name__, error)
         out.send(self.dead_letters, msg.key(), orjson.dumps(dead_letter(

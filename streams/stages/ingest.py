@@ -144,7 +144,7 @@ class IngestHandler(StageHandler):
                 routed = route(Origin(topic, partition, msg.offset(), key, msg.value()), source,
                                now_ms)
             except Exception as err:  # route never raises by contract; if it does, quarantine
-                routed = self._quarantine(msg, source, now_ms, err)
+                routed = self._quarantine(msg, source, now_ms, err, out)
             for event in routed.accepted:
                 send((self.customer_events, event["customer_id"].encode(), dumps(event), None))
                 ingested[event["event_type"]] += 1
@@ -161,18 +161,19 @@ class IngestHandler(StageHandler):
                 records = []
                 send = records.append
         # Metrics once per batch: label lookups per event would cost more than the routing.
-        self.metrics.events_consumed.labels(source).inc(len(messages))
+        out.count(self.metrics.events_consumed.labels(source), len(messages))
         for event_type, count in ingested.items():
-            self.metrics.events_ingested.labels(source, event_type).inc(count)
+            out.count(self.metrics.events_ingested.labels(source, event_type), count)
         for reason, count in dead_reasons.items():
-            self.metrics.dead_letters.labels(reason).inc(count)
+            out.count(self.metrics.dead_letters.labels(reason), count)
         if duplicates:
-            self.metrics.duplicates.labels(source).inc(duplicates)
+            out.count(self.metrics.duplicates.labels(source), duplicates)
         self._tick(out)
 
-    def _quarantine(self, msg: Message, source: str, now_ms: int, error: Exception) -> Routed:
+    def _quarantine(self, msg: Message, source: str, now_ms: int, error: Exception,
+                    out: Output) -> Routed:
         """A record the routing core raised on: its `processing_error` dead letter."""
-        self.metrics.processing_errors.labels("ingest").inc()
+        out.count(self.metrics.processing_errors.labels("ingest"))
         log.error("ingest: record at %s[%d]@%s quarantined: %s: %s", msg.topic(),
                   msg.partition(), msg.offset(), type(error).__name__, error)
         routed = Routed()
