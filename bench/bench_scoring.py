@@ -3,14 +3,17 @@
 Usage:
     python bench/bench_scoring.py [--customers 20000] [--rate 5000] [--seconds 16]
                                   [--live 0,10000] [--repeat 2] [--models initial|trained]
+                                  [--attribution on|off|off,on] [--touches 0.0]
 
 Builds the records first (page views and one order in ten for `--customers` customers in a
-steady round, as `bench_latency.py` sends them), then feeds them to a `ScoringHandler` on
+steady round, as `bench_latency.py` sends them; with `--touches`, that share of the page
+views are web sessions with a channel instead, so that orders have touches to attribute),
+then feeds them to a `ScoringHandler` on
 in-memory stores in the batches a worker would take at `--rate` (`--batch-ms` of traffic,
 split by partition), and prints the handler's CPU per event, the live states' hit share and
-the garbage collector's share, for each live-state capacity. The first half of the run warms
-the states up (every customer seen at least once) and is not timed. No broker, no producer:
-what the worker's scoring thread spends beside the Kafka calls.
+the garbage collector's share, for each live-state capacity and attribution on or off. The
+first half of the run warms the states up (every customer seen at least once) and is not
+timed. No broker, no producer: what the worker's scoring thread spends beside the Kafka calls.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.config import AttributionConfig, ScoringConfig
 from models.learning.bundle import ModelBundle
 from models.scoring.alerts import AlertRules
 from models.scoring.engine import ScoringEngine
@@ -38,7 +42,8 @@ from streams.runtime.tables import Table
 from streams.stages.scoring import ScoringHandler, ScoringTopics
 
 T0 = 1_767_225_600_000
-TOPICS = ScoringTopics("score-changes", "alerts", "training-examples", "dead-letters")
+TOPICS = ScoringTopics("score-changes", "alerts", "training-examples", "dead-letters",
+                       "attributions")
 
 
 class Record:
@@ -65,18 +70,28 @@ class Record:
         return 0
 
 
-def build(customers: int, rate: int, seconds: float) -> list[tuple[bytes, bytes]]:
-    """(key, value) of every event, as the ingest stage writes them to customer-events."""
+CHANNELS = ("direct", "organic", "paid", "social", "email")
+
+
+def build(customers: int, rate: int, seconds: float,
+          touches: float = 0.0) -> list[tuple[bytes, bytes]]:
+    """(key, value) of every event, as the ingest stage writes them to customer-events; a
+    share `touches` of the page views are sessions with a channel instead."""
     out = []
+    every = round(1 / touches) if touches > 0 else 0
     for n in range(int(rate * seconds)):
         customer = f"L-{n % customers}"
         order = n % 10 == 0
+        session = not order and every and (n // 10) % every == 0
         event = {"event_id": f"{customer}-{n}",
-                 "event_type": "order_placed" if order else "page_view",
+                 "event_type": ("order_placed" if order else
+                                "session_started" if session else "page_view"),
                  "source": "crm" if order else "web", "occurred_at": T0 + n * 1000 // rate,
                  "customer_id": customer,
                  "payload": ({"order_id": f"o{n}", "amount": 25.0, "currency": "EUR"}
-                             if order else {"url": "/"}),
+                             if order else
+                             {"channel": CHANNELS[n % len(CHANNELS)], "device": "mobile"}
+                             if session else {"url": "/"}),
                  "ingested_at": T0}
         out.append((customer.encode(), orjson.dumps(event)))
     return out
@@ -87,6 +102,7 @@ class Figures:
     """One timed pass."""
 
     live: int
+    attribution: bool
     us_per_event: float
     hit_share: float
     gc_us_per_event: float
@@ -105,9 +121,10 @@ def trained_bundle(customers: int = 500, days: int = 365) -> ModelBundle:
 
 
 def run(records: list[tuple[bytes, bytes]], live: int, batch: int, partitions: int,
-        bundle: ModelBundle | None = None) -> Figures:
+        bundle: ModelBundle | None = None, attribution: bool = True) -> Figures:
     """Feed every record in batches; time the second half."""
-    handler = ScoringHandler(ScoringEngine(bundle=bundle), AlertRules(), TOPICS,
+    config = ScoringConfig(attribution=AttributionConfig(enabled=attribution))
+    handler = ScoringHandler(ScoringEngine(config, bundle), AlertRules(), TOPICS,
                              live_states=live, live_states_bytes=256 << 20)
     table = Table("customer-state", "memory://", Path("."))
     for p in range(partitions):
@@ -146,7 +163,7 @@ def run(records: list[tuple[bytes, bytes]], live: int, batch: int, partitions: i
         gc.callbacks.remove(on_gc)
     timed = len(records) - half
     lookups = handler.live.hits - hits + handler.live.misses - misses
-    return Figures(live, spent / timed * 1e6,
+    return Figures(live, attribution, spent / timed * 1e6,
                    (handler.live.hits - hits) / lookups if lookups else 0.0,
                    gc_spent[0] / timed * 1e6)
 
@@ -165,21 +182,32 @@ def main() -> int:
                         help="score with untrained models, or with the bundle learned from "
                              "a year of a generated history (as a worker past its first "
                              "horizon does)")
+    parser.add_argument("--attribution", default="on",
+                        help="attribution on, off, or both (off,on) compared in alternation")
+    parser.add_argument("--touches", type=float, default=0.0,
+                        help="share of the page views that are sessions with a channel")
     args = parser.parse_args()
+    flags = []
+    for value in args.attribution.split(","):
+        if value not in ("on", "off"):
+            parser.error("--attribution takes on, off or both, comma-separated")
+        flags.append(value == "on")
     bundle = trained_bundle() if args.models == "trained" else None
-    records = build(args.customers, args.rate, args.seconds)
+    records = build(args.customers, args.rate, args.seconds, args.touches)
     # The collector's settings of a worker; the records built above are frozen with the
     # rest, as a worker's input is not in its heap until its batch.
     collector.settle()
     batch = max(1, int(args.rate * args.batch_ms / 1000))
     print(f"{len(records):,} events, {args.customers:,} customers in a round, batches of "
           f"{batch} over {args.partitions} partitions; second half timed")
-    print(f"{'live states':>12} {'us/event':>9} {'hits':>6} {'gc us/event':>12}")
+    print(f"{'live states':>12} {'attribution':>12} {'us/event':>9} {'hits':>6} "
+          f"{'gc us/event':>12}")
     for _ in range(args.repeat):
         for live in (int(v) for v in args.live.split(",")):
-            f = run(records, live, batch, args.partitions, bundle)
-            print(f"{f.live:>12,} {f.us_per_event:>9.1f} {f.hit_share:>6.0%} "
-                  f"{f.gc_us_per_event:>12.1f}")
+            for attribution in flags:
+                f = run(records, live, batch, args.partitions, bundle, attribution)
+                print(f"{f.live:>12,} {'on' if f.attribution else 'off':>12} "
+                      f"{f.us_per_event:>9.1f} {f.hit_share:>6.0%} {f.gc_us_per_event:>12.1f}")
     return 0
 
 

@@ -13,9 +13,15 @@ from types import MappingProxyType
 from schemas.units import DAY_MS
 
 __all__ = [
+    "CONVERSION",
+    "CONVERSION_EVENTS",
     "DEFAULT_FX_RATES",
     "DEFAULT_INTERACTION_TYPES",
     "DEFAULT_PROFILE_WEIGHTS",
+    "DEFAULT_TOUCH_TYPES",
+    "TOUCH",
+    "VIEW_TYPES",
+    "AttributionConfig",
     "ScoringConfig",
 ]
 
@@ -62,6 +68,115 @@ DEFAULT_INTERACTION_TYPES: frozenset[tuple[str, str]] = frozenset(
 )
 
 
+#: (source, event_type) pairs that are marketing touches: a web session (its `channel`) and a
+#: click in an email (its campaign).
+DEFAULT_TOUCH_TYPES: frozenset[tuple[str, str]] = frozenset(
+    {("web", "session_started"), ("email", "clicked")}
+)
+
+#: Views: touches that only count when `AttributionConfig.views` says so (an opened email).
+VIEW_TYPES: frozenset[tuple[str, str]] = frozenset({("email", "opened")})
+
+#: The events that can be conversions, by name: (source, event_type).
+CONVERSION_EVENTS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "order_placed": ("crm", "order_placed"),
+        "goal_completed": ("web", "goal_completed"),
+        "subscription_started": ("crm", "subscription_started"),
+    }
+)
+
+TOUCH = "touch"
+"""`AttributionConfig.kind` of a touch."""
+CONVERSION = "conversion"
+"""`AttributionConfig.kind` of a conversion."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionConfig:
+    """Which events are touches and conversions, and how attribution weighs them.
+
+    `conversions` names events of `CONVERSION_EVENTS`; `goal_completed:<goal>` limits the goal
+    conversions to one goal (the web goals include `purchase`, which the order that follows
+    it would count a second time). A touch's channel is its payload's `channel`, or else
+    its source's name; its campaign is the payload's `campaign` or `campaign_id`.
+
+    >>> cfg = AttributionConfig(conversions=frozenset({"order_placed", "goal_completed:signup"}))
+    >>> cfg.kind("web", "session_started"), cfg.kind("email", "opened")
+    ('touch', None)
+    >>> cfg.kind("web", "goal_completed"), cfg.kind("web", "page_view")
+    ('conversion', None)
+    >>> cfg.converts("goal_completed", "signup"), cfg.converts("goal_completed", "purchase")
+    (True, False)
+    >>> AttributionConfig(conversions=frozenset({"page_view"}))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown conversion 'page_view'; known: order_placed, goal_completed, ...
+    """
+
+    #: Off: no touches are kept and no conversion is attributed.
+    enabled: bool = True
+    #: Touches up to this many days before a conversion share its value.
+    lookback_days: int = 90
+    #: Time decay: a touch this many days older than another earns half its credit.
+    half_life_days: float = 7.0
+    #: Most recent touches kept per customer.
+    max_touches: int = 50
+    #: Whether views (an opened email) count as touches.
+    views: bool = False
+    #: (source, event_type) pairs that are touches (views aside).
+    touch_types: frozenset[tuple[str, str]] = DEFAULT_TOUCH_TYPES
+    #: Conversions: names of `CONVERSION_EVENTS`, or `goal_completed:<goal>`.
+    conversions: frozenset[str] = frozenset({"order_placed"})
+    #: Channels that are direct visits, which last click passes over.
+    direct_channels: frozenset[str] = frozenset({"direct"})
+    #: (source, event_type) -> TOUCH or CONVERSION (derived).
+    kinds: Mapping[tuple[str, str], str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.lookback_days < 0:
+            raise ValueError(f"lookback_days must be >= 0, not {self.lookback_days}")
+        if not self.half_life_days > 0:
+            raise ValueError(f"half_life_days must be > 0, not {self.half_life_days}")
+        if self.max_touches < 1:
+            raise ValueError(f"max_touches must be >= 1, not {self.max_touches}")
+        kinds: dict[tuple[str, str], str] = {}
+        if self.enabled:
+            for pair in self.touch_types | (VIEW_TYPES if self.views else frozenset()):
+                kinds[pair] = TOUCH
+            for name in self.conversions:
+                event = CONVERSION_EVENTS.get(name.partition(":")[0])
+                if event is None or name == "goal_completed:" or (
+                        ":" in name and not name.startswith("goal_completed:")):
+                    raise ValueError(
+                        f"unknown conversion {name!r}; known: {', '.join(CONVERSION_EVENTS)} "
+                        "(goal_completed:<goal> for one goal)")
+                if event in kinds and kinds[event] == TOUCH:
+                    raise ValueError(f"{event[0]}:{event[1]} cannot be a touch and a conversion")
+                kinds[event] = CONVERSION
+        object.__setattr__(self, "kinds", MappingProxyType(kinds))
+
+    def kind(self, source: str, event_type: str) -> str | None:
+        """TOUCH, CONVERSION or None for an event of this source and type."""
+        return self.kinds.get((source, event_type))
+
+    def converts(self, event_type: str, goal: object = None) -> bool:
+        """Whether an event of this type (a goal_completed: of this goal) is a conversion."""
+        if event_type in self.conversions:
+            return True
+        return event_type == "goal_completed" and f"goal_completed:{goal}" in self.conversions
+
+    @property
+    def lookback_ms(self) -> int:
+        """The lookback window in milliseconds."""
+        return self.lookback_days * DAY_MS
+
+    @property
+    def half_life_ms(self) -> int:
+        """Time decay's half-life in milliseconds."""
+        return int(self.half_life_days * DAY_MS)
+
+
 @dataclass(frozen=True, slots=True)
 class ScoringConfig:
     """Everything the scoring core needs to know besides events and time.
@@ -104,6 +219,8 @@ class ScoringConfig:
     tier_cuts: tuple[float, float, float] = (0.10, 0.70, 0.90)
     #: Churn probability used before the model has learned anything.
     churn_prior: float = 0.2
+    #: Multi-touch attribution: touches, conversions, lookback, time decay's half-life.
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
     #: Sum of profile weights (derived, for data completeness).
     profile_total: float = field(init=False, repr=False, compare=False)
 

@@ -49,7 +49,8 @@ SOURCES: tuple[str, ...] = ("web", "email", "crm", "support")
 """Source systems; each has a topic and a schema file of the same name."""
 
 OUTPUT_SCHEMAS: tuple[str, ...] = (
-    "customer-events", "score-changes", "alerts", "dead-letters", "erasure-confirmations")
+    "customer-events", "score-changes", "alerts", "attributions", "dead-letters",
+    "erasure-confirmations")
 """Schemas of the topics scorestream writes (file name = default topic name)."""
 
 SCHEMA_NAMES: tuple[str, ...] = SOURCES + OUTPUT_SCHEMAS

@@ -75,6 +75,9 @@ class Metrics:
             "scorestream_score_changes_total", "Score-change events emitted.", registry=r)
         self.alerts = Counter(
             "scorestream_alerts_total", "Alerts emitted, by type.", ["alert_type"], registry=r)
+        self.attributions = Counter(
+            "scorestream_attributions_total",
+            "Conversions attributed (records written to the attributions topic).", registry=r)
         self.examples = Counter(
             "scorestream_training_examples_total", "Training examples emitted, by model.",
             ["model"], registry=r)

@@ -15,9 +15,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from models.config import CONVERSION_EVENTS, AttributionConfig, ScoringConfig
 from models.scoring.alerts import AlertConfig
 from schemas.decode import MAX_AMOUNT
 from schemas.errors import ScorestreamError
+from schemas.registry import event_types
 from schemas.units import DAY_MS
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "SOURCE_ROLES",
     "TOPIC_ROLES",
     "AlertSettings",
+    "AttributionSettings",
     "ChangeSettings",
     "IdentitySettings",
     "KafkaSettings",
@@ -46,6 +49,7 @@ TOPIC_ROLES = (
     "customer_events",
     "score_changes",
     "alerts",
+    "attributions",
     "dead_letters",
     "training_examples",
     "model_snapshots",
@@ -216,6 +220,68 @@ class ModelSettings:
     publishes; the learner still learns and measures."""
 
 
+@dataclass(frozen=True)
+class AttributionSettings:
+    """Multi-touch attribution (`SCORESTREAM_ATTRIBUTION_*`); see
+    `models.config.AttributionConfig`."""
+
+    ENV = "ATTRIBUTION_"
+
+    enabled: bool = True
+    lookback_days: int = 90
+    half_life_days: float = 7.0
+    max_touches: int = 50
+    views: bool = False
+    """Whether an opened email (a view) is a touch."""
+    touches: str = "web:session_started,email:clicked"
+    """The touch events, as source:event_type, comma-separated."""
+    conversions: str = "order_placed"
+    """The conversions: order_placed, goal_completed (or goal_completed:<goal>),
+    subscription_started, comma-separated."""
+    direct_channels: str = "direct"
+    retention_days: float = 400.0
+    """Retention of the attributions topic, which the API's totals are read from."""
+    gauge_channels: int = 10
+    """Channels with a gauge series of their own; the rest are added up as `other`."""
+
+    def config(self) -> AttributionConfig:
+        """The core's `AttributionConfig`; raises `SettingsError` naming the variable."""
+        if self.lookback_days < 0:
+            raise SettingsError("SCORESTREAM_ATTRIBUTION_LOOKBACK_DAYS must be >= 0")
+        if not self.half_life_days > 0:
+            raise SettingsError("SCORESTREAM_ATTRIBUTION_HALF_LIFE_DAYS must be > 0")
+        if self.max_touches < 1:
+            raise SettingsError("SCORESTREAM_ATTRIBUTION_MAX_TOUCHES must be >= 1")
+        touches = set()
+        for item in _items(self.touches):
+            source, _, event_type = item.partition(":")
+            if source not in SOURCE_ROLES or event_type not in event_types(source):
+                raise SettingsError(
+                    f"SCORESTREAM_ATTRIBUTION_TOUCHES: {item!r} is not an event type of a "
+                    "source, written source:event_type (for example web:session_started)")
+            touches.add((source, event_type))
+        conversions = frozenset(_items(self.conversions))
+        for name in conversions:
+            if name.partition(":")[0] not in CONVERSION_EVENTS:
+                raise SettingsError(
+                    f"SCORESTREAM_ATTRIBUTION_CONVERSIONS: unknown conversion {name!r}; known: "
+                    f"{', '.join(CONVERSION_EVENTS)} (goal_completed:<goal> for one goal)")
+        try:
+            return AttributionConfig(
+                enabled=self.enabled, lookback_days=self.lookback_days,
+                half_life_days=self.half_life_days, max_touches=self.max_touches,
+                views=self.views, touch_types=frozenset(touches), conversions=conversions,
+                direct_channels=frozenset(_items(self.direct_channels)))
+        except ValueError as err:  # an event both a touch and a conversion
+            raise SettingsError(
+                f"SCORESTREAM_ATTRIBUTION_TOUCHES and _CONVERSIONS: {err}") from err
+
+
+def _items(raw: str) -> list[str]:
+    """The non-empty items of a comma-separated list, stripped."""
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
 GROUPS: dict[str, type] = {
     "kafka": KafkaSettings,
     "web": WebSettings,
@@ -223,6 +289,7 @@ GROUPS: dict[str, type] = {
     "change": ChangeSettings,
     "identity": IdentitySettings,
     "model": ModelSettings,
+    "attribution": AttributionSettings,
 }
 """The nested groups of `Settings`, by field name; each group's variables are
 `SCORESTREAM_<its ENV prefix><FIELD>`."""
@@ -232,9 +299,10 @@ GROUPS: dict[str, type] = {
 class Settings:
     """Runtime configuration of a scorestream worker (see README, 'Configuration').
 
-    Grouped by concern: `kafka`, `web`, `alert`, `change`, `identity` and `model` hold their
-    `SCORESTREAM_<GROUP>_*` variables; the rest are the worker's own (`SCORESTREAM_<FIELD>`).
-    Each default is stated once, here; `env_names()` lists every variable.
+    Grouped by concern: `kafka`, `web`, `alert`, `change`, `identity`, `model` and
+    `attribution` hold their `SCORESTREAM_<GROUP>_*` variables; the rest are the worker's own
+    (`SCORESTREAM_<FIELD>`). Each default is stated once, here; `env_names()` lists every
+    variable.
 
     >>> s = Settings.from_env({"SCORESTREAM_KAFKA_BOOTSTRAP": "kafka:9092",
     ...                        "SCORESTREAM_WEB_PORT": "7000"})
@@ -248,6 +316,7 @@ class Settings:
     change: ChangeSettings = field(default_factory=ChangeSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     model: ModelSettings = field(default_factory=ModelSettings)
+    attribution: AttributionSettings = field(default_factory=AttributionSettings)
     app_id: str = "scorestream"
     topics: Mapping[str, str] = field(default_factory=_default_topics)
     partitions: int = 8
@@ -290,6 +359,10 @@ class Settings:
             churn_rise=alert.churn_rise,
             budget_share=alert.budget_share,
         )
+
+    def scoring_config(self) -> ScoringConfig:
+        """The scoring core's configuration: its defaults, with attribution as set here."""
+        return ScoringConfig(attribution=self.attribution.config())
 
     def changelog_topic(self, table: str) -> str:
         """The compacted changelog topic of one of the app's tables."""
@@ -389,6 +462,11 @@ class Settings:
             raise SettingsError(f"topic names must be distinct, got {sorted(names)}")
         if self.api_token and len(self.api_token.reveal()) < 16:
             raise SettingsError("SCORESTREAM_API_TOKEN must be at least 16 characters long")
+        if self.attribution.retention_days <= 0:
+            raise SettingsError("SCORESTREAM_ATTRIBUTION_RETENTION_DAYS must be > 0")
+        if self.attribution.gauge_channels < 0:
+            raise SettingsError("SCORESTREAM_ATTRIBUTION_GAUGE_CHANNELS must be >= 0")
+        self.attribution.config()  # names the variable at fault
         self._validate_kafka_security()
 
     def secret_values(self) -> list[str]:

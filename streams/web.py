@@ -1,4 +1,5 @@
-"""HTTP views on Faust's web server: scorecard API, health, readiness, Prometheus metrics.
+"""HTTP views on Faust's web server: scorecard API, attribution report, health, readiness,
+Prometheus metrics.
 
 The API is read-only. A scorecard lives in the worker that owns the customer's partition of
 customer-events; a request that reaches another worker is forwarded to the owner, found from
@@ -18,6 +19,12 @@ percent-encoded as one path segment (`scorecard_path`); the segment is decoded f
 as strict UTF-8, and checked against the same schema definition, so anything ingestion would
 reject gets a 400.
 
+`GET /attribution?model=&from=&to=` reports the attribution totals (streams/stages/attribution.py)
+over conversion days `from`..`to` (UTC dates, both included, each optional), for one model or
+every model side by side: conversions, value, and per model the conversions and value credited
+to each channel and campaign. Every worker reads the whole attributions topic, so any worker
+answers for all customers; `caught_up` is false until it has read the topic to its end once.
+
 `install_server_limits` swaps the runner of Faust's aiohttp server for one whose connections
 answer malformed requests with a fixed body (aiohttp's own echoes the request line), close a
 connection whose request head is not complete within `SCORESTREAM_WEB_HEADER_TIMEOUT_S`, and
@@ -27,13 +34,14 @@ close idle keep-alive connections after `SCORESTREAM_WEB_KEEPALIVE_S`.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import hmac
 import logging
 import re
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -48,6 +56,7 @@ from confluent_kafka.admin import AdminClient
 from faust.web import Request, Response, View
 from yarl import URL
 
+from models.attribution.rules import MODELS
 from schemas.registry import SOURCES, load_schema
 from streams.client import scorecard_path
 from streams.metrics import Metrics
@@ -57,6 +66,7 @@ from streams.runtime.stores import StoreClosed
 from streams.settings import Settings
 
 __all__ = [
+    "ATTRIBUTION_ROUTE",
     "FORWARDED",
     "OPEN_PATHS",
     "PROMETHEUS_TEXT",
@@ -67,6 +77,7 @@ __all__ = [
     "LimitedServer",
     "PartitionOwners",
     "api_guard",
+    "attribution_query",
     "customer_id_from_path",
     "install_server_limits",
     "register_views",
@@ -77,6 +88,9 @@ log = logging.getLogger(__name__)
 
 SCORECARD_ROUTE = "/customers/{customer_id:[^/]*}/scorecard"
 """The id may be empty here so that an empty one gets the 400 of any id ingestion rejects."""
+ATTRIBUTION_ROUTE = "/attribution"
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_EPOCH = datetime.date(1970, 1, 1)
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 FORWARDED = "X-Scorestream-Forwarded"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
@@ -155,6 +169,41 @@ def customer_id_from_path(request: aioweb.Request) -> str | None:
     except UnicodeDecodeError:
         return None
     return customer_id if valid_customer_id(customer_id) else None
+
+
+def attribution_query(params: Mapping[str, str]
+                      ) -> tuple[str | None, int | None, int | None]:
+    """The model and the first and last conversion day (epoch days) of an attribution
+    request; raises ValueError with a message that does not quote the request.
+
+    >>> attribution_query({"model": "linear", "from": "1970-01-02", "to": "1970-01-31"})
+    ('linear', 1, 30)
+    >>> attribution_query({})
+    (None, None, None)
+    >>> attribution_query({"from": "2026-02-30"})
+    Traceback (most recent call last):
+    ...
+    ValueError: from and to must be dates YYYY-MM-DD (UTC)
+    """
+    model = params.get("model") or None
+    if model is not None and model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}")
+    days: list[int | None] = []
+    for name in ("from", "to"):
+        raw = params.get(name) or None
+        if raw is None:
+            days.append(None)
+            continue
+        try:
+            if not _DATE.fullmatch(raw):
+                raise ValueError(raw)
+            days.append((datetime.date.fromisoformat(raw) - _EPOCH).days)
+        except ValueError:
+            raise ValueError("from and to must be dates YYYY-MM-DD (UTC)") from None
+    first, last = days
+    if first is not None and last is not None and first > last:
+        raise ValueError("from must not be after to")
+    return model, first, last
 
 
 def install_server_limits(app: faust.App, settings: Settings) -> None:
@@ -325,6 +374,25 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
         async def get(self, request: Request) -> Response:
             return self.bytes(metrics.exposition(), content_type=PROMETHEUS_TEXT)
 
+    @app.page(ATTRIBUTION_ROUTE)
+    class AttributionView(View):
+        async def get(self, request: Request) -> Response:
+            reader = pipeline.attribution
+            if reader is None:
+                return self.json({"error": "attribution is off "
+                                           "(SCORESTREAM_ATTRIBUTION_ENABLED)"}, status=404)
+            query = cast(aioweb.Request, request).query
+            try:
+                model, first, last = attribution_query(
+                    {name: query.get(name, "") for name in ("model", "from", "to")})
+            except ValueError as err:
+                return self.json({"error": str(err)}, status=400)
+            report = reader.report(model, first, last)
+            return self.json({
+                "from": _day_text(first), "to": _day_text(last),
+                "currency": pipeline.engine.config.base_currency,
+                "caught_up": reader.caught_up, **report})
+
     @app.page(SCORECARD_ROUTE)
     class ScorecardView(View):
         async def get(self, request: Request, customer_id: str) -> Response:
@@ -352,6 +420,11 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
                                  status=503)
             return await _forward(self, f"{owner.rstrip('/')}{scorecard_path(customer_id)}",
                                   token)
+
+
+def _day_text(day: int | None) -> str | None:
+    """An epoch day as its UTC date (None stays None)."""
+    return None if day is None else (_EPOCH + datetime.timedelta(days=day)).isoformat()
 
 
 async def _forward(view: View, url: str, token: str) -> Response:

@@ -61,7 +61,7 @@ DEV_SET = ROOT / "tests" / "data" / "retail-orders-sample.jsonl.gz"
 T0 = 1_767_225_600_000
 """2026-01-01T00:00:00Z in epoch milliseconds: a UTC day boundary, the tests' day 0."""
 
-SCORING_TOPICS = ScoringTopics("score-changes", "alerts", "training", "dead")
+SCORING_TOPICS = ScoringTopics("score-changes", "alerts", "training", "dead", "attributions")
 """Where a scoring handler under test writes (the topic names `sent` reads back)."""
 
 _SOURCE_OF = {event_type: source for source in SOURCES for event_type in event_types(source)}

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from models.attribution.journey import Attribution
 from models.config import ScoringConfig
 from models.ingest.routing import Ingestion
 from models.learning.bundle import ModelBundle
@@ -45,7 +46,8 @@ class ReplayResult:
     (customer_id, event_time, from, to), in the order they were computed.
     `churn_examples` lists every resolved churn example the learner measured (held-back
     customers' too) as (resolved_at, label, logged prediction), in the order it saw them.
-    `states` holds every customer's final state, by customer id.
+    `states` holds every customer's final state, by customer id. `attributions` lists every
+    conversion's attribution, in the order the engine made them.
     """
 
     scorecards: list[Scorecard]
@@ -57,6 +59,7 @@ class ReplayResult:
     tier_changes: list[dict[str, Any]] = field(default_factory=list)
     churn_examples: list[tuple[int, float, float]] = field(default_factory=list)
     states: dict[str, CustomerState] = field(default_factory=dict)
+    attributions: list[Attribution] = field(default_factory=list)
 
 
 def parse_time(value: str | int) -> int:
@@ -200,6 +203,7 @@ class _Run:
         self.tier_changes: list[dict[str, Any]] = []
         self.pending_examples: list[TrainingExample] = []
         self.churn_examples: list[tuple[int, float, float]] = []
+        self.attributions: list[Attribution] = []
         self.events = 0
         self.applied = 0
         self.duplicates = 0
@@ -240,6 +244,7 @@ class _Run:
             self.risk.replace(self.risks.pop(cid, None), None)
             return
         self.states[cid] = out.state
+        self.attributions.extend(out.attributions)
         if out.next_due is not None:
             self.due.push(out.next_due, cid)
         self.pending_examples.extend(out.training_examples)
@@ -324,4 +329,5 @@ class _Run:
         return ReplayResult(
             cards, self.alerts, quality, stats, bundle=bundle, tier_changes=self.tier_changes,
             churn_examples=self.churn_examples, states=self.states,
+            attributions=self.attributions,
         )

@@ -12,7 +12,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.config import ScoringConfig
+from models.attribution.journey import Attribution, Journey, conversion_of, touch_of
+from models.config import TOUCH, AttributionConfig, ScoringConfig
 from models.learning.bundle import ModelBundle
 from models.learning.churn import CANCELLED_CHURN, logit, segment_of
 from models.scoring.features import (
@@ -71,6 +72,7 @@ class BatchOutcome:
     `state` is None when the customer was erased. `scorecard` is None when nothing changed
     (every event a redelivery and no label due). `previous_scorecard` is the last one computed
     for this customer (kept inside the state), for alerts and the value aggregates.
+    `attributions` holds one `Attribution` per conversion the batch applied, in event order.
     """
 
     customer_id: str
@@ -83,6 +85,7 @@ class BatchOutcome:
     erased: bool = False
     next_due: int | None = None
     last_event_id: str | None = None
+    attributions: list[Attribution] = field(default_factory=list)
 
 
 class ScoringEngine:
@@ -108,6 +111,9 @@ class ScoringEngine:
         self.config = config or ScoringConfig()
         self.bundle = bundle or ModelBundle.initial(self.config)
         cfg = self.config
+        self._attribution: AttributionConfig | None = (
+            cfg.attribution if cfg.attribution.kinds else None)
+        """Attribution's settings when some event is a touch or a conversion, else None."""
         self._horizon = {
             CHURN: cfg.churn_horizon_days * DAY_MS,
             ENGAGEMENT: cfg.engagement_horizon_days * DAY_MS,
@@ -142,8 +148,15 @@ class ScoringEngine:
             fresh = events if state.first_release(events[0]) else []
         else:
             fresh = [e for e in events if state.first_release(e)]
+        attribution = self._attribution
+        attributions: list[Attribution] = []
         for e in sorted(fresh, key=_event_order) if len(fresh) > 1 else fresh:
-            applied += state.apply(e)
+            if state.apply(e):
+                applied += 1
+                if attribution is not None:
+                    kind = attribution.kinds.get((e["source"], e["event_type"]))
+                    if kind is not None:
+                        self._journey(state, e, kind, attribution, attributions)
         dups = len(events) - applied
         last_ms = state.last_ms
         as_of = last_ms if last_ms is not None and last_ms > watermark_ms else watermark_ms
@@ -162,7 +175,8 @@ class ScoringEngine:
                                         examples, shared)
         state.last, state.card = scorecard.to_row(), scorecard
         return BatchOutcome(
-            cid, state, scorecard, prev, examples, applied, dups, False, state.next_due(), last_id
+            cid, state, scorecard, prev, examples, applied, dups, False, state.next_due(), last_id,
+            attributions,
         )
 
     def resolve_due(self, state: CustomerState, watermark_ms: int) -> BatchOutcome:
@@ -202,6 +216,20 @@ class ScoringEngine:
         return self._score(state, as_of_ms, activity(state, as_of_ms))[0]
 
     # -- internals ------------------------------------------------------------------------
+
+    def _journey(self, state: CustomerState, event: dict[str, Any], kind: str,
+                 attribution: AttributionConfig, out: list[Attribution]) -> None:
+        """Keep a touch in the customer's journey, or attribute a conversion over it (once
+        per conversion id)."""
+        journey = state.journey
+        if journey is None:
+            journey = state.journey = Journey()
+        if kind == TOUCH:
+            journey.add(touch_of(event, attribution), attribution)
+            return
+        done = journey.attribute(conversion_of(event, self.config), event, attribution)
+        if done is not None:
+            out.append(done)
 
     def _score(
         self, state: CustomerState, as_of: int, active: tuple[float, float, float] | None

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from models.attribution.journey import Journey
 from models.config import ScoringConfig
 from models.scoring.labels import PendingLabel
 from schemas.units import DAY_MS
@@ -130,6 +131,7 @@ class CustomerState:
         "first_ms",
         "first_order_ms",
         "gross_cents",
+        "journey",
         "last",
         "last_interaction_ms",
         "last_ms",
@@ -184,6 +186,9 @@ class CustomerState:
         self.active_old: set[int] = set()
         self.first_interaction_ms: int | None = None
         self.pending: dict[str, PendingLabel] = {}
+        # Recent marketing touches and attributed conversions (models.attribution.journey);
+        # None until the first touch or conversion, so states without any stay as they were.
+        self.journey: Journey | None = None
         self.last: list[Any] | None = None  # compact row of the last scorecard computed
         self.card: Any = None  # that scorecard as an object, when this object made it (derived)
         self.alerts: dict[str, Any] | None = None  # models.scoring.alerts.AlertMemory.to_dict()
@@ -626,6 +631,8 @@ class CustomerState:
             out["rp"] = self.reported
         if self.released:
             out["ip"] = {str(p): at for p, at in self.released.items()}
+        if self.journey:
+            out["j"] = self.journey.to_list()
         return out
 
     def snapshot(self) -> bytes:
@@ -675,6 +682,8 @@ class CustomerState:
         s.reported = d.get("rp")
         if "ip" in d:
             s.released = {int(p): list(at) for p, at in d["ip"].items()}
+        if "j" in d:  # states written before attribution have none
+            s.journey = Journey.from_list(d["j"])
         return s
 
     @classmethod

@@ -137,6 +137,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(topics["customer_events"], parts, transit),
         TopicSpec(topics["score_changes"], parts, compact),
         TopicSpec(topics["alerts"], parts, output),
+        # Read from its start by every worker for the attribution totals (the API, gauges):
+        # its retention is how far back those reach after a restart.
+        TopicSpec(topics["attributions"], parts, {
+            "cleanup.policy": "delete",
+            "retention.ms": str(int(settings.attribution.retention_days * DAY_MS))}),
         # The audit trail of erasures: customer id and counts only, no personal data.
         TopicSpec(topics["erasure_confirmations"], parts, output),
         TopicSpec(topics["dead_letters"], parts, output),

@@ -1,5 +1,5 @@
-"""The worker's pipeline: ingest, identity, scoring and learner stages, and the model-bundle
-watcher.
+"""The worker's pipeline: ingest, identity, scoring and learner stages, the model-bundle
+watcher and the attribution reader.
 
 One object per worker, created by `create_app`, started when Faust has started and stopped
 before Faust shuts down, so a SIGTERM finishes the current batch, commits its transaction and
@@ -26,6 +26,7 @@ from streams.runtime.processor import BatchProcessor
 from streams.runtime.stage import ProcessorConfig, Stage
 from streams.runtime.stores import StoreClosed
 from streams.settings import Settings
+from streams.stages.attribution import AttributionReader
 from streams.stages.erasure import ErasureConfirmations
 from streams.stages.identity import IdentityHandler
 from streams.stages.ingest import IngestHandler, ingestion_config
@@ -45,7 +46,7 @@ class ScoringPipeline:
                  alert_config: AlertConfig | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.engine = ScoringEngine(config or ScoringConfig())
+        self.engine = ScoringEngine(config or settings.scoring_config())
         topics = settings.topics
         client = client_config(settings)
         common = dict(client=client, store_url=settings.store, data_dir=settings.data_dir,
@@ -57,7 +58,8 @@ class ScoringPipeline:
             self.engine, AlertRules(alert_config or settings.alert_config()),
             ScoringTopics(score_changes=topics["score_changes"], alerts=topics["alerts"],
                           training_examples=topics["training_examples"],
-                          dead_letters=topics["dead_letters"]),
+                          dead_letters=topics["dead_letters"],
+                          attributions=topics["attributions"]),
             self.metrics, allowed_lateness_ms=int(settings.allowed_lateness_days * DAY_MS),
             live_states=settings.live_states, live_states_bytes=settings.live_states_mb << 20)
         self.handler.erasures = ErasureConfirmations(
@@ -97,6 +99,11 @@ class ScoringPipeline:
             self.learner, on_batch=self._observe("learner"))
         self.watcher = BundleWatcher(client, topics["model_snapshots"], self.engine,
                                      frozen=settings.model.frozen)
+        self.attribution = (
+            AttributionReader(client, topics["attributions"],
+                              f"{settings.app_id}-attribution-reader")
+            if self.engine.config.attribution.enabled else None)
+        """Totals of the attributions topic (None: attribution is off)."""
         self.metrics.add_collector(self._collect)
 
     def _observe(self, stage: str) -> Callable[[int, float, float], None]:
@@ -162,6 +169,24 @@ class ScoringPipeline:
         yield gauge("scorestream_model_quality",
                     "Progressive model quality measured by the learner (only on its worker).",
                     samples, ("model", "version", "metric"))
+        yield from self._attribution_gauges()
+
+    def _attribution_gauges(self) -> Iterator[GaugeMetricFamily]:
+        """Credited value and conversions per model and channel, read from the whole
+        attributions topic. Every worker reads all of it, so only the worker that runs the
+        learner (exactly one) reports them: a sum over workers counts each conversion once."""
+        reader = self.attribution
+        rows = (reader.by_channel(self.settings.attribution.gauge_channels)
+                if reader is not None and self.learner.learner is not None else [])
+        labels = ("model", "channel")
+        yield gauge("scorestream_attributed_value",
+                    "Conversion value credited to each channel by each attribution model, in "
+                    "the base currency (only on the learner's worker).",
+                    [({"model": m, "channel": c}, value) for m, c, _n, value in rows], labels)
+        yield gauge("scorestream_attributed_conversions",
+                    "Conversions credited to each channel by each attribution model, in "
+                    "fractions of conversions (only on the learner's worker).",
+                    [({"model": m, "channel": c}, n) for m, c, n, _value in rows], labels)
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -169,22 +194,28 @@ class ScoringPipeline:
         return (self.ingest, self.identity, self.scoring, self.learning)
 
     def start(self) -> None:
-        """Start the bundle watcher, then every stage."""
+        """Start the bundle watcher and the attribution reader, then every stage."""
         self.watcher.start()
+        if self.attribution is not None:
+            self.attribution.start()
         for stage in reversed(self.stages):
             stage.start()
 
     def stop(self) -> None:
-        """Stop the stages upstream first (each commits its last batch), then the watcher."""
+        """Stop the stages upstream first (each commits its last batch), then the watcher
+        and the attribution reader."""
         for stage in self.stages:
             stage.stop()
         self.watcher.stop()
+        if self.attribution is not None:
+            self.attribution.stop()
         log.info("pipeline stopped")
 
     @property
     def healthy(self) -> bool:
-        """True while every stage and the bundle watcher run."""
-        return all(stage.alive for stage in self.stages) and self.watcher.alive
+        """True while every stage, the bundle watcher and the attribution reader run."""
+        return (all(stage.alive for stage in self.stages) and self.watcher.alive
+                and (self.attribution is None or self.attribution.alive))
 
     def owns(self, customer_id: str) -> tuple[int, bool]:
         """The customer's partition of customer-events, and whether this worker owns it."""

@@ -1,4 +1,5 @@
-"""The scoring stage: customer-events in; state, score changes, alerts, training examples out.
+"""The scoring stage: customer-events in; state, score changes, alerts, attributions and
+training examples out.
 
 Runs on the transactional `BatchProcessor`. Per batch and partition it groups the records by
 customer, so each customer is updated, scored, written to the changelog and emitted at most
@@ -57,6 +58,7 @@ class ScoringTopics:
     alerts: str
     training_examples: str
     dead_letters: str
+    attributions: str
 
 
 class ScoringHandler(StageHandler):
@@ -330,6 +332,8 @@ class ScoringHandler(StageHandler):
             dumps = orjson.dumps
             examples = [(example.model, dumps(example.to_dict()))
                         for example in outcome.training_examples]
+            attributions = [dumps(a.to_record(emitted_at=now_ms))
+                            for a in outcome.attributions]
             card = outcome.scorecard
             change = alert_records = None
             if card is not None:
@@ -354,6 +358,10 @@ class ScoringHandler(StageHandler):
         for model, value in examples:
             out.send(self.topics.training_examples, key, value)
             self._examples_counter(model).inc()
+        for value in attributions:
+            out.send(self.topics.attributions, key, value)
+        if attributions:
+            self.metrics.attributions.inc(len(attributions))
         if card is None:
             return
         part.replace(outcome.previous_scorecard, card)

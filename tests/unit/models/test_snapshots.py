@@ -55,6 +55,7 @@ def _state() -> CustomerState:
     events = [e for e in _history() if e["customer_id"] == _history()[0]["customer_id"]]
     outcome = engine.apply_batch(None, events, events[-1]["occurred_at"], events[0]["customer_id"])
     assert outcome.state is not None and outcome.state.pending
+    assert outcome.state.journey and outcome.state.journey.touches  # touches round-trip too
     return outcome.state
 
 

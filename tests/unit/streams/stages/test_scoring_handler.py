@@ -278,3 +278,36 @@ def test_latency_is_observed_once_the_batch_has_committed_and_not_after_an_abort
     handler.on_revoked(0)  # an aborted transaction drops the partitions: read again later
     handler.committed()
     assert _observed(handler) == (1.0, 1.0)
+
+
+def test_attributions_are_emitted_with_the_batch_once_per_conversion() -> None:
+    """Each conversion's attribution goes out keyed by customer in the batch's Output, beside
+    the state it was made from; a redelivered order emits nothing more."""
+    from models.config import AttributionConfig, ScoringConfig
+    from schemas.registry import validator
+
+    handler, table = setup()
+    touch = orjson.dumps(ev("w1", "session_started", 1, customer_id="A", channel="paid",
+                            campaign="winter", ingested_at=1))
+    buy = orjson.dumps(ev("o1", "order_placed", 2, customer_id="A", amount=50.0, ingested_at=1))
+    untouched = event(3, "B", 2, "order_placed")
+    out = feed(handler, table, [(b"A", touch), (b"A", buy), (b"B", untouched)])
+    records = sent(out, "attributions")
+    for record in records:
+        validator("attributions")(record)
+    by_customer = {r["customer_id"]: r for r in records}
+    assert sorted(by_customer) == ["A", "B"]
+    [paid] = by_customer["A"]["touches"]
+    assert (paid["channel"], paid["campaign"]) == ("paid", "winter")
+    assert paid["credit"] == dict.fromkeys(by_customer["A"]["models"], 50.0)
+    assert by_customer["B"]["touches"] == [] and by_customer["B"]["value"] == 10.0
+    keys = [key for topic, key, _v, _p in out.records if topic == "attributions"]
+    assert sorted(keys) == [b"A", b"B"]
+    assert {key for _p, key, _v in out.writes} == {b"A", b"B"}
+    assert handler.metrics.attributions._value.get() == 2
+    assert sent(feed(handler, table, [(b"A", buy)]), "attributions") == []
+
+    off = ScoringHandler(ScoringEngine(ScoringConfig(attribution=AttributionConfig(
+        enabled=False))), AlertRules(), SCORING_TOPICS)
+    off_table = assign(off, "customer-state")
+    assert sent(feed(off, off_table, [(b"A", touch), (b"A", buy)]), "attributions") == []

@@ -1,0 +1,223 @@
+"""A customer's journey as the scoring engine sees it: touches kept, conversions attributed.
+
+`Journey` holds a customer's recent touches (inside the lookback window of the newest one, at
+most `AttributionConfig.max_touches`) and the ids of its last attributed conversions, so that
+a conversion is attributed once however often it arrives. `touch_of` and `conversion_of`
+read them from canonical customer events; `attribute` splits one conversion's value over its
+touches with every rule-based model at once, and `Attribution.to_record` is the record of
+the attributions topic.
+
+>>> from models.config import ScoringConfig
+>>> config = ScoringConfig()
+>>> day = 86_400_000
+>>> journey = Journey()
+>>> for n, (channel, d) in enumerate([("paid", 1), ("email", 3), ("direct", 7)]):
+...     event = {"event_id": f"w{n}", "event_type": "session_started", "source": "web",
+...              "occurred_at": d * day, "customer_id": "C1", "payload": {"channel": channel}}
+...     journey.add(touch_of(event, config.attribution), config.attribution)
+>>> order = {"event_id": "c1", "event_type": "order_placed", "source": "crm",
+...          "occurred_at": 7 * day, "customer_id": "C1",
+...          "payload": {"order_id": "o-1", "amount": 90.0, "currency": "EUR"}}
+>>> attribution = journey.attribute(conversion_of(order, config), order, config.attribution)
+>>> [t.channel for t in attribution.touches]
+['paid', 'email', 'direct']
+>>> {model: [round(c, 2) for c in credits] for model, credits in attribution.credits.items()}
+... # doctest: +NORMALIZE_WHITESPACE
+{'last_click': [0.0, 90.0, 0.0], 'first_click': [90.0, 0.0, 0.0], 'linear': [30.0, 30.0, 30.0],
+ 'time_decay': [22.33, 27.22, 40.45], 'position_based': [36.0, 18.0, 36.0]}
+>>> journey.attribute(conversion_of(order, config), order, config.attribution) is None  # again
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from models.attribution.rules import MODELS, all_models, split
+from models.attribution.touches import Conversion, Touch, select_touches
+from models.config import AttributionConfig, ScoringConfig
+
+__all__ = [
+    "ATTRIBUTED_IDS",
+    "Attribution",
+    "Journey",
+    "conversion_of",
+    "touch_of",
+]
+
+ATTRIBUTED_IDS = 16
+"""Conversion ids remembered per customer: a conversion arriving again (the same order id
+under another event id) among the customer's last this many conversions is not attributed
+twice."""
+
+
+def _id_hash(conversion_id: str) -> int:
+    """48-bit stable hash of a conversion id (the same on every worker)."""
+    return int.from_bytes(hashlib.blake2b(conversion_id.encode(), digest_size=6).digest(),
+                          "big")
+
+
+def touch_of(event: Mapping[str, Any], config: AttributionConfig) -> Touch:
+    """The touch a touch event is: its payload's `channel` (else its source's name), its
+    `campaign` or `campaign_id` (else none), and whether the channel is a direct one."""
+    payload = event.get("payload") or {}
+    channel = payload.get("channel")
+    if not isinstance(channel, str) or not channel:
+        channel = str(event["source"])
+    campaign = payload.get("campaign") or payload.get("campaign_id")
+    if not isinstance(campaign, str) or not campaign:
+        campaign = None
+    return Touch(channel, campaign, int(event["occurred_at"]), channel in config.direct_channels)
+
+
+def _money(amount: object, rate: float) -> float:
+    """An amount in the base currency, rounded to cents (0.0 for anything but a number)."""
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        return 0.0
+    value = round(float(amount) * rate, 2)
+    return value if math.isfinite(value) and value > 0.0 else 0.0
+
+
+def conversion_of(event: Mapping[str, Any], config: ScoringConfig) -> Conversion | None:
+    """The conversion an event is under `config.attribution` (None: it is not one).
+
+    An order's id is its `order_id` and its value the amount in the base currency; a goal's
+    id is its event id and its value the goal's `value` (already in the base currency); a
+    started subscription's id is its event id, and its value 0 (a subscription is worth
+    its payments, which are orders).
+    """
+    attribution = config.attribution
+    event_type = event["event_type"]
+    payload = event.get("payload") or {}
+    event_id = str(event["event_id"])
+    if event_type == "order_placed" and attribution.converts(event_type):
+        order_id = payload.get("order_id")
+        conversion_id = order_id if isinstance(order_id, str) and order_id else event_id
+        currency = payload.get("currency")
+        value = _money(payload.get("amount"),
+                       config.fx(currency if isinstance(currency, str) else None))
+    elif event_type == "goal_completed" and attribution.converts(event_type,
+                                                                 payload.get("goal")):
+        conversion_id, value = event_id, _money(payload.get("value"), 1.0)
+    elif event_type == "subscription_started" and attribution.converts(event_type):
+        conversion_id, value = event_id, 0.0
+    else:
+        return None
+    return Conversion(conversion_id, str(event["customer_id"]), int(event["occurred_at"]),
+                      value, config.base_currency)
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """One conversion's value split over its touches by every rule-based model.
+
+    `shares[model]` are the touches' fractions of the conversion (adding up to 1) and
+    `credits[model]` their parts of its value (adding up to the value), in the order of
+    `touches` (time order). No touch in the lookback: both are empty lists.
+    """
+
+    conversion: Conversion
+    conversion_type: str
+    event_id: str
+    touches: tuple[Touch, ...]
+    shares: Mapping[str, Sequence[float]]
+    credits: Mapping[str, Sequence[float]]
+
+    def to_record(self, emitted_at: int) -> dict[str, Any]:
+        """The record of the attributions topic (schemas/attributions.json)."""
+        c = self.conversion
+        shares, credits = self.shares, self.credits
+        return {
+            "customer_id": c.customer_id,
+            "conversion_id": c.conversion_id,
+            "conversion_type": self.conversion_type,
+            "event_id": self.event_id,
+            "occurred_at": c.at_ms,
+            "value": c.value,
+            "currency": c.currency,
+            "models": list(MODELS),
+            "touches": [
+                {"channel": t.channel, "campaign": t.campaign, "at": t.at_ms, "direct": t.direct,
+                 "credit": {m: credits[m][i] for m in MODELS},
+                 "share": {m: shares[m][i] for m in MODELS}}
+                for i, t in enumerate(self.touches)
+            ],
+            "emitted_at": emitted_at,
+        }
+
+
+class Journey:
+    """A customer's recent touches, in time order, and its last attributed conversion ids.
+
+    Touches older than the lookback window before the newest touch are dropped as touches
+    arrive, and only the newest `max_touches` are kept. Both depend on the touches alone,
+    not on when the state is saved, so a replay and a stream keep the same ones.
+    """
+
+    __slots__ = ("attributed", "touches")
+
+    def __init__(self) -> None:
+        self.touches: list[Touch] = []
+        self.attributed: list[int] = []
+        """48-bit hashes of the last `ATTRIBUTED_IDS` conversion ids, oldest first."""
+
+    def add(self, touch: Touch, config: AttributionConfig) -> None:
+        """Keep one more touch (a late one goes where its time puts it, after its equals)."""
+        touches = self.touches
+        if touches and touch.at_ms < touches[-1].at_ms:
+            touches.insert(bisect_right([t.at_ms for t in touches], touch.at_ms), touch)
+        else:
+            touches.append(touch)
+        since = touches[-1].at_ms - config.lookback_ms
+        old = 0
+        while old < len(touches) and touches[old].at_ms < since:
+            old += 1
+        old = max(old, len(touches) - config.max_touches)
+        if old:
+            del touches[:old]
+
+    def attribute(self, conversion: Conversion | None, event: Mapping[str, Any],
+                  config: AttributionConfig) -> Attribution | None:
+        """The conversion's attribution over the touches kept; None when there is no
+        conversion, or when this conversion id was attributed already."""
+        if conversion is None:
+            return None
+        h = _id_hash(conversion.conversion_id)
+        if h in self.attributed:
+            return None
+        self.attributed.append(h)
+        if len(self.attributed) > ATTRIBUTED_IDS:
+            del self.attributed[0]
+        touches = tuple(select_touches(self.touches, conversion, lookback_ms=config.lookback_ms))
+        if touches:
+            unit = Conversion(conversion.conversion_id, conversion.customer_id,
+                              conversion.at_ms, 1.0, conversion.currency)
+            shares = all_models(touches, unit, half_life_ms=config.half_life_ms)
+            credits = {m: split(conversion.value, s) for m, s in shares.items()}
+        else:
+            shares = credits = {m: [] for m in MODELS}
+        return Attribution(conversion, str(event["event_type"]), str(event["event_id"]),
+                           touches, shares, credits)
+
+    def __bool__(self) -> bool:
+        return bool(self.touches or self.attributed)
+
+    def to_list(self) -> list[Any]:
+        """JSON-friendly form: [[at, channel, campaign, direct 0/1], ...] and the id hashes."""
+        return [[[t.at_ms, t.channel, t.campaign, int(t.direct)] for t in self.touches],
+                list(self.attributed)]
+
+    @classmethod
+    def from_list(cls, data: Sequence[Any]) -> Journey:
+        """Inverse of `to_list`."""
+        journey = cls()
+        touches, attributed = data
+        journey.touches = [Touch(channel, campaign, at, bool(direct))
+                           for at, channel, campaign, direct in touches]
+        journey.attributed = list(attributed)
+        return journey
