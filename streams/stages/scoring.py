@@ -164,12 +164,12 @@ class ScoringHandler(StageHandler):
         self._oldest_ingest = oldest_ingest
         self._watermarks.append(watermark)
         # Scored work only: dead letters and redeliveries are counted as such.
-        self.metrics.events_processed.inc(len(messages) - dead - duplicates)
+        out.count(self.metrics.events_processed, len(messages) - dead - duplicates)
         if duplicates:
-            self.metrics.duplicates.labels("customer-events").inc(duplicates)
+            out.count(self.metrics.duplicates.labels("customer-events"), duplicates)
         self._resolve_due(partition, watermark, table, out, skip=by_customer.keys())
         if self._changes:
-            self.metrics.score_changes.inc(self._changes)
+            out.count(self.metrics.score_changes, self._changes)
         self._send_histogram(partition, out)
 
     def committed(self) -> None:
@@ -275,7 +275,7 @@ class ScoringHandler(StageHandler):
                 duplicates += self._score(partition, customer_id, [event], watermark, table, out)
             except CoreError as err:
                 self.live.discard(customer_id)
-                self.metrics.processing_errors.labels("scoring").inc()
+                out.count(self.metrics.processing_errors.labels("scoring"))
                 log.error("scoring: event at %s[%d]@%s of customer %r quarantined: %s",
                           msg.topic(), msg.partition(), msg.offset(), customer_id, err)
                 self._dead_letter(msg, out, Reason.PROCESSING_ERROR, f"scoring stage: {err}")
@@ -302,7 +302,7 @@ class ScoringHandler(StageHandler):
                 self._emit(partition, outcome, table, out, due)
             except CoreError as err:  # no event to quarantine: keep the stored state
                 self.live.discard(customer_id)
-                self.metrics.processing_errors.labels("scoring").inc()
+                out.count(self.metrics.processing_errors.labels("scoring"))
                 log.error("scoring: resolving due labels of customer %r failed (%s); its "
                           "state stays as it was", customer_id, err)
 
@@ -357,11 +357,11 @@ class ScoringHandler(StageHandler):
             part.due.push(outcome.next_due, outcome.customer_id)
         for model, value in examples:
             out.send(self.topics.training_examples, key, value)
-            self._examples_counter(model).inc()
+            out.count(self._examples_counter(model))
         for value in attributions:
             out.send(self.topics.attributions, key, value)
         if attributions:
-            self.metrics.attributions.inc(len(attributions))
+            out.count(self.metrics.attributions, len(attributions))
         if card is None:
             return
         part.replace(outcome.previous_scorecard, card)
@@ -370,7 +370,7 @@ class ScoringHandler(StageHandler):
             self._changes += 1
         for alert_type, value in alert_records or ():
             out.send(self.topics.alerts, key, value)
-            self.metrics.alerts.labels(alert_type).inc()
+            out.count(self.metrics.alerts.labels(alert_type))
 
     def _examples_counter(self, model: str) -> Any:
         """The training-examples counter of one model (label children looked up once)."""
@@ -389,4 +389,4 @@ class ScoringHandler(StageHandler):
     def _dead_letter(self, msg: Message, out: Output, reason: Reason, message: str) -> None:
         out.send(self.topics.dead_letters, msg.key(),
                  orjson.dumps(dead_letter(msg, reason, message)))
-        self.metrics.dead_letters.labels(reason.value).inc()
+        out.count(self.metrics.dead_letters.labels(reason.value))
