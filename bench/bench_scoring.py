@@ -121,7 +121,7 @@ def trained_bundle(customers: int = 500, days: int = 365) -> ModelBundle:
 
 
 def run(records: list[tuple[bytes, bytes]], live: int, batch: int, partitions: int,
-        bundle: ModelBundle | None = None, attribution: bool = True) -> Figures:
+        bundle: ModelBundle | None = None, attribution: bool = False) -> Figures:
     """Feed every record in batches; time the second half."""
     config = ScoringConfig(attribution=AttributionConfig(enabled=attribution))
     handler = ScoringHandler(ScoringEngine(config, bundle), AlertRules(), TOPICS,
@@ -182,7 +182,7 @@ def main() -> int:
                         help="score with untrained models, or with the bundle learned from "
                              "a year of a generated history (as a worker past its first "
                              "horizon does)")
-    parser.add_argument("--attribution", default="on",
+    parser.add_argument("--attribution", default="off",
                         help="attribution on, off, or both (off,on) compared in alternation")
     parser.add_argument("--touches", type=float, default=0.0,
                         help="share of the page views that are sessions with a channel")

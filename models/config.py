@@ -101,7 +101,8 @@ class AttributionConfig:
     it would count a second time). A touch's channel is its payload's `channel`, or else
     its source's name; its campaign is the payload's `campaign` or `campaign_id`.
 
-    >>> cfg = AttributionConfig(conversions=frozenset({"order_placed", "goal_completed:signup"}))
+    >>> cfg = AttributionConfig(enabled=True,
+    ...                         conversions=frozenset({"order_placed", "goal_completed:signup"}))
     >>> cfg.kind("web", "session_started"), cfg.kind("email", "opened")
     ('touch', None)
     >>> cfg.kind("web", "goal_completed"), cfg.kind("web", "page_view")
@@ -114,8 +115,9 @@ class AttributionConfig:
     ValueError: unknown conversion 'page_view'; known: order_placed, goal_completed, ...
     """
 
-    #: Off: no touches are kept and no conversion is attributed.
-    enabled: bool = True
+    #: On: touches are kept and conversions attributed (off by default: on multi-channel
+    #: traffic it costs about a quarter of the scoring CPU per event, docs/performance.md).
+    enabled: bool = False
     #: Touches up to this many days before a conversion share its value.
     lookback_days: int = 90
     #: Time decay: a touch this many days older than another earns half its credit.
@@ -140,21 +142,21 @@ class AttributionConfig:
             raise ValueError(f"half_life_days must be > 0, not {self.half_life_days}")
         if self.max_touches < 1:
             raise ValueError(f"max_touches must be >= 1, not {self.max_touches}")
+        # Checked when off too, so a mistake shows before the day it is switched on.
         kinds: dict[tuple[str, str], str] = {}
-        if self.enabled:
-            for pair in self.touch_types | (VIEW_TYPES if self.views else frozenset()):
-                kinds[pair] = TOUCH
-            for name in self.conversions:
-                event = CONVERSION_EVENTS.get(name.partition(":")[0])
-                if event is None or name == "goal_completed:" or (
-                        ":" in name and not name.startswith("goal_completed:")):
-                    raise ValueError(
-                        f"unknown conversion {name!r}; known: {', '.join(CONVERSION_EVENTS)} "
-                        "(goal_completed:<goal> for one goal)")
-                if event in kinds and kinds[event] == TOUCH:
-                    raise ValueError(f"{event[0]}:{event[1]} cannot be a touch and a conversion")
-                kinds[event] = CONVERSION
-        object.__setattr__(self, "kinds", MappingProxyType(kinds))
+        for pair in self.touch_types | (VIEW_TYPES if self.views else frozenset()):
+            kinds[pair] = TOUCH
+        for name in self.conversions:
+            event = CONVERSION_EVENTS.get(name.partition(":")[0])
+            if event is None or name == "goal_completed:" or (
+                    ":" in name and not name.startswith("goal_completed:")):
+                raise ValueError(
+                    f"unknown conversion {name!r}; known: {', '.join(CONVERSION_EVENTS)} "
+                    "(goal_completed:<goal> for one goal)")
+            if event in kinds and kinds[event] == TOUCH:
+                raise ValueError(f"{event[0]}:{event[1]} cannot be a touch and a conversion")
+            kinds[event] = CONVERSION
+        object.__setattr__(self, "kinds", MappingProxyType(kinds if self.enabled else {}))
 
     def kind(self, source: str, event_type: str) -> str | None:
         """TOUCH, CONVERSION or None for an event of this source and type."""

@@ -227,7 +227,7 @@ class AttributionSettings:
 
     ENV = "ATTRIBUTION_"
 
-    enabled: bool = True
+    enabled: bool = False
     lookback_days: int = 90
     half_life_days: float = 7.0
     max_touches: int = 50

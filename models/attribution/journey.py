@@ -159,27 +159,39 @@ class Journey:
     not on when the state is saved, so a replay and a stream keep the same ones.
     """
 
-    __slots__ = ("attributed", "touches")
+    __slots__ = ("_flat", "attributed")
 
     def __init__(self) -> None:
-        self.touches: list[Touch] = []
+        self._flat: list[Any] = []
+        """The touches as one flat list, [at_ms, channel, campaign, direct 0/1] after another:
+        one object for the garbage collector to track, not one per touch (a state is kept
+        live for every active customer, and the collector's passes cost what they track)."""
         self.attributed: list[int] = []
         """48-bit hashes of the last `ATTRIBUTED_IDS` conversion ids, oldest first."""
 
+    @property
+    def touches(self) -> list[Touch]:
+        """The touches kept, in time order."""
+        f = self._flat
+        return [Touch(f[i + 1], f[i + 2], f[i], bool(f[i + 3])) for i in range(0, len(f), 4)]
+
     def add(self, touch: Touch, config: AttributionConfig) -> None:
         """Keep one more touch (a late one goes where its time puts it, after its equals)."""
-        touches = self.touches
-        if touches and touch.at_ms < touches[-1].at_ms:
-            touches.insert(bisect_right([t.at_ms for t in touches], touch.at_ms), touch)
+        flat = self._flat
+        row = (touch.at_ms, touch.channel, touch.campaign, int(touch.direct))
+        if flat and touch.at_ms < flat[-4]:
+            at = bisect_right(flat[0::4], touch.at_ms) * 4
+            flat[at:at] = row
         else:
-            touches.append(touch)
-        since = touches[-1].at_ms - config.lookback_ms
+            flat.extend(row)
+        since = flat[-4] - config.lookback_ms
+        count = len(flat) // 4
         old = 0
-        while old < len(touches) and touches[old].at_ms < since:
+        while old < count and flat[old * 4] < since:
             old += 1
-        old = max(old, len(touches) - config.max_touches)
+        old = max(old, count - config.max_touches)
         if old:
-            del touches[:old]
+            del flat[:old * 4]
 
     def attribute(self, conversion: Conversion | None, event: Mapping[str, Any],
                   config: AttributionConfig) -> Attribution | None:
@@ -205,19 +217,21 @@ class Journey:
                            touches, shares, credits)
 
     def __bool__(self) -> bool:
-        return bool(self.touches or self.attributed)
+        return bool(self._flat or self.attributed)
 
     def to_list(self) -> list[Any]:
-        """JSON-friendly form: [[at, channel, campaign, direct 0/1], ...] and the id hashes."""
-        return [[[t.at_ms, t.channel, t.campaign, int(t.direct)] for t in self.touches],
-                list(self.attributed)]
+        """JSON-friendly form: the flat touches [at, channel, campaign, direct 0/1, ...] and
+        the id hashes (the journey's own lists, for encoding at once: do not modify them)."""
+        return [self._flat, self.attributed]
 
     @classmethod
     def from_list(cls, data: Sequence[Any]) -> Journey:
-        """Inverse of `to_list`."""
+        """Inverse of `to_list` (touches as [[at, channel, campaign, direct], ...] read too)."""
         journey = cls()
         touches, attributed = data
-        journey.touches = [Touch(channel, campaign, at, bool(direct))
-                           for at, channel, campaign, direct in touches]
+        if touches and isinstance(touches[0], list):
+            journey._flat = [value for touch in touches for value in touch]
+        else:
+            journey._flat = list(touches)
         journey.attributed = list(attributed)
         return journey

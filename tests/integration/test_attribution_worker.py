@@ -27,6 +27,7 @@ import pytest
 
 from models.attribution.rules import MODELS
 from models.attribution.totals import AttributionTotals
+from models.config import AttributionConfig, ScoringConfig
 from models.history.replay import ingest, replay, sort_raw
 from schemas.registry import validator
 from tests.integration.alerting_script import wait_until
@@ -44,6 +45,8 @@ pytestmark = pytest.mark.integration
 
 CUSTOMERS, DAYS, SEED = 30, 150, 11
 TOKEN = "attribution-test-token-0123"
+ON = ScoringConfig(attribution=AttributionConfig(enabled=True))
+"""Attribution is off by default: the worker and the replay both switch it on."""
 HOUR_MS = DAY_MS // 24
 CHANNELS = ("direct", "organic", "paid", "social", "email")
 
@@ -118,7 +121,7 @@ def test_stream_attributions_equal_a_batch_recomputation(
     records = history()
     lines = [orjson.dumps(r) for r in records]
     expected = {a.conversion.conversion_id: a
-                for a in replay(ingest(sort_raw(lines), dead=[])).attributions}
+                for a in replay(ingest(sort_raw(lines), dead=[]), config=ON).attributions}
     expected_records = {cid: {k: v for k, v in a.to_record(0).items() if k != "emitted_at"}
                         for cid, a in expected.items()}
     with_touches = [r for r in expected_records.values() if r["touches"]]
@@ -127,7 +130,8 @@ def test_stream_attributions_equal_a_batch_recomputation(
 
     topics = topic_names(unique_name)
     env = worker_env(kafka_bootstrap, f"attr-{unique_name}", topics, tmp_path / "state",
-                     free_port(), SCORESTREAM_PARTITIONS="2", SCORESTREAM_API_TOKEN=TOKEN)
+                     free_port(), SCORESTREAM_PARTITIONS="2", SCORESTREAM_API_TOKEN=TOKEN,
+                     SCORESTREAM_ATTRIBUTION_ENABLED="true")
     for source in ("web", "email", "crm"):
         produce(kafka_bootstrap, topics[source],
                 [(r["customer_id"].encode(), orjson.dumps(r)) for r in records

@@ -20,7 +20,7 @@ import pytest
 
 import models
 from models.attribution.markov import TransitionCounts
-from models.config import ScoringConfig
+from models.config import AttributionConfig, ScoringConfig
 from models.history.generate import generate
 from models.history.replay import ingest, replay, sort_raw
 from models.ingest.dedupe import Dedupe
@@ -51,7 +51,7 @@ def _trained() -> ModelBundle:
 
 
 def _state() -> CustomerState:
-    engine = ScoringEngine(ScoringConfig(), _trained())
+    engine = ScoringEngine(ScoringConfig(attribution=AttributionConfig(enabled=True)), _trained())
     events = [e for e in _history() if e["customer_id"] == _history()[0]["customer_id"]]
     outcome = engine.apply_batch(None, events, events[-1]["occurred_at"], events[0]["customer_id"])
     assert outcome.state is not None and outcome.state.pending

@@ -22,6 +22,7 @@ def test_default_settings_give_the_cores_default_config() -> None:
 
 def test_attribution_variables() -> None:
     settings = Settings.from_env({
+        "SCORESTREAM_ATTRIBUTION_ENABLED": "true",
         "SCORESTREAM_ATTRIBUTION_LOOKBACK_DAYS": "30",
         "SCORESTREAM_ATTRIBUTION_HALF_LIFE_DAYS": "3.5",
         "SCORESTREAM_ATTRIBUTION_VIEWS": "true",
@@ -30,7 +31,7 @@ def test_attribution_variables() -> None:
         "SCORESTREAM_ATTRIBUTION_DIRECT_CHANNELS": "direct,typed",
     })
     assert settings.scoring_config().attribution == AttributionConfig(
-        lookback_days=30, half_life_days=3.5, views=True,
+        enabled=True, lookback_days=30, half_life_days=3.5, views=True,
         touch_types=frozenset({("web", "session_started"), ("support", "ticket_opened")}),
         conversions=frozenset({"order_placed", "goal_completed:signup"}),
         direct_channels=frozenset({"direct", "typed"}))
@@ -67,7 +68,7 @@ def test_the_attributions_topic_keeps_its_own_retention() -> None:
 
 
 def _records() -> list[bytes]:
-    engine = ScoringEngine()
+    engine = ScoringEngine(ScoringConfig(attribution=AttributionConfig(enabled=True)))
     events = [ev("w1", "session_started", 1, channel="paid"),
               ev("w2", "session_started", 2, channel="social"),
               ev("w3", "session_started", 3, channel="email"),
@@ -109,6 +110,7 @@ def _gauges(pipeline: ScoringPipeline) -> dict[tuple[str, str, str], float]:
 
 def test_gauges_come_from_the_learners_worker_with_bounded_channels() -> None:
     settings = Settings.from_env({"SCORESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+                                  "SCORESTREAM_ATTRIBUTION_ENABLED": "true",
                                   "SCORESTREAM_ATTRIBUTION_GAUGE_CHANNELS": "2"})
     pipeline = ScoringPipeline(settings)
     assert pipeline.attribution is not None

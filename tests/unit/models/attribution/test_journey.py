@@ -25,7 +25,13 @@ from models.scoring.state import CustomerState
 from schemas.registry import validator
 from tests.kit import DAY_MS, at, ev
 
-CONFIG = ScoringConfig()
+
+def on(**settings: Any) -> AttributionConfig:
+    """Attribution switched on (it is off by default), with these settings."""
+    return AttributionConfig(enabled=True, **settings)
+
+
+CONFIG = ScoringConfig(attribution=on())
 
 
 def session(event_id: str, day: float, channel: str | None, **payload: Any) -> dict[str, Any]:
@@ -111,7 +117,7 @@ def test_lookback_edge_is_included_and_one_millisecond_more_is_not() -> None:
     too_old = ev("w0", "session_started", occurred_at=edge["occurred_at"] - 1, channel="social")
     [done] = attribute([too_old, edge, buy])
     assert [t.channel for t in done.touches] == ["paid"]
-    shorter = dataclasses.replace(CONFIG, attribution=AttributionConfig(lookback_days=89))
+    shorter = dataclasses.replace(CONFIG, attribution=on(lookback_days=89))
     [none] = attribute([too_old, edge, buy], shorter)
     assert none.touches == () and none.credits == {model: [] for model in MODELS}
 
@@ -170,7 +176,7 @@ def test_goals_and_subscriptions_convert_only_when_configured() -> None:
               ev("g2", "goal_completed", 3, goal="purchase", value=50.0),
               ev("s1", "subscription_started", 4, plan="plus", mrr=9.0)]
     assert attribute(events) == []
-    goals = dataclasses.replace(CONFIG, attribution=AttributionConfig(
+    goals = dataclasses.replace(CONFIG, attribution=on(
         conversions=frozenset({"goal_completed:signup", "subscription_started"})))
     signup, subscription = attribute(events, goals)
     assert (signup.conversion.conversion_id, signup.conversion.value,
@@ -179,7 +185,7 @@ def test_goals_and_subscriptions_convert_only_when_configured() -> None:
     # Worth nothing, still one conversion: the shares say how it is split.
     assert credits(subscription) == {model: [0.0] for model in MODELS}
     assert subscription.shares["linear"] == [1.0]
-    every_goal = dataclasses.replace(CONFIG, attribution=AttributionConfig(
+    every_goal = dataclasses.replace(CONFIG, attribution=on(
         conversions=frozenset({"goal_completed"})))
     assert [a.conversion.value for a in attribute(events, every_goal)] == [5.0, 50.0]
 
@@ -193,7 +199,7 @@ def test_touch_channels_and_campaigns() -> None:
     assert (clicked.channel, clicked.campaign) == ("email", "jan")
     opened = [ev("e2", "opened", 1, campaign_id="jan"), order("o1", 2)]
     assert attribute(opened)[0].touches == ()  # views do not count by default
-    views = dataclasses.replace(CONFIG, attribution=AttributionConfig(views=True))
+    views = dataclasses.replace(CONFIG, attribution=on(views=True))
     assert [t.channel for t in attribute(opened, views)[0].touches] == ["email"]
 
 
@@ -206,7 +212,7 @@ def test_attribution_off_keeps_no_journey() -> None:
 
 
 def test_the_journey_keeps_the_newest_touches_within_the_lookback_in_time_order() -> None:
-    cfg = AttributionConfig(lookback_days=10, max_touches=3)
+    cfg = on(lookback_days=10, max_touches=3)
     journey = Journey()
     for channel, day in [("a", 1), ("b", 5), ("c", 3), ("d", 12)]:  # c arrives late
         journey.add(Touch(channel, None, at(day)), cfg)
@@ -223,11 +229,19 @@ def test_the_journey_round_trips_through_the_state_snapshot() -> None:
         order("o1", 3)], at(3))
     state = out.state
     assert state.to_dict()["j"] == [
-        [[at(1), "paid", "winter", 0], [at(2), "direct", None, 1]], state.journey.attributed]
+        [at(1), "paid", "winter", 0, at(2), "direct", None, 1], state.journey.attributed]
     again = CustomerState.restore(state.snapshot(), CONFIG)
     assert again.journey.touches == state.journey.touches
     assert again.journey.attributed == state.journey.attributed
     assert again.snapshot() == state.snapshot()
+
+
+def test_touches_in_the_nested_form_restore_as_well() -> None:
+    nested = Journey.from_list([[[at(1), "paid", "winter", 0], [at(2), "direct", None, 1]],
+                                [7]])
+    assert [(t.at_ms, t.channel, t.campaign, t.direct) for t in nested.touches] == [
+        (at(1), "paid", "winter", False), (at(2), "direct", None, True)]
+    assert nested.to_list() == [[at(1), "paid", "winter", 0, at(2), "direct", None, 1], [7]]
 
 
 def test_a_state_written_before_attribution_restores_without_a_journey() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from models.attribution.rules import MODELS
 from models.attribution.totals import OTHER, UNATTRIBUTED, AttributionTotals
-from models.config import ScoringConfig
+from models.config import AttributionConfig, ScoringConfig
 from models.scoring.engine import ScoringEngine
 from tests.kit import DAY_MS, T0, ev
 
@@ -19,7 +19,7 @@ DAY0 = T0 // DAY_MS
 
 def records() -> list[dict[str, Any]]:
     """Attribution records of three customers' journeys over a few days, by the engine."""
-    engine = ScoringEngine(ScoringConfig())
+    engine = ScoringEngine(ScoringConfig(attribution=AttributionConfig(enabled=True)))
     batches = {
         "A": [ev("a1", "session_started", 1, customer_id="A", channel="paid", campaign="w"),
               ev("a2", "clicked", 2, customer_id="A", campaign_id="jan"),

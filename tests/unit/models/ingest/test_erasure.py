@@ -160,6 +160,8 @@ def test_the_scoring_stage_confirms_and_tells_the_learner_to_forget() -> None:
     assert (first["erasure_event_id"], first["customer_state_removed"]) == ("c-2", True)
     assert (second["erasure_event_id"], second["customer_state_removed"]) == ("c-3", False)
     assert out.records[2][2] is None
+    assert confirmations.erasures._value.get() == 0  # counted once the batch commits
+    out.tally()
     assert confirmations.erasures._value.get() == 2
 
 

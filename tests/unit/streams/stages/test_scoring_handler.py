@@ -22,8 +22,9 @@ def event(n: int, customer: str, day: float, kind: str = "page_view") -> bytes:
     return orjson.dumps(ev(f"e{n}", kind, day, customer_id=customer, ingested_at=1))
 
 
-def setup(lateness_days: int = 30) -> tuple[ScoringHandler, Table]:
-    handler = ScoringHandler(ScoringEngine(), AlertRules(), SCORING_TOPICS,
+def setup(lateness_days: int = 30, engine: ScoringEngine | None = None
+          ) -> tuple[ScoringHandler, Table]:
+    handler = ScoringHandler(engine or ScoringEngine(), AlertRules(), SCORING_TOPICS,
                              allowed_lateness_ms=lateness_days * DAY_MS)
     return handler, assign(handler, "customer-state")
 
@@ -286,7 +287,8 @@ def test_attributions_are_emitted_with_the_batch_once_per_conversion() -> None:
     from models.config import AttributionConfig, ScoringConfig
     from schemas.registry import validator
 
-    handler, table = setup()
+    handler, table = setup(engine=ScoringEngine(ScoringConfig(
+        attribution=AttributionConfig(enabled=True))))
     touch = orjson.dumps(ev("w1", "session_started", 1, customer_id="A", channel="paid",
                             campaign="winter", ingested_at=1))
     buy = orjson.dumps(ev("o1", "order_placed", 2, customer_id="A", amount=50.0, ingested_at=1))
