@@ -367,6 +367,11 @@ def open_transactions(bootstrap: str, topics: list[str]) -> dict[tuple[str, int]
     return {tp: high[tp] - lso for tp, lso in stable.items() if lso != high[tp]}
 
 
+def stable_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """Each partition's last stable offset (where a read_committed reader ends)."""
+    return _latest_offsets(bootstrap, topics, IsolationLevel.READ_COMMITTED)
+
+
 def latest_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
     """Each partition's high watermark."""
     return _latest_offsets(bootstrap, topics, IsolationLevel.READ_UNCOMMITTED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -163,4 +164,12 @@ def running_worker(env: dict[str, str], log_path: Path,
             time.sleep(0.2)
         yield worker
     finally:
-        worker.stop()
+        # Its own process group: a test may have stopped it (SIGSTOP), and what is left of
+        # it (an ingest child whose parent was killed) is reached through the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGCONT)
+        try:
+            worker.stop()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)

@@ -49,6 +49,7 @@ from tests.integration.fault_tools import (
     open_transactions,
     produce_records,
     read_all,
+    stable_offsets,
     state_differences,
     wait_for,
     with_watermarks,
@@ -225,22 +226,28 @@ def _stop_inside_a_transaction(bootstrap: str, topic: str, stop: Callable[[], No
     deadline = time.monotonic() + timeout
     while True:
         stop()
-        first = _stable_offsets_of_open(bootstrap, topic)
-        if first:
-            time.sleep(1.0)
-            again = _stable_offsets_of_open(bootstrap, topic)
-            held = {p: lso for p, lso in first.items() if again.get(p) == lso}
-            if held:
-                return held
+        try:
+            first = _stable_offsets_of_open(bootstrap, topic)
+            if first:
+                time.sleep(1.0)
+                again = _stable_offsets_of_open(bootstrap, topic)
+                held = {p: lso for p, lso in first.items() if again.get(p) == lso}
+                if held:
+                    return held
+        except BaseException:
+            cont()  # never leave a process stopped behind a failure
+            raise
         cont()
         assert time.monotonic() < deadline, f"no transaction on {topic} caught open"
         time.sleep(0.02)
 
 
 def _stable_offsets_of_open(bootstrap: str, topic: str) -> dict[int, int]:
-    """Last stable offset of each partition of `topic` that an open transaction holds."""
-    return {tp[1]: high - behind for tp, behind in open_transactions(bootstrap, [topic]).items()
-            for high in [latest_offsets(bootstrap, [topic])[tp]]}
+    """Last stable offset of each partition of `topic` that an open transaction holds (its
+    last stable offset behind its high watermark)."""
+    stable = stable_offsets(bootstrap, [topic])
+    high = latest_offsets(bootstrap, [topic])
+    return {tp[1]: lso for tp, lso in stable.items() if lso < high[tp]}
 
 
 @pytest.mark.integration
@@ -250,7 +257,8 @@ def test_kill_9_inside_an_ingest_transaction_aborts_it_and_loses_nothing(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream, victim: str
 ) -> None:
     """kill -9 of the ingest child process alone, or of the worker's whole process group,
-    while ingest holds records in an open transaction (caught by SIGSTOP first). The
+    while a transaction holds records on customer-events (caught by SIGSTOP first: the ingest
+    child's own when only it is stopped; in the group, ingest's or the identity stage's). The
     transaction is aborted by the broker, never half-applied; a worker that loses its ingest
     child stops with an error instead of scoring without input; a fresh worker takes over
     and every event counts once, no alert twice."""
@@ -258,13 +266,17 @@ def test_kill_9_inside_an_ingest_transaction_aborts_it_and_loses_nothing(
     envs = {tag: _env(kafka_bootstrap, unique_name, tmp_path, tag, **FAST_FAILOVER, **ALERT_ENV)
             for tag in "ab"}
     app_id = envs["a"]["SCORESTREAM_APP_ID"]
-    half = len(stream.records) // 2
-    chunks = [stream.records[i:i + 1000] for i in range(0, half, 1000)]
+    chunks = [stream.records[i:i + 500] for i in range(0, len(stream.records), 500)]
+    sent = [0]
+    enough = threading.Event()
 
-    def trickle() -> None:  # keep ingest busy while the test looks for an open transaction
+    def trickle() -> None:  # keep ingest busy until the test has caught a transaction open
         for chunk in chunks:
+            if enough.is_set():
+                return
             produce_records(kafka_bootstrap, topics, chunk)
-            time.sleep(0.05)
+            sent[0] += 1
+            time.sleep(0.1)
 
     with ExitStack() as stack:
         a = stack.enter_context(running_worker(envs["a"], tmp_path / "a.log"))
@@ -277,6 +289,8 @@ def test_kill_9_inside_an_ingest_transaction_aborts_it_and_loses_nothing(
                 kafka_bootstrap, topics["customer_events"],
                 lambda: os.kill(child, signal.SIGSTOP), lambda: os.kill(child, signal.SIGCONT))
             os.kill(child, signal.SIGKILL)
+            killed_at = time.monotonic()
+            enough.set()
             # The parent sees its ingest child die and stops the worker (its other stages
             # commit and leave), so an orchestrator restarts it whole.
             assert a.process.wait(60) != 0, _logs(a)
@@ -287,15 +301,18 @@ def test_kill_9_inside_an_ingest_transaction_aborts_it_and_loses_nothing(
                 lambda: os.killpg(a.process.pid, signal.SIGSTOP),
                 lambda: os.killpg(a.process.pid, signal.SIGCONT))
             os.killpg(a.process.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            enough.set()
             assert a.process.wait(10) == -signal.SIGKILL
-        killed_at = time.monotonic()
+        producing.join(60)
+        assert not producing.is_alive()
         wait_for(lambda: _gone(child), 10, f"the ingest child {child} to be gone",
                  lambda: _logs(a))
-        producing.join(120)
         b = stack.enter_context(running_worker(envs["b"], tmp_path / "b.log"))
         _wait_owned(kafka_bootstrap, app_id, [b])
         took_over = time.monotonic() - killed_at
-        produce_records(kafka_bootstrap, topics, stream.records[half:])
+        produce_records(kafka_bootstrap, topics,
+                        [r for chunk in chunks[sent[0]:] for r in chunk])
         converge(stream, b.web_url, 240, lambda: _logs(a, b))
         assert b.stop() == 0, _logs(b)
 

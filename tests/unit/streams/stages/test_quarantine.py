@@ -4,20 +4,22 @@ dead letters; the customer's state stays as it was before them and the batch goe
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
+from confluent_kafka import Message
 
 from models.ingest.routing import IngestionConfig
 from models.scoring.alerts import AlertRules
 from models.scoring.engine import BatchOutcome, ScoringEngine
 from models.scoring.state import CustomerState
 from streams.metrics import Metrics
+from streams.runtime.stage import Output
 from streams.runtime.tables import Table
 from streams.stages.identity import IdentityHandler
 from streams.stages.scoring import ScoringHandler
-from tests.kit import SCORING_TOPICS, assign, ev, feed, sent
+from tests.kit import SCORING_TOPICS, FakeMessage, assign, ev, feed, sent
 
 
 def order(n: int, customer: str, day: float) -> bytes:
@@ -135,8 +137,11 @@ def test_a_store_failure_is_not_quarantined_it_stops_the_stage() -> None:
         raise OSError("No space left on device")
 
     table.put = broken  # type: ignore[method-assign]
+    out = Output()
     with pytest.raises(OSError):
-        feed(handler, table, [order(1, "A", 0.1)])
+        handler.handle(0, cast("list[Message]", [FakeMessage(order(1, "A", 0.1), 0)]), table,
+                       out)
+    assert sent(out, "dead") == [] and out.counts == []  # nothing dead-lettered or counted
     assert metrics.dead_letters.labels("processing_error")._value.get() == 0
 
 
