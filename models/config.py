@@ -6,6 +6,7 @@ the same way compute byte-identical scorecards; nothing in `models/` reads the e
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -138,8 +139,8 @@ class AttributionConfig:
     def __post_init__(self) -> None:
         if self.lookback_days < 0:
             raise ValueError(f"lookback_days must be >= 0, not {self.lookback_days}")
-        if not self.half_life_days > 0:
-            raise ValueError(f"half_life_days must be > 0, not {self.half_life_days}")
+        if not 0 < self.half_life_days < math.inf:
+            raise ValueError(f"half_life_days must be a number > 0, not {self.half_life_days}")
         if self.max_touches < 1:
             raise ValueError(f"max_touches must be >= 1, not {self.max_touches}")
         # Checked when off too, so a mistake shows before the day it is switched on.

@@ -10,6 +10,7 @@ at fault.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -248,8 +249,8 @@ class AttributionSettings:
         """The core's `AttributionConfig`; raises `SettingsError` naming the variable."""
         if self.lookback_days < 0:
             raise SettingsError("SCORESTREAM_ATTRIBUTION_LOOKBACK_DAYS must be >= 0")
-        if not self.half_life_days > 0:
-            raise SettingsError("SCORESTREAM_ATTRIBUTION_HALF_LIFE_DAYS must be > 0")
+        if not 0 < self.half_life_days < math.inf:
+            raise SettingsError("SCORESTREAM_ATTRIBUTION_HALF_LIFE_DAYS must be a number > 0")
         if self.max_touches < 1:
             raise SettingsError("SCORESTREAM_ATTRIBUTION_MAX_TOUCHES must be >= 1")
         touches = set()
@@ -462,8 +463,8 @@ class Settings:
             raise SettingsError(f"topic names must be distinct, got {sorted(names)}")
         if self.api_token and len(self.api_token.reveal()) < 16:
             raise SettingsError("SCORESTREAM_API_TOKEN must be at least 16 characters long")
-        if self.attribution.retention_days <= 0:
-            raise SettingsError("SCORESTREAM_ATTRIBUTION_RETENTION_DAYS must be > 0")
+        if not 0 < self.attribution.retention_days < math.inf:
+            raise SettingsError("SCORESTREAM_ATTRIBUTION_RETENTION_DAYS must be a number > 0")
         if self.attribution.gauge_channels < 0:
             raise SettingsError("SCORESTREAM_ATTRIBUTION_GAUGE_CHANNELS must be >= 0")
         self.attribution.config()  # names the variable at fault

@@ -83,7 +83,7 @@ class AttributionTotals:
         malformed one, before anything is counted)."""
         at = int(record["occurred_at"])
         value = float(record["value"])
-        touches = [(str(t["channel"]), t["campaign"], t["share"], t["credit"])
+        touches = [(str(t["channel"]), _campaign(t["campaign"]), t["share"], t["credit"])
                    for t in record["touches"]]
         credits = [(channel, campaign, [(m, float(share[m]), float(credit[m])) for m in credit])
                    for channel, campaign, share, credit in touches]
@@ -178,3 +178,11 @@ def _rows(name: str, table: _Credits) -> list[dict[str, Any]]:
     ordered = sorted(table.items(), key=lambda kv: (-kv[1][1], str(kv[0])))
     return [{name: key, "conversions": round(share, 4), "value": round(credit, 2)}
             for key, (share, credit) in ordered]
+
+
+def _campaign(campaign: Any) -> str | None:
+    """A touch's campaign: a string or None (raises TypeError for anything else, before the
+    record is counted)."""
+    if campaign is not None and not isinstance(campaign, str):
+        raise TypeError(f"campaign must be a string or null, not {type(campaign).__name__}")
+    return campaign

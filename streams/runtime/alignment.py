@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 __all__ = ["Aligner", "Held"]
 
@@ -45,11 +45,13 @@ _UNKNOWN = -(1 << 62)
 
 @dataclass
 class Held:
-    """Outputs of one source record waiting for the other partitions to catch up."""
+    """Outputs of one source record waiting for the other partitions to catch up, and what
+    it counts (counter, amount: opaque here), counted when it goes out."""
 
     offset: int
     event_time: int | None
     records: list[Record]
+    counts: list[tuple[Any, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -87,6 +89,8 @@ class Aligner:
     _next: dict[Partition, int] = field(default_factory=dict)
     _moved: dict[Partition, int] = field(default_factory=dict)
     _fresh: set[Partition] = field(default_factory=set)
+    _counts: dict[Any, float] = field(default_factory=dict)
+    """Counts of the records released since `take_counts`, summed per counter."""
 
     def assigned(self, partitions: list[Partition], now: float) -> None:
         """New partitions: each holds the others back until it delivers or idles."""
@@ -133,11 +137,15 @@ class Aligner:
             self.delivered_at[tp] = now
         self._fresh.clear()
         out: list[Record] = []
+        counts = self._counts
         moved: set[Partition] = set()
         released = 0
         for tp, queue in self.held.items():
             while queue and queue[0].event_time is None:
-                out.extend(queue.popleft().records)
+                item = queue.popleft()
+                out.extend(item.records)
+                for counter, amount in item.counts:
+                    counts[counter] = counts.get(counter, 0) + amount
                 released += 1
                 moved.add(tp)
         limit = self.bound(now, caught_up)
@@ -151,10 +159,16 @@ class Aligner:
             if t > self.released_time:
                 self.released_time = t
             queue = self.held[tp]
-            out.extend(queue.popleft().records)
+            item = queue.popleft()
+            out.extend(item.records)
+            for counter, amount in item.counts:
+                counts[counter] = counts.get(counter, 0) + amount
             released += 1
             while queue and queue[0].event_time is None:
-                out.extend(queue.popleft().records)
+                item = queue.popleft()
+                out.extend(item.records)
+                for counter, amount in item.counts:
+                    counts[counter] = counts.get(counter, 0) + amount
                 released += 1
             moved.add(tp)
             if queue:
@@ -180,6 +194,12 @@ class Aligner:
                 if bound is not None and (limit is None or bound < limit):
                     limit = bound
         return limit
+
+    def take_counts(self) -> list[tuple[Any, float]]:
+        """What the records released since the last call count, summed per counter (a held
+        record's counts go out with it, and are dropped with it by `forget`)."""
+        counts, self._counts = self._counts, {}
+        return list(counts.items())
 
     def positions(self) -> dict[Partition, int]:
         """Offsets to commit (the first record not released) of partitions that moved."""

@@ -32,7 +32,7 @@ from models.ingest.routing import Ingestion, IngestionConfig, Routed, tick_messa
 from schemas.decode import Origin, Reason
 from streams.metrics import Metrics
 from streams.runtime.alignment import Aligner, Held, Record
-from streams.runtime.stage import Output, StageHandler, dead_letter
+from streams.runtime.stage import Counting, Output, StageHandler, dead_letter
 from streams.runtime.tables import Table
 from streams.settings import Settings
 
@@ -76,6 +76,7 @@ class IngestHandler(StageHandler):
         self.dead_letters = settings.topics["dead_letters"]
         self._ticked_watermark = 0
         self._ticked_at = 0.0
+        self._children: dict[tuple[str, ...], Counting] = {}
         self.aligner = Aligner(int(settings.max_source_skew_s * 1000),
                                wait_s=settings.source_idle_s,
                                max_held=settings.align_max_held) if settings.align_sources else None
@@ -111,6 +112,8 @@ class IngestHandler(StageHandler):
         (`caught_up()`: the partitions with nothing left to read)."""
         if self.aligner is not None:
             out.records.extend(self.aligner.release(time.monotonic(), caught_up()))
+            for counter, amount in self.aligner.take_counts():
+                out.count(counter, amount)
 
     def positions(self) -> dict[tuple[str, int], int] | None:
         """Offsets to commit: up to the first record still held, per partition that moved
@@ -138,13 +141,15 @@ class IngestHandler(StageHandler):
             tp = (topic, partition)
             records: list[Record] = []
             send = records.append
+        quarantined = 0
         for msg in messages:
             key = msg.key()
             try:
                 routed = route(Origin(topic, partition, msg.offset(), key, msg.value()), source,
                                now_ms)
             except Exception as err:  # route never raises by contract; if it does, quarantine
-                routed = self._quarantine(msg, source, now_ms, err, out)
+                routed = self._quarantine(msg, source, now_ms, err)
+                quarantined += 1
             for event in routed.accepted:
                 send((self.customer_events, event["customer_id"].encode(), dumps(event), None))
                 ingested[event["event_type"]] += 1
@@ -156,24 +161,58 @@ class IngestHandler(StageHandler):
             duplicates += routed.duplicate
             if aligner is not None:
                 # An alias-only event goes to the identity stage with its own event time:
-                # it must wait its turn like any other, or it would overtake its link.
-                aligner.add(tp, Held(msg.offset() or 0, routed.event_time, records))
+                # it must wait its turn like any other, or it would overtake its link. Its
+                # counts wait with it, so they count once its offset commits.
+                aligner.add(tp, Held(msg.offset() or 0, routed.event_time, records,
+                                     self._record_counts(source, routed, quarantined)))
+                quarantined = 0
                 records = []
                 send = records.append
-        # Metrics once per batch: label lookups per event would cost more than the routing.
-        out.count(self.metrics.events_consumed.labels(source), len(messages))
-        for event_type, count in ingested.items():
-            out.count(self.metrics.events_ingested.labels(source, event_type), count)
-        for reason, count in dead_reasons.items():
-            out.count(self.metrics.dead_letters.labels(reason), count)
-        if duplicates:
-            out.count(self.metrics.duplicates.labels(source), duplicates)
+        if aligner is None:
+            # Metrics once per batch: label lookups per event would cost more than routing.
+            out.count(self.metrics.events_consumed.labels(source), len(messages))
+            for event_type, count in ingested.items():
+                out.count(self.metrics.events_ingested.labels(source, event_type), count)
+            for reason, count in dead_reasons.items():
+                out.count(self.metrics.dead_letters.labels(reason), count)
+            if duplicates:
+                out.count(self.metrics.duplicates.labels(source), duplicates)
+            if quarantined:
+                out.count(self.metrics.processing_errors.labels("ingest"), quarantined)
         self._tick(out)
 
-    def _quarantine(self, msg: Message, source: str, now_ms: int, error: Exception,
-                    out: Output) -> Routed:
+    def _record_counts(self, source: str, routed: Routed, quarantined: int
+                       ) -> list[tuple[Counting, float]]:
+        """What one routed record counts (consumed, ingested by type, dead letters by reason,
+        duplicates, quarantined), on label children looked up once per label set."""
+        child = self._children.get
+        counts: list[tuple[Counting, float]] = [
+            (child(("consumed", source)) or self._child("consumed", source), 1)]
+        for event in routed.accepted:
+            labels: tuple[str, ...] = ("ingested", source, event["event_type"])
+            counts.append((child(labels) or self._child(*labels), 1))
+        for dead in routed.dead:
+            labels = ("dead", dead["reason"])
+            counts.append((child(labels) or self._child(*labels), 1))
+        if routed.duplicate:
+            counts.append((child(("duplicates", source)) or self._child("duplicates", source),
+                           routed.duplicate))
+        if quarantined:
+            counts.append((self._child("errors", "ingest"), quarantined))
+        return counts
+
+    def _child(self, kind: str, *labels: str) -> Counting:
+        """The labelled counter of one kind of count (looked up once, then kept)."""
+        m = self.metrics
+        counter = {"consumed": m.events_consumed, "ingested": m.events_ingested,
+                   "dead": m.dead_letters, "duplicates": m.duplicates,
+                   "errors": m.processing_errors}[kind]
+        child: Counting = counter.labels(*labels)
+        self._children[(kind, *labels)] = child
+        return child
+
+    def _quarantine(self, msg: Message, source: str, now_ms: int, error: Exception) -> Routed:
         """A record the routing core raised on: its `processing_error` dead letter."""
-        out.count(self.metrics.processing_errors.labels("ingest"))
         log.error("ingest: record at %s[%d]@%s quarantined: %s: %s", msg.topic(),
                   msg.partition(), msg.offset(), type(error).__name__, error)
         routed = Routed()

@@ -42,12 +42,14 @@ def test_attribution_variables() -> None:
 @pytest.mark.parametrize(("variable", "value"), [
     ("SCORESTREAM_ATTRIBUTION_LOOKBACK_DAYS", "-1"),
     ("SCORESTREAM_ATTRIBUTION_HALF_LIFE_DAYS", "0"),
+    ("SCORESTREAM_ATTRIBUTION_HALF_LIFE_DAYS", "inf"),
     ("SCORESTREAM_ATTRIBUTION_MAX_TOUCHES", "0"),
     ("SCORESTREAM_ATTRIBUTION_TOUCHES", "web:visit"),
     ("SCORESTREAM_ATTRIBUTION_TOUCHES", "shop:session_started"),
     ("SCORESTREAM_ATTRIBUTION_CONVERSIONS", "page_view"),
     ("SCORESTREAM_ATTRIBUTION_CONVERSIONS", "order_placed:big"),
     ("SCORESTREAM_ATTRIBUTION_RETENTION_DAYS", "0"),
+    ("SCORESTREAM_ATTRIBUTION_RETENTION_DAYS", "nan"),
     ("SCORESTREAM_ATTRIBUTION_GAUGE_CHANNELS", "-1"),
 ])
 def test_a_bad_value_names_its_variable(variable: str, value: str) -> None:

@@ -99,3 +99,9 @@ def test_a_malformed_record_raises_and_counts_nothing() -> None:
     with pytest.raises(KeyError):
         t.add(bad)
     assert t.report() == before and t.records == 4
+    # a campaign that is not a string (it would be a key of the report) fails as early
+    touch = {"channel": "x", "campaign": ["a"], "share": {"linear": 1.0},
+             "credit": {"linear": 1.0}}
+    with pytest.raises(TypeError):
+        t.add({**records()[0], "touches": [touch]})
+    assert t.report() == before and t.records == 4
