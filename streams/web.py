@@ -66,7 +66,9 @@ from streams.runtime.stores import StoreClosed
 from streams.settings import Settings
 
 __all__ = [
+    "ATTRIBUTION_MAX_ROWS",
     "ATTRIBUTION_ROUTE",
+    "ATTRIBUTION_ROWS",
     "FORWARDED",
     "OPEN_PATHS",
     "PROMETHEUS_TEXT",
@@ -77,6 +79,7 @@ __all__ = [
     "LimitedServer",
     "PartitionOwners",
     "api_guard",
+    "attribution_limit",
     "attribution_query",
     "customer_id_from_path",
     "install_server_limits",
@@ -89,6 +92,10 @@ log = logging.getLogger(__name__)
 SCORECARD_ROUTE = "/customers/{customer_id:[^/]*}/scorecard"
 """The id may be empty here so that an empty one gets the 400 of any id ingestion rejects."""
 ATTRIBUTION_ROUTE = "/attribution"
+ATTRIBUTION_ROWS = 100
+"""Channels and campaigns an attribution report lists by default; campaign names come from
+the sources (utm tags), so there can be any number of them."""
+ATTRIBUTION_MAX_ROWS = 1000
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _EPOCH = datetime.date(1970, 1, 1)
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -204,6 +211,24 @@ def attribution_query(params: Mapping[str, str]
     if first is not None and last is not None and first > last:
         raise ValueError("from must not be after to")
     return model, first, last
+
+
+def attribution_limit(raw: str | None) -> int:
+    """The most channels and campaigns an attribution report lists (`limit`, 1 to
+    `ATTRIBUTION_MAX_ROWS`, default `ATTRIBUTION_ROWS`); raises ValueError.
+
+    >>> attribution_limit(None), attribution_limit("5")
+    (100, 5)
+    >>> attribution_limit("0")
+    Traceback (most recent call last):
+    ...
+    ValueError: limit must be a whole number from 1 to 1000
+    """
+    if not raw:
+        return ATTRIBUTION_ROWS
+    if not raw.isdigit() or not 1 <= int(raw) <= ATTRIBUTION_MAX_ROWS:
+        raise ValueError(f"limit must be a whole number from 1 to {ATTRIBUTION_MAX_ROWS}")
+    return int(raw)
 
 
 def install_server_limits(app: faust.App, settings: Settings) -> None:
@@ -385,9 +410,10 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
             try:
                 model, first, last = attribution_query(
                     {name: query.get(name, "") for name in ("model", "from", "to")})
+                limit = attribution_limit(query.get("limit"))
             except ValueError as err:
                 return self.json({"error": str(err)}, status=400)
-            report = reader.report(model, first, last)
+            report = reader.report(model, first, last, limit)
             return self.json({
                 "from": _day_text(first), "to": _day_text(last),
                 "currency": pipeline.engine.config.base_currency,

@@ -119,10 +119,12 @@ class AttributionTotals:
                 yield totals
 
     def report(self, model: str | None = None, first_day: int | None = None,
-               last_day: int | None = None) -> dict[str, Any]:
+               last_day: int | None = None, limit: int | None = None) -> dict[str, Any]:
         """Totals over the conversion days `first_day`..`last_day` (epoch days, both
         included; None: open), for one model or every model; channels and campaigns by
-        value, largest first. Values are rounded to cents, conversions to 4 decimals."""
+        value, largest first, at most `limit` of each (None: all), the rest added up in
+        `channels_other` and `campaigns_other`. Values are rounded to cents, conversions to
+        4 decimals."""
         days = list(self._range(first_day, last_day))
         models = [model] if model is not None else self.models()
         out: dict[str, Any] = {
@@ -140,8 +142,15 @@ class AttributionTotals:
                     _credit(channels, key, share, credit)
                 for key, (share, credit) in d.campaigns.get(m, {}).items():
                     _credit(campaigns, key, share, credit)
-            out["models"][m] = {"channels": _rows("channel", channels),
-                                "campaigns": _rows("campaign", campaigns)}
+            out["models"][m] = {}
+            for name, table in (("channel", channels), ("campaign", campaigns)):
+                rows = _rows(name, table)
+                rest = rows[limit:] if limit is not None else []
+                out["models"][m][f"{name}s"] = rows[:limit] if limit is not None else rows
+                out["models"][m][f"{name}s_other"] = {
+                    f"{name}s": len(rest),
+                    "conversions": round(sum(r["conversions"] for r in rest), 4),
+                    "value": round(sum(r["value"] for r in rest), 2)}
         return out
 
     def by_channel(self, top: int) -> list[tuple[str, str, float, float]]:

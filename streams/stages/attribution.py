@@ -82,10 +82,10 @@ class AttributionReader:
         return True
 
     def report(self, model: str | None = None, first_day: int | None = None,
-               last_day: int | None = None) -> dict[str, Any]:
+               last_day: int | None = None, limit: int | None = None) -> dict[str, Any]:
         """`AttributionTotals.report`, read safely from another thread."""
         with self._lock:
-            return self.totals.report(model, first_day, last_day)
+            return self.totals.report(model, first_day, last_day, limit)
 
     def by_channel(self, top: int) -> list[tuple[str, str, float, float]]:
         """`AttributionTotals.by_channel`, read safely from another thread."""

@@ -148,6 +148,9 @@ def test_stream_attributions_equal_a_batch_recomputation(
         status, report = _report(f"{url}?model=linear&from=2026-01-15&to=2026-03-31")
         assert status == 200
         assert _get(f"{url}?model=nonsense")[0] == 400
+        assert _get(f"{url}?limit=0")[0] == 400
+        status, top = _report(f"{url}?model=linear&from=2026-01-15&to=2026-03-31&limit=1")
+        assert status == 200
         wait_until(lambda: b"scorestream_attributed_value{" in _get(
             f"{worker.web_url}/metrics")[1], 60, "the attribution gauges", worker.log_tail)
         metrics = _get(f"{worker.web_url}/metrics")[1].decode()
@@ -184,6 +187,14 @@ def test_stream_attributions_equal_a_batch_recomputation(
         for row in want["models"]["linear"][table]:
             assert got[row[key]]["value"] == pytest.approx(row["value"], abs=0.01)
             assert got[row[key]]["conversions"] == pytest.approx(row["conversions"], abs=1e-3)
+    # limit=1: the largest channel, and the others added up
+    top_linear, all_linear = top["models"]["linear"], want["models"]["linear"]
+    [largest] = top_linear["channels"]
+    assert largest["channel"] == all_linear["channels"][0]["channel"]
+    assert largest["value"] == pytest.approx(all_linear["channels"][0]["value"], abs=0.01)
+    assert top_linear["channels_other"]["channels"] == len(all_linear["channels"]) - 1 > 0
+    assert top_linear["channels_other"]["value"] == pytest.approx(
+        sum(row["value"] for row in all_linear["channels"][1:]), abs=0.05)
     gauge_lines = [line for line in metrics.splitlines()
                    if line.startswith("scorestream_attributed_value{")]
     assert {line.split('model="')[1].split('"')[0] for line in gauge_lines} == set(MODELS)

@@ -70,6 +70,17 @@ def test_hand_computed_channels_of_one_model() -> None:
                          {"campaign": "jan", "conversions": 0.0, "value": 0.0}]
 
 
+def test_a_limit_keeps_the_largest_rows_and_adds_up_the_rest() -> None:
+    """Campaign names come from the sources (utm tags): a report lists at most `limit` of
+    them and of the channels, and says how many more there were and what they earned."""
+    last = totals().report("last_click", limit=1)["models"]["last_click"]
+    assert last["channels"] == [{"channel": "email", "conversions": 2.0, "value": 130.0}]
+    assert last["channels_other"] == {"channels": 2, "conversions": 1.0, "value": 23.4}
+    every = totals().report("last_click")["models"]["last_click"]
+    assert len(every["channels"]) == 3
+    assert every["channels_other"] == {"channels": 0, "conversions": 0, "value": 0}
+
+
 def test_a_range_of_conversion_days() -> None:
     t = totals()
     day5 = t.report("linear", first_day=DAY0 + 5, last_day=DAY0 + 5)
