@@ -91,6 +91,17 @@ def _scoring_members(bootstrap: str, app_id: str) -> list[tuple[str, list[int]]]
     return group_members(bootstrap, [f"{app_id}-scoring"])[f"{app_id}-scoring"]
 
 
+def _exact_and_no_alert_twice(bootstrap: str, app_id: str, topics: dict[str, str],
+                              stream: Stream) -> Counter[str]:
+    """The committed customer states equal the reference and no alert id is committed twice;
+    the committed alert ids, counted."""
+    states = changelog_states(bootstrap, f"{app_id}-customer-state-changelog")
+    assert state_differences(states, stream) == []
+    alerts = _alert_ids(bootstrap, topics["alerts"], committed=True)
+    assert [a for a, count in alerts.items() if count > 1] == []
+    return alerts
+
+
 def _alert_ids(bootstrap: str, topic: str, committed: bool) -> Counter[str]:
     return Counter(orjson.loads(m.value())["alert_id"]
                    for m in read_all(bootstrap, topic, committed=committed))
@@ -186,12 +197,9 @@ def test_kill_9_at_three_points_loses_nothing_and_duplicates_no_alert(
         for worker in live:
             assert worker.stop() == 0, _logs(worker)
 
-    states = changelog_states(kafka_bootstrap, f"{app_id}-customer-state-changelog")
-    assert state_differences(states, stream) == []
-    committed = _alert_ids(kafka_bootstrap, topics["alerts"], committed=True)
+    committed = _exact_and_no_alert_twice(kafka_bootstrap, app_id, topics, stream)
     everything = _alert_ids(kafka_bootstrap, topics["alerts"], committed=False)
     assert committed, "the stream raises alerts"
-    assert [a for a, count in committed.items() if count > 1] == []
     print(f"kill -9: partitions owned again {takeovers}s after each kill; alerts committed "
           f"{sum(committed.values())} (all distinct); alerts in aborted transactions "
           f"{sum(everything.values()) - sum(committed.values())}")
@@ -323,11 +331,8 @@ def test_kill_9_inside_an_ingest_transaction_aborts_it_and_loses_nothing(
     assert all((p, lso) not in at for p, lso in caught.items()), caught
     assert {(p, lso) for p, lso in caught.items()} <= {(m.partition(), m.offset())
                                                        for m in written}, caught
-    states = changelog_states(kafka_bootstrap, f"{app_id}-customer-state-changelog")
-    assert state_differences(states, stream) == []
-    alerts = _alert_ids(kafka_bootstrap, topics["alerts"], committed=True)
+    alerts = _exact_and_no_alert_twice(kafka_bootstrap, app_id, topics, stream)
     assert alerts, "the stream raises alerts"
-    assert [a for a, count in alerts.items() if count > 1] == []
     print(f"kill -9 of the {victim} inside a transaction (first offsets {caught}): a new "
           f"worker owned every partition {took_over:.1f}s after the kill; "
           f"{len(written) - len(committed)} customer events aborted, none lost")
@@ -402,10 +407,7 @@ def test_broker_restart_mid_stream_recovers_without_help(
         assert (a.process.pid, b.process.pid) == pids
         assert a.stop() == 0 and b.stop() == 0, _logs(a, b)
 
-    states = changelog_states(bootstrap, f"{env_a['SCORESTREAM_APP_ID']}-customer-state-changelog")
-    assert state_differences(states, stream) == []
-    alerts = _alert_ids(bootstrap, topics["alerts"], committed=True)
-    assert [a for a, count in alerts.items() if count > 1] == []
+    _exact_and_no_alert_twice(bootstrap, env_a["SCORESTREAM_APP_ID"], topics, stream)
     print(f"broker restart: down {downtime:.1f}s; exact again {took:.1f}s after the rest of the "
           f"stream was produced")
 
