@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 
 import orjson
@@ -133,82 +132,66 @@ class IngestHandler(StageHandler):
         route = self.ingestion.route
         dumps = orjson.dumps
         send = out.records.append  # (topic, key, value, partition), as Output.send queues it
-        ingested: Counter[str] = Counter()
-        dead_reasons: Counter[str] = Counter()
-        duplicates = 0
         aligner = self.aligner
         if aligner is not None:
             tp = (topic, partition)
             records: list[Record] = []
             send = records.append
-        quarantined = 0
+        batch: dict[Counting, float] = {}  # without alignment the batch's counts, summed
         for msg in messages:
             key = msg.key()
+            quarantined = False
             try:
                 routed = route(Origin(topic, partition, msg.offset(), key, msg.value()), source,
                                now_ms)
             except Exception as err:  # route never raises by contract; if it does, quarantine
                 routed = self._quarantine(msg, source, now_ms, err)
-                quarantined += 1
+                quarantined = True
             for event in routed.accepted:
                 send((self.customer_events, event["customer_id"].encode(), dumps(event), None))
-                ingested[event["event_type"]] += 1
             for alias_key, message in routed.identity:
                 send((self.identity, alias_key.encode(), dumps(message), None))
             for dead in routed.dead:
                 send((self.dead_letters, key, dumps(dead), None))
-                dead_reasons[dead["reason"]] += 1
-            duplicates += routed.duplicate
+            counts = self._record_counts(source, routed, quarantined)
             if aligner is not None:
                 # An alias-only event goes to the identity stage with its own event time:
                 # it must wait its turn like any other, or it would overtake its link. Its
                 # counts wait with it, so they count once its offset commits.
-                aligner.add(tp, Held(msg.offset() or 0, routed.event_time, records,
-                                     self._record_counts(source, routed, quarantined)))
-                quarantined = 0
+                aligner.add(tp, Held(msg.offset() or 0, routed.event_time, records, counts))
                 records = []
                 send = records.append
-        if aligner is None:
-            # Metrics once per batch: label lookups per event would cost more than routing.
-            out.count(self.metrics.events_consumed.labels(source), len(messages))
-            for event_type, count in ingested.items():
-                out.count(self.metrics.events_ingested.labels(source, event_type), count)
-            for reason, count in dead_reasons.items():
-                out.count(self.metrics.dead_letters.labels(reason), count)
-            if duplicates:
-                out.count(self.metrics.duplicates.labels(source), duplicates)
-            if quarantined:
-                out.count(self.metrics.processing_errors.labels("ingest"), quarantined)
+            else:
+                for counter, amount in counts:
+                    batch[counter] = batch.get(counter, 0) + amount
+        for counter, amount in batch.items():
+            out.count(counter, amount)
         self._tick(out)
 
-    def _record_counts(self, source: str, routed: Routed, quarantined: int
+    def _record_counts(self, source: str, routed: Routed, quarantined: bool
                        ) -> list[tuple[Counting, float]]:
-        """What one routed record counts (consumed, ingested by type, dead letters by reason,
-        duplicates, quarantined), on label children looked up once per label set."""
-        child = self._children.get
-        counts: list[tuple[Counting, float]] = [
-            (child(("consumed", source)) or self._child("consumed", source), 1)]
-        for event in routed.accepted:
-            labels: tuple[str, ...] = ("ingested", source, event["event_type"])
-            counts.append((child(labels) or self._child(*labels), 1))
-        for dead in routed.dead:
-            labels = ("dead", dead["reason"])
-            counts.append((child(labels) or self._child(*labels), 1))
+        """What one routed record counts: consumed, ingested by type, dead letters by reason,
+        duplicates, quarantined."""
+        child = self._child
+        counts: list[tuple[Counting, float]] = [(child("consumed", source), 1)]
+        counts += [(child("ingested", source, e["event_type"]), 1) for e in routed.accepted]
+        counts += [(child("dead", dead["reason"]), 1) for dead in routed.dead]
         if routed.duplicate:
-            counts.append((child(("duplicates", source)) or self._child("duplicates", source),
-                           routed.duplicate))
+            counts.append((child("duplicates", source), routed.duplicate))
         if quarantined:
-            counts.append((self._child("errors", "ingest"), quarantined))
+            counts.append((child("errors", "ingest"), 1))
         return counts
 
     def _child(self, kind: str, *labels: str) -> Counting:
         """The labelled counter of one kind of count (looked up once, then kept)."""
-        m = self.metrics
-        counter = {"consumed": m.events_consumed, "ingested": m.events_ingested,
-                   "dead": m.dead_letters, "duplicates": m.duplicates,
-                   "errors": m.processing_errors}[kind]
-        child: Counting = counter.labels(*labels)
-        self._children[(kind, *labels)] = child
+        key = (kind, *labels)
+        child = self._children.get(key)
+        if child is None:
+            m = self.metrics
+            counter = {"consumed": m.events_consumed, "ingested": m.events_ingested,
+                       "dead": m.dead_letters, "duplicates": m.duplicates,
+                       "errors": m.processing_errors}[kind]
+            child = self._children[key] = counter.labels(*labels)
         return child
 
     def _quarantine(self, msg: Message, source: str, now_ms: int, error: Exception) -> Routed:
