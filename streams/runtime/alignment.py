@@ -137,15 +137,11 @@ class Aligner:
             self.delivered_at[tp] = now
         self._fresh.clear()
         out: list[Record] = []
-        counts = self._counts
         moved: set[Partition] = set()
         released = 0
         for tp, queue in self.held.items():
             while queue and queue[0].event_time is None:
-                item = queue.popleft()
-                out.extend(item.records)
-                for counter, amount in item.counts:
-                    counts[counter] = counts.get(counter, 0) + amount
+                self._release(queue.popleft(), out)
                 released += 1
                 moved.add(tp)
         limit = self.bound(now, caught_up)
@@ -159,16 +155,10 @@ class Aligner:
             if t > self.released_time:
                 self.released_time = t
             queue = self.held[tp]
-            item = queue.popleft()
-            out.extend(item.records)
-            for counter, amount in item.counts:
-                counts[counter] = counts.get(counter, 0) + amount
+            self._release(queue.popleft(), out)
             released += 1
             while queue and queue[0].event_time is None:
-                item = queue.popleft()
-                out.extend(item.records)
-                for counter, amount in item.counts:
-                    counts[counter] = counts.get(counter, 0) + amount
+                self._release(queue.popleft(), out)
                 released += 1
             moved.add(tp)
             if queue:
@@ -194,6 +184,13 @@ class Aligner:
                 if bound is not None and (limit is None or bound < limit):
                     limit = bound
         return limit
+
+    def _release(self, item: Held, out: list[Record]) -> None:
+        """One held record goes out: its outputs to `out`, its counts to the running sums."""
+        out.extend(item.records)
+        counts = self._counts
+        for counter, amount in item.counts:
+            counts[counter] = counts.get(counter, 0) + amount
 
     def take_counts(self) -> list[tuple[Any, float]]:
         """What the records released since the last call count, summed per counter (a held
