@@ -38,6 +38,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from streams.runtime.fencing import fence_departed, transactional_id
 from streams.runtime.stage import Output, ProcessorConfig, StageHandler, Stopped
 from streams.runtime.tables import RESTORE_WAIT_BEYOND_TRANSACTION_S, Table, restore
 
@@ -78,6 +79,7 @@ class BatchProcessor:
         self._committing_since: float | None = None
         self.committing = ""
         """The transactional step in progress (for the stall report), or ""."""
+        self._transactional_id = transactional_id(config)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -113,27 +115,7 @@ class BatchProcessor:
     def _run(self) -> None:
         cfg = self.config
         try:
-            self._producer = Producer({
-                **cfg.client,
-                # Stable per worker and stage: a restarted worker fences its predecessor and
-                # aborts the transaction it left open, instead of waiting for its timeout.
-                "transactional.id": f"{cfg.group_id}-{cfg.name}-{cfg.client_id}",
-                "partitioner": "murmur2_random",
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                "queue.buffering.max.messages": 1_000_000,
-                "client.id": cfg.client_id,
-                "transaction.timeout.ms": cfg.transaction_timeout_ms,
-                # After a broker restart librdkafka can keep the old group coordinator's
-                # broker handle, decommissioned, in its coordinator cache, and
-                # send_offsets_to_transaction then waits for that handle to come up, past
-                # its own timeout (librdkafka issue #5511). The cache forgets an entry
-                # unused for metadata.max.age.ms, and the request looks again on broker state
-                # changes, which closing idle connections makes happen.
-                "connections.max.idle.ms": PRODUCER_IDLE_CLOSE_MS,
-                "metadata.max.age.ms": PRODUCER_METADATA_MAX_AGE_MS,
-            })
-            self._producer.init_transactions(60)
+            self._producer = self._new_producer()
             self._consumer = Consumer({
                 **cfg.client,
                 "group.id": cfg.group_id,
@@ -167,6 +149,32 @@ class BatchProcessor:
             log.exception("%s processor stopped", cfg.name)
         finally:
             self._close()
+
+    def _new_producer(self) -> Producer:
+        """The stage's transactional producer, initialised: this fences any earlier producer
+        with the same id and aborts the transaction it left open."""
+        cfg = self.config
+        producer = Producer({
+            **cfg.client,
+            # Stable per worker and stage (see streams/runtime/fencing.py).
+            "transactional.id": self._transactional_id,
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+            "client.id": cfg.client_id,
+            "transaction.timeout.ms": cfg.transaction_timeout_ms,
+            # After a broker restart librdkafka can keep the old group coordinator's
+            # broker handle, decommissioned, in its coordinator cache, and
+            # send_offsets_to_transaction then waits for that handle to come up, past
+            # its own timeout (librdkafka issue #5511). The cache forgets an entry
+            # unused for metadata.max.age.ms, and the request looks again on broker state
+            # changes, which closing idle connections makes happen.
+            "connections.max.idle.ms": PRODUCER_IDLE_CLOSE_MS,
+            "metadata.max.age.ms": PRODUCER_METADATA_MAX_AGE_MS,
+        })
+        producer.init_transactions(60)
+        return producer
 
     def _step(self) -> None:
         consumer, producer = self._consumer, self._producer
@@ -292,7 +300,10 @@ class BatchProcessor:
                     self._produce(cfg.changelog_topic, key, value, partition)
             for topic, out_key, out_value, out_partition in out.records:
                 self._produce(topic, out_key, out_value, out_partition)
-            offsets = [TopicPartition(topic, p, offset) for (topic, p), offset in positions.items()]
+            # The offsets name the producer that committed them: a later owner fences it if
+            # this worker is gone (streams/runtime/fencing.py).
+            offsets = [TopicPartition(topic, p, offset, metadata=self._transactional_id)
+                       for (topic, p), offset in positions.items()]
             if offsets:
                 metadata = consumer.consumer_group_metadata()
                 self.committing = "send_offsets_to_transaction"
@@ -302,6 +313,8 @@ class BatchProcessor:
             self._in_transaction = False
             return True
         except KafkaException as err:
+            if _fenced(err.args[0]):
+                return self._refenced(err)
             if not err.args[0].txn_requires_abort():
                 raise
             log.warning("%s: transaction aborted (%s); rebuilding state", cfg.name, err)
@@ -312,6 +325,24 @@ class BatchProcessor:
             self.committing = ""
             self._rewind()
             return False
+
+    def _refenced(self, err: KafkaException) -> bool:
+        """Another producer with this stage's transactional id fenced ours: a worker that
+        took over partitions fenced this one, thinking it gone (it restarted under the same
+        id just then, or stalled past its session). The fenced transaction is aborted by the
+        broker; start a new producer and rebuild the owned state from what Kafka holds. If
+        this worker did lose its partitions, its consumer learns so at the next poll, and
+        the broker refuses offsets committed with its old group generation meanwhile."""
+        log.warning("%s: this worker's producer was fenced (%s); starting a new one and "
+                    "rebuilding state", self.config.name, err)
+        assert self._producer is not None
+        self._producer.purge()
+        self._in_transaction = False
+        self._committing_since = None
+        self.committing = ""
+        self._producer = self._new_producer()
+        self._rewind()
+        return False
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  partition: int | None) -> None:
@@ -360,6 +391,9 @@ class BatchProcessor:
         wanted = [(tp.topic, tp.partition) for tp in partitions]
         log.info("%s: assigned %s; restoring state", self.config.name, wanted)
         began = time.perf_counter()
+        # A crashed predecessor's open transaction would hold the offset fetch and the
+        # restore below until the broker times it out: fence it first.
+        fence_departed(self.config, wanted)
         # Where reading starts is fetched here and assigned explicitly. Left to librdkafka,
         # a partition taken over from a killed worker whose transaction was still pending once
         # started at auto.offset.reset (the beginning) instead of the committed offset, while
@@ -462,6 +496,12 @@ class BatchProcessor:
             self._producer.flush(30)
         for topic, partition in list(self.owned):
             self._drop(topic, partition)
+
+
+def _fenced(error: KafkaError) -> bool:
+    """The producer was fenced by a newer one with the same transactional id."""
+    return error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                            KafkaError.INVALID_PRODUCER_EPOCH)
 
 
 def _retrying(call: Callable[[], object], attempts: int = 5) -> None:

@@ -53,12 +53,14 @@ class ProcessorConfig:
     client_id: str = "scorestream"
     consumer_overrides: dict[str, str | int | float | bool] = field(default_factory=dict)
     """Extra consumer settings of this stage (librdkafka names)."""
-    session_timeout_ms: int = 45_000
+    session_timeout_ms: int = 10_000
     """How long the group waits for a silent member (a crashed worker) before moving its
     partitions to the others."""
-    transaction_timeout_ms: int = 60_000
-    """How long the broker keeps a crashed worker's open transaction before aborting it; until
-    then read_committed readers and committed-offset fetches of its partitions wait."""
+    transaction_timeout_ms: int = 10_000
+    """How long the broker keeps an open transaction of a producer nobody fenced before
+    aborting it (a new owner fences a crashed one at once: streams/runtime/fencing.py); until
+    then read_committed readers and committed-offset fetches of its partitions wait. Longer
+    than any batch's produce and commit."""
 
 
 def dead_letter(msg: Message, reason: Reason, message: str,

@@ -65,8 +65,6 @@ from tests.integration.kafka_tools import (
 from tests.kit import ROOT
 
 LAUNCHER = ROOT / "deploy" / "kafka" / "kafka_local.py"
-FAST_FAILOVER = {"SCORESTREAM_GROUP_SESSION_TIMEOUT_S": "6",
-                 "SCORESTREAM_TRANSACTION_TIMEOUT_S": "10"}
 
 
 @pytest.fixture(scope="module")
@@ -170,17 +168,19 @@ def test_kill_9_at_three_points_loses_nothing_and_duplicates_no_alert(
     topics = topic_names(unique_name)
     # Alert thresholds at the untrained model's churn prior: every customer scored before the
     # learner's first bundle raises churn_risk, so the stream surely raises alerts to count.
-    envs = {tag: _env(kafka_bootstrap, unique_name, tmp_path, tag, **FAST_FAILOVER, **ALERT_ENV)
+    envs = {tag: _env(kafka_bootstrap, unique_name, tmp_path, tag, **ALERT_ENV)
             for tag in "abcd"}
     app_id = envs["a"]["SCORESTREAM_APP_ID"]
     size = len(stream.records)
     thirds = [stream.records[i * size // 3:(i + 1) * size // 3] for i in range(3)]
     takeovers = []
+    victims: list[WorkerProcess] = []
     with ExitStack() as stack:
         live = [stack.enter_context(running_worker(envs[t], tmp_path / f"{t}.log"))
                 for t in "ab"]
         for n, third in enumerate(thirds):
             victim = live.pop(0)
+            victims.append(victim)
             before = metric(victim.web_url, "scorestream_events_processed_total")
             produce_records(kafka_bootstrap, topics, third)
             _wait_scored(victim, before + 200, live)
@@ -196,6 +196,10 @@ def test_kill_9_at_three_points_loses_nothing_and_duplicates_no_alert(
         converge(stream, live[0].web_url, 240, lambda: _logs(*live))
         for worker in live:
             assert worker.stop() == 0, _logs(worker)
+    # A survivor fenced each victim's scoring producer when it took the partitions over, so a
+    # transaction the victim left open was aborted at once, not at the transaction timeout.
+    for victim in victims:
+        assert _fenced(victims + live, "customer-state", victim), _logs(*victims, *live)
 
     committed = _exact_and_no_alert_twice(kafka_bootstrap, app_id, topics, stream)
     everything = _alert_ids(kafka_bootstrap, topics["alerts"], committed=False)
@@ -203,6 +207,13 @@ def test_kill_9_at_three_points_loses_nothing_and_duplicates_no_alert(
     print(f"kill -9: partitions owned again {takeovers}s after each kill; alerts committed "
           f"{sum(committed.values())} (all distinct); alerts in aborted transactions "
           f"{sum(everything.values()) - sum(committed.values())}")
+
+
+def _fenced(workers: list[WorkerProcess], stage: str, victim: WorkerProcess) -> bool:
+    """Some worker's log says its `stage` fenced the victim's producer of that stage."""
+    return any(f"{stage}: fenced" in line and victim.web_url in line
+               for worker in workers
+               for line in worker.log_path.read_text(errors="replace").splitlines())
 
 
 def _ingest_child(worker: WorkerProcess) -> int:
@@ -271,7 +282,7 @@ def test_kill_9_inside_an_ingest_transaction_aborts_it_and_loses_nothing(
     child stops with an error instead of scoring without input; a fresh worker takes over
     and every event counts once, no alert twice."""
     topics = topic_names(unique_name)
-    envs = {tag: _env(kafka_bootstrap, unique_name, tmp_path, tag, **FAST_FAILOVER, **ALERT_ENV)
+    envs = {tag: _env(kafka_bootstrap, unique_name, tmp_path, tag, **ALERT_ENV)
             for tag in "ab"}
     app_id = envs["a"]["SCORESTREAM_APP_ID"]
     chunks = [stream.records[i:i + 500] for i in range(0, len(stream.records), 500)]
@@ -323,6 +334,8 @@ def test_kill_9_inside_an_ingest_transaction_aborts_it_and_loses_nothing(
                         [r for chunk in chunks[sent[0]:] for r in chunk])
         converge(stream, b.web_url, 240, lambda: _logs(a, b))
         assert b.stop() == 0, _logs(b)
+    # The new worker fenced the dead ingest producer: its open transaction was aborted then.
+    assert _fenced([b], "ingest", a), _logs(a, b)
 
     # The open transaction's first record is on the topic but was never committed: aborted.
     written = read_all(kafka_bootstrap, topics["customer_events"], committed=False)
