@@ -1,0 +1,187 @@
+"""Fencing on the real broker: a new owner fences a departed owner's transactional producer at
+once (its open transaction aborted, not left to time out), never a live member's; a processor
+fenced by mistake starts a new producer and loses or repeats nothing.
+
+Real `BatchProcessor`s copy a source topic to an output topic in transactions, as every stage
+does with its outputs and offsets (streams/runtime/fencing.py has the design).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.runtime.fencing import fence_departed, transactional_id
+from streams.runtime.processor import BatchProcessor
+from streams.runtime.stage import Output, ProcessorConfig, StageHandler
+from streams.runtime.tables import Table
+from tests.integration.fault_tools import latest_offsets, read_all, stable_offsets
+
+RECORDS = 40
+
+
+class _Copying(StageHandler):
+    """Copies every record to `output`; counts what it handled and the last offset committed."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+        self.handled = 0
+        self.last_handled = -1
+        self.last_committed = -1
+
+    def on_assigned(self, partition: int, table: Table) -> None:
+        """Nothing to rebuild."""
+
+    def on_revoked(self, partition: int) -> None:
+        """Nothing derived to drop."""
+
+    def committed(self) -> None:
+        self.last_committed = self.last_handled
+
+    def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
+        self.handled += len(messages)
+        self.last_handled = max(msg.offset() or 0 for msg in messages)
+        for msg in messages:
+            out.send(self.output, msg.key(), msg.value())
+
+
+class _Setup:
+    def __init__(self, bootstrap: str, name: str, tmp: Path) -> None:
+        self.bootstrap = bootstrap
+        self.source, self.output = f"{name}-in", f"{name}-out"
+        self.group = f"{name}-g"
+        self.tmp = tmp
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for future in admin.create_topics([NewTopic(self.source, 1, 1),
+                                           NewTopic(self.output, 1, 1)]).values():
+            future.result(30)
+        self.sent = 0
+
+    def config(self, client_id: str) -> ProcessorConfig:
+        return ProcessorConfig(name="copy", group_id=self.group, input_topics=(self.source,),
+                               changelog_topic=None, data_dir=self.tmp, client_id=client_id,
+                               client={"bootstrap.servers": self.bootstrap},
+                               batch_size=RECORDS, batch_within_s=0.2)
+
+    def send(self, n: int) -> None:
+        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
+        for i in range(self.sent, self.sent + n):
+            producer.produce(self.source, key=f"k{i}".encode(), value=f"v{i}".encode())
+        assert producer.flush(30) == 0
+        self.sent += n
+
+    def copied(self) -> list[bytes]:
+        """The committed output's values, in order."""
+        return [msg.value() for msg in read_all(self.bootstrap, self.output)]
+
+    def open_transaction(self) -> bool:
+        """An open transaction holds the output (its last stable offset behind its end)."""
+        return (stable_offsets(self.bootstrap, [self.output])
+                != latest_offsets(self.bootstrap, [self.output]))
+
+
+def _run(processor: BatchProcessor, handler: _Copying, through: int) -> None:
+    """Wait until the processor has committed source offset `through`."""
+    deadline = time.monotonic() + 90
+    while handler.last_committed < through:
+        assert processor.error is None, processor.error
+        assert time.monotonic() < deadline, f"offset {through} never committed"
+        time.sleep(0.1)
+
+
+def _expected(n: int) -> list[bytes]:
+    return [f"v{i}".encode() for i in range(n)]
+
+
+@pytest.mark.integration
+def test_a_departed_owners_open_transaction_is_aborted_when_its_partitions_are_assigned(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    setup = _Setup(kafka_bootstrap, unique_name, tmp_path)
+    setup.send(RECORDS)
+    first = _Copying(setup.output)
+    one = BatchProcessor(setup.config("one"), first)
+    one.start()
+    try:
+        _run(one, first, RECORDS - 1)
+    finally:
+        one.stop()
+    # "one" crashes with a transaction open: its producer (same transactional id) begins one,
+    # writes, and is never heard of again. The broker would keep it for 60 s.
+    crashed = Producer({"bootstrap.servers": kafka_bootstrap,
+                        "transactional.id": transactional_id(setup.config("one")),
+                        "transaction.timeout.ms": 60_000})
+    crashed.init_transactions(30)
+    crashed.begin_transaction()
+    crashed.produce(setup.output, key=b"zombie", value=b"never committed", partition=0)
+    assert crashed.flush(30) == 0
+    assert setup.open_transaction()
+
+    setup.send(RECORDS)
+    second = _Copying(setup.output)
+    two = BatchProcessor(setup.config("two"), second)
+    two.start()
+    try:
+        assert two.ready.wait(60), two.error
+        # Fenced on assignment: the crashed transaction is gone as soon as "two" is ready.
+        assert not setup.open_transaction()
+        _run(two, second, 2 * RECORDS - 1)
+    finally:
+        two.stop()
+    with pytest.raises(KafkaException, match="fenced"):
+        crashed.commit_transaction(30)
+    assert second.handled == RECORDS  # started at "one"'s committed offset
+    assert setup.copied() == _expected(2 * RECORDS)
+
+
+@pytest.mark.integration
+def test_a_live_members_producer_is_never_fenced(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    setup = _Setup(kafka_bootstrap, unique_name, tmp_path)
+    setup.send(RECORDS)
+    handler = _Copying(setup.output)
+    one = BatchProcessor(setup.config("one"), handler)
+    one.start()
+    try:
+        _run(one, handler, RECORDS - 1)
+        # Another worker's stage asks about the same partition while "one" is in the group.
+        assert fence_departed(setup.config("two"), [(setup.source, 0)]) == []
+        setup.send(RECORDS)
+        _run(one, handler, 2 * RECORDS - 1)
+        assert handler.handled == 2 * RECORDS
+    finally:
+        one.stop()
+    assert one.error is None
+    # Once "one" has left the group, the same question fences it.
+    assert fence_departed(setup.config("two"), [(setup.source, 0)]) == [
+        transactional_id(setup.config("one"))]
+
+
+@pytest.mark.integration
+def test_a_fenced_processor_starts_a_new_producer_and_loses_nothing(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    setup = _Setup(kafka_bootstrap, unique_name, tmp_path)
+    setup.send(RECORDS)
+    handler = _Copying(setup.output)
+    one = BatchProcessor(setup.config("one"), handler)
+    one.start()
+    try:
+        _run(one, handler, RECORDS - 1)
+        # Another instance with the same transactional id (a restart under the same id that
+        # a takeover raced with) fences the running processor's producer.
+        other = Producer({"bootstrap.servers": kafka_bootstrap,
+                          "transactional.id": transactional_id(setup.config("one"))})
+        other.init_transactions(30)
+        setup.send(RECORDS)
+        _run(one, handler, 2 * RECORDS - 1)
+    finally:
+        one.stop()
+    assert one.error is None
+    assert handler.handled > 2 * RECORDS, "the fenced batch was not redone"
+    assert setup.copied() == _expected(2 * RECORDS)
