@@ -36,6 +36,7 @@ from tests.integration.fault_tools import (
     HOLD_MS,
     PARTITIONS,
     Stream,
+    card_differences,
     changelog_states,
     committed_offsets,
     converge,
@@ -128,8 +129,9 @@ def test_reference_agrees_with_the_replay(stream: Stream) -> None:
 def test_two_workers_split_partitions_and_match_the_replay(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream
 ) -> None:
-    env_a = _env(kafka_bootstrap, unique_name, tmp_path, "a")
-    env_b = _env(kafka_bootstrap, unique_name, tmp_path, "b")
+    # Frozen models: scoring keeps the initial bundle, so whole scorecards can be compared.
+    env_a = _env(kafka_bootstrap, unique_name, tmp_path, "a", SCORESTREAM_MODEL_FROZEN="true")
+    env_b = _env(kafka_bootstrap, unique_name, tmp_path, "b", SCORESTREAM_MODEL_FROZEN="true")
     app_id = env_a["SCORESTREAM_APP_ID"]
     topics = topic_names(unique_name)
     with running_worker(env_a, tmp_path / "a.log") as a, \
@@ -144,6 +146,7 @@ def test_two_workers_split_partitions_and_match_the_replay(
 
         produce_records(kafka_bootstrap, topics, stream.records)
         took = converge(stream, a.web_url, 240, lambda: _logs(a, b))
+        assert card_differences(stream, b.web_url) == []
         # Worker A answered for B's customers by forwarding: both served a share.
         processed = [metric(w.web_url, "scorestream_events_processed_total") for w in (a, b)]
         assert all(n > 0 for n in processed), processed
