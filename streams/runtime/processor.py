@@ -317,7 +317,7 @@ class BatchProcessor:
         except KafkaException as err:
             if _fenced(err.args[0]):
                 return self._refenced(err)
-            if not err.args[0].txn_requires_abort():
+            if not _abortable(err.args[0]):
                 raise
             log.warning("%s: transaction aborted (%s); rebuilding state", cfg.name, err)
             self.committing = "abort_transaction"
@@ -504,6 +504,15 @@ def _fenced(error: KafkaError) -> bool:
     """The producer was fenced by a newer one with the same transactional id."""
     return error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
                             KafkaError.INVALID_PRODUCER_EPOCH)
+
+
+def _abortable(error: KafkaError) -> bool:
+    """The transaction failed and can be aborted and redone. A `produce()` into a transaction
+    that already failed (its records timed out, or the broker bumped the epoch after a
+    restart: "skipped sequence numbers") raises a plain state error instead of the failure
+    itself; the abort clears both."""
+    return not error.fatal() and (error.txn_requires_abort()
+                                  or error.code() == KafkaError._STATE)
 
 
 def _retrying(call: Callable[[], object], attempts: int = 5) -> None:
