@@ -65,6 +65,7 @@ DEFAULT_INTERACTION_TYPES: frozenset[tuple[str, str]] = frozenset(
         ("crm", "subscription_started"),
         ("support", "ticket_opened"),
         ("support", "satisfaction_rated"),
+        ("support", "survey_answered"),
     }
 )
 

@@ -12,7 +12,7 @@ Example:
 
 >>> from schemas.registry import event_types, load_schema
 >>> event_types("support")
-('ticket_opened', 'ticket_resolved', 'escalated', 'satisfaction_rated')
+('ticket_opened', 'ticket_resolved', 'escalated', 'satisfaction_rated', 'survey_answered')
 >>> load_schema("dead-letters")["$schema"]
 'https://json-schema.org/draft/2020-12/schema'
 """

@@ -267,6 +267,7 @@ class ScoringEngine:
             tier=b.tiers.tier(value.value, _previous_tier(state)),
             model_versions=b.versions(),
             currency=self.config.base_currency,
+            surveys=_surveys(state.surveys) if state.surveys else (),
         )
         return sc, feats, summary
 
@@ -400,3 +401,8 @@ def _previous(state: CustomerState) -> Scorecard | None:
 
 def _event_order(e: dict[str, Any]) -> tuple[int, str]:
     return e["occurred_at"], e["event_id"]
+
+
+def _surveys(answers: dict[str, list[int]]) -> tuple[tuple[str, int, int], ...]:
+    """A state's latest survey answers as the scorecard holds them: (survey, score, at)."""
+    return tuple([(name, answers[name][1], answers[name][0]) for name in sorted(answers)])

@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from models.kpi.surveys import Advocacy, advocacy
 from models.learning.prediction import Factor
 from models.scoring.features import FEATURE_LABELS
+from schemas.units import DAY_MS
 
-__all__ = ["Scorecard"]
+__all__ = ["ADVOCACY_WINDOW_DAYS", "Scorecard"]
+
+ADVOCACY_WINDOW_DAYS = 365
+"""An NPS answer older than this says nothing about advocacy any more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,18 @@ class Scorecard:
     tier: str = "Standard"
     model_versions: dict[str, str] = field(default_factory=dict)
     currency: str = "EUR"
+    surveys: tuple[tuple[str, int, int], ...] = ()
+    """The latest answer to each survey the customer answered: (survey, score, answered_at),
+    by survey name (nps, csat, ces; a support rating is a CSAT answer)."""
+
+    @property
+    def advocacy(self) -> Advocacy | None:
+        """Promoter, passive or detractor by the last NPS answer, if it is at most
+        `ADVOCACY_WINDOW_DAYS` old; None without one."""
+        for name, score, at in self.surveys:
+            if name == "nps" and self.as_of - at <= ADVOCACY_WINDOW_DAYS * DAY_MS:
+                return advocacy(score)
+        return None
 
     @property
     def value_at_risk(self) -> float:
@@ -76,6 +93,10 @@ class Scorecard:
             },
             "tier": self.tier,
             "model_versions": dict(sorted(self.model_versions.items())),
+            "surveys": {name: {"score": score, "answered_at": at,
+                               "days_ago": max(0, (self.as_of - at) // DAY_MS)}
+                        for name, score, at in self.surveys},
+            "advocacy": self.advocacy,
         }
 
     def to_row(self) -> list[Any]:
@@ -98,6 +119,7 @@ class Scorecard:
             self.tier,
             self.model_versions,
             self.currency,
+            list(map(list, self.surveys)),
         ]
 
     @classmethod
@@ -113,6 +135,8 @@ class Scorecard:
         r[10] = tuple([_expand(f) for f in churn]) if churn else ()
         r[11] = tuple([_expand(f) for f in engagement]) if engagement else ()
         r[15] = dict(r[15])
+        if len(r) > 17:
+            r[17] = tuple([(a[0], a[1], a[2]) for a in r[17]])
         if len(r) != len(_SLOT_SETTERS):  # a shorter row: the defaults fill the rest
             return cls(*r)
         card = _new(cls)

@@ -89,6 +89,8 @@ def _saturate(cents: int) -> int:
     """`cents` clamped to +-`MAX_CENTS`."""
     return cents if -MAX_CENTS <= cents <= MAX_CENTS else (MAX_CENTS if cents > 0 else -MAX_CENTS)
 _NUMBER = (int, float)
+SURVEYS = frozenset({"nps", "csat", "ces"})
+"""The surveys whose latest answer a state keeps."""
 
 
 class CustomerState:
@@ -149,6 +151,7 @@ class CustomerState:
         "reported",
         "seen",
         "subscription",
+        "surveys",
         "unsubscribed",
     )
 
@@ -177,6 +180,9 @@ class CustomerState:
         self.subscription: list[int] | None = None  # [updated_at, active 0/1]
         self.unsubscribed: list[int] | None = None  # [updated_at, 1]
         self.cancelled_ms: int | None = None
+        # The latest answer to each survey (nps, csat, ces): survey -> [answered_at, score];
+        # a support rating counts as a CSAT answer. None until the first answer.
+        self.surveys: dict[str, list[int]] | None = None
         # Active days (a UTC day with an interaction): the customer's activity history in
         # the shape BG/NBD reads (one visit is many events). `active_days` counts them all:
         # the day buckets with interactions, and `active_old`, the older active days (pruned
@@ -306,7 +312,9 @@ class CustomerState:
                     bucket[EMAIL_ENGAGED] += 1
             elif etype == "unsubscribed":
                 self.unsubscribed = _lww(self.unsubscribed, ts, 1)
-        elif source == "support" and bucket is not None:
+        elif source == "support":
+            self._survey(etype, payload, ts)
+        if source == "support" and bucket is not None:
             if etype == "ticket_opened":
                 bucket[TICKETS] += 1
             elif etype == "escalated":
@@ -572,6 +580,21 @@ class CustomerState:
                 due = at
         return due
 
+    def _survey(self, etype: str, payload: dict[str, Any], ts: int) -> None:
+        """Keep the latest answer per survey (last writer wins by event time)."""
+        if etype == "survey_answered":
+            survey, score = payload.get("survey"), payload.get("score")
+        elif etype == "satisfaction_rated":
+            survey, score = "csat", payload.get("csat")
+        else:
+            return
+        if survey not in SURVEYS or not isinstance(score, int) or isinstance(score, bool):
+            return  # the contract guarantees both; a hand-made event may not
+        surveys = self.surveys
+        if surveys is None:
+            surveys = self.surveys = {}
+        surveys[survey] = _lww(surveys.get(survey), ts, score)
+
     # -- persistence -------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -619,6 +642,8 @@ class CustomerState:
             out["un"] = self.unsubscribed
         if self.cancelled_ms is not None:
             out["cx"] = self.cancelled_ms
+        if self.surveys:
+            out["sv"] = self.surveys
         if self.first_interaction_ms is not None:
             out["ad"] = [self.first_interaction_ms, self.active_days, sorted(self.active_old)]
         if self.pending:
@@ -663,6 +688,8 @@ class CustomerState:
         s.subscription = d.get("sub")
         s.unsubscribed = d.get("un")
         s.cancelled_ms = d.get("cx")
+        if "sv" in d:  # states written before survey answers were kept have none
+            s.surveys = {k: list(v) for k, v in d["sv"].items()}
         if "ad" in d:
             s.first_interaction_ms, s.active_days, old = d["ad"]
             s.active_old = set(old)

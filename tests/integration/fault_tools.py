@@ -103,7 +103,8 @@ def with_watermarks(stream: Stream) -> Stream:
     return stream
 
 
-COMPARED = ("v", "c", "n", "f", "l", "li", "md", "d", "p", "o", "sub", "un", "cx", "ad")
+COMPARED = ("v", "c", "n", "f", "l", "li", "md", "d", "p", "o", "sub", "un", "cx", "ad",
+            "sv")
 """The state fields compared with the reference: everything that depends only on which
 events were applied, not on their order (the reference folds the events in event-time order,
 the workers apply them in whatever order alignment and the identity detour give).

@@ -388,3 +388,36 @@ def test_the_amount_limit_applies_to_the_money_fields_each_schema_defines() -> N
     letter = decode_source_event(orjson.dumps(too_much), "crm", NOW, DecoderConfig(max_amount=1e9))
     assert isinstance(letter, DeadLetter) and letter.reason is Reason.SCHEMA_VIOLATION
     assert "payload.mrr" in letter.message
+
+
+# -- survey answers ---------------------------------------------------------------------------
+
+SURVEY: dict[str, Any] = {
+    "event_id": "s-1",
+    "event_type": "survey_answered",
+    "source": "support",
+    "occurred_at": "2025-12-31T23:00:00Z",
+    "customer_id": "C42",
+    "payload": {"survey": "nps", "score": 10, "comment": "<script>alert(1)</script>"},
+}
+
+
+@pytest.mark.parametrize(("survey", "score"), [("nps", 0), ("nps", 10), ("csat", 1),
+                                               ("csat", 5), ("ces", 1), ("ces", 7)])
+def test_survey_answers_on_their_scale_are_accepted(survey: str, score: int) -> None:
+    event = accept(encode(SURVEY, payload={"survey": survey, "score": score}), "support")
+    assert event.payload == {"survey": survey, "score": score}
+
+
+def test_a_survey_comment_is_kept_as_written() -> None:
+    assert accept(encode(SURVEY), "support").payload["comment"] == "<script>alert(1)</script>"
+
+
+@pytest.mark.parametrize("payload", [
+    {"survey": "nps", "score": 11}, {"survey": "nps", "score": -1}, {"survey": "csat", "score": 0},
+    {"survey": "csat", "score": 6}, {"survey": "ces", "score": 0}, {"survey": "ces", "score": 8},
+    {"survey": "nps", "score": 9.5}, {"survey": "mood", "score": 3}, {"survey": "nps"},
+    {"survey": "nps", "score": 9, "comment": "x" * 2001},
+])
+def test_survey_answers_off_their_scale_are_dead_letters(payload: dict[str, Any]) -> None:
+    assert reject(encode(SURVEY, payload=payload), "support").reason is Reason.SCHEMA_VIOLATION

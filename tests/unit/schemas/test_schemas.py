@@ -93,6 +93,7 @@ def test_event_types_follow_the_contract() -> None:
     )  # fmt: skip
     assert event_types("support") == (
         "ticket_opened", "ticket_resolved", "escalated", "satisfaction_rated",
+        "survey_answered",
     )  # fmt: skip
     assert required_identity("web")["login"] == ("customer_id", "anonymous_id")
     assert required_identity("crm")["profile_updated"] == ("customer_id",)
