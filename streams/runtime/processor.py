@@ -321,7 +321,14 @@ class BatchProcessor:
                 raise
             log.warning("%s: transaction aborted (%s); rebuilding state", cfg.name, err)
             self.committing = "abort_transaction"
-            producer.abort_transaction(60)
+            try:
+                producer.abort_transaction(60)
+            except KafkaException as abort_err:
+                # A fenced producer's produce() raises a plain state error; only the abort
+                # tells that it was fenced.
+                if _fenced(abort_err.args[0]):
+                    return self._refenced(abort_err)
+                raise
             self._in_transaction = False
             self._committing_since = None  # rebuilding state is not a stuck commit
             self.committing = ""

@@ -83,7 +83,15 @@ def _env(bootstrap: str, name: str, tmp: Path, tag: str, **extra: str) -> dict[s
 
 
 def _logs(*workers: WorkerProcess) -> str:
-    return "\n".join(f"--- {w.log_path.name}\n{w.log_tail(25)}" for w in workers)
+    """Each worker's failures (what stopped a stage or the worker) and the end of its log."""
+    return "\n".join(f"--- {w.log_path.name}\n{_failures(w)}{w.log_tail(25)}" for w in workers)
+
+
+def _failures(worker: WorkerProcess) -> str:
+    text = worker.log_path.read_text(errors="replace") if worker.log_path.exists() else ""
+    lines = [line for line in text.splitlines()
+             if "CRITICAL" in line or "processor stopped" in line or "KafkaException" in line]
+    return "".join(f"{line}\n" for line in lines[:20]) + ("...\n" if lines else "")
 
 
 def _scoring_members(bootstrap: str, app_id: str) -> list[tuple[str, list[int]]]:
