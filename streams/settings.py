@@ -341,7 +341,7 @@ class Settings:
     allowed_lateness_days: float = 400.0
     api_token: Secret = Secret()
     group_session_timeout_s: float = 10.0
-    transaction_timeout_s: float = 10.0
+    transaction_timeout_s: float = 60.0
 
     def alert_config(self) -> AlertConfig:
         """Alert and score-change thresholds for the pure AlertRules."""

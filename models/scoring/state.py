@@ -89,8 +89,8 @@ def _saturate(cents: int) -> int:
     """`cents` clamped to +-`MAX_CENTS`."""
     return cents if -MAX_CENTS <= cents <= MAX_CENTS else (MAX_CENTS if cents > 0 else -MAX_CENTS)
 _NUMBER = (int, float)
-SURVEYS = frozenset({"nps", "csat", "ces"})
-"""The surveys whose latest answer a state keeps."""
+SURVEYS = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
+"""The surveys whose latest answer a state keeps, with their scales."""
 
 
 class CustomerState:
@@ -319,8 +319,9 @@ class CustomerState:
                 bucket[TICKETS] += 1
             elif etype == "escalated":
                 bucket[ESCALATIONS] += 1
-            elif etype == "satisfaction_rated":
-                csat = payload.get("csat")
+            elif etype == "satisfaction_rated" or (etype == "survey_answered"
+                                                   and payload.get("survey") == "csat"):
+                csat = payload.get("csat" if etype == "satisfaction_rated" else "score")
                 if isinstance(csat, _NUMBER):
                     bucket[CSAT_SUM] += int(csat)
                     bucket[CSAT_COUNT] += 1
@@ -588,8 +589,11 @@ class CustomerState:
             survey, score = "csat", payload.get("csat")
         else:
             return
-        if survey not in SURVEYS or not isinstance(score, int) or isinstance(score, bool):
-            return  # the contract guarantees both; a hand-made event may not
+        if not isinstance(survey, str) or survey not in SURVEYS:
+            return  # the contract guarantees a known survey and a score on its scale;
+        low, high = SURVEYS[survey]  # a hand-made event may not
+        if not isinstance(score, int) or isinstance(score, bool) or not low <= score <= high:
+            return
         surveys = self.surveys
         if surveys is None:
             surveys = self.surveys = {}

@@ -50,6 +50,9 @@ PRODUCER_IDLE_CLOSE_MS = 10_000
 """Transactional producers close connections idle this long (see BatchProcessor._run)."""
 PRODUCER_METADATA_MAX_AGE_MS = 3_000
 """... and forget cached coordinators unused this long."""
+RENEWALS_ALLOWED = 5
+RENEWALS_WINDOW_S = 300.0
+"""A stage whose transactional producer had to be replaced more often than this stops."""
 
 
 class BatchProcessor:
@@ -80,6 +83,8 @@ class BatchProcessor:
         self.committing = ""
         """The transactional step in progress (for the stall report), or ""."""
         self._transactional_id = transactional_id(config)
+        self._renewals: list[float] = []
+        """When the producer was last replaced (see _renewed)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -315,8 +320,8 @@ class BatchProcessor:
             self._in_transaction = False
             return True
         except KafkaException as err:
-            if _fenced(err.args[0]):
-                return self._refenced(err)
+            if _unusable(err.args[0]):
+                return self._renewed(err)
             if not _abortable(err.args[0]):
                 raise
             log.warning("%s: transaction aborted (%s); rebuilding state", cfg.name, err)
@@ -324,10 +329,10 @@ class BatchProcessor:
             try:
                 producer.abort_transaction(60)
             except KafkaException as abort_err:
-                # A fenced producer's produce() raises a plain state error; only the abort
-                # tells that it was fenced.
-                if _fenced(abort_err.args[0]):
-                    return self._refenced(abort_err)
+                # A produce() into a fenced or failed producer raises a plain state error;
+                # the abort tells what happened.
+                if _unusable(abort_err.args[0]):
+                    return self._renewed(abort_err)
                 raise
             self._in_transaction = False
             self._committing_since = None  # rebuilding state is not a stuck commit
@@ -335,17 +340,32 @@ class BatchProcessor:
             self._rewind()
             return False
 
-    def _refenced(self, err: KafkaException) -> bool:
-        """Another producer with this stage's transactional id fenced ours: a worker that
-        took over partitions fenced this one, thinking it gone (it restarted under the same
-        id just then, or stalled past its session). The fenced transaction is aborted by the
-        broker; start a new producer and rebuild the owned state from what Kafka holds. If
-        this worker did lose its partitions, its consumer learns so at the next poll, and
-        the broker refuses offsets committed with its old group generation meanwhile."""
-        log.warning("%s: this worker's producer was fenced (%s); starting a new one and "
+    def _renewed(self, err: KafkaException) -> bool:
+        """The producer cannot go on: another one with this stage's transactional id fenced
+        it (a worker that took over partitions thought this one gone: it restarted under the
+        same id just then, or was cut off from the group), or the broker failed it (a
+        transaction it had timed out while the broker was away). Its open transaction is
+        aborted by the broker; start a new producer and rebuild the owned state from what
+        Kafka holds, as a restarted stage would. If this worker did lose its partitions, its
+        consumer learns so at the next poll, and the broker refuses input offsets committed
+        with its old group generation meanwhile.
+
+        Renewed more than `RENEWALS_ALLOWED` times within `RENEWALS_WINDOW_S`, the stage
+        stops: two workers with one client id fence each other for ever."""
+        now = time.monotonic()
+        recent = self._renewals = [t for t in self._renewals if now - t < RENEWALS_WINDOW_S]
+        if len(recent) >= RENEWALS_ALLOWED:
+            raise RuntimeError(
+                f"{self.config.name}: the transactional producer was lost "
+                f"{len(recent) + 1} times within {RENEWALS_WINDOW_S:.0f} s, last: {err}. Does "
+                f"another worker use the same client id ({self.config.client_id!r}, from "
+                f"SCORESTREAM_WEB_URL or the web host and port)?") from err
+        recent.append(now)
+        log.warning("%s: the transactional producer cannot go on (%s); starting a new one and "
                     "rebuilding state", self.config.name, err)
-        assert self._producer is not None
-        self._producer.purge()
+        old = self._producer
+        assert old is not None
+        old.purge()  # nothing of it is to be delivered; dropped, it is destroyed
         self._in_transaction = False
         self._committing_since = None
         self.committing = ""
@@ -502,15 +522,21 @@ class BatchProcessor:
             except KafkaException as err:
                 log.warning("%s: closing consumer: %s", self.config.name, err)
         if self._producer is not None:
-            self._producer.flush(30)
+            try:
+                self._producer.flush(30)
+            except KafkaException as err:  # a failed producer has nothing left to deliver
+                log.warning("%s: flushing the producer: %s", self.config.name, err)
         for topic, partition in list(self.owned):
             self._drop(topic, partition)
 
 
-def _fenced(error: KafkaError) -> bool:
-    """The producer was fenced by a newer one with the same transactional id."""
-    return error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
-                            KafkaError.INVALID_PRODUCER_EPOCH)
+def _unusable(error: KafkaError) -> bool:
+    """The producer cannot be used any more: it was fenced by a newer one with the same
+    transactional id, or failed fatally (a produce() into such a producer raises `_FATAL`
+    without the fatal flag)."""
+    return error.fatal() or error.code() in (
+        KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError._FATAL)
 
 
 def _abortable(error: KafkaError) -> bool:

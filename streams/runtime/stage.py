@@ -56,11 +56,12 @@ class ProcessorConfig:
     session_timeout_ms: int = 10_000
     """How long the group waits for a silent member (a crashed worker) before moving its
     partitions to the others."""
-    transaction_timeout_ms: int = 10_000
+    transaction_timeout_ms: int = 60_000
     """How long the broker keeps an open transaction of a producer nobody fenced before
     aborting it (a new owner fences a crashed one at once: streams/runtime/fencing.py); until
     then read_committed readers and committed-offset fetches of its partitions wait. Longer
-    than any batch's produce and commit."""
+    than any batch's produce and commit, and than a broker outage the stages should ride
+    out without replacing their producers."""
 
 
 def dead_letter(msg: Message, reason: Reason, message: str,

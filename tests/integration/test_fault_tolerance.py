@@ -228,7 +228,7 @@ def test_kill_9_at_three_points_loses_nothing_and_duplicates_no_alert(
 
 def _fenced(workers: list[WorkerProcess], stage: str, victim: WorkerProcess) -> bool:
     """Some worker's log says its `stage` fenced the victim's producer of that stage."""
-    return any(f"{stage}: fenced" in line and victim.web_url in line
+    return any(f"{stage}: fenced" in line and f"{victim.web_url}," in line
                for worker in workers
                for line in worker.log_path.read_text(errors="replace").splitlines())
 

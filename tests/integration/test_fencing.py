@@ -121,14 +121,15 @@ def test_a_departed_owners_open_transaction_is_aborted_when_its_partitions_are_a
     assert crashed.flush(30) == 0
     assert setup.open_transaction()
 
-    setup.send(RECORDS)
     second = _Copying(setup.output)
     two = BatchProcessor(setup.config("two"), second)
     two.start()
     try:
         assert two.ready.wait(60), two.error
-        # Fenced on assignment: the crashed transaction is gone as soon as "two" is ready.
+        # Fenced on assignment: the crashed transaction is gone as soon as "two" is ready
+        # (and "two" has nothing to read yet, so no transaction of its own is open).
         assert not setup.open_transaction()
+        setup.send(RECORDS)
         _run(two, second, 2 * RECORDS - 1)
     finally:
         two.stop()

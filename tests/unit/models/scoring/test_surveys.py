@@ -52,7 +52,15 @@ def test_an_answer_outside_the_contract_is_ignored() -> None:
     state = CustomerState("C1")
     state.apply(answer("x1", "mood", 5, 1))
     state.apply(ev("x2", "survey_answered", 1, source="support", survey="nps", score="9"))
+    state.apply(answer("x3", "csat", 9, 1))
     assert state.surveys is None
+
+
+def test_a_csat_answer_counts_like_a_support_rating() -> None:
+    rated, answered = CustomerState("C1"), CustomerState("C1")
+    rated.apply(ev("r", "satisfaction_rated", 1, source="support", csat=4))
+    answered.apply(answer("a", "csat", 4, 1))
+    assert rated.days == answered.days and rated.surveys == answered.surveys
 
 
 def _card(events: list[dict], day: float) -> dict:
