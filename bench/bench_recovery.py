@@ -49,7 +49,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
-from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -271,7 +276,10 @@ def _send_live(bootstrap: str, topics: dict[str, str], rate: int, stop: threadin
 
 def _owners(admin: AdminClient, group: str, client_id: str) -> list[tuple[str, int]]:
     """The partitions a worker (by its client id, its URL) owns in a group."""
-    description = admin.describe_consumer_groups([group])[group].result(15)
+    try:
+        description = admin.describe_consumer_groups([group])[group].result(15)
+    except (TimeoutError, KafkaException):  # a fresh broker's coordinator still loading
+        return []
     return sorted((tp.topic, tp.partition) for member in description.members
                   if member.client_id == client_id
                   for tp in member.assignment.topic_partitions)
