@@ -158,6 +158,11 @@ def test_two_workers_split_partitions_and_match_the_replay(
         # Worker A answered for B's customers by forwarding: both served a share.
         processed = [metric(w.web_url, "scorestream_events_processed_total") for w in (a, b)]
         assert all(n > 0 for n in processed), processed
+        # Partitions moved between two live workers: neither fenced the other's producer
+        # (once one stops, the other does fence the producer it left behind).
+        for worker in (a, b):
+            text = worker.log_path.read_text(errors="replace")
+            assert ": fenced " not in text and "cannot go on" not in text, _logs(worker)
         assert a.stop() == 0 and b.stop() == 0, _logs(a, b)
 
     states = changelog_states(kafka_bootstrap, f"{app_id}-customer-state-changelog")
