@@ -203,39 +203,42 @@ def metric(url: str, name: str) -> float:
 def mismatches(stream: Stream, web_url: str) -> list[str]:
     """Customers whose scorecard through this worker's API differs from the reference (the
     worker forwards customers of partitions it does not own to their owner)."""
-    wrong = []
-    for cid in stream.customers:
-        status, body = get_json(f"{web_url}/customers/{cid}/scorecard")
-        if status != 200:
-            wrong.append(f"{cid}: HTTP {status}")
-            continue
-        expected_as_of = stream.watermarks[partition_for(cid.encode(), PARTITIONS)]
-        expected = expected_card(stream, cid, expected_as_of)
-        got = live_card(body)
-        if got != expected:
-            wrong.append(f"{cid}: {got} != {expected}")
-    return wrong
+
+    def differ(cid: str, body: dict[str, Any], as_of: int) -> str | None:
+        expected, got = expected_card(stream, cid, as_of), live_card(body)
+        return None if got == expected else f"{got} != {expected}"
+
+    return _compare_cards(stream, web_url, differ)
 
 
-def card_differences(stream: Stream, web_url: str, ignore: tuple[str, ...] = ()
-                     ) -> list[str]:
+def card_differences(stream: Stream, web_url: str) -> list[str]:
     """Customers whose whole scorecard through the API differs from the reference's, scored
     with the initial model bundle (a worker with frozen models scores with it too), each with
-    the fields that differ; `ignore` leaves top-level fields out."""
+    the fields that differ."""
     engine = ScoringEngine(ScoringConfig())
+
+    def differ(cid: str, body: dict[str, Any], as_of: int) -> str | None:
+        expected = engine.score(stream.states[cid], as_of).to_dict()
+        keys = sorted(expected)  # the API adds where it was answered
+        return "; ".join(f"{k} {body.get(k)} != {expected[k]}" for k in keys
+                         if body.get(k) != expected[k]) or None
+
+    return _compare_cards(stream, web_url, differ)
+
+
+def _compare_cards(stream: Stream, web_url: str,
+                   differ: Callable[[str, dict[str, Any], int], str | None]) -> list[str]:
+    """Each customer's scorecard through the API, as of its partition's expected watermark,
+    given to `differ`; the customers it finds wrong (or not served), each with why."""
     wrong = []
     for cid in stream.customers:
         status, body = get_json(f"{web_url}/customers/{cid}/scorecard")
         if status != 200:
             wrong.append(f"{cid}: HTTP {status}")
             continue
-        as_of = stream.watermarks[partition_for(cid.encode(), PARTITIONS)]
-        expected = engine.score(stream.states[cid], as_of).to_dict()
-        keys = sorted(expected.keys() - set(ignore))  # the API adds where it was answered
-        differ = [k for k in keys if body.get(k) != expected.get(k)]
-        if differ:
-            wrong.append(f"{cid}: " + "; ".join(f"{k} {body.get(k)} != {expected.get(k)}"
-                                                for k in differ))
+        found = differ(cid, body, stream.watermarks[partition_for(cid.encode(), PARTITIONS)])
+        if found is not None:
+            wrong.append(f"{cid}: {found}")
     return wrong
 
 
