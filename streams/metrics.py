@@ -14,7 +14,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["BATCH_BUCKETS", "LAG_BUCKETS", "LATENCY_BUCKETS", "Metrics", "gauge"]
+from models.scoring.aggregates import SUMS, Aggregates
+from models.scoring.tiers import TIERS
+
+__all__ = ["BATCH_BUCKETS", "LAG_BUCKETS", "LATENCY_BUCKETS", "Metrics", "gauge", "segment_gauges"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LAG_BUCKETS = (1, 10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400)
@@ -106,3 +109,67 @@ def gauge(name: str, documentation: str, samples: Iterable[tuple[dict[str, str],
     for label_values, value in samples:
         family.add_metric([label_values[k] for k in labels], value)
     return family
+
+
+def segment_gauges(aggregates: Aggregates, currency: str) -> Iterator[GaugeMetricFamily]:
+    """The management scorecard's gauges from this worker's aggregates.
+
+    Every family is a count or a sum, so the deployment's figure is the sum over workers
+    (`sum(...)` in PromQL); ratios (NPS, averages) are taken after summing. Labels are bounded:
+    tiers, surveys and answer classes only (cohorts and channels are in `GET /aggregates`).
+    Every tier appears, 0 included: a series that comes and goes as the last customer leaves
+    a tier reads as "no data" instead of 0.
+    """
+    tiers = {tier: aggregates.segments.get(("tier", tier)) for tier in TIERS}
+    for (kind, name), seg in aggregates.segments.items():  # tiers of an older configuration
+        if kind == "tier" and name is not None and name not in tiers:
+            tiers[name] = seg
+    money = {"currency": currency}
+    per_tier = sorted(tiers.items())
+
+    def sums(field: str, scale_of: str) -> list[tuple[dict[str, str], float]]:
+        i = _SUM_INDEX[field]
+        return [({"tier": t, **({"currency": currency} if scale_of == "money" else {})},
+                 seg.sums[i] / SUMS[i][1] if seg is not None else 0.0) for t, seg in per_tier]
+
+    yield gauge("scorestream_customers_by_tier", "Customers per value tier (latest scores).",
+                [({"tier": t}, float(seg.customers if seg is not None else 0))
+                 for t, seg in per_tier], ("tier",))
+    yield gauge("scorestream_expected_churners",
+                "Sum of the customers' churn probabilities, per tier.",
+                sums("expected_churners", ""), ("tier",))
+    yield gauge("scorestream_revenue_at_risk",
+                "Sum of churn probability x predicted 12-month value, per tier.",
+                sums("revenue_at_risk", "money"), ("tier", "currency"))
+    yield gauge("scorestream_ltv_predicted_12m",
+                "Sum of the customers' predicted 12-month values, per tier.",
+                sums("ltv_predicted_12m", "money"), ("tier", "currency"))
+    whole = aggregates.segments.get(("all", None))
+    customers = whole.customers if whole is not None else 0
+    completeness = whole.sums[_SUM_INDEX["data_completeness"]] / 10 if whole else 0.0
+    yield gauge("scorestream_data_completeness_average_percent",
+                "Average data completeness of this worker's customers.",
+                [({}, completeness / customers if customers else 0.0)])
+    revenue = whole.sums[_SUM_INDEX["revenue_12m"]] / 100 if whole else 0.0
+    yield gauge("scorestream_revenue_12m",
+                "Sum of this worker's customers' 12-month revenue, in the base currency.",
+                [(money, revenue)], ("currency",))
+    answers = []
+    for survey, classes in _ANSWER_CLASSES.items():
+        tally = getattr(whole, survey) if whole is not None else None
+        counts = tally.counts if tally is not None else {}
+        for answer, (lo, hi) in classes.items():
+            n = sum(c for score, c in counts.items() if lo <= score <= hi)
+            answers.append(({"survey": survey, "answer": answer}, float(n)))
+    yield gauge("scorestream_survey_answers",
+                "Customers whose latest answer of the past year is in this class, per survey "
+                "(NPS = 100 x (promoter - detractor) / all nps answers).",
+                answers, ("survey", "answer"))
+
+
+_SUM_INDEX = {name: i for i, (name, _scale) in enumerate(SUMS)}
+_ANSWER_CLASSES = {
+    "nps": {"detractor": (0, 6), "passive": (7, 8), "promoter": (9, 10)},
+    "csat": {"unsatisfied": (1, 3), "satisfied": (4, 5)},
+    "ces": {"hard": (1, 4), "easy": (5, 7)},
+}

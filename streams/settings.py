@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from models.config import CONVERSION_EVENTS, AttributionConfig, ScoringConfig
+from models.scoring.aggregates import AggregatesError, Target, parse_targets
 from models.scoring.alerts import AlertConfig
 from schemas.decode import MAX_AMOUNT
 from schemas.errors import ScorestreamError
@@ -342,6 +343,15 @@ class Settings:
     api_token: Secret = Secret()
     group_session_timeout_s: float = 10.0
     transaction_timeout_s: float = 60.0
+    kpi_targets: str = ""
+    """Targets of the management scorecard, "kpi=value,..." (`models.scoring.aggregates.KPIS`)."""
+
+    def targets(self) -> tuple[Target, ...]:
+        """The KPI targets (SettingsError naming the variable when they do not parse)."""
+        try:
+            return parse_targets(self.kpi_targets)
+        except AggregatesError as err:
+            raise SettingsError(f"SCORESTREAM_KPI_TARGETS: {err}") from None
 
     def alert_config(self) -> AlertConfig:
         """Alert and score-change thresholds for the pure AlertRules."""
@@ -468,6 +478,7 @@ class Settings:
         if self.attribution.gauge_channels < 0:
             raise SettingsError("SCORESTREAM_ATTRIBUTION_GAUGE_CHANNELS must be >= 0")
         self.attribution.config()  # names the variable at fault
+        self.targets()
         self._validate_kafka_security()
 
     def secret_values(self) -> list[str]:

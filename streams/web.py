@@ -57,6 +57,7 @@ from faust.web import Request, Response, View
 from yarl import URL
 
 from models.attribution.rules import MODELS
+from models.scoring.aggregates import Aggregates
 from schemas.registry import SOURCES, load_schema
 from streams.client import scorecard_path
 from streams.metrics import Metrics
@@ -66,6 +67,8 @@ from streams.runtime.stores import StoreClosed
 from streams.settings import Settings
 
 __all__ = [
+    "AGGREGATES_ROUTE",
+    "AGGREGATES_WAIT_S",
     "ATTRIBUTION_MAX_ROWS",
     "ATTRIBUTION_ROUTE",
     "ATTRIBUTION_ROWS",
@@ -89,6 +92,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+AGGREGATES_ROUTE = "/aggregates"
+AGGREGATES_WAIT_S = 5.0
+"""How long a worker waits for its processing thread to copy the aggregates between batches."""
 SCORECARD_ROUTE = "/customers/{customer_id:[^/]*}/scorecard"
 """The id may be empty here so that an empty one gets the 400 of any id ingestion rejects."""
 ATTRIBUTION_ROUTE = "/attribution"
@@ -361,6 +367,14 @@ class PartitionOwners:
             self._refresh()
         return self._owners.get(partition)
 
+    def members(self) -> dict[str, list[int]]:
+        """Each member's web URL and its partitions (blocking; call from an executor)."""
+        self._refresh()
+        members: dict[str, list[int]] = {}
+        for partition, url in sorted(self._owners.items()):
+            members.setdefault(url, []).append(partition)
+        return members
+
     def _refresh(self) -> None:
         owners: dict[int, str] = {}
         try:
@@ -380,6 +394,7 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
     """Add the API, probes and metrics to app's web server."""
     owners = PartitionOwners(settings)
     token = settings.api_token.reveal()
+    targets = settings.targets()
 
     @app.page("/healthz")
     class Healthz(View):
@@ -419,6 +434,43 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
                 "currency": pipeline.engine.config.base_currency,
                 "caught_up": reader.caught_up, **report})
 
+    @app.page(AGGREGATES_ROUTE)
+    class AggregatesView(View):
+        async def get(self, request: Request) -> Response:
+            query = cast(aioweb.Request, request).query
+            loop = asyncio.get_running_loop()
+            local = await loop.run_in_executor(
+                None, pipeline.handler.request_aggregates, AGGREGATES_WAIT_S)
+            if query.get("scope") == "local":  # another worker gathering
+                if local is None:
+                    return self.json({"error": "busy; retry"}, status=503)
+                return self.json({"partitions": [
+                    {"partition": p, "watermark": w, "segments": agg.to_raw()}
+                    for p, (agg, w) in sorted(local.items())]})
+            try:
+                limit = attribution_limit(query.get("limit"))
+            except ValueError as err:
+                return self.json({"error": str(err)}, status=400)
+            parts: dict[int, tuple[Aggregates, int]] = dict(local or {})
+            members = await loop.run_in_executor(None, owners.members)
+            others = [url for url in members if url != settings.canonical_url]
+            answers = await asyncio.gather(*(_local_aggregates(url, token) for url in others))
+            for url, answer in zip(others, answers, strict=True):
+                for partition, got in (answer or {}).items():
+                    if partition in members[url]:  # each partition once, from its owner
+                        parts.setdefault(partition, got)
+            merged = Aggregates()
+            for agg, _watermark in parts.values():
+                merged.merge(agg)
+            covered = sorted(parts)
+            return self.json({
+                "as_of": max((w for _agg, w in parts.values()), default=None),
+                "currency": pipeline.engine.config.base_currency,
+                "partitions": {"covered": covered, "total": settings.partitions,
+                               "missing": sorted(set(range(settings.partitions)) - set(covered))},
+                "complete": len(covered) == settings.partitions,
+                **merged.report(targets, limit)})
+
     @app.page(SCORECARD_ROUTE)
     class ScorecardView(View):
         async def get(self, request: Request, customer_id: str) -> Response:
@@ -451,6 +503,28 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
 def _day_text(day: int | None) -> str | None:
     """An epoch day as its UTC date (None stays None)."""
     return None if day is None else (_EPOCH + datetime.timedelta(days=day)).isoformat()
+
+
+async def _local_aggregates(url: str, token: str) -> dict[int, tuple[Aggregates, int]] | None:
+    """Another worker's aggregates per partition it owns (None when it does not answer)."""
+    headers = {FORWARDED: "1"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        timeout = aiohttp.ClientTimeout(total=AGGREGATES_WAIT_S + 5)
+        async with (aiohttp.ClientSession(timeout=timeout) as session,
+                    session.get(f"{url.rstrip('/')}{AGGREGATES_ROUTE}?scope=local",
+                                headers=headers) as reply):
+            if reply.status != 200:
+                log.warning("aggregates of %s: HTTP %d", url, reply.status)
+                return None
+            body: Any = await reply.json(content_type=None)
+        return {int(row["partition"]): (Aggregates.from_raw(row["segments"]),
+                                        int(row["watermark"]))
+                for row in body["partitions"]}
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as err:
+        log.warning("aggregates of %s: %s", url, err)
+        return None
 
 
 async def _forward(view: View, url: str, token: str) -> Response:

@@ -20,7 +20,7 @@ of answers or for shares near 0 or 100 % (a standard error of 0 at 0 % or 100 % 
 certainty).
 
 Each KPI is a tally of answers per score (`NpsTally`, `CsatTally`, `CesTally`). A running
-aggregate maintains it by deltas, as `models.scoring.live.Aggregates` does: `add` a
+aggregate maintains it by deltas, as `models.scoring.aggregates.Aggregates` does: `add` a
 customer's answer, `remove` it again when the customer answers anew or leaves, `merge` the
 tally of another partition. The result depends on the counts alone, so it is the same
 however the tally got them. With no answers (n = 0) a result has n = 0 and None for every

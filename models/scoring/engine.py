@@ -8,6 +8,8 @@ its own: state goes in and comes out, so any worker that owns the partition can 
 
 from __future__ import annotations
 
+import datetime
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -268,6 +270,9 @@ class ScoringEngine:
             model_versions=b.versions(),
             currency=self.config.base_currency,
             surveys=_surveys(state.surveys) if state.surveys else (),
+            orders=state.n_orders,
+            cohort=_cohort(state.first_order_ms),
+            acquisition_channel=state.acquired[1] if state.acquired is not None else None,
         )
         return sc, feats, summary
 
@@ -401,6 +406,20 @@ def _previous(state: CustomerState) -> Scorecard | None:
 
 def _event_order(e: dict[str, Any]) -> tuple[int, str]:
     return e["occurred_at"], e["event_id"]
+
+
+@functools.lru_cache(maxsize=4096)
+def _month(day: int) -> str:
+    """The UTC month "YYYY-MM" of an epoch day."""
+    return (_EPOCH + datetime.timedelta(days=day)).strftime("%Y-%m")
+
+
+_EPOCH = datetime.date(1970, 1, 1)
+
+
+def _cohort(first_order_ms: int | None) -> str | None:
+    """The first-order month of a customer, "YYYY-MM" (None before any order)."""
+    return None if first_order_ms is None else _month(first_order_ms // DAY_MS)
 
 
 def _surveys(answers: dict[str, list[int]]) -> tuple[tuple[str, int, int], ...]:

@@ -1,9 +1,9 @@
 """What the scoring stage keeps in memory beside its store, with no Kafka in it.
 
 - `LiveStates`: the most recently used customers' live `CustomerState` objects.
-- `Aggregates`: running totals over a partition's latest scorecards (management's gauges).
 - `ScoringPartition`: everything the stage derives from one owned partition (due labels, the
-  event-time watermark, value and value-at-risk histograms, the alert budget, aggregates),
+  event-time watermark, value and value-at-risk histograms, the alert budget, the management
+  scorecard's aggregates: `models.scoring.aggregates`),
   rebuilt from the partition's stored states when it is assigned.
 """
 
@@ -13,45 +13,14 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from models.scoring.aggregates import Aggregates
 from models.scoring.alerts import AlertBudget
 from models.scoring.labels import DueIndex
 from models.scoring.scorecard import Scorecard
 from models.scoring.state import CustomerState
 from models.scoring.tiers import ValueHistogram
 
-__all__ = ["LIVE_BYTES_PER_SNAPSHOT_BYTE", "Aggregates", "LiveStates", "ScoringPartition"]
-
-
-@dataclass
-class Aggregates:
-    """Running totals over one partition's latest scorecards (for management's gauges)."""
-
-    customers: int = 0
-    completeness_sum: float = 0.0
-    revenue_12m_sum: float = 0.0
-    tiers: dict[str, int] = field(default_factory=dict)
-
-    def replace(self, old: Scorecard | None, new: Scorecard | None) -> None:
-        """Swap one customer's previous scorecard for its new one (None = absent)."""
-        tiers = self.tiers
-        if old is not None and new is not None:  # a customer rescored: the usual case
-            self.completeness_sum = (self.completeness_sum - old.data_completeness
-                                     + new.data_completeness)
-            self.revenue_12m_sum = self.revenue_12m_sum - old.revenue_12m + new.revenue_12m
-            if old.tier != new.tier or old.tier not in tiers:
-                tiers[old.tier] = tiers.get(old.tier, 0) - 1
-                tiers[new.tier] = tiers.get(new.tier, 0) + 1
-            return
-        if old is not None:
-            self.customers -= 1
-            self.completeness_sum -= old.data_completeness
-            self.revenue_12m_sum -= old.revenue_12m
-            tiers[old.tier] = tiers.get(old.tier, 0) - 1
-        if new is not None:
-            self.customers += 1
-            self.completeness_sum += new.data_completeness
-            self.revenue_12m_sum += new.revenue_12m
-            tiers[new.tier] = tiers.get(new.tier, 0) + 1
+__all__ = ["LIVE_BYTES_PER_SNAPSHOT_BYTE", "LiveStates", "ScoringPartition"]
 
 
 LIVE_BYTES_PER_SNAPSHOT_BYTE = 24
@@ -153,7 +122,7 @@ class ScoringPartition:
     ...                  interactions_12m=1, days_since_last_interaction=0,
     ...                  churn_probability=0.5, tier="Premium")
     >>> part.replace(None, card)
-    >>> part.values.total, part.risks.total, part.aggregates.tiers
+    >>> part.values.total, part.risks.total, part.aggregates.tier_counts()
     (1, 1, {'Premium': 1})
     >>> part.replace(card, None)
     >>> part.values.total, part.aggregates.customers

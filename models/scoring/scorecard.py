@@ -51,6 +51,12 @@ class Scorecard:
     surveys: tuple[tuple[str, int, int], ...] = ()
     """The latest answer to each survey the customer answered: (survey, score, answered_at),
     by survey name (nps, csat, ces; a support rating is a CSAT answer)."""
+    orders: int = 0
+    """Orders placed so far (refunds do not take one back)."""
+    cohort: str | None = None
+    """The month of the first order, "YYYY-MM" (UTC); None before any order."""
+    acquisition_channel: str | None = None
+    """The channel of the customer's earliest web session that named one; None if none did."""
 
     @property
     def advocacy(self) -> Advocacy | None:
@@ -85,6 +91,9 @@ class Scorecard:
                 "factors": list(map(Factor.to_dict, self.engagement_factors)),
             },
             "revenue_12m": self.revenue_12m,
+            "orders": self.orders,
+            "cohort": self.cohort,
+            "acquisition_channel": self.acquisition_channel,
             "interactions_12m": self.interactions_12m,
             "days_since_last_interaction": self.days_since_last_interaction,
             "churn": {
@@ -120,6 +129,9 @@ class Scorecard:
             self.model_versions,
             self.currency,
             list(map(list, self.surveys)),
+            self.orders,
+            self.cohort,
+            self.acquisition_channel,
         ]
 
     @classmethod

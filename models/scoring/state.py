@@ -121,6 +121,7 @@ class CustomerState:
         "_left",
         "_rows",
         "_sums",
+        "acquired",
         "active_days",
         "active_old",
         "alerts",
@@ -183,6 +184,9 @@ class CustomerState:
         # The latest answer to each survey (nps, csat, ces): survey -> [answered_at, score];
         # a support rating counts as a CSAT answer. None until the first answer.
         self.surveys: dict[str, list[int]] | None = None
+        # How the customer first came: [started_at, channel] of the earliest web session
+        # with a channel (the earliest wins, ties by channel name). None until then.
+        self.acquired: list[Any] | None = None
         # Active days (a UTC day with an interaction): the customer's activity history in
         # the shape BG/NBD reads (one visit is many events). `active_days` counts them all:
         # the day buckets with interactions, and `active_old`, the older active days (pruned
@@ -283,7 +287,13 @@ class CustomerState:
         order_cents = 0
         cancelled = False
         if source == "web":
-            pass  # page views and the like: only the interaction counter above
+            if etype == "session_started":
+                channel = payload.get("channel")
+                if isinstance(channel, str):
+                    acquired = self.acquired
+                    if acquired is None or (ts, channel) < (acquired[0], acquired[1]):
+                        self.acquired = [ts, channel]
+            # page views and the like: only the interaction counter above
         elif source == "crm":
             if etype == "order_placed":
                 order_cents = self._cents(payload)
@@ -648,6 +658,8 @@ class CustomerState:
             out["cx"] = self.cancelled_ms
         if self.surveys:
             out["sv"] = self.surveys
+        if self.acquired is not None:
+            out["ac"] = self.acquired
         if self.first_interaction_ms is not None:
             out["ad"] = [self.first_interaction_ms, self.active_days, sorted(self.active_old)]
         if self.pending:
@@ -694,6 +706,8 @@ class CustomerState:
         s.cancelled_ms = d.get("cx")
         if "sv" in d:  # states written before survey answers were kept have none
             s.surveys = {k: list(v) for k, v in d["sv"].items()}
+        acquired = d.get("ac")  # states written before acquisition channels were kept: None
+        s.acquired = list(acquired) if acquired is not None else None
         if "ad" in d:
             s.first_interaction_ms, s.active_days, old = d["ad"]
             s.active_old = set(old)

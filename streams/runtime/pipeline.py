@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from models.config import ScoringConfig
+from models.scoring.aggregates import Aggregates
 from models.scoring.alerts import AlertConfig, AlertRules
 from models.scoring.engine import ScoringEngine
 from models.scoring.scorecard import Scorecard
-from models.scoring.tiers import TIERS
 from schemas.units import DAY_MS
-from streams.metrics import Metrics, gauge
+from streams.metrics import Metrics, gauge, segment_gauges
 from streams.runtime.kafka import client_config
 from streams.runtime.partitioning import partition_for
 from streams.runtime.processor import BatchProcessor
@@ -120,26 +120,12 @@ class ScoringPipeline:
 
     def _collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """State-derived gauges and the live states' lookup counters, read at scrape time."""
-        aggregates = [part.aggregates for part in list(self.handler.partitions.values())]
-        customers = sum(a.customers for a in aggregates)
+        merged = Aggregates()
+        for part in list(self.handler.partitions.values()):
+            merged.merge(part.aggregates)
         yield gauge("scorestream_customers", "Customers in this worker's state.",
                     [({}, float(len(self.scoring.table)))])
-        # Every tier, 0 included: a series that comes and goes as the last customer leaves a
-        # tier reads as "no data" instead of 0 (and depended on batching).
-        tiers: dict[str, int] = dict.fromkeys(TIERS, 0)
-        for a in aggregates:
-            for tier, count in list(a.tiers.items()):
-                tiers[tier] = tiers.get(tier, 0) + count
-        yield gauge("scorestream_customers_by_tier", "Customers per value tier (latest scores).",
-                    [({"tier": t}, float(c)) for t, c in sorted(tiers.items())], ("tier",))
-        completeness = sum(a.completeness_sum for a in aggregates)
-        yield gauge("scorestream_data_completeness_average_percent",
-                    "Average data completeness of this worker's customers.",
-                    [({}, completeness / customers if customers else 0.0)])
-        yield gauge("scorestream_revenue_12m",
-                    "Sum of this worker's customers' 12-month revenue, in the base currency.",
-                    [({"currency": self.engine.config.base_currency},
-                      sum(a.revenue_12m_sum for a in aggregates))], ("currency",))
+        yield from segment_gauges(merged, self.engine.config.base_currency)
         live = self.handler.live
         yield gauge("scorestream_live_states", "Customer states kept live beside the store.",
                     [({}, float(len(live)))])

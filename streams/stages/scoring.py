@@ -11,14 +11,16 @@ watermark made due for customers who sent nothing. The pure work is `ScoringEngi
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from confluent_kafka import Message
 
+from models.scoring.aggregates import Aggregates
 from models.scoring.alerts import AlertRules
 from models.scoring.engine import BatchOutcome, ScoringEngine
 from models.scoring.live import LiveStates, ScoringPartition
@@ -43,6 +45,14 @@ SYSTEMIC_FAILURES = 20
 """Customers of one batch the core may fail on before the stage stops instead: when it fails
 for more than this many and for more than half of them, the fault is the core's or a model's
 (a bad published bundle, say), not the data's, and dead-lettering the batch would only hide it."""
+
+
+@dataclass
+class AggregatesRequest:
+    """One reader's wait for a copy of the aggregates (`ScoringHandler.request_aggregates`)."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    result: dict[int, tuple[Aggregates, int]] | None = None
 
 
 class CoreError(ScorestreamError):
@@ -85,6 +95,9 @@ class ScoringHandler(StageHandler):
         self._oldest_ingest = 0
         self._watermarks: list[int] = []
         """Of the batch in hand (all its partitions), observed once it has committed."""
+        self._requests: list[AggregatesRequest] = []
+        """Readers waiting for a copy of the aggregates (`request_aggregates`)."""
+        self._requests_lock = threading.Lock()
 
     # -- partition lifecycle ---------------------------------------------------------------
 
@@ -185,11 +198,45 @@ class ScoringHandler(StageHandler):
         for watermark in self._watermarks:
             self.metrics.event_time_lag.observe(max(0.0, now - watermark / 1000))
         self._oldest_ingest, self._watermarks = 0, []
+        if self._requests:
+            self._answer_requests()
 
     def idle(self, table: Table, out: Output) -> None:
         """Nothing arrived, so no event time passed; only keep the learner's tiers fresh."""
+        if self._requests:  # nothing handled since the last commit: the state is committed
+            self._answer_requests()
         for partition in list(self.partitions):
             self._send_histogram(partition, out)
+
+    def request_aggregates(self, timeout_s: float) -> dict[int, tuple[Aggregates, int]] | None:
+        """A copy of each owned partition's aggregates and watermark, as committed.
+
+        Called from another thread (the web server's): the processing thread makes the copy
+        between two batches, when what it holds is what was committed, so the figures never
+        include a batch that may still abort. None when it did not get there within
+        `timeout_s` (a long batch, a restore, a broker outage).
+        """
+        request = AggregatesRequest()
+        with self._requests_lock:
+            self._requests.append(request)
+        if not request.done.wait(timeout_s):
+            with self._requests_lock:
+                if request in self._requests:
+                    self._requests.remove(request)
+            return None
+        return request.result
+
+    def _answer_requests(self) -> None:
+        with self._requests_lock:
+            requests, self._requests = self._requests, []
+        copies: dict[int, tuple[Aggregates, int]] = {}
+        for partition, part in self.partitions.items():
+            copy = Aggregates()
+            copy.merge(part.aggregates)
+            copies[partition] = (copy, part.watermark)
+        for request in requests:
+            request.result = copies
+            request.done.set()
 
     def _send_histogram(self, partition: int, out: Output) -> None:
         """Share this partition's predicted-value histogram with the learner (for tiers)."""

@@ -104,7 +104,7 @@ def with_watermarks(stream: Stream) -> Stream:
 
 
 COMPARED = ("v", "c", "n", "f", "l", "li", "md", "d", "p", "o", "sub", "un", "cx", "ad",
-            "sv")
+            "sv", "ac")
 """The state fields compared with the reference: everything that depends only on which
 events were applied, not on their order (the reference folds the events in event-time order,
 the workers apply them in whatever order alignment and the identity detour give).
