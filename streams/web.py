@@ -1,5 +1,5 @@
-"""HTTP views on Faust's web server: scorecard API, attribution report, health, readiness,
-Prometheus metrics.
+"""HTTP views on Faust's web server: scorecard API, management scorecard, attribution report,
+health, readiness, Prometheus metrics.
 
 The API is read-only. A scorecard lives in the worker that owns the customer's partition of
 customer-events; a request that reaches another worker is forwarded to the owner, found from
@@ -24,6 +24,13 @@ over conversion days `from`..`to` (UTC dates, both included, each optional), for
 every model side by side: conversions, value, and per model the conversions and value credited
 to each channel and campaign. Every worker reads the whole attributions topic, so any worker
 answers for all customers; `caught_up` is false until it has read the topic to its end once.
+
+`GET /aggregates?limit=` reports the management scorecard (models/scoring/aggregates.py) of the
+whole customer base: the worker asks its scoring thread for a copy of its partitions'
+aggregates as committed (made between two batches), asks every other member of the scoring
+group for theirs (`?scope=local`, with the forwarding header and the token), takes each
+partition once, from its owner, and merges them. `partitions.missing` lists the partitions
+nobody answered for (a member unreachable, or a rebalance under way).
 
 `install_server_limits` swaps the runner of Faust's aiohttp server for one whose connections
 answer malformed requests with a fixed body (aiohttp's own echoes the request line), close a

@@ -330,21 +330,23 @@ class Aggregates:
         """Swap one customer's previous scorecard for its new one (None = absent)."""
         if old is None and new is None:
             return
-        if old is not None and new is not None:
-            keys = segment_keys(new)
-            found = answers(new)
-            if keys == segment_keys(old) and found == answers(old):  # the usual case
-                before, after = contribution(old), contribution(new)
-                if before == after:
-                    return
-                delta = tuple([b - a for a, b in zip(before, after, strict=True)])
-                segments = self.segments
-                for key in keys:
-                    sums = segments[key].sums
-                    for i, v in enumerate(delta):
-                        if v:
-                            sums[i] += v
+        if (old is not None and new is not None and old.tier == new.tier
+                and old.cohort == new.cohort
+                and old.acquisition_channel == new.acquisition_channel
+                and ((not old.surveys and not new.surveys) or answers(old) == answers(new))):
+            # The usual case: the same segments and answers, only some sums move.
+            before, after = contribution(old), contribution(new)
+            if before == after:
                 return
+            moved = [(i, b - a) for i, (a, b) in enumerate(zip(before, after, strict=True))
+                     if a != b]
+            segments = self.segments
+            for key in (("all", None), ("tier", new.tier), ("cohort", new.cohort),
+                        ("channel", new.acquisition_channel)):
+                sums = segments[key].sums
+                for i, v in moved:
+                    sums[i] += v
+            return
         if old is not None:
             self._count(old, -1)
         if new is not None:

@@ -480,6 +480,8 @@ class BatchProcessor:
 
     def _drop(self, topic: str, partition: int) -> None:
         self.owned.discard((topic, partition))
+        if (topic, partition) in self.lag:  # a new dict: scrapes read the old one meanwhile
+            self.lag = {tp: n for tp, n in self.lag.items() if tp != (topic, partition)}
         self._start.pop((topic, partition), None)
         self.handler.release_input(topic, partition)
         if (topic, partition) in self._paused:

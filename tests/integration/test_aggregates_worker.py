@@ -1,0 +1,196 @@
+"""The management scorecard on the real broker, with two workers sharing the partitions.
+
+A generated history (orders over several months, web sessions with channels, one of them a
+hostile name, survey answers, support ratings, one customer erased at the end) is produced to
+the source topics; two workers with frozen models score it. Then, from either worker:
+
+* `GET /aggregates` covers every partition (each worker gathers the other's) and equals a
+  batch computation over the latest scorecards in the committed changelog, every field;
+* what depends only on the events (customers, orders, historic revenue and AOV per cohort
+  and channel, the survey KPIs) equals a replay of the same history;
+* the gauges of both workers add up to the whole base.
+"""
+
+from __future__ import annotations
+
+import random
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from models.history.replay import ingest, replay, sort_raw
+from models.scoring.aggregates import Aggregates
+from models.scoring.scorecard import Scorecard
+from tests.integration.alerting_script import wait_until
+from tests.integration.fault_tools import changelog_states
+from tests.integration.kafka_tools import (
+    free_port,
+    produce,
+    running_worker,
+    topic_names,
+    worker_env,
+)
+from tests.kit import DAY_MS, T0
+
+pytestmark = pytest.mark.integration
+
+CUSTOMERS, DAYS, SEED = 40, 120, 5
+TOKEN = "aggregates-test-token-01234"
+HOSTILE = "<img src=x onerror=alert(1)>"
+CHANNELS = ("organic", "paid", "email", HOSTILE)
+ERASED = "G007"
+
+
+def history() -> list[dict[str, Any]]:
+    rng = random.Random(SEED)
+    records: list[dict[str, Any]] = []
+
+    def add(customer: str, source: str, event_type: str, at: int, **payload: Any) -> None:
+        records.append({"event_id": f"{customer}-{len(records)}", "source": source,
+                        "event_type": event_type, "occurred_at": at, "customer_id": customer,
+                        "payload": payload})
+
+    for c in range(CUSTOMERS):
+        customer = f"G{c:03d}"
+        for day in sorted(rng.sample(range(DAYS), rng.randrange(1, 8))):
+            at = T0 + day * DAY_MS + rng.randrange(DAY_MS // 2)
+            if rng.random() < 0.6:
+                add(customer, "web", "session_started", at, channel=rng.choice(CHANNELS))
+            if rng.random() < 0.5:
+                add(customer, "crm", "order_placed", at + 60_000, order_id=f"{customer}-{day}",
+                    amount=round(rng.uniform(5, 400), 2), currency="EUR")
+            if rng.random() < 0.2:
+                survey = rng.choice(["nps", "csat", "ces"])
+                top = {"nps": 10, "csat": 5, "ces": 7}[survey]
+                add(customer, "support", "survey_answered", at + 120_000, survey=survey,
+                    score=rng.randrange(0 if survey == "nps" else 1, top + 1))
+            if rng.random() < 0.1:
+                add(customer, "support", "satisfaction_rated", at + 180_000,
+                    ticket_id=f"t{len(records)}", csat=rng.randrange(1, 6))
+    add(ERASED, "crm", "customer_erased", T0 + (DAYS + 5) * DAY_MS)
+    return records
+
+
+def _get(url: str, token: str | None = TOKEN) -> tuple[int, Any]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=20) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except OSError:
+        return 0, b""
+
+
+def _aggregates(url: str) -> dict[str, Any]:
+    status, body = _get(f"{url}/aggregates")
+    return orjson.loads(body) if status == 200 else {}
+
+
+def _rows(report: dict[str, Any]) -> dict[tuple[str, str | None], dict[str, Any]]:
+    return {(row["kind"], row["name"]): row for row in report["segments"]}
+
+
+def _gauge_sum(texts: list[str], prefix: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for text in texts for line in text.splitlines()
+               if line.startswith(prefix))
+
+
+def test_aggregates_of_two_workers_equal_a_batch_computation_and_a_replay(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    records = history()
+    lines = [orjson.dumps(r) for r in records]
+    reference = replay(ingest(sort_raw(lines), dead=[]))
+    expected = Aggregates.of(
+        Scorecard.from_row(s.last) for s in reference.states.values() if s.last)
+    want = _rows(orjson.loads(orjson.dumps(expected.report(limit=1000))))
+    known = len({r["customer_id"] for r in records}) - 1  # the erased one is gone
+    assert want[("all", None)]["customers"] == known > CUSTOMERS // 2
+    assert want[("all", None)]["nps"]["answers"] > 3 and want[("all", None)]["csat"]["answers"]
+    assert ("channel", HOSTILE) in want and ("cohort", None) in want
+
+    topics = topic_names(unique_name)
+    app_id = f"agg-{unique_name}"
+    envs = [worker_env(kafka_bootstrap, app_id, topics, tmp_path / f"state-{name}",
+                       free_port(), SCORESTREAM_API_TOKEN=TOKEN, SCORESTREAM_MODEL_FROZEN="true",
+                       SCORESTREAM_KPI_TARGETS="nps=20,churn_rate=0.5")
+            for name in ("a", "b")]
+    for source in ("web", "crm", "support"):
+        produce(kafka_bootstrap, topics[source],
+                [(r["customer_id"].encode(), orjson.dumps(r)) for r in records
+                 if r["source"] == source])
+    with (running_worker(envs[0], tmp_path / "a.log") as a,
+          running_worker(envs[1], tmp_path / "b.log") as b):
+
+        def logs() -> str:
+            return f"a:\n{a.log_tail(30)}\nb:\n{b.log_tail(30)}"
+
+        def owned(worker: Any) -> int:
+            """customer-events partitions the worker's scoring stage owns."""
+            text = _get(f"{worker.web_url}/metrics")[1].decode()
+            return sum(1 for line in text.splitlines()
+                       if line.startswith("scorestream_consumer_lag_records{")
+                       and f'topic="{topics["customer_events"]}"' in line)
+
+        def both_own_and_all_scored() -> bool:
+            # each worker owns some partitions: the reports are gathered, not local
+            split = owned(a), owned(b)
+            if not all(split) or sum(split) != 4:
+                return False
+            got = _aggregates(a.web_url)
+            whole = _rows(got).get(("all", None)) if got else None
+            return (got.get("complete") is True and whole is not None
+                    and whole["totals"]["orders"] == want[("all", None)]["totals"]["orders"]
+                    and whole["customers"] == known)
+
+        wait_until(both_own_and_all_scored, 180, "both workers scoring every event", logs)
+        from_a, from_b = _aggregates(a.web_url), _aggregates(b.web_url)
+        assert _get(f"{a.web_url}/aggregates", token=None)[0] == 401
+        assert _get(f"{a.web_url}/aggregates?limit=0")[0] == 400
+        status, top = _get(f"{b.web_url}/aggregates?limit=1")
+        metrics = [_get(f"{w.web_url}/metrics")[1].decode() for w in (a, b)]
+        assert owned(a) + owned(b) == 4
+        states = changelog_states(kafka_bootstrap, f"{app_id}-customer-state-changelog")
+
+    assert from_a["partitions"] == {"covered": [0, 1, 2, 3], "total": 4, "missing": []}
+    assert from_a["segments"] == from_b["segments"]
+    # every field equals a batch computation over the committed latest scorecards
+    batch = Aggregates.of(Scorecard.from_row(s.last) for s in states.values() if s.last)
+    assert ERASED not in states
+    assert orjson.loads(orjson.dumps(batch.report(limit=100)["segments"])) == from_a["segments"]
+    # targets: the whole base's actual value beside each
+    whole = _rows(from_a)[("all", None)]
+    assert [(t["kpi"], t["target"], t["actual"]) for t in from_a["targets"]] == [
+        ("nps", 20.0, whole["nps"]["value"]), ("churn_rate", 0.5, whole["churn_rate"])]
+    # what only the events decide equals the replay
+    got = _rows(from_a)
+    assert {k for k in got if k[0] != "tier"} == {k for k in want if k[0] != "tier"}
+    for key, row in want.items():
+        if key[0] == "tier":
+            continue
+        assert got[key]["customers"] == row["customers"], key
+        assert got[key]["totals"]["orders"] == row["totals"]["orders"], key
+        assert got[key]["totals"]["ltv_historic"] == pytest.approx(row["totals"]["ltv_historic"])
+        assert got[key]["aov"] == pytest.approx(row["aov"]), key
+        for survey in ("nps", "csat", "ces"):
+            assert got[key][survey] == row[survey], (key, survey)
+    # the hostile channel name comes back as the same string, never interpreted
+    assert got[("channel", HOSTILE)]["customers"] == want[("channel", HOSTILE)]["customers"]
+    # limit=1: one channel listed, the rest added up
+    assert status == 200
+    channels = [r for r in orjson.loads(top)["segments"] if r["kind"] == "channel"]
+    assert len(channels) == 2 and channels[1]["other"] is True
+    assert channels[0]["customers"] + channels[1]["customers"] == known
+    # the gauges of both workers add up to the whole base
+    assert _gauge_sum(metrics, "scorestream_customers_by_tier{") == known
+    answers = _gauge_sum(metrics, 'scorestream_survey_answers{answer="promoter",survey="nps"}')
+    assert answers == whole["nps"]["promoters"]
+    assert _gauge_sum(metrics, "scorestream_expected_churners{") == pytest.approx(
+        whole["totals"]["expected_churners"])
