@@ -1,7 +1,7 @@
 # scorestream: two commands for a fresh machine (Python 3.11+, Java 17+, Maven).
 #   make demo   create the venv, install, start a local Kafka broker, watch a live worker
 #   make test   create the venv, install, run every test (the suite starts its own broker)
-#               after installing Debian's kcat and prometheus packages when they are missing
+#               after installing Debian's kcat, prometheus and chromium packages when missing
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# kcat and prometheus/promtool: real outside programs the integration tests drive.
+# kcat, prometheus/promtool and chromium: real outside programs the integration tests drive.
 system-deps:
 	@sh deploy/system-deps.sh
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install the Debian packages the test suite drives as real outside programs: kcat (a Kafka
-# client written by others, consuming our topics) and prometheus (the server and promtool,
-# scraping a worker and checking the alerting rules). Does nothing when both are present.
+# client written by others, consuming our topics), prometheus (the server and promtool,
+# scraping a worker and checking the alerting rules) and chromium (a real headless browser
+# for the worker's page). Does nothing when all are present.
 set -eu
 
 missing=""
@@ -9,6 +10,8 @@ command -v kcat >/dev/null 2>&1 || missing="$missing kcat"
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
     missing="$missing prometheus"
 fi
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+    || missing="$missing chromium"
 [ -z "$missing" ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then

@@ -44,6 +44,7 @@ import asyncio
 import datetime
 import functools
 import hmac
+import importlib.resources
 import logging
 import re
 import time
@@ -81,6 +82,8 @@ __all__ = [
     "ATTRIBUTION_ROWS",
     "FORWARDED",
     "OPEN_PATHS",
+    "PAGE_FILES",
+    "PAGE_SECURITY",
     "PROMETHEUS_TEXT",
     "READ_METHODS",
     "SCORECARD_ROUTE",
@@ -114,8 +117,25 @@ _EPOCH = datetime.date(1970, 1, 1)
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 FORWARDED = "X-Scorestream-Forwarded"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-"""Probes answer without a token: orchestrators rarely can send one, and they reveal nothing."""
+PAGE_FILES = {
+    "/ui/": ("index.html", "text/html"),
+    "/ui/app.js": ("app.js", "text/javascript"),
+    "/ui/app.css": ("app.css", "text/css"),
+    "/ui/plotly.min.js": (None, "text/javascript"),
+}
+"""The page's files (streams/ui; plotly's own bundle from the plotly package): no data in
+them, so they are served without a token; the page sends the token with its API calls."""
+PAGE_SECURITY = {
+    # Scripts only from the worker itself (no inline script, no eval); plotly sets styles.
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
+                               "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", *PAGE_FILES})
+"""Probes answer without a token: orchestrators rarely can send one, and they reveal nothing;
+nor do the page's files."""
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 Handler = Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]
@@ -441,6 +461,24 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
                 "currency": pipeline.engine.config.base_currency,
                 "caught_up": reader.caught_up, **report})
 
+    files = {path: (_page_file(name), kind) for path, (name, kind) in PAGE_FILES.items()}
+
+    @app.page("/")
+    class Root(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"page": "/ui/"}, status=302, headers={"Location": "/ui/"})
+
+    for path, (body, kind) in files.items():
+
+        def serve(body: bytes = body, kind: str = kind) -> type[View]:
+            class PageFile(View):
+                async def get(self, request: Request) -> Response:
+                    return self.bytes(body, content_type=kind, headers=dict(PAGE_SECURITY))
+
+            return PageFile
+
+        app.page(path)(serve())
+
     @app.page(AGGREGATES_ROUTE)
     class AggregatesView(View):
         async def get(self, request: Request) -> Response:
@@ -505,6 +543,14 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
                                  status=503)
             return await _forward(self, f"{owner.rstrip('/')}{scorecard_path(customer_id)}",
                                   token)
+
+
+def _page_file(name: str | None) -> bytes:
+    """A file of the page: streams/ui/<name>, or (None) plotly's own minified bundle."""
+    if name is None:
+        return (importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
+                ).read_bytes()
+    return (importlib.resources.files("streams") / "ui" / name).read_bytes()
 
 
 def _day_text(day: int | None) -> str | None:

@@ -8,7 +8,9 @@ the source topics; two workers with frozen models score it. Then, from either wo
   batch computation over the latest scorecards in the committed changelog, every field;
 * what depends only on the events (customers, orders, historic revenue and AOV per cohort
   and channel, the survey KPIs) equals a replay of the same history;
-* the gauges of both workers add up to the whole base.
+* the gauges of both workers add up to the whole base;
+* the worker's page, in a real headless chromium, asks for the token, then shows the same
+  numbers as the API, the hostile channel name as text, and a customer's scorecard.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from models.history.replay import ingest, replay, sort_raw
 from models.scoring.aggregates import Aggregates
 from models.scoring.scorecard import Scorecard
 from tests.integration.alerting_script import wait_until
+from tests.integration.browser import Browser
 from tests.integration.fault_tools import changelog_states
 from tests.integration.kafka_tools import (
     free_port,
@@ -40,7 +43,7 @@ pytestmark = pytest.mark.integration
 
 CUSTOMERS, DAYS, SEED = 40, 120, 5
 TOKEN = "aggregates-test-token-01234"
-HOSTILE = "<img src=x onerror=alert(1)>"
+HOSTILE = "<img src=x onerror=\"window.pwned=1\">"
 CHANNELS = ("organic", "paid", "email", HOSTILE)
 ERASED = "G007"
 
@@ -158,6 +161,7 @@ def test_aggregates_of_two_workers_equal_a_batch_computation_and_a_replay(
         metrics = [_get(f"{w.web_url}/metrics")[1].decode() for w in (a, b)]
         assert owned(a) + owned(b) == 4
         states = changelog_states(kafka_bootstrap, f"{app_id}-customer-state-changelog")
+        _page(a.web_url, tmp_path / "chromium", from_a)
 
     assert from_a["partitions"] == {"covered": [0, 1, 2, 3], "total": 4, "missing": []}
     assert from_a["segments"] == from_b["segments"]
@@ -194,3 +198,77 @@ def test_aggregates_of_two_workers_equal_a_batch_computation_and_a_replay(
     assert answers == whole["nps"]["promoters"]
     assert _gauge_sum(metrics, "scorestream_expected_churners{") == pytest.approx(
         whole["totals"]["expected_churners"])
+
+
+def _page(url: str, profile: Path, api: dict[str, Any]) -> None:
+    """What the page shows, read in chromium after logging in with the token; checks the
+    login and the escaping on the way."""
+    with Browser(profile) as browser:
+        browser.navigate(f"{url}/")  # the root leads to the page
+        browser.wait_for("!document.getElementById('login').hidden", what="the token prompt")
+        assert browser.evaluate("document.getElementById('board').hidden") is True
+        assert browser.evaluate("location.pathname") == "/ui/"
+        for token, expect in (("wrong-token-0123456789", "refused"), (TOKEN, None)):
+            typed = orjson.dumps(token).decode()
+            browser.evaluate(f"document.getElementById('token').value = {typed};"
+                             "document.getElementById('login').requestSubmit()")
+            if expect:
+                browser.wait_for(f"document.getElementById('login-error').textContent"
+                                 f".includes({expect!r})", what="the refusal")
+        browser.wait_for("document.body.dataset.loaded", what="the figures")
+        browser.problems()
+        browser.events.clear()  # the refused token's 401s were expected
+        browser.wait_for("!!document.querySelector('#tier-chart .main-svg')",
+                         what="the chart")
+        shown = browser.evaluate("""({
+            tiles: Object.fromEntries([...document.querySelectorAll('.tile')].map(t => [
+                t.dataset.kpi, [t.querySelector('.value').dataset.value,
+                                t.querySelector('.target')?.dataset.target ?? null]])),
+            tiers: [...document.querySelectorAll('#tiers tbody tr')].map(r => [
+                r.dataset.tier, Number(r.dataset.customers), Number(r.dataset.revenueAtRisk)]),
+            channels: [...document.querySelectorAll('#channels tbody td:first-child')]
+                .map(td => td.textContent),
+            images: document.querySelectorAll('img').length,
+            pwned: window.pwned ?? null,
+            url: location.href,
+        })""")
+        customer = next(r["customer_id"] for r in history()
+                        if r["event_type"] == "session_started"
+                        and r["payload"]["channel"] == HOSTILE and r["customer_id"] != ERASED)
+        browser.evaluate(f"document.getElementById('customer-id').value = "
+                         f"{orjson.dumps(customer).decode()};"
+                         "document.getElementById('lookup').requestSubmit()")
+        browser.wait_for("!!document.querySelector('#customer [data-field=customer_id]')",
+                         what="the customer's scorecard", show="document.getElementById("
+                         "'customer').textContent")
+        shown["customer"] = browser.evaluate("""Object.fromEntries(
+            [...document.querySelectorAll('#customer [data-field]')].map(
+                d => [d.dataset.field, d.textContent]))""")
+        shown["problems"] = browser.problems()
+    status, body = _get(f"{url}/customers/{customer}/scorecard")
+    assert status == 200
+    card = orjson.loads(body)
+    whole = _rows(api)[("all", None)]
+    values = {"customers": whole["customers"], "nps": whole["nps"]["value"],
+              "csat": whole["csat"]["value"], "ces": whole["ces"]["value"],
+              "churn_rate": whole["churn_rate"],
+              "revenue_at_risk": whole["totals"]["revenue_at_risk"],
+              "revenue_12m": whole["totals"]["revenue_12m"], "aov": whole["aov"],
+              "data_completeness": whole["averages"]["data_completeness"],
+              "engagement": whole["averages"]["engagement"]}
+    assert shown["problems"] == []
+    assert "token" not in shown["url"].lower()
+    assert set(shown["tiles"]) == set(values)
+    for kpi, value in values.items():
+        text, _target = shown["tiles"][kpi]
+        assert (float(text) if text else None) == value, kpi
+    assert shown["tiles"]["nps"][1] == "20" and shown["tiles"]["churn_rate"][1] == "0.5"
+    assert shown["tiles"]["csat"][1] is None  # no target set
+    assert shown["tiers"] == [[r["name"], r["customers"], r["totals"]["revenue_at_risk"]]
+                              for r in api["segments"] if r["kind"] == "tier"]
+    assert HOSTILE in shown["channels"]  # as text
+    assert shown["images"] == 0 and shown["pwned"] is None  # never as markup
+    assert shown["customer"]["customer_id"] == customer
+    assert shown["customer"]["acquisition_channel"] == HOSTILE == card["acquisition_channel"]
+    assert shown["customer"]["tier"] == card["tier"]
+    assert shown["customer"]["orders"] == str(card["orders"])

@@ -1,0 +1,219 @@
+// The worker's page: the management scorecard (GET /aggregates) and a customer lookup
+// (GET /customers/{id}/scorecard). Everything shown comes from those two API calls.
+//
+// Text from events (channel names, customer ids, factor labels) is only ever set as
+// textContent, never parsed as HTML. With an API token configured, the page asks for it once
+// and keeps it in this tab's sessionStorage; it travels in the Authorization header, never in
+// a URL.
+"use strict";
+
+const TOKEN_KEY = "scorestream-api-token";
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value !== null && value !== undefined) node.setAttribute(name, String(value));
+  }
+  for (const child of children) {
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function fmt(value, digits = 0, suffix = "") {
+  if (value === null || value === undefined) return "–";
+  return value.toLocaleString("en", {
+    minimumFractionDigits: digits, maximumFractionDigits: digits }) + suffix;
+}
+
+let currency = "";
+const money = (value) => (value === null || value === undefined)
+  ? "–" : `${fmt(value, 0)} ${currency}`;
+
+class Unauthorized extends Error {}
+
+async function api(path) {
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const reply = await fetch(path, { headers });
+  if (reply.status === 401) throw new Unauthorized();
+  const body = await reply.json();
+  return { status: reply.status, body };
+}
+
+function showLogin(message) {
+  document.getElementById("board").hidden = true;
+  document.getElementById("login").hidden = false;
+  document.getElementById("login-error").textContent = message || "";
+}
+
+// -- the management scorecard ---------------------------------------------------------------
+
+const TILES = [
+  // [kpi, label, value of the whole base's report, text, detail]
+  ["customers", "Customers", (s) => s.customers, (v) => fmt(v), () => ""],
+  ["nps", "NPS", (s) => s.nps.value, (v) => fmt(v, 1),
+    (s) => s.nps.interval ? `95 % ${fmt(s.nps.interval[0], 1)} to ${fmt(s.nps.interval[1], 1)}, `
+      + `${s.nps.answers} answers` : `${s.nps.answers} answers`],
+  ["csat", "CSAT", (s) => s.csat.value, (v) => fmt(v, 1, " %"),
+    (s) => `mean ${fmt(s.csat.mean, 2)}, ${s.csat.answers} answers`],
+  ["ces", "CES", (s) => s.ces.value, (v) => fmt(v, 2),
+    (s) => `${fmt(s.ces.share_easy, 1, " %")} easy, ${s.ces.answers} answers`],
+  ["churn_rate", "Churn rate (expected)", (s) => s.churn_rate,
+    (v) => fmt(v === null ? null : 100 * v, 1, " %"),
+    (s) => `${fmt(s.totals.expected_churners, 1)} expected churners`],
+  ["revenue_at_risk", "Revenue at risk", (s) => s.totals.revenue_at_risk, money,
+    () => "churn probability × predicted value"],
+  ["revenue_12m", "Revenue, 12 months", (s) => s.totals.revenue_12m, money, () => ""],
+  ["aov", "Average order value", (s) => s.aov, (v) => (v === null ? "–" : `${fmt(v, 2)} ${currency}`),
+    (s) => `${fmt(s.totals.orders)} orders`],
+  ["data_completeness", "Data completeness", (s) => s.averages.data_completeness,
+    (v) => fmt(v, 1, " %"), () => "average"],
+  ["engagement", "Engagement", (s) => s.averages.engagement, (v) => fmt(v, 1), () => "average"],
+];
+
+function tile(kpi, label, value, text, detail, target) {
+  const node = el("div", { class: "tile", "data-kpi": kpi },
+    el("div", { class: "label" }, label),
+    el("div", { class: "value", "data-value": value === null ? "" : value }, text),
+    el("div", { class: "detail" }, detail));
+  if (target) {
+    node.classList.add(target.met === true ? "met" : target.met === false ? "missed" : "none");
+    node.append(el("div", { class: "target", "data-target": target.target },
+      `target ${target.target} (${target.better} is better)`
+      + (target.met === null ? "" : target.met ? ": met" : ": missed")));
+  }
+  return node;
+}
+
+function row(cells, attrs) {
+  return el("tr", attrs, ...cells.map((cell) => el("td", {}, cell)));
+}
+
+function renderAggregates(report) {
+  currency = report.currency;
+  const segments = report.segments;
+  const whole = segments.find((s) => s.kind === "all");
+  const asOf = report.as_of ? new Date(report.as_of).toISOString().slice(0, 16) : "no events yet";
+  document.getElementById("as-of").textContent = `as of ${asOf} UTC (event time)`;
+  const coverage = document.getElementById("coverage");
+  coverage.hidden = report.complete;
+  coverage.textContent = report.complete ? "" :
+    `partitions ${report.partitions.missing.join(", ")} did not answer: figures are partial`;
+
+  const targets = Object.fromEntries(report.targets.map((t) => [t.kpi, t]));
+  const tiles = document.getElementById("tiles");
+  tiles.replaceChildren(...(whole ? TILES.map(([kpi, label, value, text, detail]) => {
+    const v = value(whole);
+    return tile(kpi, label, v, text(v), detail(whole), targets[kpi]);
+  }) : [el("p", {}, "No customers yet.")]));
+
+  const tiers = segments.filter((s) => s.kind === "tier");
+  document.querySelector("#tiers tbody").replaceChildren(...tiers.map((s) => row([
+    s.name, fmt(s.customers), money(s.totals.ltv_predicted_12m),
+    fmt(s.totals.expected_churners, 1), money(s.totals.revenue_at_risk), fmt(s.nps.value, 1),
+  ], { "data-tier": s.name, "data-customers": s.customers,
+       "data-revenue-at-risk": s.totals.revenue_at_risk })));
+  for (const kind of ["cohort", "channel"]) {
+    const rows = segments.filter((s) => s.kind === kind);
+    document.querySelector(`#${kind}s tbody`).replaceChildren(...rows.map((s) => row([
+      s.other ? `${s.segments} more` : (s.name === null ? (kind === "cohort" ? "no order yet" : "unknown") : s.name),
+      fmt(s.customers), money(s.totals.revenue_12m),
+      s.aov === null ? "–" : `${fmt(s.aov, 2)} ${currency}`,
+      fmt(s.churn_rate === null ? null : 100 * s.churn_rate, 1, " %"),
+    ], { "data-customers": s.customers })));
+  }
+  if (window.Plotly && tiers.length) {
+    Plotly.react("tier-chart", [
+      { type: "bar", name: "customers", x: tiers.map((s) => s.name),
+        y: tiers.map((s) => s.customers), yaxis: "y" },
+      { type: "bar", name: `revenue at risk (${currency})`, x: tiers.map((s) => s.name),
+        y: tiers.map((s) => s.totals.revenue_at_risk), yaxis: "y2" },
+    ], {
+      barmode: "group", margin: { t: 10, r: 60, b: 30, l: 50 },
+      yaxis: { title: { text: "customers" } },
+      yaxis2: { title: { text: currency }, overlaying: "y", side: "right" },
+      legend: { orientation: "h" },
+    }, { displayModeBar: false, responsive: true });
+  }
+}
+
+// -- the customer lookup ----------------------------------------------------------------------
+
+function factors(list) {
+  return list.length ? el("ul", {}, ...list.map((f) =>
+    el("li", {}, `${f.label} (${f.contribution > 0 ? "+" : ""}${fmt(f.contribution, 2)})`)))
+    : "–";
+}
+
+function renderCustomer(card) {
+  const surveys = Object.entries(card.surveys).map(
+    ([name, a]) => `${name.toUpperCase()} ${a.score} (${a.days_ago} days ago)`).join(", ");
+  const items = [
+    ["Customer", card.customer_id, "customer_id"],
+    ["Tier", card.tier, "tier"],
+    ["Churn probability", fmt(100 * card.churn.probability, 1, " %"), "churn"],
+    ["Why", factors(card.churn.factors), null],
+    ["Data completeness", fmt(card.data_completeness, 1, " %"), "data_completeness"],
+    ["Lifetime value", `${fmt(card.ltv.historic, 2)} ${card.currency}`, "ltv_historic"],
+    ["Predicted 12-month value", `${fmt(card.ltv.predicted_12m, 2)} ${card.currency}`,
+      "ltv_predicted_12m"],
+    ["Engagement", fmt(card.engagement.score, 1), "engagement"],
+    ["Engagement factors", factors(card.engagement.factors), null],
+    ["Revenue, 12 months", `${fmt(card.revenue_12m, 2)} ${card.currency}`, "revenue_12m"],
+    ["Interactions, 12 months", fmt(card.interactions_12m), "interactions_12m"],
+    ["Days since last interaction", fmt(card.days_since_last_interaction),
+      "days_since_last_interaction"],
+    ["Orders", fmt(card.orders), "orders"],
+    ["Cohort", card.cohort ?? "–", "cohort"],
+    ["Acquisition channel", card.acquisition_channel ?? "–", "acquisition_channel"],
+    ["Surveys", surveys || "–", "surveys"],
+    ["Advocacy", card.advocacy ?? "–", "advocacy"],
+  ];
+  return el("dl", {}, ...items.flatMap(([label, value, field]) => [
+    el("dt", {}, label), el("dd", field ? { "data-field": field } : {}, value)]));
+}
+
+async function lookup(event) {
+  event.preventDefault();
+  const id = document.getElementById("customer-id").value;
+  const out = document.getElementById("customer");
+  try {
+    const { status, body } = await api(`/customers/${encodeURIComponent(id)}/scorecard`);
+    out.replaceChildren(status === 200 ? renderCustomer(body)
+      : el("p", { class: "warning" }, body.error || `HTTP ${status}`));
+  } catch (err) {
+    if (err instanceof Unauthorized) showLogin("The token was refused.");
+    else out.replaceChildren(el("p", { class: "warning" }, String(err)));
+  }
+}
+
+// -- start ------------------------------------------------------------------------------------
+
+async function refresh() {
+  try {
+    const { status, body } = await api("/aggregates");
+    if (status !== 200) throw new Error(body.error || `HTTP ${status}`);
+    document.getElementById("login").hidden = true;
+    document.getElementById("board").hidden = false;
+    renderAggregates(body);
+    document.body.dataset.loaded = String(Date.now());
+  } catch (err) {
+    if (err instanceof Unauthorized) {
+      showLogin(sessionStorage.getItem(TOKEN_KEY) ? "The token was refused." : "");
+    } else {
+      document.getElementById("coverage").hidden = false;
+      document.getElementById("coverage").textContent = `cannot load the figures: ${err.message}`;
+    }
+  }
+}
+
+document.getElementById("login").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value);
+  refresh();
+});
+document.getElementById("lookup").addEventListener("submit", lookup);
+refresh();
+setInterval(refresh, 10000);
