@@ -132,8 +132,9 @@ def run(args: argparse.Namespace) -> int:
             cleanup.callback(_stop_worker, worker)
             web_url = f"http://{_local_host(settings.web.host)}:{settings.web.port}"
             status = DemoStatus(bootstrap, web_url, worker.pid, str(log_path), note, args.rate)
-            say(f"worker pid {worker.pid} on {web_url} (log {log_path}); generating "
-                f"{args.customers:,} customers x {args.days} days ...")
+            say(f"worker pid {worker.pid} on {web_url} (log {log_path}); the customer base "
+                f"at a glance: {web_url}/ui/; generating {args.customers:,} customers x "
+                f"{args.days} days ...")
             monitor = _Monitor(settings, status, created)
             cleanup.callback(monitor.close)
             history.join_ready()
