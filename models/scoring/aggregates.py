@@ -163,7 +163,9 @@ class Segment:
 
     def merge(self, other: Segment) -> None:
         self.customers += other.customers
-        self.sums = [a + b for a, b in zip(self.sums, other.sums, strict=True)]
+        sums = self.sums  # in place: `Aggregates` keeps references to it
+        for i, v in enumerate(other.sums):
+            sums[i] += v
         for mine, theirs in zip(self.tallies(), other.tallies(), strict=True):
             mine.merge(theirs)
 
@@ -310,10 +312,12 @@ def _actual(kpi: str, seg: dict[str, Any]) -> float | None:
 class Aggregates:
     """The segments of one partition (or of several, merged); see the module."""
 
-    __slots__ = ("segments",)
+    __slots__ = ("_rows", "segments")
 
     def __init__(self) -> None:
         self.segments: dict[Key, Segment] = {}
+        self._rows: dict[tuple[str, str | None, str | None], list[list[int]]] = {}
+        """Per (tier, cohort, channel): the sums lists of those segments (derived)."""
 
     @property
     def customers(self) -> int:
@@ -334,16 +338,27 @@ class Aggregates:
                 and old.cohort == new.cohort
                 and old.acquisition_channel == new.acquisition_channel
                 and ((not old.surveys and not new.surveys) or answers(old) == answers(new))):
-            # The usual case: the same segments and answers, only some sums move.
-            before, after = contribution(old), contribution(new)
-            if before == after:
+            # The usual case: the same segments and answers, only some sums move. Unrolled
+            # (this runs once per scored customer): the differences of `contribution`.
+            moved = [
+                (0, round(new.data_completeness * 10) - round(old.data_completeness * 10)),
+                (1, round(new.ltv_historic * 100) - round(old.ltv_historic * 100)),
+                (2, round(new.ltv_predicted_12m * 100) - round(old.ltv_predicted_12m * 100)),
+                (3, round(new.engagement * 100) - round(old.engagement * 100)),
+                (4, round(new.revenue_12m * 100) - round(old.revenue_12m * 100)),
+                (5, new.interactions_12m - old.interactions_12m),
+                (6, new.orders - old.orders),
+                (7, round(new.churn_probability * 10_000)
+                 - round(old.churn_probability * 10_000)),
+                (8, round(new.value_at_risk * 100) - round(old.value_at_risk * 100)),
+            ]
+            moved = [m for m in moved if m[1]]
+            if not moved:
                 return
-            moved = [(i, b - a) for i, (a, b) in enumerate(zip(before, after, strict=True))
-                     if a != b]
-            segments = self.segments
-            for key in (("all", None), ("tier", new.tier), ("cohort", new.cohort),
-                        ("channel", new.acquisition_channel)):
-                sums = segments[key].sums
+            rows = self._rows.get((new.tier, new.cohort, new.acquisition_channel))
+            if rows is None:
+                rows = self._rows_of(new)
+            for sums in rows:
                 for i, v in moved:
                     sums[i] += v
             return
@@ -351,6 +366,12 @@ class Aggregates:
             self._count(old, -1)
         if new is not None:
             self._count(new, 1)
+
+    def _rows_of(self, card: Scorecard) -> list[list[int]]:
+        """The sums of the four segments a card counts in (kept for the next one)."""
+        rows = [self.segments[key].sums for key in segment_keys(card)]
+        self._rows[(card.tier, card.cohort, card.acquisition_channel)] = rows
+        return rows
 
     def _count(self, card: Scorecard, sign: int) -> None:
         sums, found, segments = contribution(card), answers(card), self.segments
@@ -361,6 +382,7 @@ class Aggregates:
             seg.add(sign, sums, found)
             if not seg.customers:
                 del segments[key]
+                self._rows.clear()  # some point at the segment's sums
 
     @classmethod
     def of(cls, cards: Iterable[Scorecard]) -> Aggregates:
