@@ -126,10 +126,11 @@ function renderAggregates(report) {
   }
   if (window.Plotly && tiers.length) {
     Plotly.react("tier-chart", [
+      // offsetgroup: side by side although each bar has an axis of its own
       { type: "bar", name: "customers", x: tiers.map((s) => s.name),
-        y: tiers.map((s) => s.customers), yaxis: "y" },
+        y: tiers.map((s) => s.customers), yaxis: "y", offsetgroup: "customers" },
       { type: "bar", name: `revenue at risk (${currency})`, x: tiers.map((s) => s.name),
-        y: tiers.map((s) => s.totals.revenue_at_risk), yaxis: "y2" },
+        y: tiers.map((s) => s.totals.revenue_at_risk), yaxis: "y2", offsetgroup: "risk" },
     ], {
       barmode: "group", margin: { t: 10, r: 60, b: 30, l: 50 },
       yaxis: { title: { text: "customers" } },
