@@ -395,8 +395,10 @@ class PartitionOwners:
         return self._owners.get(partition)
 
     def members(self) -> dict[str, list[int]]:
-        """Each member's web URL and its partitions (blocking; call from an executor)."""
-        self._refresh()
+        """Each member's web URL and its partitions, cached like `lookup` (blocking; call
+        from an executor)."""
+        if time.monotonic() - self._fetched > self.ttl_s:
+            self._refresh()
         members: dict[str, list[int]] = {}
         for partition, url in sorted(self._owners.items()):
             members.setdefault(url, []).append(partition)
@@ -496,8 +498,13 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
                 limit = attribution_limit(query.get("limit"))
             except ValueError as err:
                 return self.json({"error": str(err)}, status=400)
-            parts: dict[int, tuple[Aggregates, int]] = dict(local or {})
             members = await loop.run_in_executor(None, owners.members)
+            assigned = {p for partitions in members.values() for p in partitions}
+            mine = set(members.get(settings.canonical_url, ()))
+            # Each partition from its owner; a copy this worker still holds of a partition
+            # the group gave another (a rebalance under way) is left to the new owner.
+            parts = {p: got for p, got in (local or {}).items()
+                     if p in mine or p not in assigned}
             others = [url for url in members if url != settings.canonical_url]
             answers = await asyncio.gather(*(_local_aggregates(url, token) for url in others))
             for url, answer in zip(others, answers, strict=True):
@@ -575,7 +582,8 @@ async def _local_aggregates(url: str, token: str) -> dict[int, tuple[Aggregates,
         return {int(row["partition"]): (Aggregates.from_raw(row["segments"]),
                                         int(row["watermark"]))
                 for row in body["partitions"]}
-    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as err:
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError,
+            OverflowError) as err:
         log.warning("aggregates of %s: %s", url, err)
         return None
 

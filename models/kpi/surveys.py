@@ -42,7 +42,7 @@ import math
 import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Self
 
 from schemas.errors import ScorestreamError
 
@@ -196,6 +196,23 @@ class ScoreTally:
             self.remove(old)
         if new is not None:
             self.add(new)
+
+    @classmethod
+    def of_counts(cls, counts: Iterable[tuple[int, int]]) -> Self:
+        """A tally from (score, how many) pairs (ScoreError for a score off the scale or a
+        count that is not a whole number >= 0).
+
+        >>> NpsTally.of_counts([(10, 3), (2, 1)]).result().value
+        50.0
+        """
+        tally = cls()
+        for score, count in counts:
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ScoreError(f"a count of {cls.KPI} answers must be a whole number >= 0, "
+                                 f"got {count!r}")
+            tally._counts[_checked(score, cls.LO, cls.HI, cls.KPI) - cls.LO] += count
+            tally._n += count
+        return tally
 
     def merge(self, other: ScoreTally) -> None:
         """Add every answer `other` counts (a tally of the same kind; `other` is unchanged)."""

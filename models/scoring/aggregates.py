@@ -194,11 +194,12 @@ class Segment:
             if len(sums) != _N_SUMS:
                 raise ValueError(f"{len(sums)} sums, not {_N_SUMS}")
             seg.sums = sums
-            for tally, counts in zip(seg.tallies(), raw["answers"], strict=True):
-                for score, count in counts:
-                    for _ in range(int(count)):
-                        tally.add(int(score))
-        except (KeyError, TypeError, ValueError) as err:
+            answers = raw["answers"]
+            nps, csat, ces = answers
+            seg.nps = NpsTally.of_counts((int(score), count) for score, count in nps)
+            seg.csat = CsatTally.of_counts((int(score), count) for score, count in csat)
+            seg.ces = CesTally.of_counts((int(score), count) for score, count in ces)
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise AggregatesError(f"raw segment does not fit: {err}") from err
         return seg
 
@@ -426,7 +427,7 @@ class Aggregates:
                     agg.segments[(kind, name)].merge(seg)
                 else:
                     agg.segments[(kind, name)] = seg
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise AggregatesError(f"raw aggregates do not fit: {err}") from err
         return agg
 

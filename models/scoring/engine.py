@@ -8,8 +8,6 @@ its own: state goes in and comes out, so any worker that owns the partition can 
 
 from __future__ import annotations
 
-import datetime
-import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +34,7 @@ from models.scoring.labels import (
     PendingLabel,
     TrainingExample,
 )
-from models.scoring.scorecard import Scorecard
+from models.scoring.scorecard import Scorecard, cohort_of
 from models.scoring.state import CustomerState
 from schemas.units import DAY_MS
 
@@ -271,7 +269,7 @@ class ScoringEngine:
             currency=self.config.base_currency,
             surveys=_surveys(state.surveys) if state.surveys else (),
             orders=state.n_orders,
-            cohort=_cohort(state.first_order_ms),
+            cohort=cohort_of(state.first_order_ms),
             acquisition_channel=state.acquired[1] if state.acquired is not None else None,
         )
         return sc, feats, summary
@@ -406,20 +404,6 @@ def _previous(state: CustomerState) -> Scorecard | None:
 
 def _event_order(e: dict[str, Any]) -> tuple[int, str]:
     return e["occurred_at"], e["event_id"]
-
-
-@functools.lru_cache(maxsize=4096)
-def _month(day: int) -> str:
-    """The UTC month "YYYY-MM" of an epoch day."""
-    return (_EPOCH + datetime.timedelta(days=day)).strftime("%Y-%m")
-
-
-_EPOCH = datetime.date(1970, 1, 1)
-
-
-def _cohort(first_order_ms: int | None) -> str | None:
-    """The first-order month of a customer, "YYYY-MM" (None before any order)."""
-    return None if first_order_ms is None else _month(first_order_ms // DAY_MS)
 
 
 def _surveys(answers: dict[str, list[int]]) -> tuple[tuple[str, int, int], ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import functools
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -10,7 +12,7 @@ from models.learning.prediction import Factor
 from models.scoring.features import FEATURE_LABELS
 from schemas.units import DAY_MS
 
-__all__ = ["ADVOCACY_WINDOW_DAYS", "Scorecard"]
+__all__ = ["ADVOCACY_WINDOW_DAYS", "ROW_LENGTH", "Scorecard", "cohort_of", "upgraded_row"]
 
 ADVOCACY_WINDOW_DAYS = 365
 """An NPS answer older than this says nothing about advocacy any more."""
@@ -155,6 +157,48 @@ class Scorecard:
         for set_slot, value in zip(_SLOT_SETTERS, r, strict=True):
             set_slot(card, value)
         return card
+
+
+ROW_LENGTH = len(fields(Scorecard))
+"""Items of a row `to_row` writes now."""
+
+
+def upgraded_row(row: list[Any], orders: int, cohort: str | None,
+                 channel: str | None) -> list[Any]:
+    """A row written before orders, cohort and acquisition channel were on the scorecard,
+    with them filled in from the customer's state (and no survey answers when it predates
+    those too), so that the card it restores counts in the right segments of the management
+    scorecard. Rows of any other length come back as they are.
+
+    >>> len(upgraded_row(list(range(17)), 2, "2026-01", None)), ROW_LENGTH
+    (21, 21)
+    """
+    if len(row) == _BEFORE_SURVEYS:
+        return [*row, [], orders, cohort, channel]
+    if len(row) == _BEFORE_SEGMENTS:
+        return [*row, orders, cohort, channel]
+    return row
+
+
+_BEFORE_SURVEYS, _BEFORE_SEGMENTS = 17, 18
+
+
+@functools.lru_cache(maxsize=4096)
+def _month(day: int) -> str:
+    """The UTC month "YYYY-MM" of an epoch day."""
+    return (_EPOCH + datetime.timedelta(days=day)).strftime("%Y-%m")
+
+
+_EPOCH = datetime.date(1970, 1, 1)
+
+
+def cohort_of(first_order_ms: int | None) -> str | None:
+    """A customer's cohort: the UTC month of its first order, "YYYY-MM" (None before any).
+
+    >>> cohort_of(1_767_225_600_000), cohort_of(None)
+    ('2026-01', None)
+    """
+    return None if first_order_ms is None else _month(first_order_ms // DAY_MS)
 
 
 _new = object.__new__

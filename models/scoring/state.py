@@ -722,7 +722,15 @@ class CustomerState:
         for row in d.get("pl", []):
             p = PendingLabel.from_list(row)
             s.pending[p.model] = p
-        s.last = d.get("last")
+        last = d.get("last")
+        if last is not None and len(last) < _ROW_LENGTH:  # written by an earlier version
+            # (imported here: the scorecard's module imports this one through its features)
+            from models.scoring.scorecard import cohort_of, upgraded_row
+
+            acquired = s.acquired
+            last = upgraded_row(last, s.n_orders, cohort_of(s.first_order_ms),
+                                acquired[1] if acquired is not None else None)
+        s.last = last
         s.alerts = d.get("al")
         s.reported = d.get("rp")
         if "ip" in d:
@@ -739,6 +747,9 @@ class CustomerState:
     def __repr__(self) -> str:
         return f"CustomerState({self.customer_id!r}, events={self.n_events})"
 
+
+_ROW_LENGTH = 21
+"""Items of a scorecard row now (`models.scoring.scorecard.ROW_LENGTH`, checked by its tests)."""
 
 _WINDOWS: dict[int, list[int]] = {}
 

@@ -34,9 +34,12 @@ from streams.stages.ingest_process import IngestProcess
 from streams.stages.learner import BundleWatcher, LearnerHandler
 from streams.stages.scoring import ScoringHandler, ScoringTopics
 
-__all__ = ["ScoringPipeline"]
+__all__ = ["METRICS_WAIT_S", "ScoringPipeline"]
 
 log = logging.getLogger(__name__)
+
+METRICS_WAIT_S = 2.0
+"""How long a scrape waits for the scoring thread's copy of the aggregates (between batches)."""
 
 
 class ScoringPipeline:
@@ -104,6 +107,8 @@ class ScoringPipeline:
                               f"{settings.app_id}-attribution-reader")
             if self.engine.config.attribution.enabled else None)
         """Totals of the attributions topic (None: attribution is off)."""
+        self._aggregates = Aggregates()
+        """The management scorecard's last copy the gauges were read from."""
         self.metrics.add_collector(self._collect)
 
     def _observe(self, stage: str) -> Callable[[int, float, float], None]:
@@ -120,9 +125,14 @@ class ScoringPipeline:
 
     def _collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """State-derived gauges and the live states' lookup counters, read at scrape time."""
-        merged = Aggregates()
-        for part in list(self.handler.partitions.values()):
-            merged.merge(part.aggregates)
+        # The processing thread's committed copy (it changes the live aggregates as it goes);
+        # while it is busy for long (a restore), the last copy it made.
+        copies = self.handler.request_aggregates(METRICS_WAIT_S)
+        if copies is not None:
+            self._aggregates = Aggregates()
+            for aggregates, _watermark in copies.values():
+                self._aggregates.merge(aggregates)
+        merged = self._aggregates
         yield gauge("scorestream_customers", "Customers in this worker's state.",
                     [({}, float(len(self.scoring.table)))])
         yield from segment_gauges(merged, self.engine.config.base_currency)

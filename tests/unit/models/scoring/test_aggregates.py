@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from models.config import ScoringConfig
 from models.learning.bundle import ModelBundle
+from models.scoring import state as state_module
 from models.scoring.aggregates import (
     Aggregates,
     AggregatesError,
@@ -19,7 +20,7 @@ from models.scoring.aggregates import (
     parse_targets,
 )
 from models.scoring.engine import ScoringEngine
-from models.scoring.scorecard import Scorecard
+from models.scoring.scorecard import ROW_LENGTH, Scorecard
 from models.scoring.state import CustomerState
 from schemas.units import DAY_MS
 from tests.kit import at, ev
@@ -208,3 +209,68 @@ def test_the_scorecard_names_the_cohort_channel_and_orders() -> None:
     state = CustomerState.restore(out.state.snapshot())
     assert state.acquired == [at(2), "paid"]
     assert state.snapshot() == out.state.snapshot()
+
+
+_plain = st.builds(
+    lambda cid, p, tier, ltv, orders, day: card(
+        cid, p=p, tier=tier, cohort="2026-01" if cid in "AB" else None,
+        channel="paid" if cid in "AC" else None, ltv=ltv, predicted=ltv * 2, orders=orders,
+        revenue=ltv, as_of=day * DAY_MS),
+    st.sampled_from(["A", "B", "C", "D"]),
+    st.sampled_from([0.1, 0.25, 0.5]),
+    st.sampled_from(["Standard", "VIP"]),
+    st.sampled_from([0.0, 10.0, 12.34]),
+    st.integers(0, 3),
+    st.integers(0, 10),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_plain, _plain, _plain, st.sampled_from(["A", "B", "C", "D"])),
+                max_size=60))
+def test_the_usual_update_equals_a_batch_computation(steps: list) -> None:
+    """Cards without answers and few segments: most updates keep a customer's segments (the
+    unrolled path), between erasures that empty a segment and customers that bring it back."""
+    agg, latest = Aggregates(), {}
+    for step in steps:
+        if isinstance(step, str):
+            agg.replace(latest.pop(step, None), None)
+        else:
+            agg.replace(latest.get(step.customer_id), step)
+            latest[step.customer_id] = step
+        assert agg == Aggregates.of(latest.values())
+
+
+def test_raw_tallies_are_checked() -> None:
+    raw = Aggregates.of([card("A", surveys=(("nps", 9, 0),))]).to_raw()
+    raw[0]["answers"][0] = [[9, -1]]
+    with pytest.raises(AggregatesError):
+        Aggregates.from_raw(raw)
+    raw[0]["answers"][0] = [[9, 10**9]]  # a large count is one addition, not 10**9
+    assert Aggregates.from_raw(raw).report()["segments"][0]["nps"]["answers"] == 10**9
+    raw[0]["sums"][0] = math.inf
+    with pytest.raises(AggregatesError):
+        Aggregates.from_raw(raw)
+
+
+def test_a_row_written_before_the_segments_counts_in_them_once_restored() -> None:
+    """A state whose last scorecard predates orders, cohort and channel restores with them
+    taken from the state, so the card counted on assignment is the one taken out when the
+    customer is scored next."""
+    engine = ScoringEngine(ScoringConfig(), ModelBundle.initial())
+    events = [ev("s1", "session_started", 1, channel="paid"),
+              ev("o1", "order_placed", 2, amount=20.0)]
+    out = engine.apply_batch(None, events, watermark_ms=at(2))
+    stored = orjson.loads(out.state.snapshot())
+    assert len(stored["last"]) == ROW_LENGTH == state_module._ROW_LENGTH
+    for cut in (18, 17):  # as written before the segments, and before survey answers too
+        old = dict(stored, last=stored["last"][:cut])
+        restored = CustomerState.from_dict(old)
+        counted = Scorecard.from_row(restored.last)
+        assert (counted.orders, counted.cohort, counted.acquisition_channel) == (
+            1, "2026-01", "paid")
+        agg = Aggregates.of([counted])
+        later = engine.apply_batch(restored, [ev("o2", "order_placed", 9, amount=5.0)],
+                                   watermark_ms=at(9))
+        agg.replace(later.previous_scorecard, later.scorecard)
+        assert agg == Aggregates.of([later.scorecard])
