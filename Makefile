@@ -8,6 +8,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 KAFKA  := $(PYTHON) deploy/kafka/kafka_local.py
 STAMP  := $(VENV)/.installed
+# The slowest tests are listed at the end of every run: `make test` must stay under 20 minutes.
+PYTEST_ARGS ?= --durations=15
 
 .PHONY: demo test venv system-deps lint typecheck unit integration broker-start broker-stop clean
 
