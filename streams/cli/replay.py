@@ -2,8 +2,9 @@
 
 Thin shell around `models.history.replay`: reads JSON lines (gzip detected by magic bytes), shows a
 progress bar, and writes scorecards.jsonl (sorted by customer id, byte-identical across runs),
-alerts.jsonl, dead-letters.jsonl and quality.json into --out. `--frozen-models` scores with the
-initial models throughout, as a worker with `SCORESTREAM_MODEL_FROZEN` does.
+alerts.jsonl, dead-letters.jsonl, quality.json and aggregates.json (the management scorecard of
+the final scorecards, as `GET /aggregates` reports a live base) into --out. `--frozen-models`
+scores with the initial models throughout, as a worker with `SCORESTREAM_MODEL_FROZEN` does.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from models.config import ScoringConfig
 from models.history.replay import ReplayResult, ingest, parse_time, replay, sort_raw
+from models.scoring.aggregates import SEGMENT_ROWS, Aggregates
 from schemas.units import HOUR_MS
 
 __all__ = ["add_arguments", "main", "read_lines", "replay_with_progress", "run"]
@@ -109,6 +111,11 @@ def run(args: argparse.Namespace) -> int:
     (out / "quality.json").write_bytes(
         orjson.dumps(report, option=_ORJSON | orjson.OPT_INDENT_2) + b"\n"
     )
+    base = Aggregates.of(result.scorecards).report(limit=SEGMENT_ROWS)
+    (out / "aggregates.json").write_bytes(orjson.dumps(
+        {"as_of": max((sc.as_of for sc in result.scorecards), default=None),
+         "currency": ScoringConfig().base_currency, **base},
+        option=_ORJSON | orjson.OPT_INDENT_2) + b"\n")
     holdout = result.quality["churn_holdout"]
     print(
         f"{stats['customers']} customers, {stats['events']} events, {len(dead)} dead letters, "

@@ -46,6 +46,16 @@ def test_replay_twice_is_byte_identical_and_input_order_free(small_history, tmp_
     assert (tmp_path / "a" / "quality.json").read_bytes() == (
         tmp_path / "c" / "quality.json"
     ).read_bytes()
+    # the management scorecard of the final scorecards
+    aggregates = orjson.loads((tmp_path / "a" / "aggregates.json").read_bytes())
+    cards = [orjson.loads(line) for line in a.splitlines()]
+    whole = aggregates["segments"][0]
+    assert (whole["kind"], whole["customers"]) == ("all", len(cards))
+    assert whole["totals"]["orders"] == sum(card["orders"] for card in cards)
+    assert whole["totals"]["revenue_12m"] == pytest.approx(
+        sum(card["revenue_12m"] for card in cards))
+    assert sum(s["customers"] for s in aggregates["segments"] if s["kind"] == "tier") == len(
+        cards)
     lines = a.splitlines()
     assert len(lines) == 120
     ids = [line.split(b'"customer_id":"')[1][:7] for line in lines]
