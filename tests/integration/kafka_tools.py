@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -117,6 +118,21 @@ class WorkerProcess:
                 self.process.wait()
                 raise AssertionError(f"worker ignored SIGTERM:\n{self.log_tail()}") from None
         return int(self.process.returncode)
+
+
+def http_get(url: str, token: str | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
+    """GET, with a bearer token when given: (status, body), also for HTTP errors; (0, b"")
+    when the server is unreachable."""
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except OSError:
+        return 0, b""
 
 
 def topic_names(unique_name: str) -> dict[str, str]:

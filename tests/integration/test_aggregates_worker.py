@@ -16,8 +16,6 @@ the source topics; two workers with frozen models score it. Then, from either wo
 from __future__ import annotations
 
 import random
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from tests.integration.browser import Browser
 from tests.integration.fault_tools import changelog_states
 from tests.integration.kafka_tools import (
     free_port,
+    http_get,
     produce,
     running_worker,
     topic_names,
@@ -78,17 +77,9 @@ def history() -> list[dict[str, Any]]:
     return records
 
 
-def _get(url: str, token: str | None = TOKEN) -> tuple[int, Any]:
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=20) as reply:
-            return reply.status, reply.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-    except OSError:
-        return 0, b""
+def _get(url: str, token: str | None = TOKEN) -> tuple[int, bytes]:
+    """GET with the API token (or none): (status, body); (0, b"") when unreachable."""
+    return http_get(url, token, timeout=20)
 
 
 def _aggregates(url: str) -> dict[str, Any]:

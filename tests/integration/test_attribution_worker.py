@@ -17,8 +17,6 @@ conversion sees.
 from __future__ import annotations
 
 import random
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from tests.integration.alerting_script import wait_until
 from tests.integration.fault_tools import read_all
 from tests.integration.kafka_tools import (
     free_port,
+    http_get,
     produce,
     running_worker,
     topic_names,
@@ -98,16 +97,7 @@ def history() -> list[dict[str, Any]]:
 
 def _get(url: str, token: str | None = TOKEN) -> tuple[int, bytes]:
     """GET with the API token (or none): (status, body); (0, b"") when unreachable."""
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, reply.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-    except OSError:
-        return 0, b""
+    return http_get(url, token)
 
 
 def _report(url: str) -> tuple[int, dict[str, Any]]:

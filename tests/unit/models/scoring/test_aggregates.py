@@ -106,6 +106,14 @@ def test_more_channels_than_the_limit_add_up_in_one_row() -> None:
     assert rows[-1]["segments"] == 3
 
 
+def test_more_cohorts_than_the_limit_keep_the_newest_and_no_order() -> None:
+    cohorts = ["2025-11", "2025-12", "2026-01", None]
+    agg = Aggregates.of([card(f"C{i}", cohort=cohorts[i % 4]) for i in range(8)])
+    rows = [s for s in agg.report(limit=2)["segments"] if s["kind"] == "cohort"]
+    assert [(r["name"], r["customers"], r["other"]) for r in rows] == [
+        ("2026-01", 2, False), (None, 2, False), (None, 4, True)]
+
+
 def test_targets_parse_with_clear_errors() -> None:
     assert parse_targets("") == ()
     assert parse_targets(" nps = 30 ,revenue_at_risk=1e5") == (
@@ -169,11 +177,12 @@ _cards = st.builds(
 _steps = st.lists(st.one_of(_cards, st.sampled_from(["A", "B", "C", "D"])), max_size=40)
 
 
-@settings(max_examples=300, deadline=None)
-@given(_steps)
-def test_kept_by_deltas_equals_a_batch_computation(steps: list) -> None:
-    """Each step is a customer's new scorecard, or (a bare id) its erasure."""
-    agg, latest = Aggregates(), {}
+def _played(steps: list) -> tuple[Aggregates, dict[str, Scorecard]]:
+    """Each step is a customer's new scorecard, or (a bare id) its erasure: the aggregates
+    kept by deltas, checked against a batch computation after every step, and each
+    customer's latest scorecard."""
+    agg: Aggregates = Aggregates()
+    latest: dict[str, Scorecard] = {}
     for step in steps:
         if isinstance(step, str):
             agg.replace(latest.pop(step, None), None)
@@ -181,6 +190,13 @@ def test_kept_by_deltas_equals_a_batch_computation(steps: list) -> None:
             agg.replace(latest.get(step.customer_id), step)
             latest[step.customer_id] = step
         assert agg == Aggregates.of(latest.values())
+    return agg, latest
+
+
+@settings(max_examples=300, deadline=None)
+@given(_steps)
+def test_kept_by_deltas_equals_a_batch_computation(steps: list) -> None:
+    agg, latest = _played(steps)
     assert agg.report() == Aggregates.of(latest.values()).report()
     # two partitions merged equal the whole
     left = Aggregates.of(c for cid, c in latest.items() if cid in "AB")
@@ -231,14 +247,7 @@ _plain = st.builds(
 def test_the_usual_update_equals_a_batch_computation(steps: list) -> None:
     """Cards without answers and few segments: most updates keep a customer's segments (the
     unrolled path), between erasures that empty a segment and customers that bring it back."""
-    agg, latest = Aggregates(), {}
-    for step in steps:
-        if isinstance(step, str):
-            agg.replace(latest.pop(step, None), None)
-        else:
-            agg.replace(latest.get(step.customer_id), step)
-            latest[step.customer_id] = step
-        assert agg == Aggregates.of(latest.values())
+    _played(steps)
 
 
 def test_raw_tallies_are_checked() -> None:
