@@ -127,23 +127,23 @@ def segment_gauges(aggregates: Aggregates, currency: str) -> Iterator[GaugeMetri
     money = {"currency": currency}
     per_tier = sorted(tiers.items())
 
-    def sums(field: str, scale_of: str) -> list[tuple[dict[str, str], float]]:
-        i = _SUM_INDEX[field]
-        return [({"tier": t, **({"currency": currency} if scale_of == "money" else {})},
-                 seg.sums[i] / SUMS[i][1] if seg is not None else 0.0) for t, seg in per_tier]
+    def sums(field: str, *, is_money: bool) -> list[tuple[dict[str, str], float]]:
+        i, labels = _SUM_INDEX[field], money if is_money else {}
+        return [({"tier": t, **labels}, seg.sums[i] / SUMS[i][1] if seg is not None else 0.0)
+                for t, seg in per_tier]
 
     yield gauge("scorestream_customers_by_tier", "Customers per value tier (latest scores).",
                 [({"tier": t}, float(seg.customers if seg is not None else 0))
                  for t, seg in per_tier], ("tier",))
     yield gauge("scorestream_expected_churners",
                 "Sum of the customers' churn probabilities, per tier.",
-                sums("expected_churners", ""), ("tier",))
+                sums("expected_churners", is_money=False), ("tier",))
     yield gauge("scorestream_revenue_at_risk",
                 "Sum of churn probability x predicted 12-month value, per tier.",
-                sums("revenue_at_risk", "money"), ("tier", "currency"))
+                sums("revenue_at_risk", is_money=True), ("tier", "currency"))
     yield gauge("scorestream_ltv_predicted_12m",
                 "Sum of the customers' predicted 12-month values, per tier.",
-                sums("ltv_predicted_12m", "money"), ("tier", "currency"))
+                sums("ltv_predicted_12m", is_money=True), ("tier", "currency"))
     whole = aggregates.segments.get(("all", None))
     customers = whole.customers if whole is not None else 0
     completeness = whole.sums[_SUM_INDEX["data_completeness"]] / 10 if whole else 0.0

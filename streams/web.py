@@ -485,19 +485,20 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
     class AggregatesView(View):
         async def get(self, request: Request) -> Response:
             query = cast(aioweb.Request, request).query
+            gathering = query.get("scope") == "local"  # another worker gathering
+            try:
+                limit = attribution_limit(None if gathering else query.get("limit"))
+            except ValueError as err:
+                return self.json({"error": str(err)}, status=400)
             loop = asyncio.get_running_loop()
             local = await loop.run_in_executor(
                 None, pipeline.handler.request_aggregates, AGGREGATES_WAIT_S)
-            if query.get("scope") == "local":  # another worker gathering
+            if gathering:
                 if local is None:
                     return self.json({"error": "busy; retry"}, status=503)
                 return self.json({"partitions": [
                     {"partition": p, "watermark": w, "segments": agg.to_raw()}
                     for p, (agg, w) in sorted(local.items())]})
-            try:
-                limit = attribution_limit(query.get("limit"))
-            except ValueError as err:
-                return self.json({"error": str(err)}, status=400)
             members = await loop.run_in_executor(None, owners.members)
             assigned = {p for partitions in members.values() for p in partitions}
             mine = set(members.get(settings.canonical_url, ()))
@@ -565,11 +566,18 @@ def _day_text(day: int | None) -> str | None:
     return None if day is None else (_EPOCH + datetime.timedelta(days=day)).isoformat()
 
 
-async def _local_aggregates(url: str, token: str) -> dict[int, tuple[Aggregates, int]] | None:
-    """Another worker's aggregates per partition it owns (None when it does not answer)."""
+def _forwarding_headers(token: str) -> dict[str, str]:
+    """Headers of a request one worker makes to another: marked as forwarded, with the API
+    token every worker of a deployment shares."""
     headers = {FORWARDED: "1"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+async def _local_aggregates(url: str, token: str) -> dict[int, tuple[Aggregates, int]] | None:
+    """Another worker's aggregates per partition it owns (None when it does not answer)."""
+    headers = _forwarding_headers(token)
     try:
         timeout = aiohttp.ClientTimeout(total=AGGREGATES_WAIT_S + 5)
         async with (aiohttp.ClientSession(timeout=timeout) as session,
@@ -591,9 +599,7 @@ async def _local_aggregates(url: str, token: str) -> dict[int, tuple[Aggregates,
 async def _forward(view: View, url: str, token: str) -> Response:
     """Proxy a GET to the owning worker and relay its answer (with the API token, which every
     worker of a deployment shares)."""
-    headers = {FORWARDED: "1"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+    headers = _forwarding_headers(token)
     try:
         timeout = aiohttp.ClientTimeout(total=5)
         # encoded=True: the URL is sent as built (yarl would otherwise decode and re-encode it).

@@ -442,16 +442,16 @@ class Aggregates:
         for key, seg in self.segments.items():
             by_kind[key[0]].append((key, seg))
         for kind in KIND_NAMES:
-            items = sorted(by_kind[kind], key=lambda item: _order(item))
+            items = sorted(by_kind[kind], key=_order)
             if kind == "channel":
                 items.sort(key=lambda item: -item[1].customers)  # stable: names break ties
             listed, rest = items, []
             if kind == "channel" and len(items) > limit:
                 listed, rest = items[:limit], items[limit:]
-            elif kind == "cohort" and len(items) > limit:  # the newest cohorts, and no order
-                known = [item for item in items if item[0][1] is not None]
+            elif kind == "cohort" and len(items) > limit:
+                # oldest first, "no order yet" (None) last: the newest cohorts and no order stay
                 cut = len(items) - limit
-                listed, rest = [i for i in items if i not in known[:cut]], known[:cut]
+                listed, rest = items[cut:], items[:cut]
             for (_kind, name), seg in listed:
                 rows.append({"kind": kind, "name": name, "other": False, **seg.report()})
             if rest:
