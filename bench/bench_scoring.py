@@ -6,14 +6,15 @@ Usage:
                                   [--attribution on|off|off,on] [--touches 0.0]
 
 Builds the records first (page views and one order in ten for `--customers` customers in a
-steady round, as `bench_latency.py` sends them; with `--touches`, that share of the page
-views are web sessions with a channel instead, so that orders have touches to attribute),
-then feeds them to a `ScoringHandler` on
-in-memory stores in the batches a worker would take at `--rate` (`--batch-ms` of traffic,
-split by partition), and prints the handler's CPU per event, the live states' hit share and
-the garbage collector's share, for each live-state capacity and attribution on or off. The
-first half of the run warms the states up (every customer seen at least once) and is not
-timed. No broker, no producer: what the worker's scoring thread spends beside the Kafka calls.
+steady round, as `bench_latency.py` sends them, and each order names a product category, so
+upsell is scored; with `--touches`, that share of the page views are web sessions with a
+channel instead, so that orders have touches to attribute), then feeds them to a
+`ScoringHandler` on in-memory stores in the batches a worker would take at `--rate`
+(`--batch-ms` of traffic, split by partition), and prints the handler's CPU per event, the
+live states' hit share and the garbage collector's share, for each live-state capacity and
+attribution on or off. The first half of the run warms the states up (every customer seen at
+least once) and is not timed. No broker, no producer: what the worker's scoring thread spends
+beside the Kafka calls.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class Record:
 
 
 CHANNELS = ("direct", "organic", "paid", "social", "email")
+CATEGORIES = ("books", "music", "film", "games", "toys", "home", "garden")
 
 
 def build(customers: int, rate: int, seconds: float,
@@ -88,7 +90,8 @@ def build(customers: int, rate: int, seconds: float,
                                 "session_started" if session else "page_view"),
                  "source": "crm" if order else "web", "occurred_at": T0 + n * 1000 // rate,
                  "customer_id": customer,
-                 "payload": ({"order_id": f"o{n}", "amount": 25.0, "currency": "EUR"}
+                 "payload": ({"order_id": f"o{n}", "amount": 25.0, "currency": "EUR",
+                              "categories": [CATEGORIES[n // 10 % len(CATEGORIES)]]}
                              if order else
                              {"channel": CHANNELS[n % len(CHANNELS)], "device": "mobile"}
                              if session else {"url": "/"}),

@@ -217,6 +217,13 @@ class ScoringConfig:
     engagement_min_labels: int = 200
     #: Labels the churn classifier needs before its probabilities are used (prior before).
     churn_min_labels: int = 50
+    #: Upsell = a first order in a product category or a subscription upgrade within this
+    #: many days after a snapshot.
+    upsell_horizon_days: int = 30
+    #: Labels the upsell classifier needs before it replaces its frequency heuristic.
+    upsell_min_labels: int = 200
+    #: NPS answers the P(promoter) model needs before it answers for non-respondents.
+    advocacy_min_labels: int = 100
     #: Share of customers (by stable hash of id) whose examples are never learned: honest AUC.
     holdout_fraction: float = 0.1
     #: Tier cut points as fractions of customers below: Basic | Standard | Premium | VIP.

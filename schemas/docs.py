@@ -117,6 +117,8 @@ def _type(schema: dict[str, Any]) -> str:
         limits.append(f">= {schema['minimum']}")
     if "minProperties" in schema:
         limits.append(f"at least {schema['minProperties']} entry")
+    if "maxItems" in schema:
+        limits.append(f"at most {schema['maxItems']} items")
     if isinstance(schema.get("additionalProperties"), dict):
         limits.append(f"values: {_type(schema['additionalProperties'])}")
     if isinstance(schema.get("items"), dict):

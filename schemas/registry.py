@@ -4,9 +4,9 @@ The `*.json` files beside this module are the authoritative event contract (draf
 They keep to a keyword subset that fastjsonschema (draft-07 at most) compiles with the same
 meaning, so one file is both the published contract and the fast runtime check:
 `type`, `enum`, `const`, `required`, `properties`, `additionalProperties`, `pattern`,
-`minLength`/`maxLength`, `minimum`/`maximum`, `minProperties`, `items`, `anyOf`, `oneOf`,
-`allOf`, `if`/`then`, and `$ref` to `#/$defs/...` with no sibling keywords. `format` is an
-annotation only (2020-12's default); the decoder parses timestamps itself.
+`minLength`/`maxLength`, `minimum`/`maximum`, `minProperties`, `items`, `maxItems`, `anyOf`,
+`oneOf`, `allOf`, `if`/`then`, and `$ref` to `#/$defs/...` with no sibling keywords. `format`
+is an annotation only (2020-12's default); the decoder parses timestamps itself.
 
 Example:
 

@@ -24,6 +24,13 @@ BG/NBD P(alive) and expected orders fitted on these customers' calibration RFM (
 log1p(recency, orders, age, spend) fitted on the evaluation period's own outcome, scored out
 of fold (5 folds by a stable hash of the customer id).
 
+Upsell and advocacy (`propensities`) are judged the same way, each beside the recency and
+frequency baselines: the upsell probability at the split of every customer it was given for,
+against a first order in a category the customer had not bought, or a subscription upgrade,
+within `upsell_horizon_days` after the split; the predicted P(promoter) of customers without a
+recent NPS answer at the split, against their first NPS answer within the horizon (a
+promoter answers 9-10). A history without categories, plans or NPS answers says so.
+
 Progressive quality (`progressive`) is the other view: the learner's own delayed-label
 quality during the replay, before the split (`ReplayResult.quality`), and the ROC AUC of the
 logged churn predictions per calendar month (UTC) in which their labels resolved.
@@ -75,7 +82,8 @@ __all__ = [
 ]
 
 #: Alert types the engine raises; churn-type ones are judged by who churned afterwards.
-ALERT_TYPES: tuple[str, ...] = ("churn_risk", "high_value_at_risk", "vip_upgrade", "tier_downgrade")
+ALERT_TYPES: tuple[str, ...] = ("churn_risk", "high_value_at_risk", "vip_upgrade", "tier_downgrade",
+                                "upsell_opportunity")
 CHURN_ALERTS: tuple[str, ...] = ("churn_risk", "high_value_at_risk")
 
 #: Ranking scorers in report order: name -> what it is. Scores are oriented towards churn
@@ -122,6 +130,9 @@ class Calibration:
     spend_cents: int = 0
     first_order_ms: int | None = None
     last_order_ms: int | None = None
+    categories: set[str] = field(default_factory=set)
+    plan_cents: int | None = None
+    """Monthly fee of the latest subscription start (None: none, or cancelled since)."""
 
 
 @dataclass(slots=True)
@@ -133,6 +144,10 @@ class Outcome:
     cancelled_h: bool = False
     orders: int = 0
     spend_cents: int = 0
+    upsold_u: bool = False
+    """A first order in a new category, or a plan upgrade, within the upsell horizon."""
+    nps_h: int | None = None
+    """The first NPS answer within the horizon."""
 
 
 @dataclass(slots=True)
@@ -201,6 +216,7 @@ def summarize(
     """Calibration summaries (events <= split), outcomes (split < event <= end) and counts."""
     cfg = config or ScoringConfig()
     horizon_end = split_ms + horizon_days * DAY_MS
+    upsell_end = split_ms + cfg.upsell_horizon_days * DAY_MS
     before: dict[str, Calibration] = {}
     after: dict[str, Outcome] = {}
     counts = {"events_before_split": 0, "events_after_split": 0, "events_after_end": 0}
@@ -209,15 +225,16 @@ def summarize(
         etype, source = e["event_type"], e["source"]
         order = source == "crm" and etype == "order_placed"
         cents = 0
+        payload = e.get("payload") or {}
         if order:
-            payload = e.get("payload") or {}
             amount = float(payload.get("amount") or 0.0)
             cents = round(amount * cfg.fx(payload.get("currency")) * 100)
+        if ts <= split_ms and cid not in before:
+            before[cid] = Calibration(ts)
+        upsold = _upsell(before, cid, source, etype, payload, cfg) if source == "crm" else False
         if ts <= split_ms:
             counts["events_before_split"] += 1
-            c = before.get(cid)
-            if c is None:
-                c = before[cid] = Calibration(ts)
+            c = before[cid]
             c.first_ms = min(c.first_ms, ts)
             if (source, etype) in cfg.interaction_types:
                 last = c.last_interaction_ms
@@ -244,7 +261,39 @@ def summarize(
                 o.orders_h += 1
             if source == "crm" and etype == "subscription_cancelled":
                 o.cancelled_h = True
+            if (o.nps_h is None and etype == "survey_answered"
+                    and payload.get("survey") == "nps"):
+                o.nps_h = payload.get("score")
+        if upsold and ts <= upsell_end:
+            o.upsold_u = True
     return before, after, counts
+
+
+def _upsell(before: dict[str, Calibration], cid: str, source: str, etype: str,
+            payload: dict[str, Any], cfg: ScoringConfig) -> bool:
+    """Keep a customer's categories and plan (in `before`, whatever the time, as the engine
+    does in arrival order) and say whether this crm event is an upsell: an order in a
+    category it never bought after an earlier order, or a start at a higher fee while
+    subscribed."""
+    c = before.get(cid)
+    if c is None:
+        return False  # a customer first seen after the split: not evaluated
+    if etype == "order_placed":
+        cats = [x for x in payload.get("categories") or () if isinstance(x, str)]
+        new = any(x not in c.categories for x in cats) and c.orders > 0
+        c.categories.update(cats)
+        return new
+    if etype == "subscription_started":
+        mrr = payload.get("mrr")
+        if not isinstance(mrr, int | float):
+            return False
+        cents = round(mrr * cfg.fx(payload.get("currency")) * 100)
+        upgrade = c.plan_cents is not None and cents > c.plan_cents
+        c.plan_cents = cents
+        return upgrade
+    if etype == "subscription_cancelled":
+        c.plan_cents = None
+    return False
 
 
 def rfm_at(c: Calibration, split_ms: int) -> tuple[float, float, float, float, float] | None:
@@ -427,9 +476,59 @@ def backtest(
             "fitted_on": len(buyers),
         },
         "alerts": _alerts(result, ids, tiers, churned, split_ms, alert_months),
+        "propensities": propensities(cards, outcomes, recency, n_orders / age,
+                                     cfg.upsell_horizon_days, horizon_days),
         "progressive": progressive(result),
     }
     return Backtest(_rounded(report), ids, churned, bought, churn_scores)
+
+
+def propensities(cards: list[Any], outcomes: list[Outcome], recency: np.ndarray,
+                 frequency: np.ndarray, upsell_days: int, horizon_days: int) -> dict[str, Any]:
+    """Upsell and advocacy at the split against what followed, beside recency (days since
+    the last order: fewer, likelier) and frequency (orders per day of age: more, likelier)."""
+    up = [i for i, sc in enumerate(cards) if sc.upsell_probability is not None]
+    answered = [i for i, sc in enumerate(cards)
+                if outcomes[i].nps_h is not None and sc.advocacy is None]
+    said = [i for i in answered if cards[i].promoter_probability is not None]
+    return {
+        "upsell": _judged(
+            [outcomes[i].upsold_u for i in up],
+            {"model": [cards[i].upsell_probability for i in up]},
+            -recency[up], frequency[up], upsell_days,
+            "no product category or plan at the split"),
+        "advocacy": {
+            **_judged(
+                [(outcomes[i].nps_h or 0) >= 9 for i in answered],
+                {"model": [cards[i].promoter_probability for i in said]} if said and len(
+                    said) == len(answered) else {},
+                -recency[answered], frequency[answered], horizon_days,
+                "no NPS answer after the split"),
+            "predicted_for": len(said),
+        },
+    }
+
+
+def _judged(labels: list[bool], models: dict[str, list[Any]], recency: np.ndarray,
+            frequency: np.ndarray, days: int, empty: str) -> dict[str, Any]:
+    """Ranking (ROC AUC) of the model and the two baselines, and the model's probability
+    quality, on one outcome."""
+    y = np.array(labels, dtype=float)
+    out: dict[str, Any] = {"days": days, "n": len(labels), "positives": int(y.sum()),
+                           "rate": float(y.mean()) if len(y) else None}
+    if not len(y):
+        return {**out, "status": empty}
+    scores = {**{k: np.array(v, dtype=float) for k, v in models.items()},
+              "recency": recency, "frequency": frequency}
+    out["roc_auc"] = {name: ev.roc_auc(y, v) for name, v in scores.items()}
+    if "model" in models:
+        p = scores["model"]
+        out["probability"] = {"log_loss": ev.log_loss(y, p), "brier": ev.brier(y, p),
+                              "ece": ev.reliability(y, p, bins=10)[0],
+                              "mean_predicted": float(p.mean())}
+    out["status"] = ("ok" if 0 < y.sum() < len(y) and "model" in models else
+                     "one class" if not 0 < y.sum() < len(y) else "the model did not answer yet")
+    return out
 
 
 def _alerts(

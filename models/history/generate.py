@@ -6,6 +6,10 @@ late payments, lower CSAT and sentiment) for a couple of months before they canc
 silent, and growers who become VIPs. Purchases are heterogeneous Poisson processes with
 heavy-tailed (log-normal) order values in several currencies. Some events carry only an alias:
 email events with only `email`, web sessions with only `anonymous_id` until a `login` links it.
+Orders name product categories: a customer mostly buys again in categories it knows and
+sometimes tries a new one (growers more often, drifting customers hardly), growers on a
+subscription upgrade their plan, and a customer asked about once a quarter may answer the NPS
+question (promoters among growers, detractors among drifting customers and after bad support).
 Everything derives from one seed, so the same arguments always give the same bytes.
 
 That default profile ("stories") was written together with the churn model, so the model's
@@ -42,6 +46,10 @@ START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 
 SEGMENTS = (("one_time", 0.40), ("regular", 0.35), ("churner", 0.17), ("vip_grower", 0.08))
 _CURRENCIES = (("EUR", 0.8), ("USD", 0.15), ("GBP", 0.05))
+_CATEGORIES = ("books", "music", "film", "games", "electronics", "home", "garden", "toys",
+               "sports", "fashion")
+#: Chance that an order opens a category the customer never bought, per story.
+_EXPLORE = {"one_time": 0.10, "regular": 0.15, "churner": 0.12, "vip_grower": 0.35}
 _PROFILE_FIELDS = (
     "first_name",
     "last_name",
@@ -107,9 +115,16 @@ class _Customer:
         self.days = days
         self.start_ms = start_ms
         self.n = 0
+        self.n_extra = 0
         self.events: list[dict[str, Any]] = []
         self.orders = 0
         self.revenue = 0.0
+        # Categories, plans and survey answers draw from a stream of their own, so the rest
+        # of a customer's history is the same as before they existed.
+        self.extra = random.Random(f"{seed}:{index}:extra")
+        self.bought: list[str] = []
+        self.explore = 0.0
+        self.bad_support = 0.0
 
     def emit(
         self,
@@ -120,10 +135,16 @@ class _Customer:
         *,
         alias_only: bool = False,
         anonymous: bool = False,
+        extra: bool = False,
     ) -> None:
-        self.n += 1
+        if extra:  # an upgrade or a survey answer: ids of their own, the others' stay as they were
+            self.n_extra += 1
+            event_id = f"{source[0]}-{self.cid}-x{self.n_extra}"
+        else:
+            self.n += 1
+            event_id = f"{source[0]}-{self.cid}-{self.n}"
         e: dict[str, Any] = {
-            "event_id": f"{source[0]}-{self.cid}-{self.n}",
+            "event_id": event_id,
             "event_type": etype,
             "source": source,
             # web uses RFC 3339 strings, the other sources epoch milliseconds: both are legal
@@ -156,6 +177,11 @@ class _Customer:
         if churn_day is not None and churn_day >= self.days:
             churn_day, churn_kind = None, None
 
+        self.explore = _EXPLORE[segment]
+        extra = self.extra
+        upgrade_day = (signup_day + extra.randrange(60, 300)
+                       if subscribed and segment in ("vip_grower", "regular")
+                       and extra.random() < (0.6 if segment == "vip_grower" else 0.1) else None)
         base_sessions = rng.lognormvariate(math.log(0.12), 0.6)  # per day
         purchase_rate = rng.gammavariate(0.8, 1 / 0.8) / 45.0  # per day, heterogeneous
         spend_scale = rng.lognormvariate(math.log(40.0), 0.7)
@@ -226,9 +252,15 @@ class _Customer:
                     self.emit("web", "search", ts + 10_000, {"query": "shoes", "results": 12})
             if rng.random() < purchase_rate * growth * (1.0 - 0.7 * drift):
                 ts = ds + rng.randrange(8 * HOUR_MS, 22 * HOUR_MS)
+                self.explore = _EXPLORE[segment] * (1.0 - 0.9 * drift)
                 self._order(
                     ts, spend_scale * (growth if segment == "vip_grower" else 1.0), currency
                 )
+            if day == upgrade_day and not (churn_day is not None and day >= churn_day - 75):
+                self.emit("crm", "subscription_started", ds + 10 * HOUR_MS,
+                          {"plan": "plus", "mrr": 19.0}, extra=True)
+            if (day - signup_day) % 91 == 45 and extra.random() < 0.25:
+                self._nps(ds + 11 * HOUR_MS, segment, drift)
             if subscribed and (day - signup_day) % 30 == 0 and rng.random() < 0.02 + 0.5 * drift:
                 self.emit("crm", "payment_late", ds + HOUR_MS, {"days_late": rng.randrange(1, 20)})
             if rng.random() < 1 / 150 + drift / 12:
@@ -255,6 +287,7 @@ class _Customer:
                 )
                 if rng.random() < 0.5:
                     csat = max(1, min(5, round(rng.gauss(4.3 - 2.5 * drift, 0.7))))
+                    self.bad_support = max(self.bad_support, 1.0 if csat <= 2 else 0.0)
                     self.emit(
                         "support",
                         "satisfaction_rated",
@@ -273,12 +306,32 @@ class _Customer:
             self.revenue,
         )
 
+    def _nps(self, ts: int, segment: str, drift: float) -> None:
+        """One answer to the quarterly NPS question."""
+        mood = {"one_time": 6.5, "regular": 8.0, "churner": 7.5, "vip_grower": 9.0}[segment]
+        mood -= 4.0 * drift + 2.0 * self.bad_support
+        score = max(0, min(10, round(self.extra.gauss(mood, 1.5))))
+        self.emit("support", "survey_answered", ts, {"survey": "nps", "score": score},
+                  extra=True)
+        self.bad_support *= 0.5
+
+    def _categories(self) -> list[str]:
+        """The categories of one order: a known one, or (sometimes, always for a first
+        order) one the customer never bought."""
+        extra, bought = self.extra, self.bought
+        fresh = [c for c in _CATEGORIES if c not in bought]
+        if fresh and (not bought or extra.random() < self.explore):
+            bought.append(extra.choice(fresh))
+            return [bought[-1]]
+        return [extra.choice(bought)]
+
     def _order(self, ts: int, scale: float, currency: str) -> None:
         rng = self.rng
         amount = round(scale * rng.lognormvariate(0.0, 0.8), 2)
         oid = f"O-{self.cid}-{self.orders + 1}"
         self.emit(
-            "crm", "order_placed", ts, {"order_id": oid, "amount": amount, "currency": currency}
+            "crm", "order_placed", ts, {"order_id": oid, "amount": amount, "currency": currency,
+                                        "categories": self._categories()}
         )
         self.emit("web", "goal_completed", ts - 5_000, {"goal": "purchase", "value": amount})
         self.orders += 1
@@ -648,6 +701,9 @@ def generate(
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     rng = random.Random(f"{seed}:redeliveries")
+    # upgrades and survey answers (ids "...-x<n>") draw theirs apart, so that every other
+    # event is redelivered as it was before they existed
+    rng_extra = random.Random(f"{seed}:redeliveries:extra")
     out: list[tuple[int, str, int, dict[str, Any]]] = []
     truth = []
     for i in range(customers):
@@ -662,7 +718,8 @@ def generate(
             if ts >= start_ms + days * DAY_MS:
                 continue
             out.append((ts, e["event_id"], 0, e))
-            if rng.random() < redelivery_rate:
+            draw = rng_extra if "-x" in e["event_id"] else rng
+            if draw.random() < redelivery_rate:
                 out.append((ts, e["event_id"], 1, e))
     out.sort(key=lambda t: (t[0], t[1], t[2]))
     return [e for *_, e in out], truth

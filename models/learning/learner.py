@@ -19,7 +19,7 @@ from models.learning.churn import SEGMENTS, segment_of
 from models.learning.quality import BinaryQuality, RegressionQuality
 from models.learning.value import fit_bgnbd
 from models.scoring.engine import ACTIVITY_POPULATION, VALUE_POPULATION
-from models.scoring.labels import CHURN, ENGAGEMENT, VALUE, TrainingExample
+from models.scoring.labels import ADVOCACY, CHURN, ENGAGEMENT, UPSELL, VALUE, TrainingExample
 from models.scoring.tiers import TierThresholds
 
 __all__ = ["ACTIVITY_MIN_AGE_DAYS", "Learner"]
@@ -72,6 +72,10 @@ class Learner:
             "churn_classifier": BinaryQuality(keep_all=keep_predictions),
             "engagement": RegressionQuality(keep_all=keep_predictions),
             "value": RegressionQuality(keep_all=keep_predictions),
+            # Served upsell probabilities (the heuristic's until the classifier is ready) and
+            # the P(promoter) the advocacy model answered before each NPS answer it learned.
+            "upsell": BinaryQuality(keep_all=keep_predictions),
+            "advocacy": BinaryQuality(keep_all=keep_predictions),
         }
         self.examples_seen = 0
 
@@ -96,8 +100,10 @@ class Learner:
                     ex.label, sigmoid(ex.features.get("baseline_churn", 0.0)))
                 if ex.challenger is not None:
                     self.quality["churn_classifier"].update(ex.label, ex.challenger)
-            elif ex.model in (ENGAGEMENT, VALUE):
+            elif ex.model in (ENGAGEMENT, VALUE, UPSELL):
                 self.quality[ex.model].update(ex.label, ex.prediction)
+            elif ex.model == ADVOCACY and ex.challenger is not None:
+                self.quality[ADVOCACY].update(ex.label, ex.challenger)
             if ex.holdout:
                 continue
             if ex.model == CHURN:
@@ -107,6 +113,10 @@ class Learner:
                 m.engagement.learn(ex.features, ex.label)
             elif ex.model == VALUE:
                 m.value.learn(ex.features, ex.label)
+            elif ex.model == UPSELL:
+                m.upsell.learn(ex.features, ex.label)
+            elif ex.model == ADVOCACY:
+                m.advocacy.learn(ex.features, ex.label)
             else:
                 continue
             self.changed.add(ex.model)
@@ -180,6 +190,10 @@ class Learner:
             m.engagement.version = f"engagement-{seq:05d}"
         if VALUE in self.changed:
             m.value.version = f"value-{seq:05d}"
+        if UPSELL in self.changed:
+            m.upsell.version = f"upsell-{seq:05d}"
+        if ADVOCACY in self.changed:
+            m.advocacy.version = f"advocacy-{seq:05d}"
         if tiers is not None:
             m.tiers = tiers
         self.changed.clear()

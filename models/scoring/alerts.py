@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from models.learning.prediction import Factor
 from models.scoring.scorecard import Scorecard
 from models.scoring.tiers import TIERS
 from schemas.units import DAY_MS
@@ -96,6 +97,13 @@ class AlertConfig:
     `budget_window_ms` of event time; the value-at-risk cut (`TierThresholds.at_risk_from`)
     is set so that this share lies above it."""
     budget_window_ms: int = 30 * DAY_MS
+    upsell_on: float = 0.5
+    """upsell_opportunity fires when the upsell probability rises to this or above, for a
+    customer of Standard tier or higher (predicted value worth a sales contact) ..."""
+    upsell_off: float = 0.35
+    """... and re-arms once it has fallen below this."""
+    upsell_cooldown_ms: int = 30 * DAY_MS
+    """upsell_opportunity fires at most once per customer within this much event time."""
 
 
 @dataclass(slots=True)
@@ -194,8 +202,11 @@ class Alert:
         return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
     def to_record(self, emitted_at: int) -> dict[str, Any]:
-        """The alerts-topic record."""
-        factors = self.scorecard.churn_factors
+        """The alerts-topic record (`factors`: what raised the upsell propensity for an
+        upsell opportunity, the churn risk for any other alert)."""
+        card = self.scorecard
+        factors = card.upsell_factors if self.alert_type == "upsell_opportunity" else (
+            card.churn_factors)
         return {
             "alert_id": self.alert_id,
             "alert_type": self.alert_type,
@@ -212,7 +223,8 @@ class Alert:
 
 
 class AlertRules:
-    """The alert rules: churn_risk, high_value_at_risk, vip_upgrade, tier_downgrade."""
+    """The alert rules: churn_risk, high_value_at_risk, vip_upgrade, tier_downgrade,
+    upsell_opportunity."""
 
     def __init__(self, config: AlertConfig | None = None) -> None:
         self.config = cfg = config or AlertConfig()
@@ -325,6 +337,17 @@ class AlertRules:
             fire("tier_downgrade", "warning",
                  f"tier fell from {old_tier} to {current.tier} (predicted 12-month value "
                  f"{current.ltv_predicted_12m:,.0f} {current.currency})", cfg.tier_cooldown_ms)
+
+        # Propensity x value: a likely upsell of a customer worth a sales contact (Standard
+        # tier or higher), inside the same budget as every other alert type.
+        up = current.upsell_probability
+        if up is not None and self._crossed(
+                "upsell_opportunity", up, cfg.upsell_on, cfg.upsell_off, memory,
+                rank >= TIER_RANK["Standard"]):
+            fire("upsell_opportunity", "info",
+                 f"upsell propensity {up:.2f} for a {current.tier} customer (predicted "
+                 f"12-month value {current.ltv_predicted_12m:,.0f} {current.currency})"
+                 f"{_factor_phrase(current.upsell_factors)}", cfg.upsell_cooldown_ms, rearm=True)
         return alerts
 
     def on_outcome(self, out: BatchOutcome, at_risk_from: float | None = None,
@@ -403,8 +426,10 @@ class AlertRules:
         return out
 
 
-def _factor_phrase(card: Scorecard) -> str:
-    """', mainly <top factor>' for the one-line reason, or nothing."""
-    if not card.churn_factors:
+def _factor_phrase(card: Scorecard | tuple[Factor, ...]) -> str:
+    """', mainly <top factor>' (of a scorecard's churn, or of `factors`) for the one-line
+    reason, or nothing."""
+    factors = card.churn_factors if isinstance(card, Scorecard) else card
+    if not factors:
         return ""
-    return f", mainly {card.churn_factors[0].label}"
+    return f", mainly {factors[0].label}"

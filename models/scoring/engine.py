@@ -14,27 +14,32 @@ from typing import Any
 
 from models.attribution.journey import Attribution, Journey, conversion_of, touch_of
 from models.config import TOUCH, AttributionConfig, ScoringConfig
+from models.kpi.surveys import advocacy
 from models.learning.bundle import ModelBundle
 from models.learning.churn import CANCELLED_CHURN, logit, segment_of
 from models.scoring.features import (
     FEATURE_NAMES,
     RFM_NAMES,
+    UPSELL_NAMES,
     activity,
     observe,
     rfm,
     summary_row,
     unvector,
+    upsell_features,
     vector,
 )
 from models.scoring.labels import (
+    ADVOCACY,
     CHURN,
     ENGAGEMENT,
     MODEL_NAMES,
+    UPSELL,
     VALUE,
     PendingLabel,
     TrainingExample,
 )
-from models.scoring.scorecard import Scorecard, cohort_of
+from models.scoring.scorecard import ADVOCACY_WINDOW_DAYS, Scorecard, cohort_of
 from models.scoring.state import CustomerState
 from schemas.units import DAY_MS
 
@@ -118,6 +123,7 @@ class ScoringEngine:
             CHURN: cfg.churn_horizon_days * DAY_MS,
             ENGAGEMENT: cfg.engagement_horizon_days * DAY_MS,
             VALUE: cfg.value_horizon_days * DAY_MS,
+            UPSELL: cfg.upsell_horizon_days * DAY_MS,
         }
 
     # -- the two entry points -------------------------------------------------------------
@@ -150,9 +156,14 @@ class ScoringEngine:
             fresh = [e for e in events if state.first_release(e)]
         attribution = self._attribution
         attributions: list[Attribution] = []
+        examples: list[TrainingExample] = []
         for e in sorted(fresh, key=_event_order) if len(fresh) > 1 else fresh:
+            answer = (self._nps_example(state, e) if e["event_type"] == "survey_answered"
+                      else None)
             if state.apply(e):
                 applied += 1
+                if answer is not None:
+                    examples.append(answer)
                 if attribution is not None:
                     kind = attribution.kinds.get((e["source"], e["event_type"]))
                     if kind is not None:
@@ -161,18 +172,22 @@ class ScoringEngine:
         last_ms = state.last_ms
         as_of = last_ms if last_ms is not None and last_ms > watermark_ms else watermark_ms
         active = activity(state, as_of)
-        examples = self._resolve(state, as_of, active)
+        resolved = self._resolve(state, as_of, active)
+        if resolved:
+            examples.extend(resolved)
         if not applied and not examples:
             return BatchOutcome(
                 cid, state, None, prev, [], 0, dups, False, state.next_due(), last_id
             )
-        scorecard, feats, summary = self._score(state, as_of, active)
+        scorecard, feats, summary, upsell = self._score(state, as_of, active)
         if applied:
             shared: dict[str, tuple[float, ...]] = {}
             for model in MODEL_NAMES:
                 if model not in state.pending:
                     self._take_snapshot(state, model, as_of, feats, summary, active, scorecard,
                                         examples, shared)
+            if upsell is not None and UPSELL not in state.pending:
+                self._upsell_snapshot(state, as_of, upsell, scorecard)
         state.last, state.card = scorecard.to_row(), scorecard
         return BatchOutcome(
             cid, state, scorecard, prev, examples, applied, dups, False, state.next_due(), last_id,
@@ -194,7 +209,7 @@ class ScoringEngine:
         examples = self._resolve(state, as_of, active)
         if not examples:
             return BatchOutcome(state.customer_id, state, None, prev, [], next_due=state.next_due())
-        scorecard, feats, summary = self._score(state, as_of, active)
+        scorecard, feats, summary, upsell = self._score(state, as_of, active)
         last_int = state.last_interaction_ms
         shared: dict[str, tuple[float, ...]] = {}
         for model in resolved:
@@ -204,6 +219,10 @@ class ScoringEngine:
             follow = SILENT_SNAPSHOT_MS if model == CHURN else self._horizon[model]
             recent = last_int is not None and as_of - last_int < follow
             if model not in state.pending and recent:
+                if model == UPSELL:
+                    if upsell is not None:
+                        self._upsell_snapshot(state, as_of, upsell, scorecard)
+                    continue
                 self._take_snapshot(state, model, as_of, feats, summary, active, scorecard,
                                     examples, shared)
         state.last, state.card = scorecard.to_row(), scorecard
@@ -231,24 +250,39 @@ class ScoringEngine:
         if done is not None:
             out.append(done)
 
+    def _features(self, state: CustomerState, as_of: int,
+                  active: tuple[float, float, float] | None) -> tuple[Any, ...]:
+        """Key values, behavioural features with the churn baseline's answer among them, and
+        the baseline's (probability, P(alive), P(quiet)), as of `as_of`."""
+        kv, feats = observe(state, as_of)
+        cancelled = state.cancelled_ms is not None and not state.subscription_active
+        base = self.bundle.churn.baseline(active, cancelled, segment_of(feats["orders_only"]))
+        feats["baseline_churn"] = logit(base[0])
+        return kv, feats, base
+
     def _score(
         self, state: CustomerState, as_of: int, active: tuple[float, float, float] | None
-    ) -> tuple[Scorecard, dict[str, float], dict[str, float] | None]:
-        """The scorecard, the features it was scored from and the RFM summary; `active` is
-        the state's `activity` as of `as_of` (computed once per batch by the caller)."""
-        kv, feats = observe(state, as_of)
+    ) -> tuple[Scorecard, dict[str, float], dict[str, float] | None, dict[str, float] | None]:
+        """The scorecard, the features it was scored from, the RFM summary and the upsell
+        features (None: nothing to upsell from); `active` is the state's `activity` as of
+        `as_of` (computed once per batch by the caller)."""
+        kv, feats, (p_base, alive, quiet) = self._features(state, as_of, active)
         summary = rfm(state, as_of)
         b = self.bundle
         cancelled = state.cancelled_ms is not None and not state.subscription_active
         segment = segment_of(feats["orders_only"])
-        p_base, alive, quiet = b.churn.baseline(active, cancelled, segment)
-        feats["baseline_churn"] = logit(p_base)
         churn = b.churn.predict(feats, segment, p_base)
         if cancelled and churn.value < CANCELLED_CHURN:  # decisive, whichever model serves
             churn = churn._replace(value=CANCELLED_CHURN)
         churn_factors = churn.factors or b.churn.baseline_factors(alive, quiet)
         engagement = b.engagement.predict(feats)
         value = b.value.estimate(summary)
+        upsell_x = upsell_features(state, feats)
+        upsell = b.upsell.predict(upsell_x) if upsell_x is not None else None
+        surveys = _surveys(state.surveys) if state.surveys else ()
+        promoter = None
+        if b.advocacy.ready and not _answered_nps(surveys, as_of):
+            promoter = b.advocacy.predict(feats)
         sc = Scorecard(
             customer_id=state.customer_id,
             as_of=as_of,
@@ -267,12 +301,43 @@ class ScoringEngine:
             tier=b.tiers.tier(value.value, _previous_tier(state)),
             model_versions=b.versions(),
             currency=self.config.base_currency,
-            surveys=_surveys(state.surveys) if state.surveys else (),
+            surveys=surveys,
             orders=state.n_orders,
             cohort=cohort_of(state.first_order_ms),
             acquisition_channel=state.acquired[1] if state.acquired is not None else None,
+            upsell_probability=None if upsell is None else upsell.value,
+            upsell_factors=() if upsell is None else upsell.factors,
+            promoter_probability=None if promoter is None else promoter.value,
+            promoter_interval=None if promoter is None else (promoter.low, promoter.high),
+            promoter_factors=() if promoter is None else promoter.factors,
         )
-        return sc, feats, summary
+        return sc, feats, summary, upsell_x
+
+    def _upsell_snapshot(self, state: CustomerState, as_of: int, x: dict[str, float],
+                         scorecard: Scorecard) -> None:
+        """A pending upsell label from the upsell features just scored."""
+        state.pending[UPSELL] = PendingLabel(
+            UPSELL, as_of, as_of + self._horizon[UPSELL], vector(x, UPSELL_NAMES),
+            scorecard.upsell_probability or 0.0, scorecard.model_versions[UPSELL])
+
+    def _nps_example(self, state: CustomerState,
+                     event: dict[str, Any]) -> TrainingExample | None:
+        """An NPS answer is the advocacy model's label: its example holds the customer's
+        features from just before the answer (the state has not applied it yet) and what the
+        model said of it then (`challenger`, None while it said nothing)."""
+        payload = event.get("payload") or {}
+        score = payload.get("score")
+        if payload.get("survey") != "nps" or not isinstance(score, int) or state.last_ms is None:
+            return None  # a first event says nothing about the customer before it
+        at = event["occurred_at"]
+        _, feats, _ = self._features(state, at, activity(state, at))
+        model = self.bundle.advocacy
+        said = model.probability(feats)
+        return TrainingExample(
+            ADVOCACY, state.customer_id, unvector(vector(feats, FEATURE_NAMES), FEATURE_NAMES),
+            1.0 if advocacy(score) == "promoter" else 0.0, said if said is not None else 0.0,
+            model.version, at, at, is_holdout(state.customer_id, self.config.holdout_fraction),
+            said)
 
     def _take_snapshot(
         self,
@@ -339,7 +404,8 @@ class ScoringEngine:
         for model in sorted(due):
             p = state.pending[model]
             del state.pending[model]
-            names = RFM_NAMES if model == VALUE else FEATURE_NAMES
+            names = (RFM_NAMES if model == VALUE else
+                     UPSELL_NAMES if model == UPSELL else FEATURE_NAMES)
             if len(p.features) != len(names):
                 continue  # taken with another feature set: nothing to learn from it
             if model == CHURN:
@@ -404,6 +470,14 @@ def _previous(state: CustomerState) -> Scorecard | None:
 
 def _event_order(e: dict[str, Any]) -> tuple[int, str]:
     return e["occurred_at"], e["event_id"]
+
+
+def _answered_nps(surveys: tuple[tuple[str, int, int], ...], as_of: int) -> bool:
+    """Whether the customer's latest NPS answer is recent enough to say its advocacy."""
+    for name, _score, at in surveys:
+        if name == "nps":
+            return as_of - at <= ADVOCACY_WINDOW_DAYS * DAY_MS
+    return False
 
 
 def _surveys(answers: dict[str, list[int]]) -> tuple[tuple[str, int, int], ...]:

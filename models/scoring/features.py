@@ -28,6 +28,7 @@ __all__ = [
     "FEATURE_LABELS",
     "FEATURE_NAMES",
     "RFM_NAMES",
+    "UPSELL_NAMES",
     "KeyValues",
     "activity",
     "activity_row",
@@ -37,6 +38,7 @@ __all__ = [
     "rfm",
     "summary_row",
     "unvector",
+    "upsell_features",
     "vector",
 ]
 
@@ -86,7 +88,12 @@ FEATURE_LABELS: dict[str, str] = {
     "silence_vs_cadence": "days since last active, against the customer's usual gap",
     "orders_only": "orders are the customer's only activity",
     "baseline_churn": "repeat-activity model (BG/NBD) churn risk",
+    "categories_bought": "product categories bought",
+    "plan_fee": "subscription's monthly fee",
 }
+
+#: Features of the upsell model: the behavioural ones and what there is to upsell from.
+UPSELL_NAMES: tuple[str, ...] = (*FEATURE_NAMES, "categories_bought", "plan_fee")
 
 #: Repeat-purchase summary used by the value model (BG/NBD + Gamma-Gamma), days and base money.
 RFM_NAMES: tuple[str, ...] = ("x", "t_x", "T", "n", "m")
@@ -195,6 +202,18 @@ def observe(state: CustomerState, as_of_ms: int) -> tuple[KeyValues, dict[str, f
         "orders_only": 1.0 if state.orders_only else 0.0,
     }
     return kv, x
+
+
+def upsell_features(state: CustomerState, x: dict[str, float]) -> dict[str, float] | None:
+    """The upsell model's features (`UPSELL_NAMES`) from the behavioural ones just scored
+    (`x`, with `baseline_churn`), or None for a customer with nothing to upsell from (no
+    product category bought, no active subscription with a known fee)."""
+    if not state.upsell_eligible:
+        return None
+    plan = state.plan
+    fee = plan[1] / 100 if plan is not None and state.subscription_active else 0.0
+    return {**x, "categories_bought": math.log1p(len(state.categories or ())),
+            "plan_fee": math.log1p(fee if fee > 0 else 0.0)}
 
 
 def activity_row(state: CustomerState, as_of_ms: int) -> dict[str, float] | None:

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ADVOCACY",
     "CHURN",
     "ENGAGEMENT",
     "MODEL_NAMES",
+    "UPSELL",
     "VALUE",
     "DueIndex",
     "PendingLabel",
@@ -27,6 +29,13 @@ CHURN = "churn"
 ENGAGEMENT = "engagement"
 VALUE = "value"
 MODEL_NAMES: tuple[str, ...] = (CHURN, ENGAGEMENT, VALUE)
+"""The models every customer with activity gets snapshots for."""
+ADVOCACY = "advocacy"
+"""Examples made when a customer answers the NPS question (no pending label: the answer is
+the label)."""
+UPSELL = "upsell"
+"""Snapshots for customers with product categories or a subscription only (see
+`CustomerState.upsell_eligible`)."""
 
 
 class PendingLabel:
@@ -54,6 +63,7 @@ class PendingLabel:
         "orders",
         "prediction",
         "taken_at",
+        "upsold",
         "version",
     )
 
@@ -70,6 +80,7 @@ class PendingLabel:
         order_cents: int = 0,
         cancelled_at: int | None = None,
         challenger: float | None = None,
+        upsold: int = 0,
     ) -> None:
         self.model = model
         self.taken_at = taken_at
@@ -84,8 +95,11 @@ class PendingLabel:
         self.challenger = challenger
         """The churn classifier's answer at snapshot time (None before it was ready): what the
         champion/challenger contest judges it on, whichever model served."""
+        self.upsold = upsold
+        """Upsells seen in the window: first orders in a category, subscription upgrades."""
 
-    def observe(self, ts: int, *, interaction: bool, order_cents: int, cancelled: bool) -> None:
+    def observe(self, ts: int, *, interaction: bool, order_cents: int, cancelled: bool,
+                upsold: bool = False) -> None:
         """Count one event towards the label if it falls inside (taken_at, due_at]."""
         if not self.taken_at < ts <= self.due_at:
             return
@@ -96,6 +110,8 @@ class PendingLabel:
             self.order_cents += order_cents
         if cancelled and (self.cancelled_at is None or ts < self.cancelled_at):
             self.cancelled_at = ts
+        if upsold:
+            self.upsold += 1
 
     def is_due(self, watermark_ms: int) -> bool:
         """True when the label is known: horizon passed, or (churn) a cancellation was seen."""
@@ -110,9 +126,12 @@ class PendingLabel:
         return self.due_at
 
     def label(self) -> float:
-        """The outcome: churn 1/0, engagement interactions count, value orders count."""
+        """The outcome: churn 1/0, engagement interactions count, value orders count,
+        upsell 1/0."""
         if self.model == CHURN:
             return 1.0 if (self.cancelled_at is not None or self.interactions == 0) else 0.0
+        if self.model == UPSELL:
+            return 1.0 if self.upsold else 0.0
         if self.model == ENGAGEMENT:
             return float(self.interactions)
         return float(self.orders)
@@ -130,7 +149,8 @@ class PendingLabel:
             self.orders,
             self.order_cents,
             self.cancelled_at,
-            *(() if self.challenger is None else (self.challenger,)),
+            *(() if self.challenger is None and not self.upsold else (self.challenger,)),
+            *((self.upsold,) if self.upsold else ()),
         ]
 
     @classmethod
@@ -160,8 +180,9 @@ class TrainingExample:
     resolved_at: int
     holdout: bool = False
     challenger: float | None = None
-    """Churn only: the classifier's answer logged with the snapshot (None before it was
-    ready), beside the served `prediction`."""
+    """Churn: the classifier's answer logged with the snapshot (None before it was ready),
+    beside the served `prediction`. Advocacy: the P(promoter) the model answered (None while
+    it answered nothing)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (for the training-examples topic)."""

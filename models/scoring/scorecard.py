@@ -59,6 +59,16 @@ class Scorecard:
     """The month of the first order, "YYYY-MM" (UTC); None before any order."""
     acquisition_channel: str | None = None
     """The channel of the customer's earliest web session that named one; None if none did."""
+    upsell_probability: float | None = None
+    """P(a first order in a product category, or a subscription upgrade, within the upsell
+    horizon); None for a customer with nothing to upsell from."""
+    upsell_factors: tuple[Factor, ...] = ()
+    promoter_probability: float | None = None
+    """Predicted P(promoter) for a customer without an NPS answer of the last
+    `ADVOCACY_WINDOW_DAYS` (None for one with an answer, or while the model has not learned)."""
+    promoter_interval: tuple[float, float] | None = None
+    """The 95 % interval of `promoter_probability`."""
+    promoter_factors: tuple[Factor, ...] = ()
 
     @property
     def advocacy(self) -> Advocacy | None:
@@ -108,6 +118,15 @@ class Scorecard:
                                "days_ago": max(0, (self.as_of - at) // DAY_MS)}
                         for name, score, at in self.surveys},
             "advocacy": self.advocacy,
+            "promoter": None if self.promoter_probability is None else {
+                "probability": self.promoter_probability,
+                "interval": list(self.promoter_interval or (0.0, 1.0)),
+                "factors": list(map(Factor.to_dict, self.promoter_factors)),
+            },
+            "upsell": None if self.upsell_probability is None else {
+                "probability": self.upsell_probability,
+                "factors": list(map(Factor.to_dict, self.upsell_factors)),
+            },
         }
 
     def to_row(self) -> list[Any]:
@@ -134,6 +153,11 @@ class Scorecard:
             self.orders,
             self.cohort,
             self.acquisition_channel,
+            self.upsell_probability,
+            list(map(_compact, self.upsell_factors)),
+            self.promoter_probability,
+            None if self.promoter_interval is None else list(self.promoter_interval),
+            list(map(_compact, self.promoter_factors)),
         ]
 
     @classmethod
@@ -151,6 +175,11 @@ class Scorecard:
         r[15] = dict(r[15])
         if len(r) > 17:
             r[17] = tuple([(a[0], a[1], a[2]) for a in r[17]])
+        if len(r) > _BEFORE_PROPENSITIES:  # rows from before the propensities lack these
+            upsell, interval, promoter = r[22], r[24], r[25]
+            r[22] = tuple([_expand(f) for f in upsell]) if upsell else ()
+            r[24] = None if interval is None else (interval[0], interval[1])
+            r[25] = tuple([_expand(f) for f in promoter]) if promoter else ()
         if len(r) != len(_SLOT_SETTERS):  # a shorter row: the defaults fill the rest
             return cls(*r)
         card = _new(cls)
@@ -171,7 +200,7 @@ def upgraded_row(row: list[Any], orders: int, cohort: str | None,
     scorecard. Rows of any other length come back as they are.
 
     >>> len(upgraded_row(list(range(17)), 2, "2026-01", None)), ROW_LENGTH
-    (21, 21)
+    (21, 26)
     """
     if len(row) == _BEFORE_SURVEYS:
         return [*row, [], orders, cohort, channel]
@@ -180,7 +209,7 @@ def upgraded_row(row: list[Any], orders: int, cohort: str | None,
     return row
 
 
-_BEFORE_SURVEYS, _BEFORE_SEGMENTS = 17, 18
+_BEFORE_SURVEYS, _BEFORE_SEGMENTS, _BEFORE_PROPENSITIES = 17, 18, 21
 
 
 @functools.lru_cache(maxsize=4096)

@@ -27,6 +27,7 @@ from schemas.units import DAY_MS
 
 __all__ = [
     "ACTIVE_OLD_CAP",
+    "CATEGORIES_CAP",
     "CSAT_COUNT",
     "CSAT_SUM",
     "DEFAULT_CONFIG",
@@ -89,6 +90,8 @@ def _saturate(cents: int) -> int:
     """`cents` clamped to +-`MAX_CENTS`."""
     return cents if -MAX_CENTS <= cents <= MAX_CENTS else (MAX_CENTS if cents > 0 else -MAX_CENTS)
 _NUMBER = (int, float)
+CATEGORIES_CAP = 64
+"""Product categories remembered per customer (beyond them, new ones still count as upsells)."""
 SURVEYS = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
 """The surveys whose latest answer a state keeps, with their scales."""
 
@@ -127,6 +130,7 @@ class CustomerState:
         "alerts",
         "cancelled_ms",
         "card",
+        "categories",
         "config",
         "customer_id",
         "days",
@@ -147,6 +151,7 @@ class CustomerState:
         "order_days",
         "order_days_dropped",
         "pending",
+        "plan",
         "profile",
         "released",
         "reported",
@@ -181,6 +186,11 @@ class CustomerState:
         self.subscription: list[int] | None = None  # [updated_at, active 0/1]
         self.unsubscribed: list[int] | None = None  # [updated_at, 1]
         self.cancelled_ms: int | None = None
+        # Product categories the customer has bought (orders that named them), at most
+        # `CATEGORIES_CAP`; None until an order names one.
+        self.categories: set[str] | None = None
+        # The latest subscription start: [started_at, monthly fee in base cents].
+        self.plan: list[int] | None = None
         # The latest answer to each survey (nps, csat, ces): survey -> [answered_at, score];
         # a support rating counts as a CSAT answer. None until the first answer.
         self.surveys: dict[str, list[int]] | None = None
@@ -286,6 +296,7 @@ class CustomerState:
                 self._active_old(day)
         order_cents = 0
         cancelled = False
+        upsold = False
         if source == "web":
             if etype == "session_started":
                 channel = payload.get("channel")
@@ -297,6 +308,9 @@ class CustomerState:
         elif source == "crm":
             if etype == "order_placed":
                 order_cents = self._cents(payload)
+                categories = payload.get("categories")
+                if categories:
+                    upsold = self._categories(categories)
                 self._order(ts, day, order_cents, bucket)
             elif etype == "order_refunded":
                 cents = self._cents(payload)
@@ -310,6 +324,7 @@ class CustomerState:
                 if bucket is not None:
                     bucket[LATE_PAYMENTS] += 1
             elif etype == "subscription_started":
+                upsold = self._plan(ts, payload)
                 self.subscription = _lww(self.subscription, ts, 1)
             elif etype == "subscription_cancelled":
                 self.subscription = _lww(self.subscription, ts, 0)
@@ -344,8 +359,44 @@ class CustomerState:
                 self._late(day, anchor, before, after)
         if self.pending:
             for p in self.pending.values():
-                p.observe(ts, interaction=interaction, order_cents=order_cents, cancelled=cancelled)
+                p.observe(ts, interaction=interaction, order_cents=order_cents, cancelled=cancelled,
+                          upsold=upsold)
         return True
+
+    def _categories(self, categories: list[Any]) -> bool:
+        """Remember an order's product categories; True if a customer who had bought before
+        bought a category for the first time (an upsell). Judged in arrival order: an older
+        order that arrives late counts as new to it."""
+        known = self.categories
+        if known is None:
+            known = self.categories = set()
+        new = False
+        for c in categories:
+            if isinstance(c, str) and c not in known:
+                new = True
+                if len(known) < CATEGORIES_CAP:
+                    known.add(c)
+        return new and self.n_orders > 0
+
+    def _plan(self, ts: int, payload: dict[str, Any]) -> bool:
+        """Remember a subscription start's monthly fee; True for an upgrade: a start, while a
+        subscription is active, at a higher fee than the latest earlier start's."""
+        mrr = payload.get("mrr")
+        if not isinstance(mrr, _NUMBER):
+            return False
+        cents = self._cents({"amount": mrr, "currency": payload.get("currency")})
+        plan = self.plan
+        if plan is not None and ts < plan[0]:
+            return False  # an older start, arrived late: neither the plan nor an upgrade
+        upgrade = plan is not None and cents > plan[1] and self.subscription_active
+        self.plan = [ts, cents]
+        return upgrade
+
+    @property
+    def upsell_eligible(self) -> bool:
+        """Whether an upsell can be observed for this customer: it bought in a named product
+        category, or has an active subscription with a known fee."""
+        return bool(self.categories) or (self.plan is not None and self.subscription_active)
 
     def _late(self, day: int, anchor: int, before: tuple[int, ...],
               after: tuple[int, ...]) -> None:
@@ -660,6 +711,10 @@ class CustomerState:
             out["sv"] = self.surveys
         if self.acquired is not None:
             out["ac"] = self.acquired
+        if self.categories:
+            out["ct"] = sorted(self.categories)
+        if self.plan is not None:
+            out["pm"] = self.plan
         if self.first_interaction_ms is not None:
             out["ad"] = [self.first_interaction_ms, self.active_days, sorted(self.active_old)]
         if self.pending:
@@ -708,6 +763,10 @@ class CustomerState:
             s.surveys = {k: list(v) for k, v in d["sv"].items()}
         acquired = d.get("ac")  # states written before acquisition channels were kept: None
         s.acquired = list(acquired) if acquired is not None else None
+        if "ct" in d:
+            s.categories = set(d["ct"])
+        plan = d.get("pm")
+        s.plan = list(plan) if plan is not None else None
         if "ad" in d:
             s.first_interaction_ms, s.active_days, old = d["ad"]
             s.active_old = set(old)
@@ -723,7 +782,7 @@ class CustomerState:
             p = PendingLabel.from_list(row)
             s.pending[p.model] = p
         last = d.get("last")
-        if last is not None and len(last) < _ROW_LENGTH:  # written by an earlier version
+        if last is not None and len(last) < _SEGMENTED_ROW:  # written by an earlier version
             # (imported here: the scorecard's module imports this one through its features)
             from models.scoring.scorecard import cohort_of, upgraded_row
 
@@ -748,8 +807,9 @@ class CustomerState:
         return f"CustomerState({self.customer_id!r}, events={self.n_events})"
 
 
-_ROW_LENGTH = 21
-"""Items of a scorecard row now (`models.scoring.scorecard.ROW_LENGTH`, checked by its tests)."""
+_SEGMENTED_ROW = 21
+"""Items of the first scorecard rows with orders, cohort and acquisition channel (shorter ones
+are upgraded; longer ones restore with the defaults of what they lack)."""
 
 _WINDOWS: dict[int, list[int]] = {}
 

@@ -36,6 +36,7 @@ __all__ = [
     "main",
     "progressive_line",
     "progressive_table",
+    "propensity_table",
     "render",
     "run",
     "summary",
@@ -236,9 +237,48 @@ def render(report: dict[str, Any]) -> list[str]:
         f"{tc['tier_alerts_per_customer_per_year']['vip_upgrade']:.2f}, tier_downgrade "
         f"{tc['tier_alerts_per_customer_per_year']['tier_downgrade']:.2f}",
         "",
+        *propensity_table(report["propensities"]),
+        "",
         *progressive_table(report["progressive"]),
     ]
     return [*lines, "", *summary(report)]
+
+
+_OUTCOMES = {
+    "upsell": "upsell: first order in a new category or an upgrade",
+    "advocacy": "advocacy: next NPS answer is a promoter's",
+}
+
+
+def propensity_table(props: dict[str, Any]) -> list[str]:
+    """Upsell and advocacy at the split against what followed, beside the baselines."""
+    lines = [f"{'propensities (ROC AUC)':<46}{'n':>7}{'rate':>7}{'model':>8}{'recency':>8}"
+             f"{'freq.':>7}{'ECE':>7}"]
+    for name, what in _OUTCOMES.items():
+        lines.append(f"  {what:<44}" + _propensity_cells(props[name]))
+    return lines
+
+
+def _propensity_line(name: str, r: dict[str, Any]) -> str:
+    """One summary line: the model's ROC AUC beside the baselines', or why there is none."""
+    if "roc_auc" not in r:
+        return f"{name + ' ROC AUC':<24}{'-':>10}   no labels: {r['status']}"
+    auc, prob = r["roc_auc"], r.get("probability") or {}
+    return (f"{name + ' ROC AUC':<24}{_f(auc.get('model'), width=10)}   recency "
+            f"{_f(auc['recency']).strip()}, frequency {_f(auc['frequency']).strip()}; n {r['n']}, "
+            f"rate {_f(r['rate']).strip()}, ECE {_f(prob.get('ece')).strip()}"
+            + ("" if r["status"] == "ok" else f" ({r['status']})"))
+
+
+def _propensity_cells(r: dict[str, Any]) -> str:
+    """n, rate, AUCs and ECE of one propensity, or why there are none."""
+    if "roc_auc" not in r:
+        return f"{r['n']:>7}  ({r['status']})"
+    auc, prob = r["roc_auc"], r.get("probability") or {}
+    note = "" if r["status"] == "ok" else f"  ({r['status']})"
+    return (f"{r['n']:>7}{_f(r['rate'], width=7)}{_f(auc.get('model'), width=8)}"
+            f"{_f(auc['recency'], width=8)}{_f(auc['frequency'], width=7)}"
+            f"{_f(prob.get('ece'), width=7)}{note}")
 
 
 def progressive_table(prog: dict[str, Any]) -> list[str]:
@@ -329,6 +369,7 @@ def summary(report: dict[str, Any]) -> list[str]:
         f"({any_alert['flagged']} customers alerted)",
         f"{'tier changes /cust./year':<24}"
         f"{_f(alerts['tier_changes']['per_customer_per_year'], 2, 10)}",
+        *(_propensity_line(name, report["propensities"][name]) for name in _OUTCOMES),
         progressive_line(report["progressive"]),
     ]
 

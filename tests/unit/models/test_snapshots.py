@@ -29,6 +29,7 @@ from models.ingest.routing import Ingestion
 from models.learning.bundle import ModelBundle
 from models.learning.churn import ChurnModel
 from models.learning.engagement import EngagementModel
+from models.learning.propensity import PropensityModel
 from models.learning.value import ValueModel
 from models.scoring.engine import ScoringEngine
 from models.scoring.state import CustomerState
@@ -91,6 +92,14 @@ def _resolver() -> IdentityResolver:
     return _ingestion().resolver
 
 
+def _propensity() -> PropensityModel:
+    model = PropensityModel()
+    for n in range(300):
+        model.learn({"orders_365d": float(n % 3), "tenure_days": n / 50}, float(n % 3 == 2))
+    assert model.ready and model.predict({"orders_365d": 2.0}) is not None
+    return model
+
+
 def _transition_counts() -> TransitionCounts:
     return TransitionCounts.from_paths(
         [(["email", "search"], True), (["search"], False), (["search", "email", "email"], True)])
@@ -107,6 +116,7 @@ CASES: dict[type, tuple[Callable[[], Any], Callable[[bytes], Any]]] = {
     IdentityResolver: (_resolver, IdentityResolver.restore),
     Ingestion: (_ingestion, Ingestion.restore),
     TransitionCounts: (_transition_counts, TransitionCounts.restore),
+    PropensityModel: (_propensity, PropensityModel.restore),
 }
 
 

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from models.config import ScoringConfig
 from models.learning.bundle import ModelBundle
-from models.scoring import state as state_module
 from models.scoring.aggregates import (
     Aggregates,
     AggregatesError,
@@ -271,8 +270,9 @@ def test_a_row_written_before_the_segments_counts_in_them_once_restored() -> Non
               ev("o1", "order_placed", 2, amount=20.0)]
     out = engine.apply_batch(None, events, watermark_ms=at(2))
     stored = orjson.loads(out.state.snapshot())
-    assert len(stored["last"]) == ROW_LENGTH == state_module._ROW_LENGTH
-    for cut in (18, 17):  # as written before the segments, and before survey answers too
+    assert len(stored["last"]) == ROW_LENGTH
+    # as written before the propensities, before the segments, and before survey answers too
+    for cut in (21, 18, 17):
         old = dict(stored, last=stored["last"][:cut])
         restored = CustomerState.from_dict(old)
         counted = Scorecard.from_row(restored.last)

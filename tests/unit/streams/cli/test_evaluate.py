@@ -56,7 +56,7 @@ def test_report_has_every_section_for_every_customer(dev_runs) -> None:
     a, _, _ = dev_runs
     r = json.loads((a / "report.json").read_bytes())
     assert set(r) == {"alerts", "baseline_params", "history", "input", "labels", "lift",
-                      "probability", "progressive", "ranking", "value"}
+                      "probability", "progressive", "propensities", "ranking", "value"}
     h = r["history"]
     assert (h["customers"], h["split"], h["end"]) == (2357, SPLIT, "2026-06-30T23:59:59Z")
     assert (h["events_before_split"], h["events_after_split"]) == (4960, 1959)
