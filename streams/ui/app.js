@@ -171,6 +171,14 @@ function renderCustomer(card) {
     ["Acquisition channel", card.acquisition_channel ?? "–", "acquisition_channel"],
     ["Surveys", surveys || "–", "surveys"],
     ["Advocacy", card.advocacy ?? "–", "advocacy"],
+    ["P(promoter)", card.promoter === null ? "–"
+      : `${fmt(100 * card.promoter.probability, 1, " %")} (95 % ${
+        fmt(100 * card.promoter.interval[0], 1)}–${fmt(100 * card.promoter.interval[1], 1, " %")})`,
+      "promoter"],
+    ["Promoter factors", card.promoter === null ? "–" : factors(card.promoter.factors), null],
+    ["Upsell propensity", card.upsell === null ? "–"
+      : fmt(100 * card.upsell.probability, 1, " %"), "upsell"],
+    ["Upsell factors", card.upsell === null ? "–" : factors(card.upsell.factors), null],
   ];
   return el("dl", {}, ...items.flatMap(([label, value, field]) => [
     el("dt", {}, label), el("dd", field ? { "data-field": field } : {}, value)]));

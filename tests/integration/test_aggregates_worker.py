@@ -64,7 +64,8 @@ def history() -> list[dict[str, Any]]:
                 add(customer, "web", "session_started", at, channel=rng.choice(CHANNELS))
             if rng.random() < 0.5:
                 add(customer, "crm", "order_placed", at + 60_000, order_id=f"{customer}-{day}",
-                    amount=round(rng.uniform(5, 400), 2), currency="EUR")
+                    amount=round(rng.uniform(5, 400), 2), currency="EUR",
+                    categories=[("books", "music", "film")[day % 3]])
             if rng.random() < 0.2:
                 survey = rng.choice(["nps", "csat", "ces"])
                 top = {"nps": 10, "csat": 5, "ces": 7}[survey]
@@ -224,9 +225,11 @@ def _page(url: str, profile: Path, api: dict[str, Any]) -> None:
             images: document.querySelectorAll('img').length,
             pwned: window.pwned ?? null,
         })""")
+        ordered = {r["customer_id"] for r in history() if r["event_type"] == "order_placed"}
         customer = next(r["customer_id"] for r in history()
                         if r["event_type"] == "session_started"
-                        and r["payload"]["channel"] == HOSTILE and r["customer_id"] != ERASED)
+                        and r["payload"]["channel"] == HOSTILE and r["customer_id"] != ERASED
+                        and r["customer_id"] in ordered)
         browser.evaluate(f"document.getElementById('customer-id').value = "
                          f"{orjson.dumps(customer).decode()};"
                          "document.getElementById('lookup').requestSubmit()")
@@ -263,3 +266,6 @@ def _page(url: str, profile: Path, api: dict[str, Any]) -> None:
     assert shown["customer"]["acquisition_channel"] == HOSTILE == card["acquisition_channel"]
     assert shown["customer"]["tier"] == card["tier"]
     assert shown["customer"]["orders"] == str(card["orders"])
+    upsell = shown["customer"]["upsell"]  # its orders name categories: it has a propensity
+    assert upsell.endswith(" %")
+    assert float(upsell[:-2]) == pytest.approx(100 * card["upsell"]["probability"], abs=0.051)
