@@ -11,6 +11,11 @@ holds:
   exactly, in any order of updates;
 * expected churners (the sum of churn probabilities) and revenue at risk (the sum of churn
   probability x predicted 12-month value), the same way;
+* revenue retention over the last 90 days: the customers who bought in the 90 days before
+  them are the cohort at the period's start; their revenue then (start), now (end), kept
+  (the smaller of the two per customer) and lost entirely (churned) give NRR = end / start
+  and GRR = kept / start, with expansion = end - kept and contraction = start - kept -
+  churned;
 * tallies of the customers' latest NPS, CSAT and CES answers of the past
   `ADVOCACY_WINDOW_DAYS` (as of each scorecard), from which the KPIs and their standard
   errors follow (`models.kpi.surveys`).
@@ -61,6 +66,7 @@ __all__ = [
     "Target",
     "contribution",
     "parse_targets",
+    "retention",
     "segment_keys",
 ]
 
@@ -74,6 +80,10 @@ SUMS: tuple[tuple[str, int], ...] = (
     ("orders", 1),
     ("expected_churners", 10_000),
     ("revenue_at_risk", 100),
+    ("retention_start", 100),
+    ("retention_end", 100),
+    ("retention_kept", 100),
+    ("retention_churned", 100),
 )
 """Each summed value and its resolution (units per 1): a customer's value is rounded to it
 (cents for money, 0.1 point for data completeness, 1e-4 for a churn probability) and summed
@@ -99,6 +109,27 @@ class AggregatesError(ScorestreamError, ValueError):
     """Targets that do not parse, or raw aggregates from another worker that do not fit."""
 
 
+def retention(card: Scorecard) -> tuple[int, int, int, int]:
+    """A scorecard's (start, end, kept, churned) of the revenue retention sums, in cents:
+    all zero for a customer who bought nothing in the prior 90 days (not in the cohort).
+
+    >>> from models.scoring.scorecard import Scorecard
+    >>> def card(now, before):
+    ...     return Scorecard("C", 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, None, revenue_90d=now,
+    ...                      revenue_prior_90d=before)
+    >>> retention(card(30.0, 20.0)), retention(card(5.0, 20.0)), retention(card(0.0, 20.0))
+    ((2000, 3000, 2000, 0), (2000, 500, 500, 0), (2000, 0, 0, 2000))
+    >>> retention(card(50.0, 0.0))  # a new or returning buyer: not in the cohort
+    (0, 0, 0, 0)
+    """
+    start = round(card.revenue_prior_90d * 100)
+    if start <= 0:
+        return 0, 0, 0, 0
+    end = round(card.revenue_90d * 100)
+    end = end if end > 0 else 0
+    return start, end, (end if end < start else start), (0 if end else start)
+
+
 def contribution(card: Scorecard) -> tuple[int, ...]:
     """A scorecard's share of each sum of `SUMS`, in fixed point."""
     return (
@@ -111,6 +142,7 @@ def contribution(card: Scorecard) -> tuple[int, ...]:
         card.orders,
         round(card.churn_probability * 10_000),
         round(card.value_at_risk * 100),
+        *retention(card),
     )
 
 
@@ -213,6 +245,7 @@ class Segment:
             "revenue_12m", "interactions_12m", "orders")}
         averages["churn_probability"] = named["expected_churners"] / n if n else None
         orders = self.sums[6]
+        start, end, kept, churned = values[9:13]
         nps, csat, ces = self.nps.result(), self.csat.result(), self.ces.result()
         return {
             "customers": n,
@@ -222,6 +255,11 @@ class Segment:
                 "orders", "expected_churners", "revenue_at_risk")},
             "churn_rate": named["expected_churners"] / n if n else None,
             "aov": named["ltv_historic"] / orders if orders else None,
+            "retention": {
+                "period_days": 90, "start": start, "end": end, "expansion": end - kept,
+                "contraction": start - kept - churned, "churned": churned,
+                "nrr": end / start if start else None, "grr": kept / start if start else None,
+            },
             "nps": {"value": nps.value, "standard_error": nps.standard_error,
                     "interval": nps.interval(), "answers": nps.n, "promoters": nps.promoters,
                     "passives": nps.passives, "detractors": nps.detractors},
@@ -260,6 +298,9 @@ KPIS: dict[str, tuple[str, str]] = {
     "data_completeness": ("average data completeness, %", "higher"),
     "engagement": ("average engagement score", "higher"),
     "ltv_predicted_12m": ("average predicted 12-month value", "higher"),
+    "nrr": ("net revenue retention over 90 days (end / start revenue of the prior-90-day "
+            "buyers)", "higher"),
+    "grr": ("gross revenue retention over 90 days (without expansion)", "higher"),
 }
 """The KPIs a target can be set for (`SCORESTREAM_KPI_TARGETS`): description, better way."""
 
@@ -305,6 +346,8 @@ def _actual(kpi: str, seg: dict[str, Any]) -> float | None:
         return value
     if kpi in ("churn_rate", "aov", "customers"):
         return seg[kpi]
+    if kpi in ("nrr", "grr"):
+        return seg["retention"][kpi]
     if kpi in ("revenue_at_risk", "revenue_12m"):
         return seg["totals"][kpi]
     return seg["averages"][kpi]
@@ -353,6 +396,10 @@ class Aggregates:
                  - round(old.churn_probability * 10_000)),
                 (8, round(new.value_at_risk * 100) - round(old.value_at_risk * 100)),
             ]
+            if (new.revenue_90d != old.revenue_90d
+                    or new.revenue_prior_90d != old.revenue_prior_90d):
+                moved += [(9 + i, b - a) for i, (a, b) in enumerate(
+                    zip(retention(old), retention(new), strict=True))]
             moved = [m for m in moved if m[1]]
             if not moved:
                 return

@@ -40,7 +40,7 @@ from models.scoring.labels import (
     TrainingExample,
 )
 from models.scoring.scorecard import ADVOCACY_WINDOW_DAYS, Scorecard, cohort_of
-from models.scoring.state import CustomerState
+from models.scoring.state import REVENUE_CENTS, CustomerState
 from schemas.units import DAY_MS
 
 __all__ = [
@@ -280,6 +280,8 @@ class ScoringEngine:
         upsell_x = upsell_features(state, feats)
         upsell = b.upsell.predict(upsell_x) if upsell_x is not None else None
         surveys = _surveys(state.surveys) if state.surveys else ()
+        sums = state.window_sums(as_of // DAY_MS)  # as `observe` left them: no work
+        quarter, half = sums[90][REVENUE_CENTS], sums[180][REVENUE_CENTS]
         promoter = None
         if b.advocacy.ready and not _answered_nps(surveys, as_of):
             promoter = b.advocacy.predict(feats)
@@ -310,6 +312,8 @@ class ScoringEngine:
             promoter_probability=None if promoter is None else promoter.value,
             promoter_interval=None if promoter is None else (promoter.low, promoter.high),
             promoter_factors=() if promoter is None else promoter.factors,
+            revenue_90d=quarter / 100,
+            revenue_prior_90d=(half - quarter) / 100,
         )
         return sc, feats, summary, upsell_x
 

@@ -69,6 +69,10 @@ class Scorecard:
     promoter_interval: tuple[float, float] | None = None
     """The 95 % interval of `promoter_probability`."""
     promoter_factors: tuple[Factor, ...] = ()
+    revenue_90d: float = 0.0
+    """Revenue of the last 90 days (the UTC days ending on as_of's day) ..."""
+    revenue_prior_90d: float = 0.0
+    """... and of the 90 days before them: revenue retention (NRR, GRR) compares the two."""
 
     @property
     def advocacy(self) -> Advocacy | None:
@@ -127,6 +131,8 @@ class Scorecard:
                 "probability": self.upsell_probability,
                 "factors": list(map(Factor.to_dict, self.upsell_factors)),
             },
+            "revenue_90d": self.revenue_90d,
+            "revenue_prior_90d": self.revenue_prior_90d,
         }
 
     def to_row(self) -> list[Any]:
@@ -158,6 +164,8 @@ class Scorecard:
             self.promoter_probability,
             None if self.promoter_interval is None else list(self.promoter_interval),
             list(map(_compact, self.promoter_factors)),
+            self.revenue_90d,
+            self.revenue_prior_90d,
         ]
 
     @classmethod
@@ -200,7 +208,7 @@ def upgraded_row(row: list[Any], orders: int, cohort: str | None,
     scorecard. Rows of any other length come back as they are.
 
     >>> len(upgraded_row(list(range(17)), 2, "2026-01", None)), ROW_LENGTH
-    (21, 26)
+    (21, 28)
     """
     if len(row) == _BEFORE_SURVEYS:
         return [*row, [], orders, cohort, channel]

@@ -815,10 +815,11 @@ _WINDOWS: dict[int, list[int]] = {}
 
 
 def _windows(window_days: int) -> list[int]:
-    """The running-sum windows in days, ascending: 30, 90, 365 and the configured one."""
+    """The running-sum windows in days, ascending: 30, 90, 180, 365 and the configured one
+    (180 less 90: the quarter before the last, for revenue retention)."""
     windows = _WINDOWS.get(window_days)
     if windows is None:
-        windows = _WINDOWS[window_days] = sorted({30, 90, 365, window_days})
+        windows = _WINDOWS[window_days] = sorted({30, 90, 180, 365, window_days})
     return windows
 
 

@@ -71,7 +71,14 @@ const TILES = [
   ["data_completeness", "Data completeness", (s) => s.averages.data_completeness,
     (v) => fmt(v, 1, " %"), () => "average"],
   ["engagement", "Engagement", (s) => s.averages.engagement, (v) => fmt(v, 1), () => "average"],
+  ["nrr", "Net revenue retention", (s) => s.retention.nrr, percent,
+    (s) => `GRR ${percent(s.retention.grr)}; last 90 days of the `
+      + `${money(s.retention.start)} customers spent in the 90 before`],
 ];
+
+function percent(v) {
+  return fmt(v === null ? null : 100 * v, 1, " %");
+}
 
 function tile(kpi, label, value, text, detail, target) {
   const node = el("div", { class: "tile", "data-kpi": kpi },
@@ -122,7 +129,8 @@ function renderAggregates(report) {
       fmt(s.customers), money(s.totals.revenue_12m),
       s.aov === null ? "–" : `${fmt(s.aov, 2)} ${currency}`,
       fmt(s.churn_rate === null ? null : 100 * s.churn_rate, 1, " %"),
-    ], { "data-customers": s.customers })));
+      percent(s.retention.nrr), percent(s.retention.grr),
+    ], { "data-customers": s.customers, "data-nrr": s.retention.nrr ?? "" })));
   }
   if (window.Plotly && tiers.length) {
     Plotly.react("tier-chart", [

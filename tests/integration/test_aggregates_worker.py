@@ -222,6 +222,8 @@ def _page(url: str, profile: Path, api: dict[str, Any]) -> None:
                 r.dataset.tier, Number(r.dataset.customers), Number(r.dataset.revenueAtRisk)]),
             channels: [...document.querySelectorAll('#channels tbody td:first-child')]
                 .map(td => td.textContent),
+            cohort_nrr: [...document.querySelectorAll('#cohorts tbody tr')]
+                .map(r => r.dataset.nrr),
             images: document.querySelectorAll('img').length,
             pwned: window.pwned ?? null,
         })""")
@@ -250,7 +252,8 @@ def _page(url: str, profile: Path, api: dict[str, Any]) -> None:
               "revenue_at_risk": whole["totals"]["revenue_at_risk"],
               "revenue_12m": whole["totals"]["revenue_12m"], "aov": whole["aov"],
               "data_completeness": whole["averages"]["data_completeness"],
-              "engagement": whole["averages"]["engagement"]}
+              "engagement": whole["averages"]["engagement"],
+              "nrr": whole["retention"]["nrr"]}
     assert shown["problems"] == []
     assert set(shown["tiles"]) == set(values)
     for kpi, value in values.items():
@@ -261,6 +264,9 @@ def _page(url: str, profile: Path, api: dict[str, Any]) -> None:
     assert shown["tiers"] == [[r["name"], r["customers"], r["totals"]["revenue_at_risk"]]
                               for r in api["segments"] if r["kind"] == "tier"]
     assert HOSTILE in shown["channels"]  # as text
+    cohorts = [r["retention"]["nrr"] for r in api["segments"] if r["kind"] == "cohort"]
+    assert [float(v) if v else None for v in shown["cohort_nrr"]] == cohorts
+    assert any(v is not None for v in cohorts)  # the history is long enough to retain
     assert shown["images"] == 0 and shown["pwned"] is None  # never as markup
     assert shown["customer"]["customer_id"] == customer
     assert shown["customer"]["acquisition_channel"] == HOSTILE == card["acquisition_channel"]

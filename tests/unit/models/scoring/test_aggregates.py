@@ -3,6 +3,7 @@ equal a batch computation after any sequence of scorecards and erasures."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import orjson
@@ -283,3 +284,28 @@ def test_a_row_written_before_the_segments_counts_in_them_once_restored() -> Non
                                    watermark_ms=at(9))
         agg.replace(later.previous_scorecard, later.scorecard)
         assert agg == Aggregates.of([later.scorecard])
+
+
+def test_revenue_retention_by_hand() -> None:
+    """NRR and GRR over the customers who bought in the prior 90 days, per segment."""
+    def buyer(cid: str, before: float, now: float, cohort: str) -> Scorecard:
+        return dataclasses.replace(card(cid, cohort=cohort), revenue_prior_90d=before,
+                                   revenue_90d=now)
+    cards = [buyer("A", 20.0, 30.0, "2026-01"),   # expanded by 10
+             buyer("B", 20.0, 0.0, "2026-01"),    # churned 20
+             buyer("C", 40.0, 10.0, "2026-02"),   # contracted by 30
+             buyer("D", 0.0, 50.0, "2026-02")]    # new revenue: not in the cohort
+    agg = Aggregates()
+    for c in cards:
+        agg.replace(None, c)
+    report = agg.report()
+    whole = segment(report, "all", None)["retention"]
+    assert whole == {"period_days": 90, "start": 80.0, "end": 40.0, "expansion": 10.0,
+                     "contraction": 30.0, "churned": 20.0, "nrr": 0.5, "grr": 0.375}
+    assert segment(report, "cohort", "2026-01")["retention"]["nrr"] == pytest.approx(30 / 40)
+    assert segment(report, "cohort", "2026-02")["retention"]["grr"] == pytest.approx(10 / 40)
+    # the unrolled update moves the retention sums too
+    agg.replace(cards[1], buyer("B", 20.0, 25.0, "2026-01"))
+    assert segment(agg.report(), "all", None)["retention"]["nrr"] == pytest.approx(65 / 80)
+    assert agg == Aggregates.of([*cards[:1], buyer("B", 20.0, 25.0, "2026-01"), *cards[2:]])
+    assert agg.report([Target("nrr", 0.9)])["targets"][0]["met"] is False

@@ -171,7 +171,7 @@ def test_snapshot_roundtrip_and_size() -> None:
 
 def _scan(s: CustomerState, now: int) -> dict[int, list[int]]:
     out = {}
-    for w in (30, 90, 365):
+    for w in (30, 90, 180, 365):
         acc = [0] * N_SLOTS
         for d, b in s.days.items():
             if 0 <= now - d < w:
