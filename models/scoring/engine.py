@@ -125,6 +125,10 @@ class ScoringEngine:
             VALUE: cfg.value_horizon_days * DAY_MS,
             UPSELL: cfg.upsell_horizon_days * DAY_MS,
         }
+        self._versions: dict[str, str] | None = None
+        """`bundle.versions()` of `_versions_of`: one dict shared by the scorecards of a
+        bundle (a new bundle is a new object; its versions never change)."""
+        self._versions_of: ModelBundle | None = None
 
     # -- the two entry points -------------------------------------------------------------
 
@@ -252,13 +256,15 @@ class ScoringEngine:
 
     def _features(self, state: CustomerState, as_of: int,
                   active: tuple[float, float, float] | None) -> tuple[Any, ...]:
-        """Key values, behavioural features with the churn baseline's answer among them, and
-        the baseline's (probability, P(alive), P(quiet)), as of `as_of`."""
+        """Key values, behavioural features with the churn baseline's answer among them, the
+        baseline's (probability, P(alive), P(quiet)), whether a subscription was cancelled
+        and the churn segment, as of `as_of`."""
         kv, feats = observe(state, as_of)
         cancelled = state.cancelled_ms is not None and not state.subscription_active
-        base = self.bundle.churn.baseline(active, cancelled, segment_of(feats["orders_only"]))
+        segment = segment_of(feats["orders_only"])
+        base = self.bundle.churn.baseline(active, cancelled, segment)
         feats["baseline_churn"] = logit(base[0])
-        return kv, feats, base
+        return kv, feats, base, cancelled, segment
 
     def _score(
         self, state: CustomerState, as_of: int, active: tuple[float, float, float] | None
@@ -266,11 +272,10 @@ class ScoringEngine:
         """The scorecard, the features it was scored from, the RFM summary and the upsell
         features (None: nothing to upsell from); `active` is the state's `activity` as of
         `as_of` (computed once per batch by the caller)."""
-        kv, feats, (p_base, alive, quiet) = self._features(state, as_of, active)
+        kv, feats, (p_base, alive, quiet), cancelled, segment = self._features(
+            state, as_of, active)
         summary = rfm(state, as_of)
         b = self.bundle
-        cancelled = state.cancelled_ms is not None and not state.subscription_active
-        segment = segment_of(feats["orders_only"])
         churn = b.churn.predict(feats, segment, p_base)
         if cancelled and churn.value < CANCELLED_CHURN:  # decisive, whichever model serves
             churn = churn._replace(value=CANCELLED_CHURN)
@@ -285,35 +290,40 @@ class ScoringEngine:
         promoter = None
         if b.advocacy.ready and not _answered_nps(surveys, as_of):
             promoter = b.advocacy.predict(feats)
-        sc = Scorecard(
-            customer_id=state.customer_id,
-            as_of=as_of,
-            data_completeness=kv.data_completeness,
-            ltv_historic=kv.ltv_historic,
-            ltv_predicted_12m=_rounded(value.value, 2),
-            engagement=engagement.value,
-            revenue_12m=kv.revenue_12m,
-            interactions_12m=kv.interactions_12m,
-            days_since_last_interaction=kv.days_since_last_interaction,
-            churn_probability=churn.value,
-            churn_factors=churn_factors,
-            engagement_factors=engagement.factors,
-            expected_orders_12m=_rounded(value.expected_orders, 4),
-            p_alive=_rounded(value.p_alive, 4),
-            tier=b.tiers.tier(value.value, _previous_tier(state)),
-            model_versions=b.versions(),
-            currency=self.config.base_currency,
-            surveys=surveys,
-            orders=state.n_orders,
-            cohort=cohort_of(state.first_order_ms),
-            acquisition_channel=state.acquired[1] if state.acquired is not None else None,
-            upsell_probability=None if upsell is None else upsell.value,
-            upsell_factors=() if upsell is None else upsell.factors,
-            promoter_probability=None if promoter is None else promoter.value,
-            promoter_interval=None if promoter is None else (promoter.low, promoter.high),
-            promoter_factors=() if promoter is None else promoter.factors,
-            revenue_90d=quarter / 100,
-            revenue_prior_90d=(half - quarter) / 100,
+        versions = self._versions
+        if versions is None or self._versions_of is not b:
+            versions, self._versions_of = b.versions(), b
+            self._versions = versions
+        # Every field in order (`Scorecard.of`: no keyword __init__ on the hot path).
+        sc = Scorecard.of(
+            state.customer_id,
+            as_of,
+            kv.data_completeness,
+            kv.ltv_historic,
+            _rounded(value.value, 2),  # ltv_predicted_12m
+            engagement.value,
+            kv.revenue_12m,
+            kv.interactions_12m,
+            kv.days_since_last_interaction,
+            churn.value,
+            churn_factors,
+            engagement.factors,
+            _rounded(value.expected_orders, 4),
+            _rounded(value.p_alive, 4),
+            b.tiers.tier(value.value, _previous_tier(state)),
+            versions,
+            self.config.base_currency,
+            surveys,
+            state.n_orders,
+            cohort_of(state.first_order_ms),
+            state.acquired[1] if state.acquired is not None else None,  # acquisition channel
+            None if upsell is None else upsell.value,
+            () if upsell is None else upsell.factors,
+            None if promoter is None else promoter.value,
+            None if promoter is None else (promoter.low, promoter.high),
+            () if promoter is None else promoter.factors,
+            quarter / 100,  # revenue_90d
+            (half - quarter) / 100,  # revenue_prior_90d
         )
         return sc, feats, summary, upsell_x
 
@@ -334,7 +344,7 @@ class ScoringEngine:
         if payload.get("survey") != "nps" or not isinstance(score, int) or state.last_ms is None:
             return None  # a first event says nothing about the customer before it
         at = event["occurred_at"]
-        _, feats, _ = self._features(state, at, activity(state, at))
+        feats = self._features(state, at, activity(state, at))[1]
         model = self.bundle.advocacy
         said = model.probability(feats)
         return TrainingExample(

@@ -160,13 +160,22 @@ class Scorecard:
             self.cohort,
             self.acquisition_channel,
             self.upsell_probability,
-            list(map(_compact, self.upsell_factors)),
+            list(map(_compact, self.upsell_factors)) if self.upsell_factors else [],
             self.promoter_probability,
             None if self.promoter_interval is None else list(self.promoter_interval),
-            list(map(_compact, self.promoter_factors)),
+            list(map(_compact, self.promoter_factors)) if self.promoter_factors else [],
             self.revenue_90d,
             self.revenue_prior_90d,
         ]
+
+    @classmethod
+    def of(cls, *values: Any) -> Scorecard:
+        """Every field positionally, in field order, straight into the slots (the scoring hot
+        path: the dataclass's keyword `__init__` costs more than the scorecard's values)."""
+        card = _new(cls)
+        for set_slot, value in zip(_SLOT_SETTERS, values, strict=True):
+            set_slot(card, value)
+        return card
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Scorecard:
