@@ -10,6 +10,10 @@ KAFKA  := $(PYTHON) deploy/kafka/kafka_local.py
 STAMP  := $(VENV)/.installed
 # The slowest tests are listed at the end of every run: `make test` must stay under 20 minutes.
 PYTEST_ARGS ?= --durations=15
+# Unit tests and doctests (no broker) run on every core; integration tests, which start brokers
+# and time takeovers, one at a time.
+UNIT_PATHS := tests/unit models streams schemas
+UNIT_ARGS  ?= -n auto
 
 .PHONY: demo test venv system-deps lint typecheck unit integration broker-start broker-stop clean
 
@@ -34,10 +38,11 @@ test: venv system-deps
 	$(KAFKA) fetch >/dev/null
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(UNIT_ARGS) $(PYTEST_ARGS) $(UNIT_PATHS)
+	$(PY) -m pytest $(PYTEST_ARGS) tests/integration
 
 unit: venv
-	$(PY) -m pytest tests/unit models -q
+	$(PY) -m pytest $(UNIT_ARGS) -q $(UNIT_PATHS)
 
 integration: venv system-deps
 	$(PY) -m pytest tests/integration -q
