@@ -59,7 +59,8 @@ def _money(value: float | None, currency: str) -> str:
 
 
 def render(card: dict[str, Any]) -> Table:
-    """The scorecard as a two-column table: key values, churn risk and why, tier, versions.
+    """The scorecard as a two-column table: key values, churn risk and why, tier, advocacy,
+    upsell propensity, versions.
 
     >>> card = {"customer_id": "C1", "as_of": 1767225600000, "currency": "EUR",
     ...         "data_completeness": 57.1, "ltv": {"historic": 173.6, "predicted_12m": 90.0},
@@ -98,6 +99,18 @@ def render(card: dict[str, Any]) -> Table:
     if factors:
         rows.append(("churn risk mainly from",
                      "; ".join(str(f.get("label") or f.get("name")) for f in factors)))
+    advocacy, promoter, upsell = card.get("advocacy"), card.get("promoter"), card.get("upsell")
+    if advocacy:
+        rows.append(("advocacy (last NPS answer)", str(advocacy)))
+    elif promoter:
+        low, high = promoter.get("interval") or (0.0, 1.0)
+        rows.append(("P(promoter), predicted",
+                     f"{promoter.get('probability', 0):.2f} (95 % {low:.2f}-{high:.2f})"))
+    if upsell:
+        rows.append(("upsell propensity, 30 days", f"{upsell.get('probability', 0):.2f}"))
+        if upsell.get("factors"):
+            rows.append(("upsell mainly from", "; ".join(
+                str(f.get("label") or f.get("name")) for f in upsell["factors"])))
     versions = card.get("model_versions") or {}
     rows += [("models", ", ".join(f"{v}" for _, v in sorted(versions.items())) or "-"),
              ("as of (event time)", when)]

@@ -78,3 +78,24 @@ def test_renderings_name_who_what_and_why() -> None:
 ])
 def test_error_answers_are_explained(status: int, says: str) -> None:
     assert says in _explain(status, "C9", "http://w:6066", "partition is moving")
+
+
+def test_the_scorecard_table_shows_advocacy_or_its_prediction_and_the_upsell() -> None:
+    from streams.cli.scorecard import render as table
+
+    card = dict(CHANGE["scorecard"])
+    factor = {"name": "categories_bought", "label": "product categories bought: high",
+              "contribution": 0.4}
+    predicted = {**card, "promoter": {"probability": 0.31, "interval": [0.2, 0.45],
+                                      "factors": []},
+                 "upsell": {"probability": 0.62, "factors": [factor]}}
+    rows = dict(zip(table(predicted).columns[0].cells, table(predicted).columns[1].cells,
+                    strict=True))
+    assert rows["P(promoter), predicted"] == "0.31 (95 % 0.20-0.45)"
+    assert rows["upsell propensity, 30 days"] == "0.62"
+    assert rows["upsell mainly from"] == "product categories bought: high"
+    answered = {**predicted, "advocacy": "detractor", "upsell": None}
+    rows = dict(zip(table(answered).columns[0].cells, table(answered).columns[1].cells,
+                    strict=True))
+    assert rows["advocacy (last NPS answer)"] == "detractor"
+    assert "P(promoter), predicted" not in rows and "upsell propensity, 30 days" not in rows
