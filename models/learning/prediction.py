@@ -39,11 +39,30 @@ def top_factors(
 ) -> tuple[Factor, ...]:
     """The k largest positive contributions, labelled "<what>: high|low" for people.
 
-    Ties break by name so two workers explain the same customer the same way.
+    Ties break by name so two workers explain the same customer the same way. Every scored
+    customer is explained, so the phrases are made once per labels, feature and direction.
+
+    >>> found = top_factors({"a": 0.5, "b": 0.7, "c": -1.0}, {"a": "age"}, {"a": 1.0, "b": -2.0})
+    >>> [(f.label, f.contribution) for f in found]
+    [('b: low', 0.7), ('age: high', 0.5)]
     """
     ranked = sorted([(-c, n) for n, c in contributions.items() if c > 1e-9])
+    if not ranked:
+        return ()
+    phrases = _PHRASES.get(id(labels))
+    if phrases is None or phrases[0] is not labels:
+        phrases = _PHRASES[id(labels)] = (labels, {})
+    made = phrases[1]
     out = []
     for c, n in ranked[:k]:
-        direction = "high" if raw.get(n, 0.0) > 0 else "low"
-        out.append(Factor(n, f"{labels.get(n, n)}: {direction}", round(-c, 4)))
+        high = raw.get(n, 0.0) > 0
+        label = made.get((n, high))
+        if label is None:
+            label = made[(n, high)] = f"{labels.get(n, n)}: {'high' if high else 'low'}"
+        out.append(Factor(n, label, round(-c, 4)))
     return tuple(out)
+
+
+_PHRASES: dict[int, tuple[dict[str, str], dict[tuple[str, bool], str]]] = {}
+"""Per labels dict (by id, kept with it so that a reused id is noticed): each feature's
+phrase per direction."""

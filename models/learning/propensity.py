@@ -115,6 +115,7 @@ class PropensityModel:
         self.n_positive = 0
         self.version = f"{self.name}-00000"
         self._block: int | None = None
+        self._intervals: dict[float, tuple[float, float]] = {}
 
     @property
     def min_labels(self) -> int:
@@ -139,9 +140,9 @@ class PropensityModel:
                 return None
             return Propensity(round(p, 4), 0.0, 1.0, (), self.version)  # a guess: no interval
         logit, contrib, z = self.linear.explain(features)
-        p = self.calibrator.probability(logit)
+        p = round(self.calibrator.probability(logit), 4)
         low, high = self._interval(p)
-        return Propensity(round(p, 4), round(low, 4), round(high, 4),
+        return Propensity(p, low, high,
                           top_factors(contrib, FEATURE_LABELS, z), self.version)
 
     def probability(self, features: dict[str, float]) -> float | None:
@@ -150,19 +151,26 @@ class PropensityModel:
         return None if answer is None else answer.value
 
     def _interval(self, p: float) -> tuple[float, float]:
-        """Wilson interval of `p` as the rate of one calibration block (see module doc)."""
+        """Wilson interval of `p` (rounded to 4 digits) as the rate of one calibration block
+        (see module doc), rounded to 4 digits; kept per probability until the next label."""
+        found = self._intervals.get(p)
+        if found is not None:
+            return found
         n = self._block
         if n is None:
             calibrator = self.calibrator
             blocks = (len(calibrator.knots) + 1) // 2  # a pooled block: one or two knots
             n = self._block = len(calibrator.labels) // max(1, blocks)
-        return wilson(round(p * n), n)
+        low, high = wilson(round(p * n), n)
+        found = self._intervals[p] = (round(low, 4), round(high, 4))
+        return found
 
     def learn(self, features: dict[str, float], label: float) -> None:
         """Learn one resolved label (its held score feeds the calibrator first)."""
         self.calibrator.update(self.linear.score(features), label)
         self.linear.learn(features, label)
         self._block = None
+        self._intervals.clear()
         self.n_learned += 1
         self.n_positive += 1 if label else 0
 

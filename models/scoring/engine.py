@@ -235,8 +235,9 @@ class ScoringEngine:
         )
 
     def score(self, state: CustomerState, as_of_ms: int) -> Scorecard:
-        """The scorecard as of `as_of_ms` without changing anything (API reads, final dumps)."""
-        return self._score(state, as_of_ms, activity(state, as_of_ms))[0]
+        """The scorecard as of `as_of_ms` without changing anything (API reads, final dumps),
+        with the predicted P(promoter)."""
+        return self._score(state, as_of_ms, activity(state, as_of_ms), read=True)[0]
 
     # -- internals ------------------------------------------------------------------------
 
@@ -267,11 +268,15 @@ class ScoringEngine:
         return kv, feats, base, cancelled, segment
 
     def _score(
-        self, state: CustomerState, as_of: int, active: tuple[float, float, float] | None
+        self, state: CustomerState, as_of: int, active: tuple[float, float, float] | None,
+        read: bool = False,
     ) -> tuple[Scorecard, dict[str, float], dict[str, float] | None, dict[str, float] | None]:
         """The scorecard, the features it was scored from, the RFM summary and the upsell
         features (None: nothing to upsell from); `active` is the state's `activity` as of
-        `as_of` (computed once per batch by the caller)."""
+        `as_of` (computed once per batch by the caller).
+
+        P(promoter) only when the scorecard is `read` (`score`): it moves slowly, nothing
+        fires on it, and on every event it would cost a sixth of the scoring."""
         kv, feats, (p_base, alive, quiet), cancelled, segment = self._features(
             state, as_of, active)
         summary = rfm(state, as_of)
@@ -288,7 +293,7 @@ class ScoringEngine:
         sums = state.window_sums(as_of // DAY_MS)  # as `observe` left them: no work
         quarter, half = sums[90][REVENUE_CENTS], sums[180][REVENUE_CENTS]
         promoter = None
-        if b.advocacy.ready and not _answered_nps(surveys, as_of):
+        if read and b.advocacy.ready and not _answered_nps(surveys, as_of):
             promoter = b.advocacy.predict(feats)
         versions = self._versions
         if versions is None or self._versions_of is not b:

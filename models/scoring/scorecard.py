@@ -65,7 +65,9 @@ class Scorecard:
     upsell_factors: tuple[Factor, ...] = ()
     promoter_probability: float | None = None
     """Predicted P(promoter) for a customer without an NPS answer of the last
-    `ADVOCACY_WINDOW_DAYS` (None for one with an answer, or while the model has not learned)."""
+    `ADVOCACY_WINDOW_DAYS` (None for one with an answer, or while the model has not learned),
+    on scorecards that are read (API, page, replay's final scorecards); the scorecards of
+    score changes and alerts leave it out."""
     promoter_interval: tuple[float, float] | None = None
     """The 95 % interval of `promoter_probability`."""
     promoter_factors: tuple[Factor, ...] = ()

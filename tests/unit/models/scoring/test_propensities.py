@@ -144,11 +144,13 @@ def test_the_learner_learns_both_and_the_scorecard_shows_them() -> None:
     report = learner.report()
     assert report["upsell"]["n"] > 0 and report["advocacy"]["n"] == 0  # said nothing before
     engine = ScoringEngine(cfg, bundle)
-    keen = engine.apply_batch(None, [order(f"k{k}", k * 5, "books", customer_id="K")
-                                     for k in range(6)], at(30), "K").scorecard
-    sour = engine.apply_batch(None, [order("s0", 0, "books", customer_id="S")] + [
+    scored = engine.apply_batch(None, [order(f"k{k}", k * 5, "books", customer_id="K")
+                                       for k in range(6)], at(30), "K")
+    assert scored.scorecard.promoter_probability is None  # only scorecards that are read
+    keen = engine.score(scored.state, at(30))
+    sour = engine.score(engine.apply_batch(None, [order("s0", 0, "books", customer_id="S")] + [
         ev(f"st{k}", "ticket_opened", 20 + k, customer_id="S", ticket_id="t", priority="high")
-        for k in range(3)], at(30), "S").scorecard
+        for k in range(3)], at(30), "S").state, at(30))
     assert keen.promoter_probability > sour.promoter_probability
     low, high = keen.promoter_interval
     assert low <= keen.promoter_probability <= high
@@ -159,8 +161,9 @@ def test_the_learner_learns_both_and_the_scorecard_shows_them() -> None:
     assert shown["promoter"]["interval"] == [low, high] and shown["advocacy"] is None
     assert Scorecard.from_row(orjson.loads(orjson.dumps(keen.to_row()))) == keen
     # an answer of the past year is the customer's advocacy: no prediction beside it
-    answered = engine.apply_batch(None, [order("a0", 0, "books", customer_id="A"),
-                                         nps("an", 10, 9, "A")], at(30), "A").scorecard
+    answered = engine.score(engine.apply_batch(None, [order("a0", 0, "books", customer_id="A"),
+                                                      nps("an", 10, 9, "A")], at(30), "A").state,
+                            at(30))
     assert answered.advocacy == "promoter" and answered.promoter_probability is None
 
 
