@@ -184,6 +184,9 @@ class AlertSettings:
     budget_share: float = 0.02
     churn_rise: float = 0.15
     tier_cooldown_days: float = 30.0
+    upsell_on: float = 0.5
+    upsell_off: float = 0.35
+    upsell_cooldown_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -369,6 +372,9 @@ class Settings:
             change_interactions=change.interactions,
             churn_rise=alert.churn_rise,
             budget_share=alert.budget_share,
+            upsell_on=alert.upsell_on,
+            upsell_off=alert.upsell_off,
+            upsell_cooldown_ms=int(alert.upsell_cooldown_days * DAY_MS),
         )
 
     def scoring_config(self) -> ScoringConfig:
@@ -450,6 +456,8 @@ class Settings:
             )
         if not 0 <= alert.churn_risk_off <= alert.churn_risk_on <= 1:
             raise SettingsError("need 0 <= SCORESTREAM_ALERT_CHURN_RISK_OFF <= _ON <= 1")
+        if not 0 <= alert.upsell_off <= alert.upsell_on <= 1:
+            raise SettingsError("need 0 <= SCORESTREAM_ALERT_UPSELL_OFF <= _ON <= 1")
         if not 0 <= alert.high_value_churn_off <= alert.high_value_churn_on <= 1:
             raise SettingsError(
                 "need 0 <= SCORESTREAM_ALERT_HIGH_VALUE_CHURN_OFF <= _ON <= 1")
