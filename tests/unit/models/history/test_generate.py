@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from models.history.generate import PROFILES, Truth, _ms, generate, iter_lines
+from models.history.generate import PROFILES, Truth, _ms, generate, iter_lines, without_extras
 from schemas.decode import DecodedEvent, decode_source_event
 from tests.kit import DAY_MS
 
@@ -66,26 +66,13 @@ def _digest(events: list[dict[str, Any]], truth: list[Truth]) -> str:
     return h.hexdigest()
 
 
-def _without_extras(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The events as the stories profile made them before categories, upgrades and NPS."""
-    out = []
-    for e in events:
-        if "-x" in e["event_id"]:
-            continue
-        payload = e.get("payload")
-        if payload and "categories" in payload:
-            e = {**e, "payload": {k: v for k, v in payload.items() if k != "categories"}}
-        out.append(e)
-    return out
-
-
 def test_default_profile_is_the_stories_profile_unchanged() -> None:
     # digest of generate(80, seed=5, days=300) taken before the retail profile was added;
     # categories, upgrades and NPS answers came later, drawn from a stream of their own
     expected = "3f4701a859efb611c726f9db2e82b7c0c4bce86c0baafee7c35407f6618237b7"
     events, truth = generate(80, seed=5, days=300)
-    assert _digest(_without_extras(events), truth) == expected
-    assert len(events) > len(_without_extras(events))
+    assert _digest(without_extras(events), truth) == expected
+    assert len(events) > len(without_extras(events))
     assert generate(80, seed=5, days=300, profile="stories") == (events, truth)
     assert PROFILES[0] == "stories"
     with pytest.raises(ValueError, match="unknown profile"):
