@@ -301,7 +301,8 @@ class AlertRules:
                          material and not high_value) and fire(
                 "churn_risk", "warning",
                 f"churn risk rose from {low:.2f} to {p:.2f} (value at risk "
-                f"{at_risk:,.0f} {current.currency}){_factor_phrase(current)}", rearm=True):
+                f"{at_risk:,.0f} {current.currency}){_factor_phrase(current.churn_factors)}",
+                rearm=True):
             memory.low = p
 
         hv_p = p if high_value else 0.0
@@ -312,7 +313,8 @@ class AlertRules:
                 "high_value_at_risk", "critical",
                 f"{current.tier} customer (predicted 12-month value "
                 f"{current.ltv_predicted_12m:,.0f} {current.currency}) has churn risk {p:.2f}, "
-                f"up from {low:.2f}{_factor_phrase(current)}: route to a senior adviser",
+                f"up from {low:.2f}{_factor_phrase(current.churn_factors)}: route to a senior "
+                "adviser",
                 rearm=previous is not None and previous.tier in cfg.high_value_tiers):
             memory.low = p
 
@@ -426,10 +428,8 @@ class AlertRules:
         return out
 
 
-def _factor_phrase(card: Scorecard | tuple[Factor, ...]) -> str:
-    """', mainly <top factor>' (of a scorecard's churn, or of `factors`) for the one-line
-    reason, or nothing."""
-    factors = card.churn_factors if isinstance(card, Scorecard) else card
+def _factor_phrase(factors: tuple[Factor, ...]) -> str:
+    """', mainly <top factor>' for the one-line reason, or nothing."""
     if not factors:
         return ""
     return f", mainly {factors[0].label}"

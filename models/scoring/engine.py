@@ -39,7 +39,7 @@ from models.scoring.labels import (
     PendingLabel,
     TrainingExample,
 )
-from models.scoring.scorecard import ADVOCACY_WINDOW_DAYS, Scorecard, cohort_of
+from models.scoring.scorecard import Scorecard, cohort_of, recent_nps
 from models.scoring.state import REVENUE_CENTS, CustomerState
 from schemas.units import DAY_MS
 
@@ -293,7 +293,7 @@ class ScoringEngine:
         sums = state.window_sums(as_of // DAY_MS)  # as `observe` left them: no work
         quarter, half = sums[90][REVENUE_CENTS], sums[180][REVENUE_CENTS]
         promoter = None
-        if read and b.advocacy.ready and not _answered_nps(surveys, as_of):
+        if read and b.advocacy.ready and recent_nps(surveys, as_of) is None:
             promoter = b.advocacy.predict(feats)
         versions = self._versions
         if versions is None or self._versions_of is not b:
@@ -489,14 +489,6 @@ def _previous(state: CustomerState) -> Scorecard | None:
 
 def _event_order(e: dict[str, Any]) -> tuple[int, str]:
     return e["occurred_at"], e["event_id"]
-
-
-def _answered_nps(surveys: tuple[tuple[str, int, int], ...], as_of: int) -> bool:
-    """Whether the customer's latest NPS answer is recent enough to say its advocacy."""
-    for name, _score, at in surveys:
-        if name == "nps":
-            return as_of - at <= ADVOCACY_WINDOW_DAYS * DAY_MS
-    return False
 
 
 def _surveys(answers: dict[str, list[int]]) -> tuple[tuple[str, int, int], ...]:

@@ -12,7 +12,8 @@ from models.learning.prediction import Factor
 from models.scoring.features import FEATURE_LABELS
 from schemas.units import DAY_MS
 
-__all__ = ["ADVOCACY_WINDOW_DAYS", "ROW_LENGTH", "Scorecard", "cohort_of", "upgraded_row"]
+__all__ = ["ADVOCACY_WINDOW_DAYS", "ROW_LENGTH", "Scorecard", "cohort_of", "recent_nps",
+           "upgraded_row"]
 
 ADVOCACY_WINDOW_DAYS = 365
 """An NPS answer older than this says nothing about advocacy any more."""
@@ -80,10 +81,8 @@ class Scorecard:
     def advocacy(self) -> Advocacy | None:
         """Promoter, passive or detractor by the last NPS answer, if it is at most
         `ADVOCACY_WINDOW_DAYS` old; None without one."""
-        for name, score, at in self.surveys:
-            if name == "nps" and self.as_of - at <= ADVOCACY_WINDOW_DAYS * DAY_MS:
-                return advocacy(score)
-        return None
+        score = recent_nps(self.surveys, self.as_of)
+        return None if score is None else advocacy(score)
 
     @property
     def value_at_risk(self) -> float:
@@ -201,10 +200,7 @@ class Scorecard:
             r[25] = tuple([_expand(f) for f in promoter]) if promoter else ()
         if len(r) != len(_SLOT_SETTERS):  # a shorter row: the defaults fill the rest
             return cls(*r)
-        card = _new(cls)
-        for set_slot, value in zip(_SLOT_SETTERS, r, strict=True):
-            set_slot(card, value)
-        return card
+        return cls.of(*r)
 
 
 ROW_LENGTH = len(fields(Scorecard))
@@ -229,6 +225,19 @@ def upgraded_row(row: list[Any], orders: int, cohort: str | None,
 
 
 _BEFORE_SURVEYS, _BEFORE_SEGMENTS, _BEFORE_PROPENSITIES = 17, 18, 21
+
+
+def recent_nps(surveys: tuple[tuple[str, int, int], ...], as_of: int) -> int | None:
+    """The score of the latest NPS answer among a scorecard's `surveys` (survey, score,
+    answered_at), if it is at most `ADVOCACY_WINDOW_DAYS` old as of `as_of`; else None.
+
+    >>> recent_nps((("csat", 5, 0), ("nps", 9, 0)), 365 * DAY_MS), recent_nps((), 0)
+    (9, None)
+    """
+    for name, score, at in surveys:
+        if name == "nps" and as_of - at <= ADVOCACY_WINDOW_DAYS * DAY_MS:
+            return score
+    return None
 
 
 @functools.lru_cache(maxsize=4096)

@@ -61,7 +61,7 @@ const TILES = [
   ["ces", "CES", (s) => s.ces.value, (v) => fmt(v, 2),
     (s) => `${fmt(s.ces.share_easy, 1, " %")} easy, ${s.ces.answers} answers`],
   ["churn_rate", "Churn rate (expected)", (s) => s.churn_rate,
-    (v) => fmt(v === null ? null : 100 * v, 1, " %"),
+    percent,
     (s) => `${fmt(s.totals.expected_churners, 1)} expected churners`],
   ["revenue_at_risk", "Revenue at risk", (s) => s.totals.revenue_at_risk, money,
     () => "churn probability × predicted value"],
@@ -128,7 +128,7 @@ function renderAggregates(report) {
       s.other ? `${s.segments} more` : (s.name === null ? (kind === "cohort" ? "no order yet" : "unknown") : s.name),
       fmt(s.customers), money(s.totals.revenue_12m),
       s.aov === null ? "–" : `${fmt(s.aov, 2)} ${currency}`,
-      fmt(s.churn_rate === null ? null : 100 * s.churn_rate, 1, " %"),
+      percent(s.churn_rate),
       percent(s.retention.nrr), percent(s.retention.grr),
     ], { "data-customers": s.customers, "data-nrr": s.retention.nrr ?? "" })));
   }
