@@ -60,11 +60,13 @@ __all__ = [
     "KPIS",
     "SEGMENT_ROWS",
     "SUMS",
+    "WHOLE_BASE",
     "Aggregates",
     "AggregatesError",
     "Segment",
     "Target",
     "contribution",
+    "kpi_values",
     "parse_targets",
     "retention",
     "segment_keys",
@@ -101,6 +103,8 @@ _SURVEYS = ("nps", "csat", "ces")
 _WINDOW_MS = ADVOCACY_WINDOW_DAYS * DAY_MS
 
 Key = tuple[str, str | None]
+WHOLE_BASE: Key = ("all", None)
+"""The key of the whole base's segment."""
 Answers = tuple[int | None, int | None, int | None]
 _NO_ANSWERS: Answers = (None, None, None)
 
@@ -337,6 +341,16 @@ def parse_targets(text: str) -> tuple[Target, ...]:
             raise AggregatesError(f"target of {kpi} given twice")
         targets[kpi] = Target(kpi, value)
     return tuple(targets.values())
+
+
+def kpi_values(seg: dict[str, Any]) -> dict[str, float | None]:
+    """Every KPI's value in a segment's report (`Segment.report`), by name as in `KPIS`.
+
+    >>> values = kpi_values(Segment().report())
+    >>> values["customers"], values["nps"], list(values) == list(KPIS)
+    (0, None, True)
+    """
+    return {kpi: _actual(kpi, seg) for kpi in KPIS}
 
 
 def _actual(kpi: str, seg: dict[str, Any]) -> float | None:

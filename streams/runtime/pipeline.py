@@ -93,7 +93,8 @@ class ScoringPipeline:
         self.learner = LearnerHandler(self.engine.config, topics["model_snapshots"],
                                       publish_every=settings.model.publish_every,
                                       publish_interval_s=settings.model.publish_interval_s,
-                                      alert_share=self.handler.rules.config.budget_share)
+                                      alert_share=self.handler.rules.config.budget_share,
+                                      partitions=settings.partitions)
         self.learning = BatchProcessor(
             ProcessorConfig(name="learner", group_id=f"{settings.app_id}-learner",
                             input_topics=(topics["training_examples"],),

@@ -1,11 +1,16 @@
 """The learner stage and the model-bundle watcher.
 
 Scorers emit training examples (a feature snapshot with its resolved label) and, now and then,
-their partition's histogram of predicted values. The training topic has ONE partition, so
-exactly one worker in the group runs the learner: it learns the global models, merges the
-histograms into tier thresholds, and publishes versioned `ModelBundle` snapshots to the
-compacted model-snapshots topic. Every worker's `BundleWatcher` loads the newest bundle into
-its scoring engine, so model quality does not depend on how many workers run.
+their partition's histogram of predicted values and its whole-base segment of the management
+scorecard. The training topic has ONE partition, so exactly one worker in the group runs the
+learner: it learns the global models, merges the histograms into tier thresholds, and
+publishes versioned `ModelBundle` snapshots to the compacted model-snapshots topic. Every
+worker's `BundleWatcher` loads the newest bundle into its scoring engine, so model quality
+does not depend on how many workers run.
+
+With the bundle the learner publishes the whole base's KPI history (`KpiHistory`, key
+`KPI_HISTORY_KEY`): the sum of every partition's latest segment, one record per event-time
+day, from which `/aggregates` reports the change against 30 days before.
 
 With frozen models (`SCORESTREAM_MODEL_FROZEN`) a worker's watcher loads no bundle: its scoring
 engine keeps the bundle it started with, whichever worker runs the learner and whatever the
@@ -26,13 +31,17 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from models.config import ScoringConfig
 from models.learning.bundle import ModelBundle
 from models.learning.learner import Learner
+from models.scoring.aggregates import Segment, kpi_values
 from models.scoring.engine import ScoringEngine
 from models.scoring.labels import TrainingExample
 from models.scoring.tiers import ValueHistogram
+from models.scoring.trend import KpiHistory, TrendError
+from schemas.units import DAY_MS
 from streams.runtime.stage import Output, StageHandler
 from streams.runtime.tables import Table
 
-__all__ = ["BUNDLE_KEY", "HISTOGRAM_PREFIX", "RISK_PREFIX", "BundleWatcher", "LearnerHandler"]
+__all__ = ["BASE_PREFIX", "BUNDLE_KEY", "HISTOGRAM_PREFIX", "KPI_HISTORY_KEY", "RISK_PREFIX",
+           "BundleWatcher", "LearnerHandler"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,11 @@ HISTOGRAM_PREFIX = b"histogram:"
 RISK_PREFIX = b"risk:"
 """Key prefixes of the scorers' per-partition histograms: predicted values (for the tiers)
 and values at risk (for the churn alerts' cut)."""
+BASE_PREFIX = b"base:"
+"""Key prefix of the scorers' per-partition whole-base segments: {"watermark", "segment"}."""
+KPI_HISTORY_KEY = b"kpi-history"
+"""Key of the KPI history, in the learner's table and on the model-snapshots topic."""
+_PREFIXES = (HISTOGRAM_PREFIX, RISK_PREFIX, BASE_PREFIX)
 
 
 class LearnerHandler(StageHandler):
@@ -48,7 +62,8 @@ class LearnerHandler(StageHandler):
 
     def __init__(self, config: ScoringConfig, snapshots_topic: str, *,
                  publish_every: int = 500, publish_interval_s: float = 10.0,
-                 refit_min_population: int = 50, alert_share: float = 0.02) -> None:
+                 refit_min_population: int = 50, alert_share: float = 0.02,
+                 partitions: int = 1) -> None:
         self.config = config
         self.alert_share = alert_share
         """Share of customers the churn alerts' value-at-risk cut leaves above it."""
@@ -62,6 +77,11 @@ class LearnerHandler(StageHandler):
         self.unpublished = 0
         self.last_publish = time.monotonic()
         self.fitted_population = 0
+        self.partitions = partitions
+        """Partitions of the scorers' input: the KPI history records only a sum over all."""
+        self.bases: dict[int, tuple[int, Segment]] = {}
+        """Per scorer partition: its latest watermark and whole-base segment."""
+        self.history = KpiHistory()
         self._lock = threading.Lock()
         """Held while the learner learns and while /metrics reads its quality: River's rolling
         metrics buffer updates and flush them when read, and a read racing an update
@@ -72,12 +92,19 @@ class LearnerHandler(StageHandler):
         raw = table.get(partition, BUNDLE_KEY)
         bundle = ModelBundle.restore(raw, self.config) if raw is not None else None
         self.learner = Learner(self.config, bundle, keep_predictions=False)
+        raw = table.get(partition, KPI_HISTORY_KEY)
+        try:
+            self.history = KpiHistory.restore(raw) if raw is not None else KpiHistory()
+        except TrendError as err:
+            log.error("learner: starting a new KPI history: %s", err)
+            self.history = KpiHistory()
         log.info("learner active on partition %d (bundle %s)", partition,
                  bundle.versions() if bundle else "initial")
 
     def on_revoked(self, partition: int) -> None:
         """Another worker owns learning now."""
         self.learner = None
+        self.bases.clear()
 
     def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
         """Learn from the batch's examples; keep the newest histogram of each scorer partition."""
@@ -88,7 +115,7 @@ class LearnerHandler(StageHandler):
         for msg in messages:
             key, value = msg.key() or b"", msg.value()
             if value is None:
-                if key and not key.startswith((HISTOGRAM_PREFIX, RISK_PREFIX)):
+                if key and not key.startswith(_PREFIXES):
                     with self._lock:  # the customer was erased
                         learner.forget(key.decode(errors="replace"))
                 continue
@@ -97,6 +124,9 @@ class LearnerHandler(StageHandler):
                 continue
             if key.startswith(RISK_PREFIX):
                 self.risks[key] = ValueHistogram.restore(value)
+                continue
+            if key.startswith(BASE_PREFIX):
+                self._keep_base(key, value, msg.offset())
                 continue
             try:
                 examples.append(TrainingExample.from_dict(orjson.loads(value)))
@@ -151,9 +181,37 @@ class LearnerHandler(StageHandler):
         out.send(self.snapshots_topic, BUNDLE_KEY, snapshot)
         log.info("published model bundle %s after %d examples", bundle.versions(),
                  self.unpublished)
+        self._record_history(partition, table, out)
         self.unpublished = 0
         self.last_publish = time.monotonic()
         return True
+
+    def _keep_base(self, key: bytes, value: bytes, offset: int | None) -> None:
+        """Keep a scorer partition's latest whole-base segment."""
+        try:
+            partition = int(key[len(BASE_PREFIX):])
+            raw = orjson.loads(value)
+            self.bases[partition] = (int(raw["watermark"]), Segment.from_raw(raw["segment"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            log.warning("learner: skipping an unreadable whole-base segment at offset %s: %s",
+                        offset, err)
+
+    def _record_history(self, partition: int, table: Table, out: Output) -> None:
+        """Record the whole base's KPIs (the sum of every scorer partition's latest segment)
+        under the newest watermark's day; publish the history when that changed it."""
+        if any(p not in self.bases for p in range(self.partitions)):
+            return  # not every partition reported yet: a part of the base is no base
+        whole, newest = Segment(), 0
+        for p in range(self.partitions):
+            watermark, segment = self.bases[p]
+            whole.merge(segment)
+            newest = max(newest, watermark)
+        if newest <= 0 or not whole.customers:
+            return
+        if self.history.record(newest // DAY_MS, kpi_values(whole.report())):
+            snapshot = self.history.snapshot()
+            table.put(partition, KPI_HISTORY_KEY, snapshot)
+            out.send(self.snapshots_topic, KPI_HISTORY_KEY, snapshot)
 
     def report(self) -> dict[str, Any]:
         """Model quality measured by the learner (empty when not the active learner)."""
@@ -181,6 +239,9 @@ class BundleWatcher:
         self.loaded = 0
         self.ignored = 0
         """Bundles not loaded because the models are frozen."""
+        self.kpi_history = KpiHistory()
+        """The newest KPI history the learner published (frozen models or not: it is no
+        model)."""
 
     def start(self) -> None:
         """Start following the snapshots topic from its beginning (it is compacted)."""
@@ -203,7 +264,14 @@ class BundleWatcher:
 
     def offer(self, key: bytes | None, value: bytes | None, offset: int | None = None) -> bool:
         """One record of the snapshots topic: load the bundle it carries into the engine,
-        unless the models are frozen; True if the engine now scores with it."""
+        unless the models are frozen; True if the engine now scores with it. A KPI history
+        replaces the one kept for `/aggregates`."""
+        if key == KPI_HISTORY_KEY and value is not None:
+            try:
+                self.kpi_history = KpiHistory.restore(value)
+            except TrendError as err:
+                log.error("bundle watcher: unreadable KPI history at offset %s: %s", offset, err)
+            return False
         if key != BUNDLE_KEY or value is None:
             return False
         if self.frozen:

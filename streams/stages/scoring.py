@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Message
 
-from models.scoring.aggregates import Aggregates
+from models.scoring.aggregates import WHOLE_BASE, Aggregates, Segment
 from models.scoring.alerts import AlertRules
 from models.scoring.engine import BatchOutcome, ScoringEngine
 from models.scoring.live import LiveStates, ScoringPartition
@@ -34,7 +34,7 @@ from streams.runtime.stage import Output, StageHandler, dead_letter
 from streams.runtime.stores import StoreClosed
 from streams.runtime.tables import Table
 from streams.stages.erasure import ErasureConfirmations
-from streams.stages.learner import HISTOGRAM_PREFIX, RISK_PREFIX
+from streams.stages.learner import BASE_PREFIX, HISTOGRAM_PREFIX, RISK_PREFIX
 
 __all__ = ["SYSTEMIC_FAILURES", "CoreError", "ScoringHandler", "ScoringTopics"]
 
@@ -239,7 +239,8 @@ class ScoringHandler(StageHandler):
             request.done.set()
 
     def _send_histogram(self, partition: int, out: Output) -> None:
-        """Share this partition's predicted-value histogram with the learner (for tiers)."""
+        """Share this partition's predicted-value histograms with the learner (for the tiers
+        and the churn alerts' cut), and its whole-base segment (for the KPI history)."""
         now = time.monotonic()
         part = self.partitions.get(partition)
         if part is None or now - part.histogram_sent < self.histogram_interval_s:
@@ -249,6 +250,9 @@ class ScoringHandler(StageHandler):
                  part.values.snapshot())
         out.send(self.topics.training_examples, RISK_PREFIX + str(partition).encode(),
                  part.risks.snapshot())
+        whole = part.aggregates.segments.get(WHOLE_BASE) or Segment()
+        out.send(self.topics.training_examples, BASE_PREFIX + str(partition).encode(),
+                 orjson.dumps({"watermark": part.watermark, "segment": whole.to_raw()}))
 
     def scorecard(self, table: Table, partition: int, customer_id: str) -> Scorecard | None:
         """The customer's scorecard as of the partition's watermark (None if unknown here).

@@ -31,9 +31,12 @@ from models.learning.churn import ChurnModel
 from models.learning.engagement import EngagementModel
 from models.learning.propensity import PropensityModel
 from models.learning.value import ValueModel
+from models.scoring.aggregates import Aggregates, kpi_values
 from models.scoring.engine import ScoringEngine
+from models.scoring.scorecard import Scorecard
 from models.scoring.state import CustomerState
 from models.scoring.tiers import ValueHistogram
+from models.scoring.trend import KpiHistory
 from schemas.decode import Origin
 
 
@@ -105,6 +108,17 @@ def _transition_counts() -> TransitionCounts:
         [(["email", "search"], True), (["search"], False), (["search", "email", "email"], True)])
 
 
+def _kpi_history() -> KpiHistory:
+    """The whole base's KPIs of a replayed history, recorded on three days."""
+    result = replay(iter(_history()), ScoringConfig(), publish_every_days=7)
+    cards = [Scorecard.from_row(s.last) for s in result.states.values() if s.last]
+    history = KpiHistory()
+    for day, some in ((100, cards[:10]), (120, cards[:25]), (131, cards)):
+        history.record(day, kpi_values(Aggregates.of(some).report()["segments"][0]))
+    assert len(history.days) == 3
+    return history
+
+
 CASES: dict[type, tuple[Callable[[], Any], Callable[[bytes], Any]]] = {
     CustomerState: (_state, CustomerState.restore),
     ModelBundle: (_trained, ModelBundle.restore),
@@ -117,6 +131,7 @@ CASES: dict[type, tuple[Callable[[], Any], Callable[[bytes], Any]]] = {
     Ingestion: (_ingestion, Ingestion.restore),
     TransitionCounts: (_transition_counts, TransitionCounts.restore),
     PropensityModel: (_propensity, PropensityModel.restore),
+    KpiHistory: (_kpi_history, KpiHistory.restore),
 }
 
 

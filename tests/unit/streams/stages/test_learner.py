@@ -7,12 +7,23 @@ import orjson
 import pytest
 
 from models.learning.bundle import ModelBundle
+from models.scoring.aggregates import WHOLE_BASE, Segment, kpi_values
+from models.scoring.alerts import AlertRules
 from models.scoring.engine import ScoringEngine
 from models.scoring.labels import TrainingExample
+from models.scoring.trend import KpiHistory
 from streams.runtime.pipeline import ScoringPipeline
+from streams.runtime.stage import Output
 from streams.settings import Settings, SettingsError
-from streams.stages.learner import BUNDLE_KEY, BundleWatcher, LearnerHandler
-from tests.kit import DAY_MS, T0, assign, feed
+from streams.stages.learner import (
+    BASE_PREFIX,
+    BUNDLE_KEY,
+    KPI_HISTORY_KEY,
+    BundleWatcher,
+    LearnerHandler,
+)
+from streams.stages.scoring import ScoringHandler
+from tests.kit import DAY_MS, SCORING_TOPICS, T0, assign, ev, feed
 
 INITIAL = ModelBundle.initial().versions()
 
@@ -77,3 +88,52 @@ def test_the_frozen_setting_reaches_the_worker_s_watcher() -> None:
         assert ScoringPipeline(settings).watcher.frozen is frozen
     with pytest.raises(SettingsError, match="SCORESTREAM_MODEL_FROZEN"):
         Settings.from_env({"SCORESTREAM_MODEL_FROZEN": "sometimes"})
+
+
+def test_the_learner_records_the_whole_base_of_every_partition_and_workers_read_it() -> None:
+    """Scorers send their whole-base segments with the histograms; the learner records the
+    KPIs of their sum under the newest watermark's day once every partition has reported, and
+    publishes the history, which even a frozen worker's watcher takes."""
+    scorers = []
+    for first in (0, 1):
+        handler = ScoringHandler(ScoringEngine(), AlertRules(), SCORING_TOPICS,
+                                 histogram_interval_s=0.0)
+        table = assign(handler, "customer-state")
+        days = (10, 40) if first == 0 else (20, 30, 45)
+        feed(handler, table, [orjson.dumps(ev(f"e{first}{n}", "order_placed", day,
+                                              customer_id=f"C{first}{n}", ingested_at=1,
+                                              order_id=f"o{first}{n}", amount=10.0 + n,
+                                              currency="EUR"))
+                              for n, day in enumerate(days)])
+        out = Output()
+        handler._send_histogram(0, out)
+        [(key, value)] = [(k, v) for _t, k, v, _p in out.records if k.startswith(BASE_PREFIX)]
+        assert key == b"base:0" and value is not None
+        scorers.append((f"base:{first}".encode(), value, handler.partitions[0]))
+
+    learner = LearnerHandler(ScoringEngine().config, "model-snapshots", publish_every=10,
+                             partitions=2)
+    table = assign(learner, "learner")
+    out = feed(learner, table, [scorers[0][:2], *examples(20)], topic="training")
+    assert [k for _t, k, _v, _p in out.records] == [BUNDLE_KEY]  # partition 1 not yet in
+    out = feed(learner, table, [scorers[1][:2], *examples(20)], topic="training")
+    [history] = [v for _t, k, v, _p in out.records if k == KPI_HISTORY_KEY]
+    assert history is not None
+    whole = Segment()
+    for _key, _value, part in scorers:
+        whole.merge(part.aggregates.segments[WHOLE_BASE])
+    newest = max(part.watermark for _k, _v, part in scorers)
+    assert KpiHistory.restore(history).days == {newest // DAY_MS: kpi_values(whole.report())}
+    assert kpi_values(whole.report())["customers"] == 5
+    # nothing changed: no new history on the next publish; a learner taking over resumes it
+    out = feed(learner, table, examples(20), topic="training")
+    assert [k for _t, k, _v, _p in out.records] == [BUNDLE_KEY]
+    successor = LearnerHandler(ScoringEngine().config, "model-snapshots", partitions=2)
+    successor.on_assigned(0, table)
+    assert successor.history == KpiHistory.restore(history)
+
+    watcher = BundleWatcher({}, "model-snapshots", ScoringEngine(), frozen=True)
+    assert not watcher.offer(KPI_HISTORY_KEY, history, 3)
+    assert watcher.kpi_history == KpiHistory.restore(history)
+    assert not watcher.offer(KPI_HISTORY_KEY, b"[broken", 4)  # logged, the last one stays
+    assert watcher.kpi_history == KpiHistory.restore(history)
