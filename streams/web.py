@@ -65,8 +65,10 @@ from faust.web import Request, Response, View
 from yarl import URL
 
 from models.attribution.rules import MODELS
-from models.scoring.aggregates import Aggregates
+from models.scoring.aggregates import KPIS, Aggregates, kpi_values
+from models.scoring.trend import TREND_DAYS
 from schemas.registry import SOURCES, load_schema
+from schemas.units import DAY_MS
 from streams.client import scorecard_path
 from streams.metrics import Metrics
 from streams.runtime.kafka import client_config
@@ -516,13 +518,21 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
             for agg, _watermark in parts.values():
                 merged.merge(agg)
             covered = sorted(parts)
+            as_of = max((w for _agg, w in parts.values()), default=None)
+            report = merged.report(targets, limit)
+            history = pipeline.watcher.kpi_history
+            whole = report["segments"][0] if report["segments"] else None
             return self.json({
-                "as_of": max((w for _agg, w in parts.values()), default=None),
+                "as_of": as_of,
                 "currency": pipeline.engine.config.base_currency,
                 "partitions": {"covered": covered, "total": settings.partitions,
                                "missing": sorted(set(range(settings.partitions)) - set(covered))},
                 "complete": len(covered) == settings.partitions,
-                **merged.report(targets, limit)})
+                **report,
+                "trend": _with_better(history.trend(as_of // DAY_MS, kpi_values(whole))
+                                      if as_of and whole else
+                                      {"days": TREND_DAYS, "against": None, "kpis": {}}),
+                "history": history.report()})
 
     @app.page(SCORECARD_ROUTE)
     class ScorecardView(View):
@@ -551,6 +561,13 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
                                  status=503)
             return await _forward(self, f"{owner.rstrip('/')}{scorecard_path(customer_id)}",
                                   token)
+
+
+def _with_better(trend: dict[str, Any]) -> dict[str, Any]:
+    """The trend with each KPI's better way ("higher" or "lower") beside its change."""
+    for kpi, row in trend["kpis"].items():
+        row["better"] = KPIS[kpi][1]
+    return trend
 
 
 def _page_file(name: str | None) -> bytes:

@@ -53,6 +53,7 @@ function showLogin(message) {
 const TILES = [
   // [kpi, label, value of the whole base's report, text, detail]
   ["customers", "Customers", (s) => s.customers, (v) => fmt(v), () => ""],
+  // text(value) must also format a change of the value: tiles show both
   ["nps", "NPS", (s) => s.nps.value, (v) => fmt(v, 1),
     (s) => s.nps.interval ? `95 % ${fmt(s.nps.interval[0], 1)} to ${fmt(s.nps.interval[1], 1)}, `
       + `${s.nps.answers} answers` : `${s.nps.answers} answers`],
@@ -80,11 +81,52 @@ function percent(v) {
   return fmt(v === null ? null : 100 * v, 1, " %");
 }
 
-function tile(kpi, label, value, text, detail, target) {
+// A KPI's change against the day the trend compares with (30 days before), and a sparkline
+// of its recorded days and today's value.
+function trendLine(kpi, format, trend, history, value, asOf) {
+  const row = trend.kpis[kpi];
+  const node = el("div", { class: "trend" });
+  if (row && row.change !== null) {
+    const arrow = row.change > 0 ? "▲" : row.change < 0 ? "▼" : "■";
+    const good = row.change === 0 ? "flat" : (row.change > 0) === (row.better === "higher")
+      ? "good" : "bad";
+    node.classList.add(good);
+    node.dataset.change = row.change;
+    node.dataset.previous = row.previous;
+    node.append(`${arrow} ${row.change > 0 ? "+" : ""}${format(row.change)} since ${trend.against}`);
+  } else {
+    node.append(trend.against ? `not recorded on ${trend.against}`
+      : `no figures ${trend.days} days back yet`);
+  }
+  const points = history.map((h) => [Date.parse(h.day), h.kpis[kpi]])
+    .filter(([, v]) => v !== null && v !== undefined);
+  if (value !== null && value !== undefined && asOf) points.push([asOf, value]);
+  if (points.length > 1) node.append(sparkline(points));
+  return node;
+}
+
+function sparkline(points) {
+  const ns = "http://www.w3.org/2000/svg";
+  const xs = points.map(([x]) => x), ys = points.map(([, y]) => y);
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  const [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("viewBox", "0 0 100 24");
+  svg.setAttribute("preserveAspectRatio", "none");
+  const line = document.createElementNS(ns, "polyline");
+  line.setAttribute("points", points.map(([x, y]) =>
+    `${x1 > x0 ? (100 * (x - x0)) / (x1 - x0) : 50},${
+      y1 > y0 ? 22 - (20 * (y - y0)) / (y1 - y0) : 12}`).join(" "));
+  svg.append(line);
+  return svg;
+}
+
+function tile(kpi, label, value, text, detail, target, trend) {
   const node = el("div", { class: "tile", "data-kpi": kpi },
     el("div", { class: "label" }, label),
     el("div", { class: "value", "data-value": value === null ? "" : value }, text),
-    el("div", { class: "detail" }, detail));
+    el("div", { class: "detail" }, detail), trend);
   if (target) {
     node.classList.add(target.met === true ? "met" : target.met === false ? "missed" : "none");
     node.append(el("div", { class: "target", "data-target": target.target },
@@ -113,7 +155,8 @@ function renderAggregates(report) {
   const tiles = document.getElementById("tiles");
   tiles.replaceChildren(...(whole ? TILES.map(([kpi, label, value, text, detail]) => {
     const v = value(whole);
-    return tile(kpi, label, v, text(v), detail(whole), targets[kpi]);
+    return tile(kpi, label, v, text(v), detail(whole), targets[kpi],
+      trendLine(kpi, text, report.trend, report.history, v, report.as_of));
   }) : [el("p", {}, "No customers yet.")]));
 
   const tiers = segments.filter((s) => s.kind === "tier");

@@ -9,8 +9,12 @@ the source topics; two workers with frozen models score it. Then, from either wo
 * what depends only on the events (customers, orders, historic revenue and AOV per cohort
   and channel, the survey KPIs) equals a replay of the same history;
 * the gauges of both workers add up to the whole base;
+* the trend: the history is produced in two parts; the KPIs `/aggregates` reported after the
+  first are what the learner recorded for that day, and at the end each KPI's change is
+  against the latest recorded day at least 30 days back;
 * the worker's page, in a real headless chromium, asks for the token, then shows the same
-  numbers as the API, the hostile channel name as text, and a customer's scorecard.
+  numbers as the API (the trends too), the hostile channel name as text, and a customer's
+  scorecard.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import orjson
 import pytest
 
 from models.history.replay import ingest, replay, sort_raw
-from models.scoring.aggregates import Aggregates
+from models.scoring.aggregates import Aggregates, kpi_values
 from models.scoring.scorecard import Scorecard
+from models.scoring.trend import TREND_DAYS, day_text
 from tests.integration.alerting_script import wait_until
 from tests.integration.browser import Browser
 from tests.integration.fault_tools import changelog_states
@@ -45,6 +50,8 @@ TOKEN = "aggregates-test-token-01234"
 HOSTILE = "<img src=x onerror=\"window.pwned=1\">"
 CHANNELS = ("organic", "paid", "email", HOSTILE)
 ERASED = "G007"
+SPLIT_DAY = 60
+"""The first part of the history is its events before this day."""
 
 
 def history() -> list[dict[str, Any]]:
@@ -92,6 +99,14 @@ def _rows(report: dict[str, Any]) -> dict[tuple[str, str | None], dict[str, Any]
     return {(row["kind"], row["name"]): row for row in report["segments"]}
 
 
+def _settled(got: dict[str, Any], want: dict[str, Any]) -> bool:
+    """Whether a whole-base row counts every customer, order and survey answer of the
+    replay's (the sources' topics arrive in any order, so orders alone say too little)."""
+    return (got["customers"] == want["customers"]
+            and got["totals"]["orders"] == want["totals"]["orders"]
+            and all(got[s]["answers"] == want[s]["answers"] for s in ("nps", "csat", "ces")))
+
+
 def _gauge_sum(texts: list[str], prefix: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for text in texts for line in text.splitlines()
                if line.startswith(prefix))
@@ -115,12 +130,23 @@ def test_aggregates_of_two_workers_equal_a_batch_computation_and_a_replay(
     app_id = f"agg-{unique_name}"
     envs = [worker_env(kafka_bootstrap, app_id, topics, tmp_path / f"state-{name}",
                        free_port(), SCORESTREAM_API_TOKEN=TOKEN, SCORESTREAM_MODEL_FROZEN="true",
-                       SCORESTREAM_KPI_TARGETS="nps=20,churn_rate=0.5")
+                       SCORESTREAM_KPI_TARGETS="nps=20,churn_rate=0.5",
+                       SCORESTREAM_MODEL_PUBLISH_INTERVAL_S="2")
             for name in ("a", "b")]
-    for source in ("web", "crm", "support"):
-        produce(kafka_bootstrap, topics[source],
-                [(r["customer_id"].encode(), orjson.dumps(r)) for r in records
-                 if r["source"] == source])
+    split = T0 + SPLIT_DAY * DAY_MS
+    first = [r for r in records if r["occurred_at"] < split]
+    first_state = replay(ingest(sort_raw([orjson.dumps(r) for r in first]), dead=[]))
+    first = _rows(orjson.loads(orjson.dumps(Aggregates.of(
+        Scorecard.from_row(s.last) for s in first_state.states.values() if s.last
+    ).report(limit=1000))))[("all", None)]
+
+    def send(part: list[dict[str, Any]]) -> None:
+        for source in ("web", "crm", "support"):
+            produce(kafka_bootstrap, topics[source],
+                    [(r["customer_id"].encode(), orjson.dumps(r)) for r in part
+                     if r["source"] == source])
+
+    send([r for r in records if r["occurred_at"] < split])
     with (running_worker(envs[0], tmp_path / "a.log") as a,
           running_worker(envs[1], tmp_path / "b.log") as b):
 
@@ -142,10 +168,35 @@ def test_aggregates_of_two_workers_equal_a_batch_computation_and_a_replay(
             got = _aggregates(a.web_url)
             whole = _rows(got).get(("all", None)) if got else None
             return (got.get("complete") is True and whole is not None
-                    and whole["totals"]["orders"] == want[("all", None)]["totals"]["orders"]
-                    and whole["customers"] == known)
+                    and _settled(whole, want[("all", None)]))
 
+        def first_part_scored() -> bool:
+            got = _aggregates(a.web_url)
+            whole = _rows(got).get(("all", None)) if got else None
+            return got.get("complete") is True and whole is not None and _settled(whole, first)
+
+        wait_until(first_part_scored, 180, "the first part scored", logs)
+        then = _aggregates(a.web_url)
+        then_day = day_text(then["as_of"] // DAY_MS)
+        then_kpis = kpi_values(_rows(then)[("all", None)])
+
+        def recorded() -> bool:
+            days = {h["day"]: h["kpis"] for h in _aggregates(b.web_url).get("history", [])}
+            return days.get(then_day) == then_kpis
+
+        # the scorers send their whole base every 10 s, the learner publishes every 2 s
+        wait_until(recorded, 60, f"the KPIs of {then_day} in the history", logs)
+        assert then["trend"] == {"days": TREND_DAYS, "against": None, "kpis": {}}
+        send([r for r in records if r["occurred_at"] >= split])
         wait_until(both_own_and_all_scored, 180, "both workers scoring every event", logs)
+
+        def today_recorded() -> bool:
+            got = _aggregates(a.web_url)
+            whole = _rows(got)[("all", None)]
+            return got["history"][-1] == {"day": day_text(got["as_of"] // DAY_MS),
+                                          "kpis": kpi_values(whole)}
+
+        wait_until(today_recorded, 60, "the last day's KPIs in the history", logs)
         from_a, from_b = _aggregates(a.web_url), _aggregates(b.web_url)
         assert _get(f"{a.web_url}/aggregates", token=None)[0] == 401
         assert _get(f"{a.web_url}/aggregates?limit=0")[0] == 400
@@ -161,8 +212,21 @@ def test_aggregates_of_two_workers_equal_a_batch_computation_and_a_replay(
     batch = Aggregates.of(Scorecard.from_row(s.last) for s in states.values() if s.last)
     assert ERASED not in states
     assert orjson.loads(orjson.dumps(batch.report(limit=100)["segments"])) == from_a["segments"]
-    # targets: the whole base's actual value beside each
+    # the trend: against the latest recorded day at least 30 days back (the first part's
+    # day or a later one)
     whole = _rows(from_a)[("all", None)]
+    today = from_a["as_of"] // DAY_MS
+    days = {h["day"]: h["kpis"] for h in from_a["history"]}
+    against = max(d for d in days if d <= day_text(today - TREND_DAYS))
+    assert from_a["trend"]["against"] == against and against >= then_day
+    assert from_a["trend"] == from_b["trend"]
+    for kpi, now in kpi_values(whole).items():
+        before = days[against].get(kpi)
+        row = from_a["trend"]["kpis"][kpi]
+        assert row["previous"] == before, kpi
+        assert row["change"] == (None if now is None or before is None else now - before), kpi
+    assert from_a["trend"]["kpis"]["customers"]["change"] is not None
+    # targets: the whole base's actual value beside each
     assert [(t["kpi"], t["target"], t["actual"]) for t in from_a["targets"]] == [
         ("nps", 20.0, whole["nps"]["value"]), ("churn_rate", 0.5, whole["churn_rate"])]
     # what only the events decide equals the replay
@@ -218,6 +282,10 @@ def _page(url: str, profile: Path, api: dict[str, Any]) -> None:
             tiles: Object.fromEntries([...document.querySelectorAll('.tile')].map(t => [
                 t.dataset.kpi, [t.querySelector('.value').dataset.value,
                                 t.querySelector('.target')?.dataset.target ?? null]])),
+            changes: Object.fromEntries([...document.querySelectorAll('.tile')].map(t => [
+                t.dataset.kpi, t.querySelector('.trend')?.dataset.change ?? null])),
+            sparklines: document.querySelectorAll('.tile svg.spark polyline').length,
+            trends: [...document.querySelectorAll('.tile .trend')].map(t => t.textContent),
             tiers: [...document.querySelectorAll('#tiers tbody tr')].map(r => [
                 r.dataset.tier, Number(r.dataset.customers), Number(r.dataset.revenueAtRisk)]),
             channels: [...document.querySelectorAll('#channels tbody td:first-child')]
@@ -261,6 +329,14 @@ def _page(url: str, profile: Path, api: dict[str, Any]) -> None:
         assert (float(text) if text else None) == value, kpi
     assert shown["tiles"]["nps"][1] == "20" and shown["tiles"]["churn_rate"][1] == "0.5"
     assert shown["tiles"]["csat"][1] is None  # no target set
+    for kpi in values:
+        change = api["trend"]["kpis"][kpi]["change"]
+        text = shown["changes"][kpi]
+        assert (float(text) if text is not None else None) == change, (
+            kpi, shown["trends"], api["trend"]["against"], api["history"])
+    points = {kpi: sum(1 for h in api["history"] if h["kpis"][kpi] is not None)
+              + (value is not None) for kpi, value in values.items()}
+    assert shown["sparklines"] == sum(1 for n in points.values() if n > 1) > 0
     assert shown["tiers"] == [[r["name"], r["customers"], r["totals"]["revenue_at_risk"]]
                               for r in api["segments"] if r["kind"] == "tier"]
     assert HOSTILE in shown["channels"]  # as text
