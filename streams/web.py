@@ -528,6 +528,7 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
                 "partitions": {"covered": covered, "total": settings.partitions,
                                "missing": sorted(set(range(settings.partitions)) - set(covered))},
                 "complete": len(covered) == settings.partitions,
+                "attribution": pipeline.attribution is not None,
                 **report,
                 "trend": _with_better(history.trend(as_of // DAY_MS, kpi_values(whole))
                                       if as_of and whole else

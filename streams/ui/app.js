@@ -191,6 +191,57 @@ function renderAggregates(report) {
   }
 }
 
+// -- attribution (GET /attribution; hidden while attribution is off, which /aggregates says) ---
+
+const MODEL_NAMES = {
+  last_click: "last click", first_click: "first click", linear: "linear",
+  time_decay: "time decay", position_based: "position-based", data_driven: "data-driven",
+};
+const ATTRIBUTION_CHANNELS = 10;
+
+function renderAttribution(report) {
+  const section = document.getElementById("attribution");
+  section.hidden = false;
+  const models = Object.keys(report.models);
+  // the channels by value over every model, the largest first
+  const total = {};
+  for (const m of models) {
+    for (const c of report.models[m].channels) total[c.channel] = (total[c.channel] || 0) + c.value;
+  }
+  const channels = Object.keys(total).sort((a, b) => total[b] - total[a] || (a < b ? -1 : 1))
+    .slice(0, ATTRIBUTION_CHANNELS);
+  const credit = (m, channel) =>
+    report.models[m].channels.find((c) => c.channel === channel)?.value ?? 0;
+  document.getElementById("attribution-summary").textContent =
+    `${fmt(report.conversions)} conversions worth ${money(report.value)}; `
+    + `${fmt(report.unattributed.conversions)} without a touch in the lookback `
+    + `(${money(report.unattributed.value)})`
+    + (report.caught_up ? "" : "; still reading the attributions topic");
+  document.querySelector("#attribution-table thead").replaceChildren(el("tr", {},
+    el("th", {}, "Channel"), ...models.map((m) => el("th", {}, MODEL_NAMES[m] || m))));
+  document.querySelector("#attribution-table tbody").replaceChildren(...channels.map(
+    (channel) => el("tr", { "data-channel": channel }, el("td", {}, channel),
+      ...models.map((m) => el("td", { "data-model": m, "data-value": credit(m, channel) },
+        money(credit(m, channel)))))));
+  if (window.Plotly) {
+    Plotly.react("attribution-chart", models.map((m) => ({
+      type: "bar", name: MODEL_NAMES[m] || m, x: channels,
+      y: channels.map((channel) => credit(m, channel)),
+    })), {
+      barmode: "group", margin: { t: 10, r: 10, b: 40, l: 60 },
+      yaxis: { title: { text: currency } }, legend: { orientation: "h" },
+    }, { displayModeBar: false, responsive: true });
+  }
+}
+
+async function refreshAttribution(enabled) {
+  document.getElementById("attribution").hidden = !enabled;
+  if (!enabled) return;  // attribution is off: /attribution would answer 404
+  const { status, body } = await api("/attribution?limit=100");
+  if (status !== 200) throw new Error(body.error || `HTTP ${status}`);
+  renderAttribution(body);
+}
+
 // -- the customer lookup ----------------------------------------------------------------------
 
 function factors(list) {
@@ -258,6 +309,7 @@ async function refresh() {
     document.getElementById("login").hidden = true;
     document.getElementById("board").hidden = false;
     renderAggregates(body);
+    await refreshAttribution(body.attribution);
     document.body.dataset.loaded = String(Date.now());
   } catch (err) {
     if (err instanceof Unauthorized) {

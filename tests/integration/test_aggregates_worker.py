@@ -286,6 +286,7 @@ def _page(url: str, profile: Path, api: dict[str, Any]) -> None:
                 t.dataset.kpi, t.querySelector('.trend')?.dataset.change ?? null])),
             sparklines: document.querySelectorAll('.tile svg.spark polyline').length,
             trends: [...document.querySelectorAll('.tile .trend')].map(t => t.textContent),
+            attribution_hidden: document.getElementById('attribution').hidden,
             tiers: [...document.querySelectorAll('#tiers tbody tr')].map(r => [
                 r.dataset.tier, Number(r.dataset.customers), Number(r.dataset.revenueAtRisk)]),
             channels: [...document.querySelectorAll('#channels tbody td:first-child')]
@@ -323,6 +324,7 @@ def _page(url: str, profile: Path, api: dict[str, Any]) -> None:
               "engagement": whole["averages"]["engagement"],
               "nrr": whole["retention"]["nrr"]}
     assert shown["problems"] == []
+    assert shown["attribution_hidden"] is True and api["attribution"] is False  # it is off
     assert set(shown["tiles"]) == set(values)
     for kpi, value in values.items():
         text, _target = shown["tiles"][kpi]
