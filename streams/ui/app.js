@@ -234,12 +234,72 @@ function renderAttribution(report) {
   }
 }
 
+function renderDataDriven(dd) {
+  const model = dd.model;
+  document.getElementById("data-driven-summary").textContent = model === null
+    ? "No closed journeys yet."
+    : `Fitted on ${fmt(model.paths)} closed journeys (${fmt(model.conversions)} converted), `
+      + `P(conversion) ${percent(model.conversion_probability)}; intervals: `
+      + `${fmt(100 * model.level)} % of ${fmt(model.draws)} posterior draws. `
+      + (dd.ready ? "Conversions are credited by it."
+        : `Conversions are credited by it from ${fmt(dd.min_paths)} journeys on.`);
+  document.querySelector("#data-driven tbody").replaceChildren(...(model ? model.channels : [])
+    .map((c) => row([c.channel, percent(c.weight),
+      `${percent(c.weight_low)} to ${percent(c.weight_high)}`, percent(c.removal_effect),
+      `${percent(c.removal_effect_low)} to ${percent(c.removal_effect_high)}`],
+    { "data-channel": c.channel, "data-weight": c.weight })));
+}
+
+// -- journeys (GET /journeys) -----------------------------------------------------------------
+
+function duration(ms) {
+  if (ms === null || ms === undefined) return "–";
+  const hours = ms / 3600000;
+  return hours < 48 ? `${fmt(hours, 1)} h` : `${fmt(hours / 24, 1)} days`;
+}
+
+function renderJourneys(report) {
+  document.getElementById("journeys").hidden = false;
+  const closed = report.closed;
+  document.getElementById("journeys-summary").textContent =
+    `${fmt(closed.paths)} closed journeys: ${fmt(closed.converted)} converted, `
+    + `${fmt(closed.null)} passed the ${report.lookback_days}-day lookback without a conversion`
+    + (report.caught_up ? "" : "; still reading the attributions topic");
+  const sankey = report.sankey;
+  const label = (n) => n.terminal ? (n.terminal === "conversion" ? "conversion" : "drop-off")
+    : `${n.step + 1}. ${n.channel}`;
+  if (window.Plotly && sankey.nodes.length) {
+    Plotly.react("sankey", [{
+      type: "sankey", arrangement: "snap",
+      node: { label: sankey.nodes.map(label), pad: 12, thickness: 14,
+        customdata: sankey.nodes.map((n) => n.value),
+        hovertemplate: "%{label}: %{customdata} journeys<extra></extra>" },
+      link: { source: sankey.links.map((l) => l.source), target: sankey.links.map((l) => l.target),
+        value: sankey.links.map((l) => l.value) },
+    }], { margin: { t: 10, r: 10, b: 10, l: 10 } }, { displayModeBar: false, responsive: true });
+  }
+  document.querySelector("#journey-steps tbody").replaceChildren(...sankey.flow.map((f) => row(
+    [fmt(f.step + 1), fmt(f.inflow), fmt(f.onward), fmt(f.conversions), fmt(f.drop_offs)],
+    { "data-step": f.step, "data-inflow": f.inflow, "data-conversions": f.conversions,
+      "data-drop-offs": f.drop_offs })));
+  const funnel = report.funnel;
+  document.querySelector("#funnel tbody").replaceChildren(...funnel.steps.map((st) => row(
+    [st.goal, fmt(st.reached), percent(st.rate_from_previous), percent(st.rate_from_entry),
+      duration(st.median_ms_from_previous)],
+    { "data-goal": st.goal, "data-reached": st.reached })));
+}
+
 async function refreshAttribution(enabled) {
-  document.getElementById("attribution").hidden = !enabled;
-  if (!enabled) return;  // attribution is off: /attribution would answer 404
-  const { status, body } = await api("/attribution?limit=100");
-  if (status !== 200) throw new Error(body.error || `HTTP ${status}`);
-  renderAttribution(body);
+  for (const id of ["attribution", "journeys"]) document.getElementById(id).hidden = !enabled;
+  if (!enabled) return;  // attribution is off: /attribution and /journeys would answer 404
+  const [attribution, journeys] = await Promise.all([api("/attribution?limit=100"),
+    api("/journeys")]);
+  for (const { status, body } of [attribution, journeys]) {
+    if (status !== 200) throw new Error(body.error || `HTTP ${status}`);
+  }
+  renderAttribution(attribution.body);
+  renderDataDriven(attribution.body.data_driven);
+  renderJourneys(journeys.body);
 }
 
 // -- the customer lookup ----------------------------------------------------------------------
