@@ -193,6 +193,11 @@ function renderAggregates(report) {
 
 // -- attribution (GET /attribution; hidden while attribution is off, which /aggregates says) ---
 
+// Plotly reads chart text as a small subset of HTML (and decodes entities): text from events
+// goes in with its markup characters as entities, so it shows as written and is never markup.
+const plotlyText = (text) => String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;")
+  .replace(/>/g, "&gt;");
+
 const MODEL_NAMES = {
   last_click: "last click", first_click: "first click", linear: "linear",
   time_decay: "time decay", position_based: "position-based", data_driven: "data-driven",
@@ -223,9 +228,28 @@ function renderAttribution(report) {
     (channel) => el("tr", { "data-channel": channel }, el("td", {}, channel),
       ...models.map((m) => el("td", { "data-model": m, "data-value": credit(m, channel) },
         money(credit(m, channel)))))));
+  // the campaigns by value over every model (null: touches without one)
+  const byCampaign = {};
+  for (const m of models) {
+    for (const c of report.models[m].campaigns) {
+      const key = JSON.stringify(c.campaign);
+      byCampaign[key] = (byCampaign[key] || 0) + c.value;
+    }
+  }
+  const campaigns = Object.keys(byCampaign).sort((a, b) => byCampaign[b] - byCampaign[a])
+    .slice(0, ATTRIBUTION_CHANNELS).map((key) => JSON.parse(key));
+  const campaignCredit = (m, campaign) =>
+    report.models[m].campaigns.find((c) => c.campaign === campaign)?.value ?? 0;
+  document.querySelector("#campaigns-table thead").replaceChildren(el("tr", {},
+    el("th", {}, "Campaign"), ...models.map((m) => el("th", {}, MODEL_NAMES[m] || m))));
+  document.querySelector("#campaigns-table tbody").replaceChildren(...campaigns.map(
+    (campaign) => el("tr", { "data-campaign": campaign ?? "" },
+      el("td", {}, campaign ?? "(no campaign)"),
+      ...models.map((m) => el("td", { "data-model": m, "data-value": campaignCredit(m, campaign) },
+        money(campaignCredit(m, campaign)))))));
   if (window.Plotly) {
     Plotly.react("attribution-chart", models.map((m) => ({
-      type: "bar", name: MODEL_NAMES[m] || m, x: channels,
+      type: "bar", name: MODEL_NAMES[m] || m, x: channels.map(plotlyText),
       y: channels.map((channel) => credit(m, channel)),
     })), {
       barmode: "group", margin: { t: 10, r: 10, b: 40, l: 60 },
@@ -267,7 +291,7 @@ function renderJourneys(report) {
     + (report.caught_up ? "" : "; still reading the attributions topic");
   const sankey = report.sankey;
   const label = (n) => n.terminal ? (n.terminal === "conversion" ? "conversion" : "drop-off")
-    : `${n.step + 1}. ${n.channel}`;
+    : `${n.step + 1}. ${plotlyText(n.channel)}`;
   if (window.Plotly && sankey.nodes.length) {
     Plotly.react("sankey", [{
       type: "sankey", arrangement: "snap",
