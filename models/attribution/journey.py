@@ -388,26 +388,30 @@ class Journey:
 
     def to_list(self) -> list[Any]:
         """JSON-friendly form: the flat touches [at, channel, campaign, direct 0/1, ...] and
-        the id hashes (the journey's own lists, for encoding at once: do not modify them),
-        then, once set, where the open path starts and the funnel progress."""
+        the id hashes (the journey's own lists, for encoding at once: do not modify them)."""
+        return [self._flat, self.attributed]
+
+    def progress(self) -> list[Any] | None:
+        """Where the open path starts and the funnel progress, JSON-friendly (None: neither
+        set yet). Kept apart from `to_list`, which code from before paths reads as it is."""
         if self.closed is None and not self.goals:
-            return [self._flat, self.attributed]
-        return [self._flat, self.attributed, self.closed, self.goals]
+            return None
+        return [self.closed, self.goals]
 
     @classmethod
-    def from_list(cls, data: Sequence[Any]) -> Journey:
-        """Inverse of `to_list` (touches as [[at, channel, campaign, direct], ...] read too,
-        and the two-item form of journeys saved before paths and funnels)."""
+    def from_list(cls, data: Sequence[Any], progress: Sequence[Any] | None = None) -> Journey:
+        """Inverse of `to_list` and `progress` (touches as [[at, channel, campaign, direct],
+        ...] read too)."""
         journey = cls()
-        touches, attributed = data[0], data[1]
+        touches, attributed = data
         if touches and isinstance(touches[0], list):
             journey._flat = [value for touch in touches for value in touch]
         else:
             journey._flat = list(touches)
         journey.attributed = list(attributed)
-        if len(data) > 2:
-            journey.closed = data[2]
-            journey.goals = list(data[3])
+        if progress is not None:
+            journey.closed = progress[0]
+            journey.goals = list(progress[1])
         return journey
 
 

@@ -234,8 +234,10 @@ def test_the_journey_round_trips_through_the_state_snapshot() -> None:
         order("o1", 3)], at(3))
     state = out.state
     assert state.to_dict()["j"] == [
-        [at(1), "paid", "winter", 0, at(2), "direct", None, 1], state.journey.attributed,
-        at(3), []]  # the open path starts after the order
+        [at(1), "paid", "winter", 0, at(2), "direct", None, 1], state.journey.attributed]
+    # the open path starts after the order: kept under a key of its own, which code from
+    # before paths ignores (it reads "j" as two items)
+    assert state.to_dict()["jp"] == [at(3), []]
     again = CustomerState.restore(state.snapshot(), CONFIG)
     assert again.journey.touches == state.journey.touches
     assert again.journey.attributed == state.journey.attributed
