@@ -274,9 +274,10 @@ class Journey:
         """48-bit hashes of the last `ATTRIBUTED_IDS` conversion ids, oldest first."""
         self.closed: int | None = None
         """Touches at or before this time belong to closed paths (None: none closed yet)."""
-        self.goals: list[Any] = []
-        """Funnel progress, empty until a funnel goal: [goals done (a bit per funnel goal),
-        the attempt's start (None: no attempt), steps reached, the last step's time]."""
+        self.goals: list[Any] | None = None
+        """Funnel progress, None until a funnel goal (no list for the garbage collector to
+        track on every live state): [goals done (a bit per funnel goal), the attempt's
+        start (None: no attempt), steps reached, the last step's time]."""
 
     @property
     def touches(self) -> list[Touch]:
@@ -364,8 +365,8 @@ class Journey:
             return None
         at = int(event["occurred_at"])
         goals = self.goals
-        if not goals:
-            goals.extend([0, None, 0, None])
+        if goals is None:
+            goals = self.goals = [0, None, 0, None]
         done, started, reached, last = goals
         bit = 1 << funnel.index(goal)
         first, first_any = not done & bit, not done
@@ -396,7 +397,7 @@ class Journey:
         set yet). Kept apart from `to_list`, which code from before paths reads as it is."""
         if self.closed is None and not self.goals:
             return None
-        return [self.closed, self.goals]
+        return [self.closed, self.goals or []]
 
     @classmethod
     def from_list(cls, data: Sequence[Any], progress: Sequence[Any] | None = None) -> Journey:
@@ -411,7 +412,7 @@ class Journey:
         journey.attributed = list(attributed)
         if progress is not None:
             journey.closed = progress[0]
-            journey.goals = list(progress[1])
+            journey.goals = list(progress[1]) if progress[1] else None
         return journey
 
 

@@ -17,6 +17,9 @@ of a record that does not depend on the events alone is the data-driven credit (
 the worker had when it scored the conversion): it is compared apart, and the model the API
 reports in the end must be the one fitted on the replay's counts, intervals included.
 
+A first worker is killed (kill -9) while it scores; the records must still be exactly the
+replay's: none lost, none twice, the journeys restored from the customers' states.
+
 Every touch comes at least an hour before the next conversion of its customer, so that the
 order in which the sources' records reach the scoring stage cannot change which touches a
 conversion sees.
@@ -25,6 +28,7 @@ conversion sees.
 from __future__ import annotations
 
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -191,12 +195,8 @@ def test_stream_attributions_equal_a_batch_recomputation(
                      SCORESTREAM_ATTRIBUTION_DATA_DRIVEN_MIN_PATHS="20",
                      SCORESTREAM_ATTRIBUTION_DATA_DRIVEN_REFIT_PATHS="20",
                      SCORESTREAM_ATTRIBUTION_DATA_DRIVEN_REFIT_S="1",
-                     SCORESTREAM_ATTRIBUTION_DATA_DRIVEN_DRAWS=str(DRAWS))
-    # The late customers once the worker's model is ready, so that their conversions are
-    # credited by it. Their sources' records then reach the worker one source after the
-    # other, not in event-time order; their histories are shorter than the lookback and
-    # their touches come within it of each other, so this changes none of their records.
-
+                     SCORESTREAM_ATTRIBUTION_DATA_DRIVEN_DRAWS=str(DRAWS),
+                     SCORESTREAM_GROUP_SESSION_TIMEOUT_S="6")
     def send(part: list[dict[str, Any]]) -> None:
         for source in ("web", "email", "crm"):
             produce(kafka_bootstrap, topics[source],
@@ -204,6 +204,22 @@ def test_stream_attributions_equal_a_batch_recomputation(
                      if r["source"] == source])
 
     send([r for r in records if not r["customer_id"].startswith(LATE_PREFIX)])
+    # kill -9 a first worker while it scores, once some of its records are committed: the
+    # next worker restores the journeys from the customers' states and takes over where the
+    # last committed transaction ended. (It may have scored everything by then on a fast
+    # machine; the figure printed says how far it got.)
+    with running_worker(env, tmp_path / "killed.log") as first:
+        committed: list[int] = []
+
+        def scoring() -> bool:
+            status, body = _report(f"{first.web_url}/attribution")
+            committed.append(body.get("conversions", 0) if status == 200 else 0)
+            return committed[-1] >= 40
+
+        wait_until(scoring, 120, "the first worker's first conversions", first.log_tail)
+        first.process.send_signal(signal.SIGKILL)
+        assert first.process.wait(10) == -signal.SIGKILL
+    print(f"kill -9 once {committed[-1]} of {len(expected)} conversions were committed")
     with running_worker(env, tmp_path / "worker.log") as worker:
         url = f"{worker.web_url}/attribution"
 
@@ -212,6 +228,11 @@ def test_stream_attributions_equal_a_batch_recomputation(
             return status == 200 and body["data_driven"]["ready"]
 
         wait_until(model_ready, 120, "a data-driven model of 20 paths", worker.log_tail)
+        # The late customers once the worker's model is ready, so that their conversions
+        # are credited by it. Their sources' records then reach the worker one source after
+        # the other, not in event-time order; their histories are shorter than the lookback
+        # and their touches come within it of each other, so this changes none of their
+        # records.
         send([r for r in records if r["customer_id"].startswith(LATE_PREFIX)])
 
         def reported_all() -> bool:
