@@ -345,9 +345,8 @@ class Journey:
             shares = all_models(touches, unit, half_life_ms=config.half_life_ms)
             credits = {m: split(conversion.value, s) for m, s in shares.items()}
         else:
-            unit = conversion
             shares = credits = {m: [] for m in MODELS}
-        credit = _data_driven(touches, path_from, conversion, unit, model,
+        credit = _data_driven(touches, path_from, conversion, model,
                               config.data_driven_min_paths)
         return Attribution(conversion, str(event["event_type"]), str(event["event_id"]),
                            touches, shares, credits, path_from, credit)
@@ -417,8 +416,7 @@ class Journey:
 
 
 def _data_driven(touches: tuple[Touch, ...], path_from: int, conversion: Conversion,
-                 unit: Conversion, model: DataDrivenModel | None,
-                 min_paths: int) -> DataDrivenCredit:
+                 model: DataDrivenModel | None, min_paths: int) -> DataDrivenCredit:
     """The data-driven credit of a conversion over the path `touches[path_from:]`."""
     if model is None:
         return _NO_MODEL
@@ -433,6 +431,6 @@ def _data_driven(touches: tuple[Touch, ...], path_from: int, conversion: Convers
     if not path:
         return DataDrivenCredit(version, paths, None, None,
                                 "no touch since the previous conversion")
-    pad = (0.0,) * path_from
-    return DataDrivenCredit(version, paths, pad + tuple(model.credit(path, unit)),
-                            pad + tuple(model.credit(path, conversion)))
+    shares, credits = model.split(path, conversion.value)
+    pad = [0.0] * path_from
+    return DataDrivenCredit(version, paths, tuple(pad + shares), tuple(pad + credits))

@@ -358,11 +358,19 @@ class DataDrivenModel:
 
     def credit(self, touches: Sequence[Touch], conversion: Conversion) -> list[float]:
         """`data_driven` by these weights; a lumped channel's touches take `OTHER`'s."""
-        if self.lumped:
-            lumped = set(self.lumped)
-            touches = [Touch(OTHER, t.campaign, t.at_ms, t.direct) if t.channel in lumped
-                       else t for t in touches]
-        return data_driven(touches, conversion, self.weights)
+        return self.split(touches, conversion.value)[1]
+
+    def split(self, touches: Sequence[Touch], value: float) -> tuple[list[float], list[float]]:
+        """The touches' shares of a conversion and their credits of its `value`, as
+        `data_driven` makes them (a lumped channel's touches take `OTHER`'s weight), from
+        one pass over the touches."""
+        weights, lumped = self.weights, self.lumped
+        channels = [OTHER if lumped and t.channel in lumped else t.channel for t in touches]
+        per_channel = Counter(channels)
+        raw = [weights.get(c, 0.0) / per_channel[c] for c in channels]
+        if math.fsum(raw) <= 0.0:
+            raw = [1.0] * len(raw)  # no weight for any touching channel: linear
+        return split(1.0, raw), split(value, raw)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form: per channel (by weight, largest first) the weight and the
