@@ -4,6 +4,7 @@ Usage:
     python bench/bench_scoring.py [--customers 20000] [--rate 5000] [--seconds 16]
                                   [--live 0,10000] [--repeat 2] [--models initial|trained]
                                   [--attribution on|off|off,on] [--touches 0.0]
+                                  [--data-driven]
 
 Builds the records first (page views and one order in ten for `--customers` customers in a
 steady round, as `bench_latency.py` sends them, and each order names a product category, so
@@ -12,9 +13,11 @@ channel instead, so that orders have touches to attribute), then feeds them to a
 `ScoringHandler` on in-memory stores in the batches a worker would take at `--rate`
 (`--batch-ms` of traffic, split by partition), and prints the handler's CPU per event, the
 live states' hit share and the garbage collector's share, for each live-state capacity and
-attribution on or off. The first half of the run warms the states up (every customer seen at
-least once) and is not timed. No broker, no producer: what the worker's scoring thread spends
-beside the Kafka calls.
+attribution on or off. With `--data-driven`, attribution also credits each conversion by
+a data-driven model (fitted once on 1,000 paths over the bench's channels, as a worker's
+attribution reader hands one to the engine). The first half of the run warms the states up
+(every customer seen at least once) and is not timed. No broker, no producer: what the
+worker's scoring thread spends beside the Kafka calls.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.attribution.markov import DataDrivenModel, TransitionCounts, fit
 from models.config import AttributionConfig, ScoringConfig
 from models.learning.bundle import ModelBundle
 from models.scoring.alerts import AlertRules
@@ -123,11 +127,21 @@ def trained_bundle(customers: int = 500, days: int = 365) -> ModelBundle:
     return result.bundle
 
 
+def bench_model() -> DataDrivenModel:
+    """A data-driven model of 1,000 paths over the bench's channels."""
+    paths = [([CHANNELS[i % len(CHANNELS)], CHANNELS[i * 7 // 3 % len(CHANNELS)]], i % 3 == 0)
+             for i in range(1000)]
+    return fit(TransitionCounts.from_paths(paths))
+
+
 def run(records: list[tuple[bytes, bytes]], live: int, batch: int, partitions: int,
-        bundle: ModelBundle | None = None, attribution: bool = False) -> Figures:
+        bundle: ModelBundle | None = None, attribution: bool = False,
+        model: DataDrivenModel | None = None) -> Figures:
     """Feed every record in batches; time the second half."""
     config = ScoringConfig(attribution=AttributionConfig(enabled=attribution))
-    handler = ScoringHandler(ScoringEngine(config, bundle), AlertRules(), TOPICS,
+    engine = ScoringEngine(config, bundle)
+    engine.data_driven = model
+    handler = ScoringHandler(engine, AlertRules(), TOPICS,
                              live_states=live, live_states_bytes=256 << 20)
     table = Table("customer-state", "memory://", Path("."))
     for p in range(partitions):
@@ -189,6 +203,8 @@ def main() -> int:
                         help="attribution on, off, or both (off,on) compared in alternation")
     parser.add_argument("--touches", type=float, default=0.0,
                         help="share of the page views that are sessions with a channel")
+    parser.add_argument("--data-driven", action="store_true",
+                        help="attribution also credits conversions by a data-driven model")
     args = parser.parse_args()
     flags = []
     for value in args.attribution.split(","):
@@ -196,6 +212,7 @@ def main() -> int:
             parser.error("--attribution takes on, off or both, comma-separated")
         flags.append(value == "on")
     bundle = trained_bundle() if args.models == "trained" else None
+    model = bench_model() if args.data_driven else None
     records = build(args.customers, args.rate, args.seconds, args.touches)
     # The collector's settings of a worker; the records built above are frozen with the
     # rest, as a worker's input is not in its heap until its batch.
@@ -208,7 +225,7 @@ def main() -> int:
     for _ in range(args.repeat):
         for live in (int(v) for v in args.live.split(",")):
             for attribution in flags:
-                f = run(records, live, batch, args.partitions, bundle, attribution)
+                f = run(records, live, batch, args.partitions, bundle, attribution, model)
                 print(f"{f.live:>12,} {'on' if f.attribution else 'off':>12} "
                       f"{f.us_per_event:>9.1f} {f.hit_share:>6.0%} {f.gc_us_per_event:>12.1f}")
     return 0

@@ -134,6 +134,12 @@ class AttributionConfig:
     conversions: frozenset[str] = frozenset({"order_placed"})
     #: Channels that are direct visits, which last click passes over.
     direct_channels: frozenset[str] = frozenset({"direct"})
+    #: Closed paths the data-driven model must rest on before conversions get its credit.
+    data_driven_min_paths: int = 200
+    #: Funnel: goals (`goal_completed` events' `goal`) a customer completes in this order.
+    funnel: tuple[str, ...] = ()
+    #: Funnel: days from its first goal within which an attempt may reach the next goals.
+    funnel_window_days: int = 30
     #: (source, event_type) -> TOUCH or CONVERSION (derived).
     kinds: Mapping[tuple[str, str], str] = field(init=False, repr=False, compare=False)
 
@@ -144,6 +150,13 @@ class AttributionConfig:
             raise ValueError(f"half_life_days must be a number > 0, not {self.half_life_days}")
         if self.max_touches < 1:
             raise ValueError(f"max_touches must be >= 1, not {self.max_touches}")
+        if self.data_driven_min_paths < 1:
+            raise ValueError(f"data_driven_min_paths must be >= 1, not "
+                             f"{self.data_driven_min_paths}")
+        if len(set(self.funnel)) != len(self.funnel) or not all(self.funnel):
+            raise ValueError(f"funnel goals must be distinct names: {list(self.funnel)}")
+        if self.funnel_window_days < 1:
+            raise ValueError(f"funnel_window_days must be >= 1, not {self.funnel_window_days}")
         # Checked when off too, so a mistake shows before the day it is switched on.
         kinds: dict[tuple[str, str], str] = {}
         for pair in self.touch_types | (VIEW_TYPES if self.views else frozenset()):
@@ -174,6 +187,11 @@ class AttributionConfig:
     def lookback_ms(self) -> int:
         """The lookback window in milliseconds."""
         return self.lookback_days * DAY_MS
+
+    @property
+    def funnel_window_ms(self) -> int:
+        """The funnel window in milliseconds."""
+        return self.funnel_window_days * DAY_MS
 
     @property
     def half_life_ms(self) -> int:

@@ -65,8 +65,18 @@ def _render_source(source: str, schema: dict[str, Any]) -> str:
 
 def _render_output(name: str, schema: dict[str, Any]) -> str:
     lines = [f"### `{name}`\n", schema["description"], ""]
-    lines += _field_table(schema["properties"], schema.get("required", ()))
-    lines += ["", *_examples(schema.get("examples", ()))]
+    for variant in schema.get("oneOf", [schema]):  # a topic with records of several kinds
+        if variant is not schema:
+            kind = variant["properties"]["kind"]["const"]
+            lines += [f"Records of kind `{kind}`: {variant['description']}", ""]
+        lines += _field_table(variant["properties"], variant.get("required", ()))
+        for field_name, field_schema in variant["properties"].items():
+            nested = field_schema.get("properties")
+            if nested and variant is not schema:
+                lines += ["", f"`{field_name}` fields:", ""]
+                lines += _field_table(nested, field_schema.get("required", ()))
+        lines.append("")
+    lines += _examples(schema.get("examples", ()))
     return "\n".join(lines)
 
 

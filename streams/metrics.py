@@ -80,7 +80,8 @@ class Metrics:
             "scorestream_alerts_total", "Alerts emitted, by type.", ["alert_type"], registry=r)
         self.attributions = Counter(
             "scorestream_attributions_total",
-            "Conversions attributed (records written to the attributions topic).", registry=r)
+            "Records written to the attributions topic: conversions attributed, null paths "
+            "closed, funnel goals completed.", registry=r)
         self.examples = Counter(
             "scorestream_training_examples_total", "Training examples emitted, by model.",
             ["model"], registry=r)

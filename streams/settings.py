@@ -21,7 +21,7 @@ from models.scoring.aggregates import AggregatesError, Target, parse_targets
 from models.scoring.alerts import AlertConfig
 from schemas.decode import MAX_AMOUNT
 from schemas.errors import ScorestreamError
-from schemas.registry import event_types
+from schemas.registry import event_type_schema, event_types
 from schemas.units import DAY_MS
 
 __all__ = [
@@ -248,9 +248,56 @@ class AttributionSettings:
     """Retention of the attributions topic, which the API's totals are read from."""
     gauge_channels: int = 10
     """Channels with a gauge series of their own; the rest are added up as `other`."""
+    data_driven_min_paths: int = 200
+    """Closed paths the data-driven model must rest on before conversions get its credit."""
+    data_driven_refit_paths: int = 100
+    """The reader fits the data-driven model again after this many new closed paths..."""
+    data_driven_refit_s: float = 10.0
+    """...or this many seconds after the first closed path not yet in the model."""
+    data_driven_draws: int = 200
+    """Posterior draws of the transition rows behind the model's intervals (0: none)."""
+    data_driven_level: float = 0.9
+    """Central probability of the intervals (0.9: 5th to 95th percentile)."""
+    data_driven_channels: int = 20
+    """Most visited channels the model keeps apart; the others are solved as `other`."""
+    journeys_steps: int = 8
+    """Steps of the Sankey diagram of `GET /journeys`; longer paths end in `(more)`."""
+    journeys_top: int = 5
+    """Channels per step of the Sankey diagram by default (`?top=`); the rest: `other`."""
+    funnel: str = ""
+    """Ordered funnel goals (`goal_completed` events' `goal`), comma-separated."""
+    funnel_window_days: int = 30
+    """Days from an attempt's first goal within which it may reach the next ones."""
+
+    def validate(self) -> None:
+        """Check the settings of the reader, the data-driven model and the journeys."""
+        checks = (
+            (self.data_driven_min_paths >= 1, "DATA_DRIVEN_MIN_PATHS must be >= 1"),
+            (self.data_driven_refit_paths >= 1, "DATA_DRIVEN_REFIT_PATHS must be >= 1"),
+            (0 < self.data_driven_refit_s < math.inf, "DATA_DRIVEN_REFIT_S must be a number > 0"),
+            (0 <= self.data_driven_draws <= 10_000, "DATA_DRIVEN_DRAWS must be within 0..10000"),
+            (0 < self.data_driven_level < 1, "DATA_DRIVEN_LEVEL must be within (0, 1)"),
+            (1 <= self.data_driven_channels <= 100, "DATA_DRIVEN_CHANNELS must be within 1..100"),
+            (1 <= self.journeys_steps <= 50, "JOURNEYS_STEPS must be within 1..50"),
+            (1 <= self.journeys_top <= 50, "JOURNEYS_TOP must be within 1..50"),
+            (self.funnel_window_days >= 1, "FUNNEL_WINDOW_DAYS must be >= 1"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise SettingsError(f"SCORESTREAM_ATTRIBUTION_{message}")
+        goals = _items(self.funnel)
+        if len(set(goals)) != len(goals):
+            raise SettingsError("SCORESTREAM_ATTRIBUTION_FUNNEL: each goal once")
+        known = event_type_schema("web", "goal_completed")["properties"]["payload"][
+            "properties"]["goal"]["enum"]
+        for goal in goals:
+            if goal not in known:
+                raise SettingsError(f"SCORESTREAM_ATTRIBUTION_FUNNEL: unknown goal {goal!r}; "
+                                    f"known: {', '.join(known)}")
 
     def config(self) -> AttributionConfig:
         """The core's `AttributionConfig`; raises `SettingsError` naming the variable."""
+        self.validate()
         if self.lookback_days < 0:
             raise SettingsError("SCORESTREAM_ATTRIBUTION_LOOKBACK_DAYS must be >= 0")
         if not 0 < self.half_life_days < math.inf:
@@ -276,7 +323,9 @@ class AttributionSettings:
                 enabled=self.enabled, lookback_days=self.lookback_days,
                 half_life_days=self.half_life_days, max_touches=self.max_touches,
                 views=self.views, touch_types=frozenset(touches), conversions=conversions,
-                direct_channels=frozenset(_items(self.direct_channels)))
+                direct_channels=frozenset(_items(self.direct_channels)),
+                data_driven_min_paths=self.data_driven_min_paths,
+                funnel=tuple(_items(self.funnel)), funnel_window_days=self.funnel_window_days)
         except ValueError as err:  # an event both a touch and a conversion
             raise SettingsError(
                 f"SCORESTREAM_ATTRIBUTION_TOUCHES and _CONVERSIONS: {err}") from err

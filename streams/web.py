@@ -25,6 +25,13 @@ every model side by side: conversions, value, and per model the conversions and 
 to each channel and campaign. Every worker reads the whole attributions topic, so any worker
 answers for all customers; `caught_up` is false until it has read the topic to its end once.
 
+`GET /attribution` also reports the data-driven model (`data_driven`: its version, the closed
+paths it rests on, each channel's weight and removal effect with their intervals), and
+`model=data_driven` its credits per channel and campaign like a rule-based model's.
+`GET /journeys?top=` reports the closed journeys (a Sankey diagram of their paths: nodes
+named by step and channel, the `top` channels per step, links, each step's flow) and the
+funnel of `SCORESTREAM_ATTRIBUTION_FUNNEL`, from the same reader.
+
 `GET /aggregates?limit=` reports the management scorecard (models/scoring/aggregates.py) of the
 whole customer base: the worker asks its scoring thread for a copy of its partitions'
 aggregates as committed (made between two batches), asks every other member of the scoring
@@ -64,7 +71,9 @@ from confluent_kafka.admin import AdminClient
 from faust.web import Request, Response, View
 from yarl import URL
 
+from models.attribution.markov import DataDrivenModel
 from models.attribution.rules import MODELS
+from models.attribution.totals import DATA_DRIVEN
 from models.scoring.aggregates import KPIS, Aggregates, kpi_values
 from models.scoring.trend import TREND_DAYS
 from schemas.registry import SOURCES, load_schema
@@ -83,6 +92,7 @@ __all__ = [
     "ATTRIBUTION_ROUTE",
     "ATTRIBUTION_ROWS",
     "FORWARDED",
+    "JOURNEYS_ROUTE",
     "OPEN_PATHS",
     "PAGE_FILES",
     "PAGE_SECURITY",
@@ -97,7 +107,10 @@ __all__ = [
     "attribution_limit",
     "attribution_query",
     "customer_id_from_path",
+    "data_driven_report",
     "install_server_limits",
+    "journeys_top",
+    "register_journeys",
     "register_views",
     "valid_customer_id",
 ]
@@ -114,6 +127,7 @@ ATTRIBUTION_ROWS = 100
 """Channels and campaigns an attribution report lists by default; campaign names come from
 the sources (utm tags), so there can be any number of them."""
 ATTRIBUTION_MAX_ROWS = 1000
+JOURNEYS_ROUTE = "/journeys"
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _EPOCH = datetime.date(1970, 1, 1)
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -228,8 +242,8 @@ def attribution_query(params: Mapping[str, str]
     ValueError: from and to must be dates YYYY-MM-DD (UTC)
     """
     model = params.get("model") or None
-    if model is not None and model not in MODELS:
-        raise ValueError(f"model must be one of {', '.join(MODELS)}")
+    if model is not None and model not in (*MODELS, DATA_DRIVEN):
+        raise ValueError(f"model must be one of {', '.join((*MODELS, DATA_DRIVEN))}")
     days: list[int | None] = []
     for name in ("from", "to"):
         raw = params.get(name) or None
@@ -463,7 +477,11 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
             return self.json({
                 "from": _day_text(first), "to": _day_text(last),
                 "currency": pipeline.engine.config.base_currency,
-                "caught_up": reader.caught_up, **report})
+                "caught_up": reader.caught_up, **report,
+                "data_driven": data_driven_report(
+                    reader.model, pipeline.engine.config.attribution.data_driven_min_paths)})
+
+    register_journeys(app, settings, pipeline)
 
     files = {path: (_page_file(name), kind) for path, (name, kind) in PAGE_FILES.items()}
 
@@ -569,6 +587,57 @@ def _with_better(trend: dict[str, Any]) -> dict[str, Any]:
     for kpi, row in trend["kpis"].items():
         row["better"] = KPIS[kpi][1]
     return trend
+def journeys_top(raw: str | None, default: int) -> int:
+    """The channels per step of a Sankey diagram (`top`, 1 to 50); raises ValueError.
+
+    >>> journeys_top(None, 5), journeys_top("12", 5)
+    (5, 12)
+    >>> journeys_top("0", 5)
+    Traceback (most recent call last):
+    ...
+    ValueError: top must be a whole number from 1 to 50
+    """
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 50:
+        raise ValueError("top must be a whole number from 1 to 50")
+    return int(raw)
+
+
+def data_driven_report(model: DataDrivenModel | None, min_paths: int) -> dict[str, Any]:
+    """The data-driven model as `GET /attribution` reports it: whether conversions are
+    credited by it (`ready`: it rests on `min_paths` closed paths or more) and, once there
+    is one, its version, P(conversion), and per channel its weight and removal effect with
+    their intervals.
+
+    >>> data_driven_report(None, 200)
+    {'ready': False, 'min_paths': 200, 'paths': 0, 'model': None}
+    """
+    return {"ready": model is not None and model.paths >= min_paths, "min_paths": min_paths,
+            "paths": model.paths if model is not None else 0,
+            "model": model.to_dict() if model is not None else None}
+
+
+def register_journeys(app: faust.App, settings: Settings, pipeline: ScoringPipeline) -> None:
+    """Add `GET /journeys`: the closed journeys' Sankey diagram and the funnel."""
+
+    @app.page(JOURNEYS_ROUTE)
+    class JourneysView(View):
+        async def get(self, request: Request) -> Response:
+            reader = pipeline.attribution
+            if reader is None:
+                return self.json({"error": "attribution is off "
+                                           "(SCORESTREAM_ATTRIBUTION_ENABLED)"}, status=404)
+            query = cast(aioweb.Request, request).query
+            try:
+                top = journeys_top(query.get("top"), settings.attribution.journeys_top)
+            except ValueError as err:
+                return self.json({"error": str(err)}, status=400)
+            config = pipeline.engine.config.attribution
+            report = reader.journeys_report(top)
+            report["funnel"]["window_days"] = config.funnel_window_days
+            return self.json({"caught_up": reader.caught_up,
+                              "lookback_days": config.lookback_days, **report})
 
 
 def _page_file(name: str | None) -> bytes:

@@ -37,9 +37,10 @@ has removal effect 0.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -52,11 +53,17 @@ from models.attribution.touches import Conversion, Touch
 
 __all__ = [
     "CONVERSION",
+    "DRAWS",
+    "LEVEL",
+    "MAX_CHANNELS",
     "NULL",
+    "OTHER",
     "START",
+    "DataDrivenModel",
     "MarkovAttribution",
     "TransitionCounts",
     "data_driven",
+    "fit",
     "markov_attribution",
 ]
 
@@ -66,6 +73,9 @@ CONVERSION = "(conversion)"
 """The absorbing state of a path that converted."""
 NULL = "(null)"
 """The absorbing state of a path that did not convert."""
+
+OTHER = "other"
+"""The channel that stands for the channels beyond a model's most visited ones."""
 
 _RESERVED = frozenset({START, CONVERSION, NULL})
 
@@ -162,6 +172,28 @@ class TransitionCounts:
         """Serialise to JSON bytes."""
         return orjson.dumps(self.to_dict())
 
+    def digest(self) -> str:
+        """16 hex digits that name these counts (the same counts, the same digest)."""
+        return hashlib.blake2b(orjson.dumps(self.to_dict()), digest_size=8).hexdigest()
+
+    def lumped(self, keep: Iterable[str]) -> TransitionCounts:
+        """The counts with every channel but `keep` renamed `OTHER` (a move between two
+        such channels becomes a move from `OTHER` to itself): the counts of the same paths
+        with those channels relabelled."""
+        kept = set(keep) | _RESERVED
+        out = TransitionCounts()
+        for source, row in self._moves.items():
+            source = source if source in kept else OTHER
+            into = out._moves.setdefault(source, {})
+            for target, n in row.items():
+                target = target if target in kept else OTHER
+                into[target] = into.get(target, 0) + n
+        return out
+
+    def touches(self) -> dict[str, int]:
+        """How often each channel was visited (its moves out)."""
+        return {c: sum(self._moves.get(c, {}).values()) for c in self.channels}
+
     @classmethod
     def restore(cls, b: bytes) -> TransitionCounts:
         """Rebuild from `snapshot()` bytes."""
@@ -206,46 +238,63 @@ def _reached(moves: Mapping[str, Mapping[str, int]], source: str) -> set[str]:
     return found
 
 
-def markov_attribution(counts: TransitionCounts) -> MarkovAttribution:
-    """P(conversion), removal effects and weights of every channel, solved exactly."""
-    moves = counts._moves
-    channels = counts.channels
-    states = [START, *channels]
+def _chain(moves: Mapping[str, Mapping[str, int]], states: Sequence[str],
+           rows: Callable[[Mapping[str, int]], Mapping[str, float]] | None = None,
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Q (transient -> transient) and r (transient -> conversion) of the states (start
+    first), each row the counts over their total, or `rows(counts)` when given (a draw)."""
     index = {state: i for i, state in enumerate(states)}
     ends = _reaching(moves, (CONVERSION, NULL))
     q = np.zeros((len(states), len(states)))
     r = np.zeros(len(states))
     for state, i in index.items():
         row = moves.get(state, {})
-        if state not in ends:
+        if state not in ends or not row:
             continue  # cannot reach an end: sent to null (an empty row)
-        out = sum(row.values())
-        for target, n in row.items():
+        if rows is None:
+            out = sum(row.values())
+            probabilities: Mapping[str, float] = {t: n / out for t, n in row.items()}
+        else:
+            probabilities = rows(row)
+        for target, p in probabilities.items():
             if target == CONVERSION:
-                r[i] += n / out
+                r[i] += p
             elif target != NULL:
-                q[i, index[target]] += n / out
-    identity = np.eye(len(states))
+                q[i, index[target]] += p
+    return q, r
 
-    def p_conversion(without: int | None = None) -> float:
-        if without is None:
-            return float(np.linalg.solve(identity - q, r)[0])
-        q_without, r_without = q.copy(), r.copy()
-        q_without[without, :] = 0.0
-        r_without[without] = 0.0
-        return float(np.linalg.solve(identity - q_without, r_without)[0])
 
-    p = p_conversion()
-    effects: dict[str, float] = dict.fromkeys(channels, 0.0)
+def _solve(q: np.ndarray, r: np.ndarray, relevant: Sequence[int]
+           ) -> tuple[float, dict[int, float]]:
+    """P(conversion) from start, and the removal effect of each `relevant` state index."""
+    identity = np.eye(len(r))
+    p = float(np.linalg.solve(identity - q, r)[0])
+    effects: dict[int, float] = {}
     if p > 0.0:
-        relevant = _reaching(moves, (CONVERSION,)) & _reached(moves, START)
-        for channel in channels:
-            if channel in relevant:
-                effect = 1.0 - p_conversion(index[channel]) / p
-                effects[channel] = min(1.0, max(0.0, effect))
-    effect_sum = math.fsum(effects.values())
-    weights = {c: e / effect_sum if effect_sum > 0.0 else 0.0 for c, e in effects.items()}
-    return MarkovAttribution(p, effects, weights)
+        for i in relevant:
+            q_without, r_without = q.copy(), r.copy()
+            q_without[i, :] = 0.0
+            r_without[i] = 0.0
+            without = float(np.linalg.solve(identity - q_without, r_without)[0])
+            effects[i] = min(1.0, max(0.0, 1.0 - without / p))
+    return p, effects
+
+
+def _normalised(effects: Mapping[str, float]) -> dict[str, float]:
+    total = math.fsum(effects.values())
+    return {c: e / total if total > 0.0 else 0.0 for c, e in effects.items()}
+
+
+def markov_attribution(counts: TransitionCounts) -> MarkovAttribution:
+    """P(conversion), removal effects and weights of every channel, solved exactly."""
+    moves = counts._moves
+    channels = counts.channels
+    states = [START, *channels]
+    q, r = _chain(moves, states)
+    relevant = _reaching(moves, (CONVERSION,)) & _reached(moves, START)
+    p, solved = _solve(q, r, [i for i, s in enumerate(states) if i and s in relevant])
+    effects = {c: solved.get(i + 1, 0.0) for i, c in enumerate(channels)}
+    return MarkovAttribution(p, effects, _normalised(effects))
 
 
 def data_driven(
@@ -272,3 +321,132 @@ def data_driven(
     if math.fsum(shares) <= 0.0:
         return linear(touches, conversion)
     return split(conversion.value, shares)
+
+
+DRAWS = 200
+"""Posterior draws of the transition rows behind a model's intervals."""
+LEVEL = 0.9
+"""Central probability of the intervals (0.9: the 5th to the 95th percentile)."""
+MAX_CHANNELS = 20
+"""Most visited channels a model keeps apart; the others are solved as one, `OTHER`."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataDrivenModel:
+    """The removal effects and weights of the counts of `paths` closed paths, with intervals.
+
+    `version` names the counts (`paths`-`digest`): two workers with the same counts have the
+    same model, intervals included. `weights` and `removal_effects` are the exact solution
+    of the counts' chain (`markov_attribution`); `weight_intervals` and `effect_intervals`
+    are the `level` central intervals of the same figures over `draws` chains whose
+    transition rows are drawn from their Dirichlet posteriors (each row's counts plus one,
+    over the moves observed from it), seeded by the digest. `lumped` lists the channels
+    solved as `OTHER`.
+    """
+
+    paths: int
+    conversions: int
+    version: str
+    conversion_probability: float
+    removal_effects: dict[str, float]
+    weights: dict[str, float]
+    effect_intervals: dict[str, tuple[float, float]]
+    weight_intervals: dict[str, tuple[float, float]]
+    draws: int
+    level: float
+    lumped: tuple[str, ...] = ()
+
+    def credit(self, touches: Sequence[Touch], conversion: Conversion) -> list[float]:
+        """`data_driven` by these weights; a lumped channel's touches take `OTHER`'s."""
+        return self.split(touches, conversion.value)[1]
+
+    def split(self, touches: Sequence[Touch], value: float) -> tuple[list[float], list[float]]:
+        """The touches' shares of a conversion and their credits of its `value`, as
+        `data_driven` makes them (a lumped channel's touches take `OTHER`'s weight), from
+        one pass over the touches."""
+        weights, lumped = self.weights, self.lumped
+        channels = [OTHER if lumped and t.channel in lumped else t.channel for t in touches]
+        per_channel = Counter(channels)
+        raw = [weights.get(c, 0.0) / per_channel[c] for c in channels]
+        if math.fsum(raw) <= 0.0:
+            raw = [1.0] * len(raw)  # no weight for any touching channel: linear
+        return split(1.0, raw), split(value, raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form: per channel (by weight, largest first) the weight and the
+        removal effect with their intervals."""
+        order = sorted(self.weights, key=lambda c: (-self.weights[c], c))
+        return {
+            "version": self.version, "paths": self.paths, "conversions": self.conversions,
+            "conversion_probability": self.conversion_probability,
+            "draws": self.draws, "level": self.level, "lumped": list(self.lumped),
+            "channels": [
+                {"channel": c, "weight": self.weights[c],
+                 "weight_low": self.weight_intervals[c][0],
+                 "weight_high": self.weight_intervals[c][1],
+                 "removal_effect": self.removal_effects[c],
+                 "removal_effect_low": self.effect_intervals[c][0],
+                 "removal_effect_high": self.effect_intervals[c][1]}
+                for c in order],
+        }
+
+
+def fit(counts: TransitionCounts, *, draws: int = DRAWS, level: float = LEVEL,
+        max_channels: int = MAX_CHANNELS) -> DataDrivenModel:
+    """The data-driven model of the counts, with intervals from `draws` posterior draws.
+
+    Every chain is solved exactly (`markov_attribution`'s solver); only the transition
+    probabilities are drawn, never the paths. The same counts give the same model.
+
+    >>> counts = TransitionCounts.from_paths([(["A", "B"], True), (["A"], False),
+    ...                                       (["B"], True)] * 20)
+    >>> model = fit(counts, draws=100)
+    >>> model.version, {c: round(w, 3) for c, w in model.weights.items()}
+    ('60-...', {'A': 0.333, 'B': 0.667})
+    >>> low, high = model.weight_intervals["B"]
+    >>> low < model.weights["B"] < high, fit(counts, draws=100) == model
+    (True, True)
+    """
+    if draws < 0 or not 0.0 < level < 1.0 or max_channels < 1:
+        raise ValueError("need draws >= 0, 0 < level < 1 and max_channels >= 1")
+    visits = counts.touches()
+    ranked = sorted(visits, key=lambda c: (-visits[c], c))
+    lumped = tuple(sorted(ranked[max_channels:]))
+    chain = counts.lumped(ranked[:max_channels]) if lumped else counts
+    point = markov_attribution(chain)
+    moves = chain._moves
+    channels = chain.channels
+    states = [START, *channels]
+    relevant_states = _reaching(moves, (CONVERSION,)) & _reached(moves, START)
+    relevant = [i for i, s in enumerate(states) if i and s in relevant_states]
+    digest = counts.digest()
+    rng = np.random.default_rng(int(digest, 16))
+
+    def drawn(row: Mapping[str, int]) -> dict[str, float]:
+        targets = sorted(row)
+        p = rng.dirichlet([row[t] + 1.0 for t in targets])
+        return dict(zip(targets, p.tolist(), strict=True))
+
+    effect_draws = np.zeros((draws, len(channels)))
+    weight_draws = np.zeros((draws, len(channels)))
+    for d in range(draws):
+        q, r = _chain(moves, states, drawn)
+        _p, solved = _solve(q, r, relevant)
+        effects = [solved.get(i + 1, 0.0) for i in range(len(channels))]
+        total = math.fsum(effects)
+        effect_draws[d] = effects
+        weight_draws[d] = [e / total if total > 0.0 else 0.0 for e in effects]
+    tail = (1.0 - level) / 2 * 100
+
+    def interval(values: np.ndarray, j: int, fallback: float) -> tuple[float, float]:
+        if not draws:
+            return fallback, fallback
+        low, high = np.percentile(values[:, j], [tail, 100 - tail])
+        return float(low), float(high)
+
+    return DataDrivenModel(
+        counts.paths, counts.conversions, f"{counts.paths}-{digest}",
+        point.conversion_probability, point.removal_effects, point.weights,
+        {c: interval(effect_draws, j, point.removal_effects[c]) for j, c in enumerate(channels)},
+        {c: interval(weight_draws, j, point.weights[c]) for j, c in enumerate(channels)},
+        draws, level, lumped)

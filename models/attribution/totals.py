@@ -4,8 +4,11 @@
 into the bucket of its conversion's UTC day: conversions and value, and per model the
 conversions (fractions: the touches' shares) and the value credited to each channel and each
 campaign (`None`: touches without one). A conversion without any touch in the lookback is
-counted as unattributed. `report` adds up a range of days; per model, the channels' value plus
-the unattributed value is the total value, and so is the campaigns'.
+counted as unattributed. A record's data-driven credits (its `data_driven` object) are
+folded in as the model `data_driven`; the conversions with touches it did not credit are
+added up per reason (`data_driven_uncredited`). `report` adds up a range of days; per
+rule-based model, the channels' value plus the unattributed value is the total value, and
+so is the campaigns'; for `data_driven` the uncredited value is added too.
 
 >>> day = 86_400_000
 >>> def record(conversion_id, at, value, touches):
@@ -37,7 +40,10 @@ from typing import Any
 from models.attribution.rules import MODELS
 from schemas.units import DAY_MS
 
-__all__ = ["OTHER", "UNATTRIBUTED", "AttributionTotals"]
+__all__ = ["DATA_DRIVEN", "OTHER", "UNATTRIBUTED", "AttributionTotals"]
+
+DATA_DRIVEN = "data_driven"
+"""The model name of the data-driven credits (a record's `data_driven` object)."""
 
 OTHER = "other"
 """The channel label of the channels beyond a gauge's top ones."""
@@ -55,6 +61,8 @@ class _Day:
     conversions: int = 0
     value: float = 0.0
     unattributed: list[float] = field(default_factory=lambda: [0, 0.0])
+    uncredited: dict[str, list[float]] = field(default_factory=dict)
+    """Data-driven: reason -> [conversions, value] of the conversions it did not credit."""
     channels: dict[str, _Credits] = field(default_factory=dict)
     """Model -> channel -> [conversions, value]."""
     campaigns: dict[str, _Credits] = field(default_factory=dict)
@@ -87,12 +95,28 @@ class AttributionTotals:
                    for t in record["touches"]]
         credits = [(channel, campaign, [(m, float(share[m]), float(credit[m])) for m in credit])
                    for channel, campaign, share, credit in touches]
+        driven = record.get("data_driven")
+        reason = None
+        if driven is not None:
+            if driven["credits"] is None:
+                reason = str(driven["reason"])
+            else:
+                if len(driven["credits"]) != len(credits) or len(driven["shares"]) != len(
+                        credits):
+                    raise ValueError("data_driven credits do not go with the touches")
+                for (_c, _k, per_model), share, credit in zip(
+                        credits, driven["shares"], driven["credits"], strict=True):
+                    per_model.append((DATA_DRIVEN, float(share), float(credit)))
         day = self._days.get(at // DAY_MS)
         if day is None:
             day = self._days[at // DAY_MS] = _Day()
         day.conversions += 1
         day.value += value
         self.records += 1
+        if reason is not None and credits:
+            row = day.uncredited.setdefault(reason, [0, 0.0])
+            row[0] += 1
+            row[1] += value
         if not credits:
             day.unattributed[0] += 1
             day.unattributed[1] += value
@@ -134,6 +158,19 @@ class AttributionTotals:
                              "value": round(sum(d.unattributed[1] for d in days), 2)},
             "models": {},
         }
+        if model is None or model == DATA_DRIVEN:
+            reasons: dict[str, list[float]] = {}
+            for d in days:
+                for why, (n, v) in d.uncredited.items():
+                    row = reasons.setdefault(why, [0, 0.0])
+                    row[0] += n
+                    row[1] += v
+            out["data_driven_uncredited"] = {
+                "conversions": int(sum(n for n, _v in reasons.values())),
+                "value": round(sum(v for _n, v in reasons.values()), 2),
+                "reasons": [{"reason": why, "conversions": int(n), "value": round(v, 2)}
+                            for why, (n, v) in sorted(reasons.items(),
+                                                      key=lambda kv: (-kv[1][0], kv[0]))]}
         for m in models:
             channels: _Credits = {}
             campaigns: _Credits = {}

@@ -17,6 +17,11 @@ quality on it says little about real behaviour. The "retail" profile (`RetailPar
 customers from the Pareto/NBD process with the heterogeneity of real retail data: most buy
 once or twice and a few often, lifetimes end unobserved, half the customers are only ever
 seen through their orders, the others browse in multi-event visits on the days they shop.
+
+The "journeys" profile (`JourneyParams`) is for attribution: customers reach the shop in
+episodes of touches through marketing channels and campaigns, each channel with a known
+probability of leading to an order, so that a data-driven model can be judged by whether it
+ranks the channels as their true effects do.
 """
 
 from __future__ import annotations
@@ -32,10 +37,13 @@ from models.config import DEFAULT_FX_RATES
 from schemas.units import DAY_MS, HOUR_MS
 
 __all__ = [
+    "FUNNEL_GOALS",
+    "JOURNEYS",
     "PROFILES",
     "RETAIL",
     "SEGMENTS",
     "START_MS",
+    "JourneyParams",
     "RetailParams",
     "Truth",
     "generate",
@@ -349,8 +357,9 @@ class _Customer:
             self.revenue -= amount * rate
 
 
-PROFILES = ("stories", "retail")
-"""Generator profiles: the hand-made customer stories (default) and Pareto/NBD retail."""
+PROFILES = ("stories", "retail", "journeys")
+"""Generator profiles: the hand-made customer stories (default), Pareto/NBD retail, and
+marketing journeys with a known effect per channel."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -678,6 +687,99 @@ class _RetailCustomer(_Customer):
                 return
 
 
+@dataclass(frozen=True, slots=True)
+class JourneyParams:
+    """Parameters of the "journeys" profile: marketing touches whose channels have a known
+    effect on conversion.
+
+    A customer's history is a run of episodes. An episode is up to `max_touches` touches
+    `touch_gap_days` apart (1 to that many days), each through a channel drawn uniformly
+    from `effects` (so that every channel is as frequent as the others): a web session with
+    the channel and a campaign, or, for `email`, a click in a campaign email. A touch of
+    channel c leads to an order a few hours later with probability `effects[c]`, its true
+    effect, which ends the episode; an episode whose touches all fail ends without one.
+    Either way the customer goes quiet for `quiet_days` (from its low to its high bound,
+    longer than the default lookback of 90 days, so that the next touch closes a failed
+    episode as a null path) and starts another while the history lasts.
+
+    Web sessions complete funnel goals (`FUNNEL_GOALS`): `information_found` (probability
+    0.6), then `signup` on the way to an order (or, without one, with probability 0.2), then
+    `purchase` just before the order.
+    """
+
+    effects: tuple[tuple[str, float], ...] = (
+        ("paid", 0.40), ("email", 0.24), ("social", 0.12), ("display", 0.05),
+        ("affiliate", 0.01))
+    """Each channel's probability that a touch through it converts (its true effect)."""
+    max_touches: int = 5
+    """Most touches of one episode."""
+    touch_gap_days: int = 6
+    """Touches of an episode are 1 to this many days apart."""
+    quiet_days: tuple[int, int] = (100, 200)
+    """Days of quiet after an episode, uniform between these bounds."""
+    first_day_share: float = 0.3
+    """A customer's first episode starts within this leading share of the history."""
+
+
+JOURNEYS = JourneyParams()
+"""Default parameters of the "journeys" profile."""
+
+FUNNEL_GOALS = ("information_found", "signup", "purchase")
+"""The goals the "journeys" profile's sessions complete, in funnel order."""
+
+
+class _JourneyCustomer(_Customer):
+    """One customer of the "journeys" profile (episodes of touches, some converting)."""
+
+    def __init__(self, index: int, seed: int, days: int, start_ms: int,
+                 params: JourneyParams) -> None:
+        super().__init__(index, seed, days, start_ms)
+        self.rng = random.Random(f"{seed}:journeys:{index}")
+        self.p = params
+        self.end_ms = start_ms + days * DAY_MS
+
+    def run(self) -> Truth:
+        rng, p = self.rng, self.p
+        channels = [c for c, _e in p.effects]
+        effect = dict(p.effects)
+        day = rng.randrange(max(1, int(self.days * p.first_day_share)))
+        signup = self.start_ms + day * DAY_MS
+        while day < self.days:
+            for _touch in range(p.max_touches):
+                ts = self.start_ms + day * DAY_MS + rng.randrange(8 * HOUR_MS, 20 * HOUR_MS)
+                channel = rng.choice(channels)
+                converts = rng.random() < effect[channel]
+                self._touch(ts, channel, day, converts)
+                if converts:
+                    amount = round(rng.lognormvariate(math.log(50.0), 0.6), 2)
+                    at = ts + rng.randrange(HOUR_MS, 3 * HOUR_MS)
+                    self.emit("web", "goal_completed", at - 60_000,
+                              {"goal": "purchase", "value": amount})
+                    self.orders += 1
+                    self.revenue += amount
+                    self.emit("crm", "order_placed", at,
+                              {"order_id": f"O-{self.cid}-{self.orders}", "amount": amount,
+                               "currency": "EUR"})
+                    break
+                day += rng.randrange(1, p.touch_gap_days + 1)
+            day += rng.randrange(p.quiet_days[0], p.quiet_days[1] + 1)
+        return Truth(self.cid, "journeys", signup, None, None, self.orders, self.revenue)
+
+    def _touch(self, ts: int, channel: str, day: int, converts: bool) -> None:
+        """One touch: a click in a campaign email, or a web session with its goals."""
+        rng = self.rng
+        campaign = f"{channel}-{day // 30}"
+        if channel == "email":
+            self.emit("email", "clicked", ts, {"campaign_id": campaign, "url": "/offer"})
+            return
+        self.emit("web", "session_started", ts,
+                  {"channel": channel, "campaign": campaign, "device": "mobile"})
+        if rng.random() < 0.6:
+            self.emit("web", "goal_completed", ts + 60_000, {"goal": "information_found"})
+        if converts or rng.random() < 0.2:
+            self.emit("web", "goal_completed", ts + 120_000, {"goal": "signup"})
+
+
 def generate(
     customers: int,
     seed: int = 42,
@@ -687,10 +789,12 @@ def generate(
     redelivery_rate: float = 0.003,
     profile: str = "stories",
     retail: RetailParams = RETAIL,
+    journeys: JourneyParams = JOURNEYS,
 ) -> tuple[list[dict[str, Any]], list[Truth]]:
     """Raw source events (sorted by event time) and ground truth for `customers` customers.
 
-    `profile` is one of PROFILES: "stories" (default) or "retail" (parameters `retail`).
+    `profile` is one of PROFILES: "stories" (default), "retail" (parameters `retail`) or
+    "journeys" (parameters `journeys`).
     A small share of events is repeated verbatim (same event id) to exercise deduplication.
 
     >>> events, truth = generate(3, seed=1, days=60)
@@ -712,6 +816,8 @@ def generate(
             _Customer(i, seed, days, start_ms)
             if profile == "stories"
             else _RetailCustomer(i, seed, days, start_ms, retail)
+            if profile == "retail"
+            else _JourneyCustomer(i, seed, days, start_ms, journeys)
         )
         truth.append(c.run())
         for e in c.events:

@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from models.attribution.journey import Attribution
+from models.attribution.journey import Attribution, ClosedJourney, GoalReached
+from models.attribution.paths import MAX_STEPS, JourneyTotals
 from models.config import ScoringConfig
 from models.ingest.routing import Ingestion
 from models.learning.bundle import ModelBundle
@@ -46,8 +47,9 @@ class ReplayResult:
     (customer_id, event_time, from, to), in the order they were computed.
     `churn_examples` lists every resolved churn example the learner measured (held-back
     customers' too) as (resolved_at, label, logged prediction), in the order it saw them.
-    `states` holds every customer's final state, by customer id. `attributions` lists every
-    conversion's attribution, in the order the engine made them.
+    `states` holds every customer's final state, by customer id. `attributions` lists the
+    records of the attributions topic in the order the engine made them: every conversion's
+    attribution, every null path found, every funnel goal completed.
     """
 
     scorecards: list[Scorecard]
@@ -59,7 +61,20 @@ class ReplayResult:
     tier_changes: list[dict[str, Any]] = field(default_factory=list)
     churn_examples: list[tuple[int, float, float]] = field(default_factory=list)
     states: dict[str, CustomerState] = field(default_factory=dict)
-    attributions: list[Attribution] = field(default_factory=list)
+    attributions: list[Attribution | ClosedJourney | GoalReached] = field(default_factory=list)
+
+    def conversions(self) -> list[Attribution]:
+        """The conversions' attributions, in the order the engine made them."""
+        return [a for a in self.attributions if isinstance(a, Attribution)]
+
+    def journeys(self, max_steps: int = MAX_STEPS, funnel: tuple[str, ...] = ()
+                 ) -> JourneyTotals:
+        """The closed journeys and funnel goals added up, as an attribution reader adds up
+        the same records from the topic."""
+        totals = JourneyTotals(max_steps, funnel)
+        for record in self.attributions:
+            totals.add(record.to_record(emitted_at=0))
+        return totals
 
 
 def parse_time(value: str | int) -> int:
@@ -203,7 +218,7 @@ class _Run:
         self.tier_changes: list[dict[str, Any]] = []
         self.pending_examples: list[TrainingExample] = []
         self.churn_examples: list[tuple[int, float, float]] = []
-        self.attributions: list[Attribution] = []
+        self.attributions: list[Attribution | ClosedJourney | GoalReached] = []
         self.events = 0
         self.applied = 0
         self.duplicates = 0

@@ -12,7 +12,15 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.attribution.journey import Attribution, Journey, conversion_of, touch_of
+from models.attribution.journey import (
+    Attribution,
+    ClosedJourney,
+    GoalReached,
+    Journey,
+    conversion_of,
+    touch_of,
+)
+from models.attribution.markov import DataDrivenModel
 from models.config import TOUCH, AttributionConfig, ScoringConfig
 from models.kpi.surveys import advocacy
 from models.learning.bundle import ModelBundle
@@ -77,7 +85,9 @@ class BatchOutcome:
     `state` is None when the customer was erased. `scorecard` is None when nothing changed
     (every event a redelivery and no label due). `previous_scorecard` is the last one computed
     for this customer (kept inside the state), for alerts and the value aggregates.
-    `attributions` holds one `Attribution` per conversion the batch applied, in event order.
+    `attributions` holds the records of the attributions topic the batch made, in event
+    order: an `Attribution` per conversion, a `ClosedJourney` per null path found, a
+    `GoalReached` per funnel goal completed.
     """
 
     customer_id: str
@@ -90,7 +100,7 @@ class BatchOutcome:
     erased: bool = False
     next_due: int | None = None
     last_event_id: str | None = None
-    attributions: list[Attribution] = field(default_factory=list)
+    attributions: list[Attribution | ClosedJourney | GoalReached] = field(default_factory=list)
 
 
 class ScoringEngine:
@@ -129,6 +139,10 @@ class ScoringEngine:
         """`bundle.versions()` of `_versions_of`: one dict shared by the scorecards of a
         bundle (a new bundle is a new object; its versions never change)."""
         self._versions_of: ModelBundle | None = None
+        self.data_driven: DataDrivenModel | None = None
+        """The data-driven model conversions are credited by (None: none yet). The
+        attribution reader of a worker swaps in a new one now and then, from another
+        thread: one reference, read once per conversion."""
 
     # -- the two entry points -------------------------------------------------------------
 
@@ -159,7 +173,8 @@ class ScoringEngine:
         else:
             fresh = [e for e in events if state.first_release(e)]
         attribution = self._attribution
-        attributions: list[Attribution] = []
+        attributions: list[Attribution | ClosedJourney | GoalReached] = []
+        funnel = attribution is not None and bool(attribution.funnel)
         examples: list[TrainingExample] = []
         for e in sorted(fresh, key=_event_order) if len(fresh) > 1 else fresh:
             answer = (self._nps_example(state, e) if e["event_type"] == "survey_answered"
@@ -172,6 +187,8 @@ class ScoringEngine:
                     kind = attribution.kinds.get((e["source"], e["event_type"]))
                     if kind is not None:
                         self._journey(state, e, kind, attribution, attributions)
+                    if funnel and e["event_type"] == "goal_completed":
+                        self._goal(state, e, attribution, attributions)
         dups = len(events) - applied
         last_ms = state.last_ms
         as_of = last_ms if last_ms is not None and last_ms > watermark_ms else watermark_ms
@@ -242,18 +259,34 @@ class ScoringEngine:
     # -- internals ------------------------------------------------------------------------
 
     def _journey(self, state: CustomerState, event: dict[str, Any], kind: str,
-                 attribution: AttributionConfig, out: list[Attribution]) -> None:
+                 attribution: AttributionConfig,
+                 out: list[Attribution | ClosedJourney | GoalReached]) -> None:
         """Keep a touch in the customer's journey, or attribute a conversion over it (once
-        per conversion id)."""
+        per conversion id); either first closes an open path that passed the lookback."""
         journey = state.journey
         if journey is None:
             journey = state.journey = Journey()
+        stale = journey.close_stale(event, attribution)
+        if stale is not None:
+            out.append(stale)
         if kind == TOUCH:
             journey.add(touch_of(event, attribution), attribution)
             return
-        done = journey.attribute(conversion_of(event, self.config), event, attribution)
+        done = journey.attribute(conversion_of(event, self.config), event, attribution,
+                                 self.data_driven)
         if done is not None:
             out.append(done)
+
+    @staticmethod
+    def _goal(state: CustomerState, event: dict[str, Any], attribution: AttributionConfig,
+              out: list[Attribution | ClosedJourney | GoalReached]) -> None:
+        """A completed goal's place in the funnel."""
+        journey = state.journey
+        if journey is None:
+            journey = state.journey = Journey()
+        reached = journey.goal(event, attribution)
+        if reached is not None:
+            out.append(reached)
 
     def _features(self, state: CustomerState, as_of: int,
                   active: tuple[float, float, float] | None) -> tuple[Any, ...]:

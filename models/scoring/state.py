@@ -729,6 +729,9 @@ class CustomerState:
             out["ip"] = {str(p): at for p, at in self.released.items()}
         if self.journey:
             out["j"] = self.journey.to_list()
+            progress = self.journey.progress()
+            if progress is not None:  # a key of its own: code from before ignores it
+                out["jp"] = progress
         return out
 
     def snapshot(self) -> bytes:
@@ -795,7 +798,7 @@ class CustomerState:
         if "ip" in d:
             s.released = {int(p): list(at) for p, at in d["ip"].items()}
         if "j" in d:  # states written before attribution have none
-            s.journey = Journey.from_list(d["j"])
+            s.journey = Journey.from_list(d["j"], d.get("jp"))
         return s
 
     @classmethod

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from models.attribution.markov import DataDrivenModel
 from models.config import ScoringConfig
 from models.scoring.aggregates import Aggregates
 from models.scoring.alerts import AlertConfig, AlertRules
@@ -103,14 +104,30 @@ class ScoringPipeline:
             self.learner, on_batch=self._observe("learner"))
         self.watcher = BundleWatcher(client, topics["model_snapshots"], self.engine,
                                      frozen=settings.model.frozen)
+        attribution = settings.attribution
         self.attribution = (
             AttributionReader(client, topics["attributions"],
-                              f"{settings.app_id}-attribution-reader")
+                              f"{settings.app_id}-attribution-reader",
+                              funnel=self.engine.config.attribution.funnel,
+                              max_steps=attribution.journeys_steps,
+                              refit_paths=attribution.data_driven_refit_paths,
+                              refit_s=attribution.data_driven_refit_s,
+                              draws=attribution.data_driven_draws,
+                              level=attribution.data_driven_level,
+                              max_channels=attribution.data_driven_channels,
+                              on_model=self._use_model)
             if self.engine.config.attribution.enabled else None)
         """Totals of the attributions topic (None: attribution is off)."""
         self._aggregates = Aggregates()
         """The management scorecard's last copy the gauges were read from."""
         self.metrics.add_collector(self._collect)
+
+    def _use_model(self, model: DataDrivenModel) -> None:
+        """Credit the conversions scored from now on by a new data-driven model (one
+        reference, swapped: the scoring thread reads it once per conversion)."""
+        self.engine.data_driven = model
+        log.info("data-driven attribution model %s (%.2f s to fit)", model.version,
+                 self.attribution.fit_seconds if self.attribution is not None else 0.0)
 
     def _observe(self, stage: str) -> Callable[[int, float, float], None]:
         size = self.metrics.batch_size.labels(stage)
@@ -184,6 +201,36 @@ class ScoringPipeline:
                     "Conversions credited to each channel by each attribution model, in "
                     "fractions of conversions (only on the learner's worker).",
                     [({"model": m, "channel": c}, n) for m, c, n, _value in rows], labels)
+        yield from self._data_driven_gauges()
+
+    def _data_driven_gauges(self) -> Iterator[GaugeMetricFamily]:
+        """The data-driven model's weights and removal effects with their intervals, and
+        the closed paths it rests on. Every worker fits the same model from the same
+        records, so each reports it (labels: at most SCORESTREAM_ATTRIBUTION_DATA_DRIVEN_
+        CHANNELS channels and `other`)."""
+        reader = self.attribution
+        model = reader.model if reader is not None else None
+        weights: list[tuple[dict[str, str], float]] = []
+        effects: list[tuple[dict[str, str], float]] = []
+        if model is not None:
+            for channel, weight in sorted(model.weights.items()):
+                low, high = model.weight_intervals[channel]
+                weights += [({"channel": channel, "bound": b}, v)
+                            for b, v in (("point", weight), ("low", low), ("high", high))]
+                low, high = model.effect_intervals[channel]
+                effects += [({"channel": channel, "bound": b}, v) for b, v in (
+                    ("point", model.removal_effects[channel]), ("low", low), ("high", high))]
+        yield gauge("scorestream_data_driven_weight",
+                    "Data-driven attribution: each channel's weight (removal effects "
+                    "normalised), with the bounds of its interval.", weights,
+                    ("channel", "bound"))
+        yield gauge("scorestream_data_driven_removal_effect",
+                    "Data-driven attribution: each channel's removal effect (the share of "
+                    "conversions lost without it), with the bounds of its interval.",
+                    effects, ("channel", "bound"))
+        yield gauge("scorestream_data_driven_paths",
+                    "Closed paths the data-driven model rests on.",
+                    [({}, float(model.paths))] if model is not None else [])
 
     @property
     def stages(self) -> tuple[Stage, ...]:

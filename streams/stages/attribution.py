@@ -7,17 +7,39 @@ whole topic (every partition, `read_committed`, from its start) and folds each r
 request to the others. What survives a restart is what the topic still holds: a new reader
 reads it again from its start (`SCORESTREAM_ATTRIBUTION_RETENTION_DAYS` bounds how far back).
 Aborted transactions are never read, so a crash neither repeats nor loses a record here.
+
+The reader also folds every closed journey (a conversion's path, a null path) and funnel
+goal into `JourneyTotals` (the Markov chain's transition counts, the Sankey paths, the
+funnel). Now and then (every `refit_paths` new closed paths, or `refit_s` seconds after the
+first one not yet in the model), it fits the data-driven model on the counts
+(`models.attribution.markov.fit`, exact solves, intervals from posterior draws) in its own
+thread and hands it to `on_model` (the scoring engine's reference swap), so conversions
+scored afterwards are credited by it. Every worker reads the same committed records; once
+caught up, every worker has the same counts and fits the same model. Until then, which
+records a model rests on depends on how far the reader has read each partition: the model's
+`version` names its counts.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from models.attribution.markov import (
+    DRAWS,
+    LEVEL,
+    MAX_CHANNELS,
+    DataDrivenModel,
+    TransitionCounts,
+    fit,
+)
+from models.attribution.paths import MAX_STEPS, JourneyTotals
 from models.attribution.totals import AttributionTotals
 
 __all__ = ["AttributionReader"]
@@ -28,11 +50,28 @@ log = logging.getLogger(__name__)
 class AttributionReader:
     """Folds the attributions topic into `AttributionTotals` (a background thread)."""
 
-    def __init__(self, client: dict[str, Any], topic: str, group_id: str) -> None:
+    def __init__(self, client: dict[str, Any], topic: str, group_id: str, *,
+                 funnel: tuple[str, ...] = (), max_steps: int = MAX_STEPS,
+                 refit_paths: int = 100, refit_s: float = 10.0, draws: int = DRAWS,
+                 level: float = LEVEL, max_channels: int = MAX_CHANNELS,
+                 on_model: Callable[[DataDrivenModel], None] | None = None) -> None:
         self.client = client
         self.topic = topic
         self.group_id = group_id
         self.totals = AttributionTotals()
+        self.journeys = JourneyTotals(max_steps, funnel)
+        self.model: DataDrivenModel | None = None
+        """The last data-driven model fitted (None: no closed path yet)."""
+        self.refit_paths = refit_paths
+        self.refit_s = refit_s
+        self.fit_options = {"draws": draws, "level": level, "max_channels": max_channels}
+        self.on_model = on_model
+        self.fit_seconds = 0.0
+        """How long the last fit took."""
+        self._unfitted = 0
+        """Closed paths read since the last fit."""
+        self._unfitted_since = 0.0
+        """Monotonic time of the first of them."""
         self.skipped = 0
         """Records that could not be read as attributions (logged)."""
         self._lock = threading.Lock()
@@ -72,8 +111,18 @@ class AttributionReader:
             return False
         try:
             record = orjson.loads(value)
+            if not isinstance(record, dict):
+                raise TypeError("not an object")
+            kind = record.get("kind", "conversion")
             with self._lock:
-                self.totals.add(record)
+                self.journeys.check(record)  # all or nothing: both refuse before counting
+                if kind == "conversion":
+                    self.totals.add(record)
+                closed = self.journeys.add(record)
+            if closed:
+                if not self._unfitted:
+                    self._unfitted_since = time.monotonic()
+                self._unfitted += 1
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
             self.skipped += 1
             log.warning("attribution reader: skipping a record that is not an attribution "
@@ -91,6 +140,37 @@ class AttributionReader:
         """`AttributionTotals.by_channel`, read safely from another thread."""
         with self._lock:
             return self.totals.by_channel(top)
+
+    def journeys_report(self, top: int) -> dict[str, Any]:
+        """The closed journeys (Sankey nodes and links with the `top` channels per step)
+        and the funnel, read safely from another thread."""
+        with self._lock:
+            j = self.journeys
+            counts = j.counts
+            return {"closed": {"paths": counts.paths, "converted": counts.conversions,
+                               "null": counts.paths - counts.conversions,
+                               "conversions_without_path": j.without_path,
+                               "conversions_before_paths": j.unpathed},
+                    "sankey": j.paths.report(top), "funnel": j.funnel.report()}
+
+    def refit(self, force: bool = False) -> DataDrivenModel | None:
+        """Fit the data-driven model on the counts when it is due (every `refit_paths`
+        closed paths, or `refit_s` after the first one not in the model) or `force`d, and
+        hand it to `on_model`; the new model, or None when none was fitted."""
+        if not self._unfitted or not (
+                force or self._unfitted >= self.refit_paths
+                or time.monotonic() - self._unfitted_since >= self.refit_s):
+            return None
+        with self._lock:
+            counts = TransitionCounts.from_dict(self.journeys.counts.to_dict())
+        started = time.monotonic()
+        model = fit(counts, **self.fit_options)  # type: ignore[arg-type]
+        self.fit_seconds = time.monotonic() - started
+        self._unfitted = 0
+        self.model = model
+        if self.on_model is not None:
+            self.on_model(model)
+        return model
 
     def _run(self) -> None:
         consumer = Consumer({**self.client, "group.id": self.group_id,
@@ -113,6 +193,7 @@ class AttributionReader:
                             log.warning("attribution reader: %s", err)
                         continue
                     self.offer(msg.value(), f"at {msg.partition()}@{msg.offset()}")
+                self.refit()
         finally:
             consumer.close()
 

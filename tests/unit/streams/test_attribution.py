@@ -6,13 +6,14 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from models.attribution.markov import DataDrivenModel
 from models.config import AttributionConfig, ScoringConfig
 from models.scoring.engine import ScoringEngine
 from streams.runtime.kafka import topic_specs
 from streams.runtime.pipeline import ScoringPipeline
 from streams.settings import Settings, SettingsError
 from streams.stages.attribution import AttributionReader
-from streams.web import attribution_query
+from streams.web import attribution_query, data_driven_report
 from tests.kit import DAY_MS, T0, ev
 
 
@@ -35,6 +36,13 @@ def test_attribution_variables() -> None:
         touch_types=frozenset({("web", "session_started"), ("support", "ticket_opened")}),
         conversions=frozenset({"order_placed", "goal_completed:signup"}),
         direct_channels=frozenset({"direct", "typed"}))
+    funnel = Settings.from_env({
+        "SCORESTREAM_ATTRIBUTION_FUNNEL": " information_found, signup ,purchase",
+        "SCORESTREAM_ATTRIBUTION_FUNNEL_WINDOW_DAYS": "7",
+        "SCORESTREAM_ATTRIBUTION_DATA_DRIVEN_MIN_PATHS": "50"})
+    assert funnel.scoring_config().attribution == AttributionConfig(
+        funnel=("information_found", "signup", "purchase"), funnel_window_days=7,
+        data_driven_min_paths=50)
     off = Settings.from_env({"SCORESTREAM_ATTRIBUTION_ENABLED": "false"}).scoring_config()
     assert not off.attribution.enabled and not off.attribution.kinds
 
@@ -51,6 +59,17 @@ def test_attribution_variables() -> None:
     ("SCORESTREAM_ATTRIBUTION_RETENTION_DAYS", "0"),
     ("SCORESTREAM_ATTRIBUTION_RETENTION_DAYS", "nan"),
     ("SCORESTREAM_ATTRIBUTION_GAUGE_CHANNELS", "-1"),
+    ("SCORESTREAM_ATTRIBUTION_DATA_DRIVEN_MIN_PATHS", "0"),
+    ("SCORESTREAM_ATTRIBUTION_DATA_DRIVEN_REFIT_PATHS", "0"),
+    ("SCORESTREAM_ATTRIBUTION_DATA_DRIVEN_REFIT_S", "0"),
+    ("SCORESTREAM_ATTRIBUTION_DATA_DRIVEN_DRAWS", "-1"),
+    ("SCORESTREAM_ATTRIBUTION_DATA_DRIVEN_LEVEL", "1"),
+    ("SCORESTREAM_ATTRIBUTION_DATA_DRIVEN_CHANNELS", "0"),
+    ("SCORESTREAM_ATTRIBUTION_JOURNEYS_STEPS", "0"),
+    ("SCORESTREAM_ATTRIBUTION_JOURNEYS_TOP", "51"),
+    ("SCORESTREAM_ATTRIBUTION_FUNNEL", "signup,purchase,signup"),
+    ("SCORESTREAM_ATTRIBUTION_FUNNEL", "signup,cart"),
+    ("SCORESTREAM_ATTRIBUTION_FUNNEL_WINDOW_DAYS", "0"),
 ])
 def test_a_bad_value_names_its_variable(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=variable.removeprefix("SCORESTREAM_ATTRIBUTION_")):
@@ -145,7 +164,7 @@ def test_attribution_off_means_no_reader() -> None:
 
 
 @pytest.mark.parametrize(("query", "error"), [
-    ({"model": "markov"}, "model must be one of last_click, first_click"),
+    ({"model": "markov"}, "model must be one of last_click, first_click.*, data_driven"),
     ({"from": "yesterday"}, "from and to must be dates"),
     ({"to": "2026-1-5"}, "from and to must be dates"),
     ({"from": "2026-03-01", "to": "2026-02-01"}, "from must not be after to"),
@@ -155,3 +174,79 @@ def test_attribution_query_errors_do_not_quote_the_request(query: dict[str, str]
     with pytest.raises(ValueError, match=error) as caught:
         attribution_query(query)
     assert not any(value in str(caught.value) for value in query.values())
+
+
+def _journey_records() -> list[bytes]:
+    """Three customers' records: two converted paths and a null one, a goal of the funnel."""
+    config = ScoringConfig(attribution=AttributionConfig(enabled=True, funnel=("signup",)))
+    engine = ScoringEngine(config)
+    batches = {
+        "C1": [ev("w1", "session_started", 1, channel="paid"),
+               ev("w2", "session_started", 2, channel="email"),
+               ev("o1", "order_placed", 3, amount=60.0)],
+        "C2": [ev("w3", "session_started", 1, customer_id="C2", channel="email"),
+               ev("g1", "goal_completed", 1.5, customer_id="C2", goal="signup"),
+               ev("o2", "order_placed", 2, customer_id="C2", amount=20.0)],
+        "C3": [ev("w4", "session_started", 1, customer_id="C3", channel="paid"),
+               ev("w5", "session_started", 100, customer_id="C3", channel="social")],
+    }
+    out = []
+    for customer, events in batches.items():
+        outcome = engine.apply_batch(None, events, events[-1]["occurred_at"], customer)
+        out += [orjson.dumps(r.to_record(emitted_at=0)) for r in outcome.attributions]
+    return out
+
+
+def test_the_reader_folds_closed_journeys_and_fits_the_model_now_and_then() -> None:
+    models: list[DataDrivenModel] = []
+    reader = AttributionReader({"bootstrap.servers": "127.0.0.1:9"}, "attributions", "g",
+                               funnel=("signup",), refit_paths=3, refit_s=3600.0, draws=20,
+                               on_model=models.append)
+    records = _journey_records()
+    assert [orjson.loads(r)["kind"] for r in records] == [
+        "conversion", "goal", "conversion", "null_journey"]
+    for value in records[:2]:
+        assert reader.offer(value)
+    assert reader.refit() is None and models == []  # 1 closed path: not due yet
+    assert reader.refit(force=True) is not None and models[-1].paths == 1
+    for value in records[2:]:
+        assert reader.offer(value)
+    assert reader.refit() is None  # 2 new paths of 3
+    assert reader.offer(orjson.dumps({"kind": "null_journey", "path": [], "x": 1})) is False
+    assert reader.offer(orjson.dumps({"kind": "conversion", "path": ["(null)"],
+                                      "occurred_at": 1, "value": 1.0, "touches": []})) is False
+    assert reader.report()["conversions"] == 2  # the refused conversion counted nowhere
+    report = reader.journeys_report(top=5)
+    assert report["closed"] == {"paths": 3, "converted": 2, "null": 1,
+                                "conversions_without_path": 0, "conversions_before_paths": 0}
+    assert report["funnel"]["steps"][0]["reached"] == 1
+    assert [(n.get("channel") or n["terminal"], n["value"]) for n in
+            report["sankey"]["nodes"]] == [("paid", 2), ("email", 1), ("email", 1),
+                                           ("conversion", 2), ("drop-off", 1)]
+    assert reader.offer(records[-1])  # one more closed path: 3 since the last fit
+    model = reader.refit()
+    assert model is models[-1] and model.paths == 4 and model.conversions == 2
+    assert model.version == f"4-{reader.journeys.counts.digest()}"
+    assert data_driven_report(model, 4)["ready"] and not data_driven_report(model, 5)["ready"]
+    assert data_driven_report(model, 4)["model"]["channels"][0]["channel"] == "email"
+
+
+def test_the_pipeline_hands_new_models_to_the_scoring_engine_and_reports_them() -> None:
+    settings = Settings.from_env({"SCORESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+                                  "SCORESTREAM_ATTRIBUTION_ENABLED": "true",
+                                  "SCORESTREAM_ATTRIBUTION_DATA_DRIVEN_DRAWS": "10"})
+    pipeline = ScoringPipeline(settings)
+    reader = pipeline.attribution
+    assert reader is not None and pipeline.engine.data_driven is None
+    for value in _journey_records():
+        reader.offer(value)
+    model = reader.refit(force=True)
+    assert model is not None and pipeline.engine.data_driven is model
+    gauges = {(f.name, tuple(sorted(s.labels.items()))): s.value
+              for f in pipeline.metrics.registry.collect()
+              if f.name.startswith("scorestream_data_driven_") for s in f.samples}
+    assert gauges[("scorestream_data_driven_paths", ())] == 3.0
+    assert gauges[("scorestream_data_driven_weight",
+                   (("bound", "point"), ("channel", "email")))] == model.weights["email"]
+    # C3's null path is its paid touch; its social touch opened the next path
+    assert {dict(labels)["channel"] for _name, labels in gauges if labels} == {"email", "paid"}

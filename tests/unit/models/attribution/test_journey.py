@@ -13,10 +13,13 @@ import pytest
 from models.attribution.journey import (
     ATTRIBUTED_IDS,
     Attribution,
+    ClosedJourney,
     Journey,
     conversion_of,
     touch_of,
 )
+from models.attribution.markov import DataDrivenModel, TransitionCounts, fit
+from models.attribution.paths import JourneyTotals
 from models.attribution.rules import MODELS
 from models.attribution.touches import Touch
 from models.config import AttributionConfig, ScoringConfig
@@ -118,8 +121,10 @@ def test_lookback_edge_is_included_and_one_millisecond_more_is_not() -> None:
     [done] = attribute([too_old, edge, buy])
     assert [t.channel for t in done.touches] == ["paid"]
     shorter = dataclasses.replace(CONFIG, attribution=on(lookback_days=89))
-    [none] = attribute([too_old, edge, buy], shorter)
+    [stale, none] = attribute([too_old, edge, buy], shorter)
     assert none.touches == () and none.credits == {model: [] for model in MODELS}
+    # the order came more than the lookback after both touches: they were a null path
+    assert isinstance(stale, ClosedJourney) and stale.path == ["social", "paid"]
 
 
 def test_a_touch_after_the_conversion_does_not_count_and_one_at_its_millisecond_does() -> None:
@@ -230,9 +235,13 @@ def test_the_journey_round_trips_through_the_state_snapshot() -> None:
     state = out.state
     assert state.to_dict()["j"] == [
         [at(1), "paid", "winter", 0, at(2), "direct", None, 1], state.journey.attributed]
+    # the open path starts after the order: kept under a key of its own, which code from
+    # before paths ignores (it reads "j" as two items)
+    assert state.to_dict()["jp"] == [at(3), []]
     again = CustomerState.restore(state.snapshot(), CONFIG)
     assert again.journey.touches == state.journey.touches
     assert again.journey.attributed == state.journey.attributed
+    assert again.journey.closed == at(3)
     assert again.snapshot() == state.snapshot()
 
 
@@ -262,3 +271,126 @@ def test_records_validate_against_the_schema() -> None:
     validator("attributions")(record)
     assert record["touches"][0]["credit"] == {m: credits(done)[m][0] for m in MODELS}
     assert record["models"] == list(MODELS)
+
+
+def outcome_records(events: list[dict[str, Any]], config: ScoringConfig = CONFIG,
+                    model: DataDrivenModel | None = None) -> list[dict[str, Any]]:
+    """The attributions records one batch makes, each checked against the schema."""
+    engine = ScoringEngine(config)
+    engine.data_driven = model
+    out = engine.apply_batch(None, events, max(e["occurred_at"] for e in events))
+    records = [r.to_record(emitted_at=0) for r in out.attributions]
+    for record in records:
+        validator("attributions")(record)
+    return records
+
+
+def test_a_conversion_closes_the_path_of_the_touches_since_the_previous_one() -> None:
+    first, second, third = [r for r in outcome_records([
+        session("w1", 1, "paid"), session("w2", 2, "email"), order("o1", 3),
+        session("w3", 4, "social"), order("o2", 5),
+        order("o3", 6)]) if r["kind"] == "conversion"]
+    assert first["path"] == ["paid", "email"]
+    # the rule-based models still credit every touch in the lookback
+    assert [t["channel"] for t in second["touches"]] == ["paid", "email", "social"]
+    assert second["path"] == ["social"]
+    assert third["path"] == [] and len(third["touches"]) == 3
+    assert first["data_driven"] == {"version": None, "paths": 0, "shares": None,
+                                    "credits": None, "reason": "no data-driven model yet"}
+
+
+def test_touches_that_pass_the_lookback_without_a_conversion_close_as_a_null_path() -> None:
+    records = outcome_records([
+        session("w1", 1, "paid", campaign="spring"), session("w2", 30, "email"),
+        session("w3", 121, "social"),  # 91 days after the last touch: the first two were a path
+        order("o1", 122), session("w4", 300, "display"), order("o2", 400)])
+    assert [r["kind"] for r in records] == [
+        "null_journey", "conversion", "null_journey", "conversion"]
+    null, bought, late, nothing = records
+    assert null["path"] == ["paid", "email"] and null["event_id"] == "w3"
+    assert null["occurred_at"] == at(121)
+    assert null["touches"][0] == {"channel": "paid", "campaign": "spring", "at": at(1),
+                                  "direct": False}
+    assert bought["path"] == ["social"]
+    # the display touch was a path of its own, closed by the order 100 days later
+    assert late["path"] == ["display"] and late["event_id"] == "o2"
+    assert nothing["touches"] == [] and nothing["path"] == []
+
+
+def test_a_touch_within_the_lookback_keeps_the_path_open() -> None:
+    records = outcome_records([session("w1", 1, "paid"), session("w2", 60, "email"),
+                               session("w3", 120, "social"), order("o1", 121)])
+    # each touch came within 90 days of the one before: one path, whose head fell out
+    assert [(r["kind"], r["path"]) for r in records] == [("conversion", ["email", "social"])]
+
+
+def test_conversions_get_data_driven_credit_over_their_path_once_the_model_is_ready() -> None:
+    counts = TransitionCounts.from_paths([(["paid", "email"], True), (["paid"], False),
+                                          (["email"], True)] * 10)
+    model = fit(counts, draws=20)
+    events = [session("w1", 1, "social"), order("o0", 1.5), session("w2", 2, "paid"),
+              session("w3", 3, "email"), session("w4", 3.5, "email"), order("o1", 4)]
+    config = dataclasses.replace(CONFIG, attribution=on(data_driven_min_paths=30))
+    _first, record = outcome_records(events, config, model)
+    driven = record["data_driven"]
+    assert driven["version"] == model.version and driven["paths"] == 30
+    assert driven["reason"] is None
+    # paid 1/3, email 2/3 of the weight, shared by email's two touches; social is before
+    # the path (its conversion was o0)
+    assert driven["shares"] == pytest.approx([0.0, 1 / 3, 1 / 3, 1 / 3])
+    assert driven["credits"] == pytest.approx([0.0, 30.0, 30.0, 30.0])
+    assert math.fsum(driven["credits"]) == pytest.approx(record["value"], abs=1e-9)
+    not_yet = dataclasses.replace(CONFIG, attribution=on(data_driven_min_paths=31))
+    driven = outcome_records(events, not_yet, model)[1]["data_driven"]
+    assert driven["credits"] is None and driven["paths"] == 30
+    assert driven["reason"] == "the model rests on 30 closed paths, fewer than 31"
+    repeat = outcome_records([*events, order("o2", 5)], config, model)[-1]["data_driven"]
+    assert repeat["reason"] == "no touch since the previous conversion"
+
+
+FUNNEL = ScoringConfig(attribution=on(funnel=("signup", "cart", "purchase"),
+                                      funnel_window_days=10))
+
+
+def goal(event_id: str, day: float, name: str) -> dict[str, Any]:
+    return ev(event_id, "goal_completed", day, goal=name)
+
+
+def test_the_funnel_follows_a_customer_through_its_goals_within_the_window() -> None:
+    records = outcome_records([
+        goal("g1", 1, "cart"),       # no attempt yet: completed, no step
+        goal("g2", 2, "signup"),     # attempt 1, step 0
+        goal("g3", 3, "purchase"),   # not the next goal
+        goal("g4", 4, "cart"),       # step 1, two days after step 0
+        goal("g5", 13, "purchase"),  # 11 days after the start: past the window
+        goal("g6", 14, "signup"),    # the last attempt's window is over: attempt 2
+        goal("g7", 15, "signup"),    # a running attempt's first goal again: no step
+        goal("g8", 16, "other")],    # not a funnel goal: no record
+        FUNNEL)
+    rows = [(r["goal"], r["funnel_step"], r["elapsed_ms"], r["first"], r["first_any"],
+             r["funnel_started_at"]) for r in records]
+    assert rows == [
+        ("cart", None, None, True, True, None),
+        ("signup", 0, 0, True, False, at(2)),
+        ("purchase", None, None, True, False, None),
+        ("cart", 1, 2 * DAY_MS, False, False, at(2)),
+        ("purchase", None, None, False, False, None),
+        ("signup", 0, 0, False, False, at(14)),
+        ("signup", None, None, False, False, None)]
+    funnel = JourneyTotals(funnel=FUNNEL.attribution.funnel)
+    for record in records:
+        funnel.add(record)
+    report = funnel.funnel.report()
+    assert [s["reached"] for s in report["steps"]] == [2, 1, 0]
+    assert report["steps"][1]["median_ms_from_previous"] == 2 * DAY_MS
+    assert report["customers"] == 1
+
+
+def test_a_finished_attempt_lets_the_next_start_and_the_funnel_survives_a_snapshot() -> None:
+    engine = ScoringEngine(FUNNEL)
+    out = engine.apply_batch(None, [goal("g1", 1, "signup"), goal("g2", 2, "cart")], at(2))
+    state = CustomerState.restore(out.state.snapshot(), FUNNEL)
+    later = engine.apply_batch(state, [goal("g3", 3, "purchase"), goal("g4", 4, "signup")],
+                               at(4))
+    assert [(r.goal, r.step, r.started_at) for r in later.attributions] == [
+        ("purchase", 2, at(1)), ("signup", 0, at(4))]

@@ -4,6 +4,8 @@ their snapshots, and a conversion's value split by the channel weights."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -13,10 +15,12 @@ from hypothesis import strategies as st
 from models.attribution.markov import (
     CONVERSION,
     NULL,
+    OTHER,
     START,
     MarkovAttribution,
     TransitionCounts,
     data_driven,
+    fit,
     markov_attribution,
 )
 from models.attribution.touches import Conversion, Touch
@@ -237,3 +241,57 @@ def test_data_driven_credits_are_non_negative_and_add_up(
     assert len(credits) == len(journey)
     assert all(c >= 0.0 for c in credits)
     assert abs(sum(credits) - value) <= 1e-9 * value
+
+
+REFERENCE = Path(__file__).parents[3] / "data" / "markov-reference.json"
+
+
+@pytest.mark.parametrize("case", orjson.loads(REFERENCE.read_bytes())["cases"],
+                         ids=lambda case: f"seed{case['seed']}")
+def test_the_solver_agrees_with_marketing_attribution_models(case: dict[str, Any]) -> None:
+    """The same paths through `marketing-attribution-models` 2.1.1 (tests/data/README.md)."""
+    counts = TransitionCounts.from_paths((p.split(" > "), c) for p, c in case["paths"])
+    result = markov_attribution(counts)
+    assert result.conversion_probability == pytest.approx(case["conversion_probability"],
+                                                          rel=1e-12)
+    assert result.removal_effects == pytest.approx(case["removal_effects"], rel=1e-9, abs=1e-12)
+    assert result.weights == pytest.approx(case["weights"], rel=1e-9, abs=1e-12)
+    assert len(result.weights) >= 3
+
+
+def test_a_fit_is_the_exact_solution_with_intervals_around_it() -> None:
+    counts = TransitionCounts.from_paths(HAND_PATHS * 25)
+    model = fit(counts, draws=300)
+    exact = markov_attribution(counts)
+    assert (model.weights, model.removal_effects) == (exact.weights, exact.removal_effects)
+    assert model.version == f"100-{counts.digest()}" and model.paths == 100
+    for channel in ("A", "B"):
+        low, high = model.weight_intervals[channel]
+        assert low < exact.weights[channel] < high
+        low, high = model.effect_intervals[channel]
+        assert low <= exact.removal_effects[channel] <= high
+    assert model.weight_intervals["C"] == (0.0, 0.0)  # C never converts, in any draw
+    # The same counts, however they were reached, give the same model, intervals included.
+    again = TransitionCounts.from_paths(list(reversed(HAND_PATHS * 25)))
+    assert fit(again, draws=300) == model
+    # More paths of the same chain: narrower intervals.
+    wide = fit(TransitionCounts.from_paths(HAND_PATHS * 5), draws=300).weight_intervals["A"]
+    narrow = model.weight_intervals["A"]
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+
+
+def test_channels_beyond_the_most_visited_are_solved_as_one() -> None:
+    counts = TransitionCounts.from_paths([(["A", "x"], True), (["A", "y"], False),
+                                          (["A"], True), (["B", "y"], True)])
+    model = fit(counts, draws=10, max_channels=2)
+    # visits: A 3, y 2, B 1, x 1: A and y are kept, B and x solved as one
+    assert model.lumped == ("B", "x") and sorted(model.weights) == ["A", "other", "y"]
+    lumped = counts.lumped(["A", "y"])
+    assert lumped.count(START, OTHER) == 1 and lumped.count("A", OTHER) == 1
+    assert lumped.count(OTHER, "y") == 1 and lumped.count(OTHER, CONVERSION) == 1
+    assert lumped.paths == counts.paths and lumped.conversions == counts.conversions
+    buy = Conversion("o-1", "C1", at(9), 10.0, "EUR")
+    credited = model.credit([Touch("x", None, at(1)), Touch("A", None, at(2))], buy)
+    assert math.fsum(credited) == pytest.approx(10.0)
+    assert credited == data_driven([Touch(OTHER, None, at(1)), Touch("A", None, at(2))], buy,
+                                   model.weights)

@@ -14,7 +14,19 @@ from typing import Any
 import orjson
 import pytest
 
-from models.history.generate import PROFILES, Truth, _ms, generate, iter_lines, without_extras
+from models.attribution.markov import fit
+from models.config import AttributionConfig, ScoringConfig
+from models.history.generate import (
+    FUNNEL_GOALS,
+    JOURNEYS,
+    PROFILES,
+    Truth,
+    _ms,
+    generate,
+    iter_lines,
+    without_extras,
+)
+from models.history.replay import ingest, replay, sort_raw
 from schemas.decode import DecodedEvent, decode_source_event
 from tests.kit import DAY_MS
 
@@ -208,3 +220,34 @@ def test_retail_channels_visits_and_death(
     assert after_death["session_started"] == after_death["order_placed"] == 0
     assert after_death["ticket_opened"] == 0
     assert after_death["delivered"] > 20 * after_death["opened"]
+
+
+def test_the_journeys_profile_lets_the_data_driven_model_rank_its_channels() -> None:
+    """Closed journeys of a replay of the "journeys" profile, fitted: the channels' weights
+    rank as their true effects do, and the strongest channel's interval lies above the
+    weakest's. (Removal effects also credit the touches before a converting one, which
+    is why the weights are closer together than the effects.)"""
+    events, truth = generate(200, seed=3, days=730, profile="journeys")
+    assert {t.segment for t in truth} == {"journeys"}
+    config = ScoringConfig(attribution=AttributionConfig(
+        enabled=True, funnel=FUNNEL_GOALS, funnel_window_days=2))
+    lines = [line.rstrip(b"\n") for line in iter_lines(events)]
+    result = replay(ingest(sort_raw(lines), dead=[]), config=config)
+    journeys = result.journeys(funnel=FUNNEL_GOALS)
+    counts = journeys.counts
+    assert counts.paths > 500 and 0 < counts.conversions < counts.paths
+    model = fit(counts, draws=100)
+    effects = dict(JOURNEYS.effects)
+    assert sorted(model.weights, key=model.weights.__getitem__, reverse=True) == sorted(
+        effects, key=effects.__getitem__, reverse=True)
+    strongest, weakest = max(effects, key=effects.__getitem__), min(effects,
+                                                                     key=effects.__getitem__)
+    assert model.weight_intervals[strongest][0] > model.weight_intervals[weakest][1]
+    funnel = journeys.funnel.report()
+    assert [s["goal"] for s in funnel["steps"]] == list(FUNNEL_GOALS)
+    assert funnel["steps"][0]["reached"] > funnel["steps"][1]["reached"] > funnel["steps"][2][
+        "reached"] > 0
+    # sessions and email clicks carry their campaign
+    sessions = [e for e in events if e["event_type"] == "session_started"]
+    assert sessions and all(e["payload"]["campaign"].startswith(e["payload"]["channel"])
+                            for e in sessions)
