@@ -203,6 +203,7 @@ const MODEL_NAMES = {
   time_decay: "time decay", position_based: "position-based", data_driven: "data-driven",
 };
 const ATTRIBUTION_CHANNELS = 10;
+const ATTRIBUTION_CAMPAIGNS = 20;
 
 function renderAttribution(report) {
   const section = document.getElementById("attribution");
@@ -237,7 +238,7 @@ function renderAttribution(report) {
     }
   }
   const campaigns = Object.keys(byCampaign).sort((a, b) => byCampaign[b] - byCampaign[a])
-    .slice(0, ATTRIBUTION_CHANNELS).map((key) => JSON.parse(key));
+    .slice(0, ATTRIBUTION_CAMPAIGNS).map((key) => JSON.parse(key));
   const campaignCredit = (m, campaign) =>
     report.models[m].campaigns.find((c) => c.campaign === campaign)?.value ?? 0;
   document.querySelector("#campaigns-table thead").replaceChildren(el("tr", {},

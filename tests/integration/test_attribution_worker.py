@@ -17,6 +17,10 @@ of a record that does not depend on the events alone is the data-driven credit (
 the worker had when it scored the conversion): it is compared apart, and the model the API
 reports in the end must be the one fitted on the replay's counts, intervals included.
 
+The worker's page, in a real headless chromium, shows the same credits per channel and
+campaign under every model, the data-driven weights, the Sankey and the funnel as the API; a
+channel and a campaign named like markup show as text.
+
 A first worker is killed (kill -9) while it scores; the records must still be exactly the
 replay's: none lost, none twice, the journeys restored from the customers' states.
 
@@ -44,6 +48,7 @@ from models.config import AttributionConfig, ScoringConfig
 from models.history.replay import ingest, replay, sort_raw
 from schemas.registry import validator
 from tests.integration.alerting_script import wait_until
+from tests.integration.browser import Browser
 from tests.integration.fault_tools import read_all
 from tests.integration.kafka_tools import (
     free_port,
@@ -67,7 +72,10 @@ ON = ScoringConfig(attribution=AttributionConfig(enabled=True, funnel=FUNNEL,
                                                  funnel_window_days=10))
 """Attribution is off by default: the worker and the replay both switch it on."""
 HOUR_MS = DAY_MS // 24
-CHANNELS = ("direct", "organic", "paid", "social", "email")
+HOSTILE_CHANNEL = "<b>x</b><img src=x onerror=\"window.pwned=1\">"
+"""Markup, some of which plotly's chart text would read as such (<b>)."""
+HOSTILE_CAMPAIGN = "<script>window.pwned=2</script>"
+CHANNELS = ("direct", "organic", "paid", HOSTILE_CHANNEL, "email")
 
 
 def _event(customer: str, n: int, source: str, event_type: str, at: int,
@@ -93,7 +101,7 @@ def history() -> list[dict[str, Any]]:
             if kind < 0.5:
                 session: dict[str, Any] = {"channel": rng.choice(CHANNELS), "device": "mobile"}
                 if rng.random() < 0.3:
-                    session["campaign"] = f"c{day // 30}"
+                    session["campaign"] = f"c{day // 30}" if day // 30 != 2 else HOSTILE_CAMPAIGN
                 visit += [("web", "session_started", start, session),
                           ("web", "page_view", start + 60_000, {"url": "/"})]
                 for step, goal in enumerate(FUNNEL):  # each next goal: half as often
@@ -261,6 +269,7 @@ def test_stream_attributions_equal_a_batch_recomputation(
         assert status == 200
         assert _get(f"{worker.web_url}/journeys", token=None)[0] == 401
         assert _get(f"{worker.web_url}/journeys?top=x")[0] == 400
+        _page(worker.web_url, tmp_path / "chromium")
         assert worker.stop() == 0, worker.log_tail()
 
 
@@ -330,3 +339,76 @@ def test_stream_attributions_equal_a_batch_recomputation(
     assert {line.split('model="')[1].split('"')[0] for line in gauge_lines} == {
         *MODELS, DATA_DRIVEN}
     assert 'scorestream_data_driven_weight{bound="point",channel="email"}' in metrics
+
+
+def _page(url: str, profile: Path) -> None:
+    """The page's attribution and journeys sections equal the API's answers at that time."""
+    status, attribution = _report(f"{url}/attribution?limit=100")
+    status_j, journeys = _report(f"{url}/journeys")
+    assert status == status_j == 200
+    with Browser(profile) as browser:
+        browser.navigate(f"{url}/ui/")
+        browser.wait_for("!document.getElementById('login').hidden", what="the token prompt")
+        browser.evaluate(f"document.getElementById('token').value = {orjson.dumps(TOKEN).decode()};"
+                         "document.getElementById('login').requestSubmit()")
+        browser.wait_for("document.body.dataset.loaded", what="the figures")
+        browser.events.clear()  # the refusal before the token was given
+        browser.wait_for("document.querySelectorAll('#sankey .sankey-node').length > 0 && "
+                         "!!document.querySelector('#attribution-chart .main-svg')",
+                         what="the charts")
+        shown = browser.evaluate("""(() => {
+            const table = (id, key) => Object.fromEntries(
+                [...document.querySelectorAll(`#${id} tbody tr`)].map(r => [r.dataset[key],
+                    Object.fromEntries([...r.querySelectorAll('td[data-model]')].map(
+                        td => [td.dataset.model, Number(td.dataset.value)]))]));
+            return {
+                channels: table('attribution-table', 'channel'),
+                campaigns: table('campaigns-table', 'campaign'),
+                channel_text: [...document.querySelectorAll(
+                    '#attribution-table tbody td:first-child')].map(td => td.textContent),
+                campaign_text: [...document.querySelectorAll(
+                    '#campaigns-table tbody td:first-child')].map(td => td.textContent),
+                weights: [...document.querySelectorAll('#data-driven tbody tr')].map(
+                    r => [r.dataset.channel, Number(r.dataset.weight)]),
+                flow: [...document.querySelectorAll('#journey-steps tbody tr')].map(r => [
+                    Number(r.dataset.step), Number(r.dataset.inflow),
+                    Number(r.dataset.conversions), Number(r.dataset.dropOffs)]),
+                funnel: [...document.querySelectorAll('#funnel tbody tr')].map(
+                    r => [r.dataset.goal, Number(r.dataset.reached)]),
+                sankey_nodes: document.querySelectorAll('#sankey .sankey-node').length,
+                sankey_labels: [...document.querySelectorAll('#sankey .sankey-node text')]
+                    .map(t => t.textContent),
+                bar_labels: [...document.querySelectorAll('#attribution-chart .xtick text')]
+                    .map(t => t.textContent),
+                images: document.querySelectorAll('img').length,
+                scripts: document.querySelectorAll('script').length,
+                pwned: window.pwned ?? null,
+            };
+        })()""")
+        shown["problems"] = browser.problems()
+    assert shown["problems"] == []
+    assert shown["pwned"] is None and shown["images"] == 0
+    assert shown["scripts"] == 2  # the page's own (plotly, app.js): nothing injected
+    models = attribution["models"]
+    assert set(models) == {*MODELS, DATA_DRIVEN}
+    value_of = {m: {row["channel"]: row["value"] for row in models[m]["channels"]}
+                for m in models}
+    assert shown["channels"] and set(shown["channels"]) <= set(value_of["linear"])
+    for channel, credits in shown["channels"].items():
+        assert credits == {m: value_of[m].get(channel, 0) for m in models}, channel
+    assert HOSTILE_CHANNEL in shown["channel_text"] and HOSTILE_CHANNEL in shown["bar_labels"]
+    campaign_value = {m: {row["campaign"]: row["value"] for row in models[m]["campaigns"]}
+                      for m in models}
+    assert HOSTILE_CAMPAIGN in shown["campaign_text"]
+    for campaign, credits in shown["campaigns"].items():
+        key = campaign or None  # the row of touches without a campaign
+        assert credits == {m: campaign_value[m].get(key, 0) for m in models}, campaign
+    model = attribution["data_driven"]["model"]
+    assert shown["weights"] == [[c["channel"], c["weight"]] for c in model["channels"]]
+    sankey = journeys["sankey"]
+    assert shown["sankey_nodes"] == len(sankey["nodes"])
+    assert any(label.endswith(HOSTILE_CHANNEL) for label in shown["sankey_labels"])
+    assert shown["flow"] == [[f["step"], f["inflow"], f["conversions"], f["drop_offs"]]
+                             for f in sankey["flow"]]
+    assert shown["funnel"] == [[st["goal"], st["reached"]]
+                               for st in journeys["funnel"]["steps"]]
