@@ -222,7 +222,12 @@ function renderAttribution(report) {
     `${fmt(report.conversions)} conversions worth ${money(report.value)}; `
     + `${fmt(report.unattributed.conversions)} without a touch in the lookback `
     + `(${money(report.unattributed.value)})`
-    + (report.caught_up ? "" : "; still reading the attributions topic");
+    + (report.caught_up ? "" : "; still reading the attributions topic")
+    + (report.data_driven_uncredited && report.data_driven_uncredited.conversions
+      ? `. The data-driven model credited no value for ${
+        fmt(report.data_driven_uncredited.conversions)} conversions (${
+        money(report.data_driven_uncredited.value)}), scored before it rested on enough `
+        + "journeys or without a path" : "");
   document.querySelector("#attribution-table thead").replaceChildren(el("tr", {},
     el("th", {}, "Channel"), ...models.map((m) => el("th", {}, MODEL_NAMES[m] || m))));
   document.querySelector("#attribution-table tbody").replaceChildren(...channels.map(
