@@ -549,7 +549,8 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
                 "attribution": pipeline.attribution is not None,
                 **report,
                 "trend": _with_better(history.trend(as_of // DAY_MS, kpi_values(whole))
-                                      if as_of and whole else
+                                      if as_of and whole and len(covered) == settings.partitions
+                                      else
                                       {"days": TREND_DAYS, "against": None, "kpis": {}}),
                 "history": history.report()})
 
@@ -587,6 +588,8 @@ def _with_better(trend: dict[str, Any]) -> dict[str, Any]:
     for kpi, row in trend["kpis"].items():
         row["better"] = KPIS[kpi][1]
     return trend
+
+
 def journeys_top(raw: str | None, default: int) -> int:
     """The channels per step of a Sankey diagram (`top`, 1 to 50); raises ValueError.
 

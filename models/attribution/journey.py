@@ -38,7 +38,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.attribution.markov import DataDrivenModel
+from models.attribution.markov import CONVERSION, NULL, START, DataDrivenModel
+from models.attribution.paths import DROP_OFF, MORE
 from models.attribution.rules import MODELS, all_models, split
 from models.attribution.touches import Conversion, Touch, select_touches
 from models.config import AttributionConfig, ScoringConfig
@@ -66,13 +67,26 @@ def _id_hash(conversion_id: str) -> int:
                           "big")
 
 
+RESERVED_CHANNELS = frozenset({START, CONVERSION, NULL, DROP_OFF, MORE})
+"""Names of the journeys' own states and Sankey nodes: a channel sent under one of them is
+kept in quotes (`"(null)"`), so that it stays a channel."""
+
+
 def touch_of(event: Mapping[str, Any], config: AttributionConfig) -> Touch:
     """The touch a touch event is: its payload's `channel` (else its source's name), its
-    `campaign` or `campaign_id` (else none), and whether the channel is a direct one."""
+    `campaign` or `campaign_id` (else none), and whether the channel is a direct one.
+
+    >>> touch = touch_of({"source": "web", "occurred_at": 5, "payload": {"channel": "(null)"}},
+    ...                  AttributionConfig())
+    >>> touch.channel
+    '"(null)"'
+    """
     payload = event.get("payload") or {}
     channel = payload.get("channel")
     if not isinstance(channel, str) or not channel:
         channel = str(event["source"])
+    elif channel in RESERVED_CHANNELS:
+        channel = f'"{channel}"'
     campaign = payload.get("campaign") or payload.get("campaign_id")
     if not isinstance(campaign, str) or not campaign:
         campaign = None
@@ -423,8 +437,7 @@ def _data_driven(touches: tuple[Touch, ...], path_from: int, conversion: Convers
     version, paths = model.version, model.paths
     if paths < min_paths:
         return DataDrivenCredit(version, paths, None, None,
-                                f"the model rests on {paths} closed paths, fewer than "
-                                f"{min_paths}")
+                                f"the model rests on fewer than {min_paths} closed paths")
     if not touches:
         return DataDrivenCredit(version, paths, None, None, "no touch in the lookback")
     path = touches[path_from:]

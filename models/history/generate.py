@@ -746,6 +746,8 @@ class _JourneyCustomer(_Customer):
         signup = self.start_ms + day * DAY_MS
         while day < self.days:
             for _touch in range(p.max_touches):
+                if day >= self.days:  # the history ends here
+                    break
                 ts = self.start_ms + day * DAY_MS + rng.randrange(8 * HOUR_MS, 20 * HOUR_MS)
                 channel = rng.choice(channels)
                 converts = rng.random() < effect[channel]

@@ -23,6 +23,11 @@ True
 True
 >>> history.record(112, {"customers": 45, "nps": None})   # the same again: nothing new
 False
+>>> history.record(10, {"customers": 3})   # event time went back: a new history
+True
+>>> sorted(history.days)
+[10]
+>>> history.days = {100: {"customers": 40, "nps": 10.0}, 112: {"customers": 45, "nps": None}}
 >>> history.trend(140, {"customers": 50, "nps": 12.5})   # 30 days before 140 is day 110
 {'days': 30, 'against': '1970-04-11', 'kpis': {'customers': {'previous': 40, 'change': 10}, \
 'nps': {'previous': 10.0, 'change': 2.5}}}
@@ -90,7 +95,12 @@ class KpiHistory:
         """Keep `values` as the day's (the latest record of a day wins) and forget the days
         more than `KEEP_DAYS` before the newest, except the one the newest day's trend
         compares with (after a gap in the records, it can be older); True if the history
-        changed."""
+        changed. A day more than `KEEP_DAYS` before the newest that is not kept starts the
+        history afresh: the base's event time went back (its topics were reset, or an older
+        period is replayed), and what was recorded is no trend of it."""
+        if self.days and day < max(self.days) - KEEP_DAYS and day not in self.days:
+            self.days = {day: dict(values)}
+            return True
         newest = max(day, max(self.days, default=day))
         if (day < newest - KEEP_DAYS and day != self.against(newest)) or (
                 self.days.get(day) == values):

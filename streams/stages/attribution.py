@@ -42,7 +42,10 @@ from models.attribution.markov import (
 from models.attribution.paths import MAX_STEPS, JourneyTotals
 from models.attribution.totals import AttributionTotals
 
-__all__ = ["AttributionReader"]
+__all__ = ["FIT_SPACING", "AttributionReader"]
+
+FIT_SPACING = 10.0
+"""A fit is due at the soonest this many times the last fit's duration after it."""
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,8 @@ class AttributionReader:
         """Closed paths read since the last fit."""
         self._unfitted_since = 0.0
         """Monotonic time of the first of them."""
+        self._fitted_at = 0.0
+        """Monotonic time the last fit ended."""
         self.skipped = 0
         """Records that could not be read as attributions (logged)."""
         self._lock = threading.Lock()
@@ -156,16 +161,27 @@ class AttributionReader:
     def refit(self, force: bool = False) -> DataDrivenModel | None:
         """Fit the data-driven model on the counts when it is due (every `refit_paths`
         closed paths, or `refit_s` after the first one not in the model) or `force`d, and
-        hand it to `on_model`; the new model, or None when none was fitted."""
+        hand it to `on_model`; the new model, or None when none was fitted.
+
+        A fit costs a good part of a second with the default draws (and holds the
+        interpreter meanwhile), so it is never due while the reader still catches up with
+        the topic (one fit once it has), nor sooner after the last one than `FIT_SPACING`
+        times that fit's duration: fitting takes at most about a tenth of the reader's time
+        however fast paths close."""
+        now = time.monotonic()
         if not self._unfitted or not (
                 force or self._unfitted >= self.refit_paths
-                or time.monotonic() - self._unfitted_since >= self.refit_s):
+                or now - self._unfitted_since >= self.refit_s):
+            return None
+        if not force and (self._behind
+                          or now - self._fitted_at < FIT_SPACING * self.fit_seconds):
             return None
         with self._lock:
             counts = TransitionCounts.from_dict(self.journeys.counts.to_dict())
         started = time.monotonic()
         model = fit(counts, **self.fit_options)  # type: ignore[arg-type]
-        self.fit_seconds = time.monotonic() - started
+        self._fitted_at = time.monotonic()
+        self.fit_seconds = self._fitted_at - started
         self._unfitted = 0
         self.model = model
         if self.on_model is not None:

@@ -114,19 +114,14 @@ class LearnerHandler(StageHandler):
         examples = []
         for msg in messages:
             key, value = msg.key() or b"", msg.value()
-            if value is None:
-                if key and not key.startswith(_PREFIXES):
+            if value is None:  # the scorers send no tombstone of their own records
+                if key:
                     with self._lock:  # the customer was erased
                         learner.forget(key.decode(errors="replace"))
                 continue
-            if key.startswith(HISTOGRAM_PREFIX):
-                self.histograms[key] = ValueHistogram.restore(value)
-                continue
-            if key.startswith(RISK_PREFIX):
-                self.risks[key] = ValueHistogram.restore(value)
-                continue
-            if key.startswith(BASE_PREFIX):
-                self._keep_base(key, value, msg.offset())
+            # A customer id may start like a scorer's key: what does not read as the
+            # scorer's record is a training example.
+            if key.startswith(_PREFIXES) and self._keep_scorer_record(key, value):
                 continue
             try:
                 examples.append(TrainingExample.from_dict(orjson.loads(value)))
@@ -186,15 +181,23 @@ class LearnerHandler(StageHandler):
         self.last_publish = time.monotonic()
         return True
 
-    def _keep_base(self, key: bytes, value: bytes, offset: int | None) -> None:
-        """Keep a scorer partition's latest whole-base segment."""
+    def _keep_scorer_record(self, key: bytes, value: bytes) -> bool:
+        """Keep a scorer partition's histogram or whole-base segment; False when the record
+        is none of those (a training example of a customer whose id looks like such a key)."""
         try:
-            partition = int(key[len(BASE_PREFIX):])
-            raw = orjson.loads(value)
-            self.bases[partition] = (int(raw["watermark"]), Segment.from_raw(raw["segment"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            log.warning("learner: skipping an unreadable whole-base segment at offset %s: %s",
-                        offset, err)
+            if key.startswith(BASE_PREFIX):
+                partition = int(key[len(BASE_PREFIX):])
+                raw = orjson.loads(value)
+                self.bases[partition] = (int(raw["watermark"]),
+                                         Segment.from_raw(raw["segment"]))
+                return True
+            prefix = HISTOGRAM_PREFIX if key.startswith(HISTOGRAM_PREFIX) else RISK_PREFIX
+            int(key[len(prefix):])
+            histogram = ValueHistogram.restore(value)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return False
+        (self.histograms if prefix == HISTOGRAM_PREFIX else self.risks)[key] = histogram
+        return True
 
     def _record_history(self, partition: int, table: Table, out: Output) -> None:
         """Record the whole base's KPIs (the sum of every scorer partition's latest segment)

@@ -224,6 +224,7 @@ def test_the_reader_folds_closed_journeys_and_fits_the_model_now_and_then() -> N
             report["sankey"]["nodes"]] == [("paid", 2), ("email", 1), ("email", 1),
                                            ("conversion", 2), ("drop-off", 1)]
     assert reader.offer(records[-1])  # one more closed path: 3 since the last fit
+    reader.fit_seconds = 0.0  # no spacing after the last fit (another test's subject)
     model = reader.refit()
     assert model is models[-1] and model.paths == 4 and model.conversions == 2
     assert model.version == f"4-{reader.journeys.counts.digest()}"
@@ -250,3 +251,42 @@ def test_the_pipeline_hands_new_models_to_the_scoring_engine_and_reports_them() 
                    (("bound", "point"), ("channel", "email")))] == model.weights["email"]
     # C3's null path is its paid touch; its social touch opened the next path
     assert {dict(labels)["channel"] for _name, labels in gauges if labels} == {"email", "paid"}
+
+
+def test_channels_named_like_the_journeys_own_states_stay_channels() -> None:
+    """A session's channel is any text: one named like a state of the chain or a node of the
+    Sankey ((null), (drop-off), ...) is kept in quotes, counted and reported like any."""
+    config = ScoringConfig(attribution=AttributionConfig(enabled=True))
+    engine = ScoringEngine(config)
+    names = ["(null)", "(drop-off)", "(more)", "(start)", "(conversion)"]
+    events = [ev(f"w{n}", "session_started", 1 + n / 10, channel=name)
+              for n, name in enumerate(names)] + [ev("o1", "order_placed", 2, amount=50.0)]
+    outcome = engine.apply_batch(None, events, events[-1]["occurred_at"], "C1")
+    [record] = [orjson.dumps(r.to_record(emitted_at=0)) for r in outcome.attributions]
+    reader = AttributionReader({"bootstrap.servers": "127.0.0.1:9"}, "attributions", "g")
+    assert reader.offer(record)
+    assert reader.report()["conversions"] == 1
+    sankey = reader.journeys_report(top=5)["sankey"]
+    assert [n["channel"] for n in sankey["nodes"] if n["step"] is not None] == [
+        f'"{name}"' for name in names]
+    assert [f["inflow"] for f in sankey["flow"]] == [1] * len(names)
+    model = reader.refit(force=True)
+    assert model is not None and set(model.weights) == {f'"{name}"' for name in names}
+
+
+def test_the_reader_fits_once_caught_up_and_never_more_than_a_tenth_of_its_time() -> None:
+    models: list[DataDrivenModel] = []
+    reader = AttributionReader({"bootstrap.servers": "127.0.0.1:9"}, "attributions", "g",
+                               refit_paths=1, refit_s=3600.0, draws=20,
+                               on_model=models.append)
+    records = _journey_records()
+    reader._behind = {0}  # still reading the topic from its start
+    for value in records:
+        reader.offer(value)
+    assert reader.refit() is None and models == []
+    reader._behind = set()  # caught up: due
+    assert reader.refit() is not None and len(models) == 1
+    reader.fit_seconds = 60.0  # as if that fit had taken a minute: the next not for 10
+    reader.offer(records[0])
+    assert reader.refit() is None
+    assert reader.refit(force=True) is not None and len(models) == 2

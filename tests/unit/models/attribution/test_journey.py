@@ -343,7 +343,7 @@ def test_conversions_get_data_driven_credit_over_their_path_once_the_model_is_re
     not_yet = dataclasses.replace(CONFIG, attribution=on(data_driven_min_paths=31))
     driven = outcome_records(events, not_yet, model)[1]["data_driven"]
     assert driven["credits"] is None and driven["paths"] == 30
-    assert driven["reason"] == "the model rests on 30 closed paths, fewer than 31"
+    assert driven["reason"] == "the model rests on fewer than 31 closed paths"
     repeat = outcome_records([*events, order("o2", 5)], config, model)[-1]["data_driven"]
     assert repeat["reason"] == "no touch since the previous conversion"
 

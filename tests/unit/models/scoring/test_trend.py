@@ -21,9 +21,11 @@ def test_a_day_keeps_its_latest_record_and_old_days_go() -> None:
     assert sorted(history.days) == [12, 12 + KEEP_DAYS]
     assert history.record(13, {"customers": 5})
     assert sorted(history.days) == [12, 13, 12 + KEEP_DAYS]
-    assert not history.record(11, {"customers": 9})  # too old and not the trend's day
     assert history.record(12 + KEEP_DAYS + 100, {"customers": 6})  # after a long gap
     assert sorted(history.days) == [12 + KEEP_DAYS, 12 + KEEP_DAYS + 100]
+    # a day far before every kept one: event time went back (a reset), so a new history
+    assert history.record(11, {"customers": 9})
+    assert history.days == {11: {"customers": 9}}
 
 
 def test_the_trend_compares_with_the_latest_day_at_least_30_days_back() -> None:

@@ -9,7 +9,7 @@ import pytest
 from models.learning.bundle import ModelBundle
 from models.scoring.aggregates import WHOLE_BASE, Segment, kpi_values
 from models.scoring.alerts import AlertRules
-from models.scoring.engine import ScoringEngine
+from models.scoring.engine import VALUE_POPULATION, ScoringEngine
 from models.scoring.labels import TrainingExample
 from models.scoring.trend import KpiHistory
 from streams.runtime.pipeline import ScoringPipeline
@@ -137,3 +137,24 @@ def test_the_learner_records_the_whole_base_of_every_partition_and_workers_read_
     assert watcher.kpi_history == KpiHistory.restore(history)
     assert not watcher.offer(KPI_HISTORY_KEY, b"[broken", 4)  # logged, the last one stays
     assert watcher.kpi_history == KpiHistory.restore(history)
+
+
+def test_a_customer_whose_id_looks_like_a_scorer_key_is_learned_from_and_forgotten() -> None:
+    """Customer ids are any text: a training example keyed `histogram:…`, `risk:…` or
+    `base:…` that does not read as the scorers' record is an example, and a tombstone under
+    such a key is an erasure (the scorers send no tombstones)."""
+    learner = LearnerHandler(ScoringEngine().config, "model-snapshots", publish_every=10_000)
+    table = assign(learner, "learner")
+    ids = ["histogram:0", "risk:x", "base:1"]
+    records = []
+    for customer in ids:
+        for model in ("churn", VALUE_POPULATION):  # a learned one; one kept per customer
+            example = TrainingExample(model, customer, {"recency_days": 3.0}, 1.0, 0.3,
+                                      "churn-00000", T0, T0 + 90 * DAY_MS)
+            records.append((customer.encode(), orjson.dumps(example.to_dict())))
+    feed(learner, table, records, topic="training")
+    assert learner.learner is not None
+    assert learner.unpublished == 3 and set(ids) <= set(learner.learner.population)
+    assert not learner.histograms and not learner.risks and not learner.bases
+    feed(learner, table, [(b"histogram:0", None), (b"base:1", None)], topic="training")
+    assert set(learner.learner.population) & set(ids) == {"risk:x"}
