@@ -9,6 +9,10 @@ next, and per goal the completions and the customers who completed it at least o
 Step rates count every attempt that reached the step before, open ones included: a live
 funnel's last steps fill in as attempts go on.
 
+The times from step to step are kept as counts in logarithmic buckets (`BUCKETS_PER_DOUBLING`
+per doubling), so the memory stays bounded however many attempts there are, and the median
+reported is its bucket's middle: within about 2 % of the exact one.
+
 >>> funnel = FunnelTotals(["signup", "cart", "purchase"])
 >>> def goal(goal, step, elapsed, first=True, first_any=False):
 ...     return {"kind": "goal", "goal": goal, "funnel_step": step, "elapsed_ms": elapsed,
@@ -19,18 +23,46 @@ funnel's last steps fill in as attempts go on.
 ...     funnel.add(record)
 >>> [(s["goal"], s["reached"], s["rate_from_previous"], s["median_ms_from_previous"])
 ...  for s in funnel.report()["steps"]]
-[('signup', 2, None, None), ('cart', 2, 1.0, 5400000.0), ('purchase', 1, 0.5, 60000)]
+[('signup', 2, None, None), ('cart', 2, 1.0, 5406309), ('purchase', 1, 0.5, 58809)]
 >>> funnel.report()["completion"][1]
 {'goal': 'cart', 'completions': 3, 'customers': 2, 'rate': 1.0}
 """
 
 from __future__ import annotations
 
-import statistics
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["FunnelTotals"]
+__all__ = ["BUCKETS_PER_DOUBLING", "FunnelTotals"]
+
+BUCKETS_PER_DOUBLING = 16
+"""Resolution of the step-to-step times: 2^(1/16), a bucket spans 4.4 %."""
+
+
+def _bucket(ms: int) -> int:
+    """The bucket of a time: 0 for 0 ms, else 1 + floor(16 log2 ms)."""
+    return 0 if ms <= 0 else 1 + math.floor(BUCKETS_PER_DOUBLING * math.log2(ms))
+
+
+def _middle(bucket: int) -> int:
+    """The representative time of a bucket: its geometric middle, in whole ms."""
+    return 0 if bucket == 0 else round(2 ** ((bucket - 0.5) / BUCKETS_PER_DOUBLING))
+
+
+def _median(counts: Mapping[int, int]) -> int | None:
+    """The median of bucketed times (the two middle ones' mean when their number is even)."""
+    n = sum(counts.values())
+    if not n:
+        return None
+    wanted, found, seen = {(n - 1) // 2, n // 2}, [], 0
+    for bucket in sorted(counts):
+        seen += counts[bucket]
+        found += [_middle(bucket) for rank in sorted(wanted) if rank < seen]
+        wanted = {rank for rank in wanted if rank >= seen}
+        if not wanted:
+            break
+    return round(sum(found) / len(found))
 
 
 class FunnelTotals:
@@ -42,8 +74,8 @@ class FunnelTotals:
     def __init__(self, goals: Sequence[str]) -> None:
         self.goals = tuple(goals)
         self._reached = [0] * len(self.goals)
-        self._elapsed: list[list[int]] = [[] for _ in self.goals]
-        """Per step, the milliseconds from the previous step of every attempt reaching it."""
+        self._elapsed: list[dict[int, int]] = [{} for _ in self.goals]
+        """Per step, bucket -> attempts that reached it that many ms after the previous."""
         self.completions = dict.fromkeys(self.goals, 0)
         self.customers = dict.fromkeys(self.goals, 0)
         """Customers who completed each goal at least once."""
@@ -73,7 +105,8 @@ class FunnelTotals:
         if step is not None and step < len(self.goals) and self.goals[step] == goal:
             self._reached[step] += 1
             if step:
-                self._elapsed[step].append(elapsed)
+                bucket = _bucket(elapsed)
+                self._elapsed[step][bucket] = self._elapsed[step].get(bucket, 0) + 1
         self.completions[goal] += 1
         self.customers[goal] += first
         self.customers_any += first_any
@@ -94,7 +127,7 @@ class FunnelTotals:
                 "rate_from_previous": (None if before is None else
                                        round(reached[k] / before, 4) if before else None),
                 "rate_from_entry": round(reached[k] / entries, 4) if entries else None,
-                "median_ms_from_previous": statistics.median(elapsed) if elapsed else None,
+                "median_ms_from_previous": _median(elapsed),
             })
         any_ = self.customers_any
         return {
@@ -111,6 +144,6 @@ class FunnelTotals:
     def to_dict(self) -> dict[str, Any]:
         """Everything counted (JSON-friendly): for comparisons."""
         return {"goals": list(self.goals), "reached": list(self._reached),
-                "elapsed": [sorted(e) for e in self._elapsed],
+                "elapsed": [sorted(e.items()) for e in self._elapsed],
                 "completions": dict(self.completions), "customers": dict(self.customers),
                 "customers_any": self.customers_any}

@@ -3,6 +3,7 @@ paths, the funnel, and the records of the engine folded into `JourneyTotals`."""
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import pytest
@@ -127,8 +128,24 @@ def test_funnel_steps_rates_and_medians() -> None:
     assert report["entries"] == 3 and report["customers"] == 3
     assert report["steps"][1] == {"step": 1, "goal": "b", "reached": 3,
                                   "rate_from_previous": 1.0, "rate_from_entry": 1.0,
-                                  "median_ms_from_previous": 20}
+                                  "median_ms_from_previous": pytest.approx(20, rel=0.022)}
     assert report["completion"] == [
         {"goal": "a", "completions": 3, "customers": 3, "rate": 1.0},
         {"goal": "b", "completions": 4, "customers": 3, "rate": 1.0}]
     assert FunnelTotals(["a"]).report()["steps"][0]["rate_from_entry"] is None
+
+
+@given(st.lists(st.integers(min_value=0, max_value=90 * 86_400_000), min_size=1,
+                max_size=300))
+def test_funnel_medians_are_within_a_bucket_of_the_exact_ones_in_bounded_memory(
+        times: list[int]) -> None:
+    funnel = FunnelTotals(["a", "b"])
+    for ms in times:
+        funnel.add({"goal": "b", "funnel_step": 1, "elapsed_ms": ms, "first": False,
+                    "first_any": False})
+    got = funnel.report()["steps"][1]["median_ms_from_previous"]
+    exact = statistics.median(times)
+    low, high = sorted(times)[(len(times) - 1) // 2], sorted(times)[len(times) // 2]
+    # each middle time is reported as its bucket's middle: within 2.2 % of it
+    assert min(low, high) * 0.978 - 1 <= got <= max(low, high) * 1.023 + 1, (got, exact)
+    assert len(funnel.to_dict()["elapsed"][1]) <= 16 * 37 + 1  # buckets up to 2^37 ms
