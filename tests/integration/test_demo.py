@@ -63,7 +63,7 @@ def test_demo_runs_for_its_duration_and_reports_what_the_topics_hold(
     env.pop("SCORESTREAM_KAFKA_BOOTSTRAP", None)
     run = subprocess.run(
         [sys.executable, "-m", "streams.cli", "demo", "--bootstrap", kafka_bootstrap,
-         "--namespace", namespace, "--duration", "40", "--customers", "150", "--days", "400",
+         "--namespace", namespace, "--duration", "30", "--customers", "150", "--days", "400",
          "--warmup-days", "200", "--rate", "300"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False)
     out = run.stdout
