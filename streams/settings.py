@@ -220,6 +220,9 @@ class ModelSettings:
 
     publish_interval_s: float = 10.0
     publish_every: int = 500
+    share_interval_s: float = 10.0
+    """How often each scoring partition shares its value histograms (for the tiers) and its
+    whole base (for the KPI history) with the learner."""
     frozen: bool = False
     """Scoring keeps the bundle it started with (the initial one) and loads none the learner
     publishes; the learner still learns and measures."""
@@ -481,6 +484,9 @@ class Settings:
             raise SettingsError("SCORESTREAM_KAFKA_BOOTSTRAP must not be empty")
         if self.partitions < 1:
             raise SettingsError("SCORESTREAM_PARTITIONS must be >= 1")
+        if not (self.model.share_interval_s > 0 and self.model.publish_interval_s > 0):
+            raise SettingsError("SCORESTREAM_MODEL_SHARE_INTERVAL_S and "
+                                "SCORESTREAM_MODEL_PUBLISH_INTERVAL_S must be > 0")
         if self.retention_days <= 0 or self.output_retention_days <= 0:
             raise SettingsError(
                 "SCORESTREAM_RETENTION_DAYS and SCORESTREAM_OUTPUT_RETENTION_DAYS must be > 0")

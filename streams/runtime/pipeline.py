@@ -65,7 +65,8 @@ class ScoringPipeline:
                           dead_letters=topics["dead_letters"],
                           attributions=topics["attributions"]),
             self.metrics, allowed_lateness_ms=int(settings.allowed_lateness_days * DAY_MS),
-            live_states=settings.live_states, live_states_bytes=settings.live_states_mb << 20)
+            live_states=settings.live_states, live_states_bytes=settings.live_states_mb << 20,
+            histogram_interval_s=settings.model.share_interval_s)
         self.handler.erasures = ErasureConfirmations(
             topics["erasure_confirmations"], topics["training_examples"], self.metrics)
         self.scoring = BatchProcessor(

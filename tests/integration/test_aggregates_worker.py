@@ -131,7 +131,8 @@ def test_aggregates_of_two_workers_equal_a_batch_computation_and_a_replay(
     envs = [worker_env(kafka_bootstrap, app_id, topics, tmp_path / f"state-{name}",
                        free_port(), SCORESTREAM_API_TOKEN=TOKEN, SCORESTREAM_MODEL_FROZEN="true",
                        SCORESTREAM_KPI_TARGETS="nps=20,churn_rate=0.5",
-                       SCORESTREAM_MODEL_PUBLISH_INTERVAL_S="2")
+                       SCORESTREAM_MODEL_PUBLISH_INTERVAL_S="2",
+                       SCORESTREAM_MODEL_SHARE_INTERVAL_S="1")
             for name in ("a", "b")]
     split = T0 + SPLIT_DAY * DAY_MS
     first = [r for r in records if r["occurred_at"] < split]
@@ -184,7 +185,7 @@ def test_aggregates_of_two_workers_equal_a_batch_computation_and_a_replay(
             days = {h["day"]: h["kpis"] for h in _aggregates(b.web_url).get("history", [])}
             return days.get(then_day) == then_kpis
 
-        # the scorers send their whole base every 10 s, the learner publishes every 2 s
+        # the scorers send their whole base every second, the learner publishes every 2 s
         wait_until(recorded, 60, f"the KPIs of {then_day} in the history", logs)
         assert then["trend"] == {"days": TREND_DAYS, "against": None, "kpis": {}}
         send([r for r in records if r["occurred_at"] >= split])

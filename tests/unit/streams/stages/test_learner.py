@@ -158,3 +158,12 @@ def test_a_customer_whose_id_looks_like_a_scorer_key_is_learned_from_and_forgott
     assert not learner.histograms and not learner.risks and not learner.bases
     feed(learner, table, [(b"histogram:0", None), (b"base:1", None)], topic="training")
     assert set(learner.learner.population) & set(ids) == {"risk:x"}
+
+
+def test_the_share_interval_reaches_the_scorers_and_must_be_positive() -> None:
+    settings = Settings.from_env({"SCORESTREAM_MODEL_SHARE_INTERVAL_S": "2.5"})
+    assert ScoringPipeline(settings).handler.histogram_interval_s == 2.5
+    assert ScoringPipeline(Settings.from_env({})).handler.histogram_interval_s == 10.0
+    for raw in ("0", "-1", "nan"):
+        with pytest.raises(SettingsError, match="SHARE_INTERVAL_S"):
+            Settings.from_env({"SCORESTREAM_MODEL_SHARE_INTERVAL_S": raw})
