@@ -464,8 +464,7 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
         async def get(self, request: Request) -> Response:
             reader = pipeline.attribution
             if reader is None:
-                return self.json({"error": "attribution is off "
-                                           "(SCORESTREAM_ATTRIBUTION_ENABLED)"}, status=404)
+                return _attribution_off(self)
             query = cast(aioweb.Request, request).query
             try:
                 model, first, last = attribution_query(
@@ -583,6 +582,12 @@ def register_views(app: faust.App, settings: Settings, pipeline: ScoringPipeline
                                   token)
 
 
+def _attribution_off(view: View) -> Response:
+    """The answer of the attribution views while attribution is off."""
+    return view.json({"error": "attribution is off (SCORESTREAM_ATTRIBUTION_ENABLED)"},
+                     status=404)
+
+
 def _with_better(trend: dict[str, Any]) -> dict[str, Any]:
     """The trend with each KPI's better way ("higher" or "lower") beside its change."""
     for kpi, row in trend["kpis"].items():
@@ -629,8 +634,7 @@ def register_journeys(app: faust.App, settings: Settings, pipeline: ScoringPipel
         async def get(self, request: Request) -> Response:
             reader = pipeline.attribution
             if reader is None:
-                return self.json({"error": "attribution is off "
-                                           "(SCORESTREAM_ATTRIBUTION_ENABLED)"}, status=404)
+                return _attribution_off(self)
             query = cast(aioweb.Request, request).query
             try:
                 top = journeys_top(query.get("top"), settings.attribution.journeys_top)

@@ -263,9 +263,7 @@ class ScoringEngine:
                  out: list[Attribution | ClosedJourney | GoalReached]) -> None:
         """Keep a touch in the customer's journey, or attribute a conversion over it (once
         per conversion id); either first closes an open path that passed the lookback."""
-        journey = state.journey
-        if journey is None:
-            journey = state.journey = Journey()
+        journey = _journey_of(state)
         stale = journey.close_stale(event, attribution)
         if stale is not None:
             out.append(stale)
@@ -281,10 +279,7 @@ class ScoringEngine:
     def _goal(state: CustomerState, event: dict[str, Any], attribution: AttributionConfig,
               out: list[Attribution | ClosedJourney | GoalReached]) -> None:
         """A completed goal's place in the funnel."""
-        journey = state.journey
-        if journey is None:
-            journey = state.journey = Journey()
-        reached = journey.goal(event, attribution)
+        reached = _journey_of(state).goal(event, attribution)
         if reached is not None:
             out.append(reached)
 
@@ -527,3 +522,10 @@ def _event_order(e: dict[str, Any]) -> tuple[int, str]:
 def _surveys(answers: dict[str, list[int]]) -> tuple[tuple[str, int, int], ...]:
     """A state's latest survey answers as the scorecard holds them: (survey, score, at)."""
     return tuple([(name, answers[name][1], answers[name][0]) for name in sorted(answers)])
+
+
+def _journey_of(state: CustomerState) -> Journey:
+    """The customer's journey, started empty when it has none yet."""
+    if state.journey is None:
+        state.journey = Journey()
+    return state.journey
