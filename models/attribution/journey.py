@@ -33,15 +33,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from models.attribution.markov import CONVERSION, NULL, START, DataDrivenModel
 from models.attribution.paths import DROP_OFF, MORE
-from models.attribution.rules import MODELS, all_models, split
-from models.attribution.touches import Conversion, Touch, select_touches
+from models.attribution.rules import MODELS, all_shares
+from models.attribution.touches import Conversion, Touch
 from models.config import AttributionConfig, ScoringConfig
 
 __all__ = [
@@ -200,9 +200,11 @@ class Attribution:
             "models": list(MODELS),
             "touches": [
                 {"channel": t.channel, "campaign": t.campaign, "at": t.at_ms, "direct": t.direct,
-                 "credit": {m: credits[m][i] for m in MODELS},
-                 "share": {m: shares[m][i] for m in MODELS}}
-                for i, t in enumerate(self.touches)
+                 "credit": dict(zip(MODELS, credit, strict=True)),
+                 "share": dict(zip(MODELS, share, strict=True))}
+                for t, credit, share in zip(
+                    self.touches, zip(*(credits[m] for m in MODELS), strict=True),
+                    zip(*(shares[m] for m in MODELS), strict=True), strict=True)
             ],
             "path": self.path,
             "data_driven": (self.data_driven or _NO_MODEL).to_dict(),
@@ -299,6 +301,17 @@ class Journey:
         f = self._flat
         return [Touch(f[i + 1], f[i + 2], f[i], bool(f[i + 3])) for i in range(0, len(f), 4)]
 
+    def _within(self, since: int, until: int) -> tuple[Touch, ...]:
+        """The touches kept from `since` to `until` (both included), in time order: what
+        `select_touches` picks from `touches`, without making the others."""
+        if since > until:
+            raise ValueError(f"lookback must be >= 0, not {until - since} ms")
+        f = self._flat
+        times = f[0::4]
+        lo, hi = bisect_left(times, since), bisect_right(times, until)
+        return tuple(Touch(f[i + 1], f[i + 2], f[i], bool(f[i + 3]))
+                     for i in range(lo * 4, hi * 4, 4))
+
     def add(self, touch: Touch, config: AttributionConfig) -> None:
         """Keep one more touch (a late one goes where its time puts it, after its equals)."""
         flat = self._flat
@@ -348,18 +361,12 @@ class Journey:
         self.attributed.append(h)
         if len(self.attributed) > ATTRIBUTED_IDS:
             del self.attributed[0]
-        touches = tuple(select_touches(self.touches, conversion, lookback_ms=config.lookback_ms))
+        touches = self._within(conversion.at_ms - config.lookback_ms, conversion.at_ms)
         closed = self.closed
         path_from = 0 if closed is None else sum(1 for t in touches if t.at_ms <= closed)
         if closed is None or conversion.at_ms > closed:
             self.closed = conversion.at_ms
-        if touches:
-            unit = Conversion(conversion.conversion_id, conversion.customer_id,
-                              conversion.at_ms, 1.0, conversion.currency)
-            shares = all_models(touches, unit, half_life_ms=config.half_life_ms)
-            credits = {m: split(conversion.value, s) for m, s in shares.items()}
-        else:
-            shares = credits = {m: [] for m in MODELS}
+        shares, credits = all_shares(touches, conversion, half_life_ms=config.half_life_ms)
         credit = _data_driven(touches, path_from, conversion, model,
                               config.data_driven_min_paths)
         return Attribution(conversion, str(event["event_type"]), str(event["event_id"]),

@@ -46,6 +46,7 @@ __all__ = [
     "HALF_LIFE_MS",
     "MODELS",
     "all_models",
+    "all_shares",
     "first_click",
     "last_click",
     "linear",
@@ -79,6 +80,11 @@ def split(value: float, weights: Sequence[float]) -> list[float]:
     total = math.fsum(weights)
     if total <= 0:
         raise ValueError("weights must not all be zero")
+    return _scaled(value, weights, total)
+
+
+def _scaled(value: float, weights: Sequence[float], total: float) -> list[float]:
+    """`split` of weights already checked, whose sum is `total`."""
     credits = [value * (w / total) for w in weights]
     largest = max(range(len(weights)), key=weights.__getitem__)
     credits[largest] = 0.0
@@ -204,3 +210,69 @@ def all_models(
         "time_decay": time_decay(touches, conversion, half_life_ms=half_life_ms),
         "position_based": position_based(touches, conversion, end_share=end_share),
     }
+
+
+def all_shares(
+    touches: Sequence[Touch],
+    conversion: Conversion,
+    *,
+    half_life_ms: int = HALF_LIFE_MS,
+    end_share: float = 0.4,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Every rule-based model's shares of one conversion (adding up to 1) and credits of its
+    value, by name (in `MODELS` order), from one pass: what `all_models` gives for the
+    conversion at a value of 1, and `split(value, shares)` of each, to the last bit.
+
+    >>> from schemas.units import DAY_MS
+    >>> journey = [Touch("search", None, 1 * DAY_MS), Touch("email", None, 3 * DAY_MS),
+    ...            Touch("direct", None, 7 * DAY_MS, direct=True)]
+    >>> order = Conversion("o-1", "C1", 7 * DAY_MS, 90.0, "EUR")
+    >>> shares, credits = all_shares(journey, order)
+    >>> [round(c, 2) for c in credits["time_decay"]], [round(s, 3) for s in shares["linear"]]
+    ([22.33, 27.22, 40.45], [0.333, 0.333, 0.333])
+    >>> all_shares([], order)[1]["linear"]
+    []
+    """
+    n = len(touches)
+    if not n:
+        return {m: [] for m in MODELS}, {m: [] for m in MODELS}
+    if half_life_ms <= 0:
+        raise ValueError(f"half_life_ms must be > 0, not {half_life_ms}")
+    if not 0.0 <= end_share <= 0.5:
+        raise ValueError(f"end_share must be within [0, 0.5], not {end_share}")
+    at = [t.at_ms for t in touches]
+    order = sorted(range(n), key=at.__getitem__)  # what `_time_order` gives
+    last = next((i for i in reversed(order) if not touches[i].direct), order[-1])
+    ones = [1.0] * n
+    value = conversion.value
+    day = conversion.at_ms // DAY_MS
+    ages = [max(0, day - a // DAY_MS) for a in at]
+    youngest = min(ages)
+    decay = [2.0 ** (-(age - youngest) * DAY_MS / half_life_ms) for age in ages]
+    if n <= 2:
+        ends = ones
+    else:
+        ends = [(1.0 - 2.0 * end_share) / (n - 2)] * n
+        ends[order[0]] = ends[order[-1]] = end_share
+    shares = {
+        "last_click": _one_hot(n, last, 1.0),
+        "first_click": _one_hot(n, order[0], 1.0),
+        "linear": _scaled(1.0, ones, math.fsum(ones)),
+        "time_decay": _scaled(1.0, decay, math.fsum(decay)),
+        "position_based": _scaled(1.0, ends, math.fsum(ends)),
+    }
+    credits = {
+        "last_click": _one_hot(n, last, value),
+        "first_click": _one_hot(n, order[0], value),
+    }
+    for m in ("linear", "time_decay", "position_based"):
+        s = shares[m]
+        credits[m] = _scaled(value, s, math.fsum(s))
+    return shares, credits
+
+
+def _one_hot(n: int, index: int, value: float) -> list[float]:
+    """`split(value, [1 at index, 0 elsewhere])` (all of it to one touch)."""
+    credits = [0.0] * n
+    credits[index] = value
+    return credits

@@ -13,6 +13,7 @@ from models.attribution.rules import (
     HALF_LIFE_MS,
     MODELS,
     all_models,
+    all_shares,
     first_click,
     last_click,
     linear,
@@ -206,3 +207,16 @@ def test_every_model_gives_non_negative_credits_adding_up_to_the_value(
         assert len(credits) == len(touches), name
         assert all(c >= 0.0 for c in credits), name
         assert abs(sum(credits) - value) <= 1e-9 * value, name
+
+
+@settings(max_examples=300)
+@given(touch_lists, values, st.integers(1, 400 * DAY_MS), st.floats(0.0, 0.5))
+def test_all_shares_is_every_model_at_value_one_then_split_to_the_last_bit(
+        touches: list[Touch], value: float, half_life_ms: int, end_share: float) -> None:
+    buy = Conversion("o-1", "C1", T0, value, "EUR")
+    unit = Conversion("o-1", "C1", T0, 1.0, "EUR")
+    shares, credits = all_shares(touches, buy, half_life_ms=half_life_ms, end_share=end_share)
+    expected = all_models(touches, unit, half_life_ms=half_life_ms, end_share=end_share)
+    assert tuple(shares) == tuple(credits) == MODELS
+    assert shares == expected
+    assert credits == {m: split(value, s) for m, s in expected.items()}
