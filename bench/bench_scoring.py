@@ -4,7 +4,8 @@ Usage:
     python bench/bench_scoring.py [--customers 20000] [--rate 5000] [--seconds 16]
                                   [--live 0,10000] [--repeat 2] [--models initial|trained]
                                   [--attribution on|off|off,on] [--touches 0.0]
-                                  [--data-driven]
+                                  [--data-driven] [--history stories|journeys]
+                                  [--paired | --instructions]
 
 Builds the records first (page views and one order in ten for `--customers` customers in a
 steady round, as `bench_latency.py` sends them, and each order names a product category, so
@@ -18,12 +19,30 @@ a data-driven model (fitted once on 1,000 paths over the bench's channels, as a 
 attribution reader hands one to the engine). The first half of the run warms the states up
 (every customer seen at least once) and is not timed. No broker, no producer: what the
 worker's scoring thread spends beside the Kafka calls.
+
+With `--history PROFILE`, the records are instead a generated history's canonical events
+(`--customers` customers over `--days` days of the generator's "stories" or "journeys"
+profile, in event-time order, as the ingest stage writes them), fed in batches of
+`--batch-events`: real multi-channel journeys, where a conversion has up to the lookback's
+touches to attribute.
+
+With `--paired`, attribution off and on are compared in one process, fed the same batches in
+turn (alternating which goes first), so that a noisy neighbour slows both alike: the
+closest a timed comparison gets on a shared machine. With `--instructions`, each
+configuration runs once in its own process under valgrind's
+callgrind, which counts the instructions of the timed half alone (instrumentation switched
+on and off around it): a figure the machine's other load does not move, where CPU time on
+a shared machine varies by tens of percent from run to run.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
+import re
+import shutil
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -47,6 +66,8 @@ from streams.runtime.tables import Table
 from streams.stages.scoring import ScoringHandler, ScoringTopics
 
 T0 = 1_767_225_600_000
+UNDER_CALLGRIND = "SCORESTREAM_BENCH_UNDER_CALLGRIND"
+"""Set in the child processes of `--instructions`, which switch instrumentation on and off."""
 TOPICS = ScoringTopics("score-changes", "alerts", "training-examples", "dead-letters",
                        "attributions")
 
@@ -115,6 +136,16 @@ class Figures:
     gc_us_per_event: float
 
 
+def history(profile: str, customers: int, days: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) of a generated history's canonical customer events, in event-time order."""
+    from models.history.generate import generate, iter_lines
+    from models.history.replay import ingest, sort_raw
+
+    events, _truth = generate(customers, seed=7, days=days, profile=profile)
+    return [(str(e["customer_id"]).encode(), orjson.dumps(e))
+            for e in ingest(sort_raw(iter_lines(events)), dead=[])]
+
+
 def trained_bundle(customers: int = 500, days: int = 365) -> ModelBundle:
     """The bundle a learner has published after a year of a generated history: what a
     worker past its first horizon scores with (the classifiers serve, factors explain)."""
@@ -134,20 +165,44 @@ def bench_model() -> DataDrivenModel:
     return fit(TransitionCounts.from_paths(paths))
 
 
+class Pass:
+    """One handler on in-memory stores, fed the records batch by batch."""
+
+    def __init__(self, records: list[tuple[bytes, bytes]], live: int, partitions: int,
+                 bundle: ModelBundle | None = None, attribution: bool = False,
+                 model: DataDrivenModel | None = None) -> None:
+        config = ScoringConfig(attribution=AttributionConfig(enabled=attribution))
+        engine = ScoringEngine(config, bundle)
+        engine.data_driven = model
+        self.handler = ScoringHandler(engine, AlertRules(), TOPICS,
+                                      live_states=live, live_states_bytes=256 << 20)
+        self.table = Table("customer-state", "memory://", Path("."))
+        for p in range(partitions):
+            self.table.stores[p] = MemoryStore()
+            self.handler.on_assigned(p, self.table)
+        self.records = records
+        self.by_partition = [partition_for(key, partitions) for key, _ in records]
+
+    def feed(self, lo: int, hi: int) -> None:
+        """Score records[lo:hi] as one batch of the worker."""
+        groups: dict[int, list[Record]] = defaultdict(list)
+        for i in range(lo, hi):
+            groups[self.by_partition[i]].append(Record(*self.records[i]))
+        table, handler = self.table, self.handler
+        for p, messages in groups.items():
+            out = Output()
+            table._out = out
+            handler.handle(p, messages, table, out)
+            table._out = None
+        handler.committed()  # what the processor calls once the batch has committed
+
+
 def run(records: list[tuple[bytes, bytes]], live: int, batch: int, partitions: int,
         bundle: ModelBundle | None = None, attribution: bool = False,
         model: DataDrivenModel | None = None) -> Figures:
     """Feed every record in batches; time the second half."""
-    config = ScoringConfig(attribution=AttributionConfig(enabled=attribution))
-    engine = ScoringEngine(config, bundle)
-    engine.data_driven = model
-    handler = ScoringHandler(engine, AlertRules(), TOPICS,
-                             live_states=live, live_states_bytes=256 << 20)
-    table = Table("customer-state", "memory://", Path("."))
-    for p in range(partitions):
-        table.stores[p] = MemoryStore()
-        handler.on_assigned(p, table)
-    by_partition = [partition_for(key, partitions) for key, _ in records]
+    one = Pass(records, live, partitions, bundle, attribution, model)
+    handler = one.handler
     gc_spent = [0.0, 0.0]
 
     def on_gc(phase: str, _info: dict[str, int]) -> None:
@@ -158,31 +213,73 @@ def run(records: list[tuple[bytes, bytes]], live: int, batch: int, partitions: i
 
     def feed(lo: int, hi: int) -> None:
         for start in range(lo, hi, batch):
-            groups: dict[int, list[Record]] = defaultdict(list)
-            for i in range(start, min(start + batch, hi)):
-                groups[by_partition[i]].append(Record(*records[i]))
-            for p, messages in groups.items():
-                out = Output()
-                table._out = out
-                handler.handle(p, messages, table, out)
-                table._out = None
-            handler.committed()  # what the processor calls once the batch has committed
+            one.feed(start, min(start + batch, hi))
 
     half = len(records) // 2
     feed(0, half)
     hits, misses = handler.live.hits, handler.live.misses
     gc.callbacks.append(on_gc)
+    counting = os.environ.get(UNDER_CALLGRIND) == "1"
     try:
+        if counting:
+            _instrument("on")
         began = time.process_time()
         feed(half, len(records))
         spent = time.process_time() - began
     finally:
+        if counting:
+            _instrument("off")
         gc.callbacks.remove(on_gc)
     timed = len(records) - half
     lookups = handler.live.hits - hits + handler.live.misses - misses
     return Figures(live, attribution, spent / timed * 1e6,
                    (handler.live.hits - hits) / lookups if lookups else 0.0,
                    gc_spent[0] / timed * 1e6)
+
+
+def paired(records: list[tuple[bytes, bytes]], live: int, batch: int, partitions: int,
+           bundle: ModelBundle | None, model: DataDrivenModel | None) -> tuple[float, float]:
+    """CPU per event of attribution off and on, the two handlers fed the same batches in
+    turn (which goes first alternating), so that the machine's other load falls on both
+    alike; the second half timed."""
+    passes = [Pass(records, live, partitions, bundle, on, model) for on in (False, True)]
+    spent = [0.0, 0.0]
+    half = len(records) // 2
+    for n, start in enumerate(range(0, len(records), batch)):
+        for which in ((0, 1) if n % 2 else (1, 0)):
+            began = time.thread_time()
+            passes[which].feed(start, min(start + batch, len(records)))
+            if start >= half:
+                spent[which] += time.thread_time() - began
+    timed = len(records) - (half + -half % batch)
+    return spent[0] / timed * 1e6, spent[1] / timed * 1e6
+
+
+def _instrument(state: str) -> None:
+    """Switch callgrind's instrumentation of this process on or off."""
+    subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=True,
+                   capture_output=True)
+
+
+def count_instructions(argv: list[str], live: int, attribution: bool) -> tuple[float, int]:
+    """Instructions per timed event of one configuration, and the timed events, counted by
+    running this script once under callgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (Debian: apt install valgrind)")
+    args = [a for a in argv if a != "--instructions"]
+    cmd = [valgrind, "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null",
+           sys.executable, __file__, *args, "--live", str(live),
+           "--attribution", "on" if attribution else "off", "--repeat", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True,
+                          env={**os.environ, UNDER_CALLGRIND: "1"})
+    refs = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+    timed = re.search(r"^timed events: (\d+)$", done.stdout, re.M)
+    if done.returncode != 0 or refs is None or timed is None:
+        raise SystemExit(f"the callgrind run failed ({done.returncode}):\n"
+                         f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    events = int(timed.group(1))
+    return int(refs.group(1).replace(",", "")) / events, events
 
 
 def main() -> int:
@@ -205,27 +302,68 @@ def main() -> int:
                         help="share of the page views that are sessions with a channel")
     parser.add_argument("--data-driven", action="store_true",
                         help="attribution also credits conversions by a data-driven model")
+    parser.add_argument("--history", choices=("stories", "journeys"),
+                        help="score a generated history of this profile instead of the "
+                             "steady round (--customers, --days; batches of --batch-events)")
+    parser.add_argument("--days", type=int, default=730, help="of the --history")
+    parser.add_argument("--batch-events", type=int, default=250,
+                        help="events per batch with --history")
+    parser.add_argument("--paired", action="store_true",
+                        help="attribution off and on fed the same batches in turn, in one "
+                             "process (CPU per event of each and their ratio, per pass)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per event under callgrind instead of timing "
+                             "(each configuration once, in its own process)")
     args = parser.parse_args()
     flags = []
     for value in args.attribution.split(","):
         if value not in ("on", "off"):
             parser.error("--attribution takes on, off or both, comma-separated")
         flags.append(value == "on")
+    if args.instructions:
+        print(f"{'live states':>12} {'attribution':>12} {'instructions/event':>19}")
+        base: float | None = None
+        for live in (int(v) for v in args.live.split(",")):
+            for attribution in flags:
+                per_event, events = count_instructions(sys.argv[1:], live, attribution)
+                ratio = "" if base is None else f"  {per_event / base - 1:+.1%} against the first"
+                base = per_event if base is None else base
+                print(f"{live:>12,} {'on' if attribution else 'off':>12} {per_event:>19,.0f}"
+                      f"{ratio}   ({events:,} events timed)")
+        return 0
     bundle = trained_bundle() if args.models == "trained" else None
     model = bench_model() if args.data_driven else None
-    records = build(args.customers, args.rate, args.seconds, args.touches)
+    if args.history:
+        records = history(args.history, args.customers, args.days)
+    else:
+        records = build(args.customers, args.rate, args.seconds, args.touches)
     # The collector's settings of a worker; the records built above are frozen with the
     # rest, as a worker's input is not in its heap until its batch.
     collector.settle()
-    batch = max(1, int(args.rate * args.batch_ms / 1000))
-    print(f"{len(records):,} events, {args.customers:,} customers in a round, batches of "
-          f"{batch} over {args.partitions} partitions; second half timed")
+    if args.history:
+        batch = args.batch_events
+        print(f"{len(records):,} events of a {args.days}-day {args.history} history of "
+              f"{args.customers:,} customers, batches of {batch} over {args.partitions} "
+              "partitions; second half timed")
+    else:
+        batch = max(1, int(args.rate * args.batch_ms / 1000))
+        print(f"{len(records):,} events, {args.customers:,} customers in a round, batches of "
+              f"{batch} over {args.partitions} partitions; second half timed")
+    if args.paired:
+        print(f"{'live states':>12} {'off us/event':>13} {'on us/event':>12} {'on/off':>8}")
+        for _ in range(args.repeat):
+            for live in (int(v) for v in args.live.split(",")):
+                off, on = paired(records, live, batch, args.partitions, bundle, model)
+                print(f"{live:>12,} {off:>13.1f} {on:>12.1f} {on / off - 1:>+8.1%}")
+        return 0
     print(f"{'live states':>12} {'attribution':>12} {'us/event':>9} {'hits':>6} "
           f"{'gc us/event':>12}")
     for _ in range(args.repeat):
         for live in (int(v) for v in args.live.split(",")):
             for attribution in flags:
                 f = run(records, live, batch, args.partitions, bundle, attribution, model)
+                if os.environ.get(UNDER_CALLGRIND) == "1":
+                    print(f"timed events: {len(records) - len(records) // 2}")
                 print(f"{f.live:>12,} {'on' if f.attribution else 'off':>12} "
                       f"{f.us_per_event:>9.1f} {f.hit_share:>6.0%} {f.gc_us_per_event:>12.1f}")
     return 0
