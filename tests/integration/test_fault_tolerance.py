@@ -629,18 +629,23 @@ def test_rocksdb_resident_memory_does_not_grow_with_customers(tmp_path: Path) ->
     """Resident memory after writing N and 2N customer states (cloned from generated,
     scored histories) to four partition stores: with RocksDB the second N add far less than
     their bytes; with dicts they add at least their bytes (so the measure can see growth)."""
-    def measure(store: str, customers: int) -> dict[str, float]:
-        run = subprocess.run(
+    def start(store: str, customers: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "bench_memory.py"), "--store", store,
-             "--customers", str(customers), "--json", "--dir", str(tmp_path / store)],
-            capture_output=True, text=True, check=False, cwd=ROOT,
+             "--customers", str(customers), "--json",
+             "--dir", str(tmp_path / f"{store}-{customers}")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
-        assert run.returncode == 0, run.stderr[-3000:]
-        return json.loads(run.stdout.strip().splitlines()[-1])
 
+    def result(run: subprocess.Popen[str]) -> dict[str, float]:
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-3000:]
+        return json.loads(out.strip().splitlines()[-1])
+
+    # Each measure is a process of its own (its resident memory is its own): all four at once.
     n = 40_000
-    rocks = [measure("rocksdb", n), measure("rocksdb", 2 * n)]
-    memory = [measure("memory", n), measure("memory", 2 * n)]
+    runs = [start(store, customers) for store in ("rocksdb", "memory") for customers in (n, 2 * n)]
+    rocks, memory = [result(r) for r in runs[:2]], [result(r) for r in runs[2:]]
     added_bytes = rocks[1]["state_bytes"] - rocks[0]["state_bytes"]
     rocks_growth = rocks[1]["rss_bytes"] - rocks[0]["rss_bytes"]
     memory_growth = memory[1]["rss_bytes"] - memory[0]["rss_bytes"]
