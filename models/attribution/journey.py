@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.attribution.markov import CONVERSION, NULL, START, DataDrivenModel
+from models.attribution.markov import CONVERSION, NULL, OTHER, START, DataDrivenModel
 from models.attribution.paths import DROP_OFF, MORE
 from models.attribution.rules import MODELS, all_shares
 from models.attribution.touches import Conversion, Touch
@@ -67,7 +67,7 @@ def _id_hash(conversion_id: str) -> int:
                           "big")
 
 
-RESERVED_CHANNELS = frozenset({START, CONVERSION, NULL, DROP_OFF, MORE})
+RESERVED_CHANNELS = frozenset({START, CONVERSION, NULL, DROP_OFF, MORE, OTHER})
 """Names of the journeys' own states and Sankey nodes: a channel sent under one of them is
 kept in quotes (`"(null)"`), so that it stays a channel."""
 

@@ -74,8 +74,10 @@ CONVERSION = "(conversion)"
 NULL = "(null)"
 """The absorbing state of a path that did not convert."""
 
-OTHER = "other"
-"""The channel that stands for the channels beyond a model's most visited ones."""
+OTHER = "(other)"
+"""The channel that stands for the channels beyond a model's most visited ones (and, in the
+reports, beyond their top channels); in parentheses like the chain's states, so that no
+channel of the events is taken for it."""
 
 _RESERVED = frozenset({START, CONVERSION, NULL})
 
@@ -329,6 +331,8 @@ LEVEL = 0.9
 """Central probability of the intervals (0.9: the 5th to the 95th percentile)."""
 MAX_CHANNELS = 20
 """Most visited channels a model keeps apart; the others are solved as one, `OTHER`."""
+LUMPED_SHOWN = 100
+"""Lumped channels a model's description names (all of them are counted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,15 +361,17 @@ class DataDrivenModel:
     lumped: tuple[str, ...] = ()
 
     def credit(self, touches: Sequence[Touch], conversion: Conversion) -> list[float]:
-        """`data_driven` by these weights; a lumped channel's touches take `OTHER`'s."""
+        """`data_driven` by these weights; the touches of a channel the model has no weight
+        for (a lumped one, or one first seen since the fit) take `OTHER`'s."""
         return self.split(touches, conversion.value)[1]
 
     def split(self, touches: Sequence[Touch], value: float) -> tuple[list[float], list[float]]:
         """The touches' shares of a conversion and their credits of its `value`, as
-        `data_driven` makes them (a lumped channel's touches take `OTHER`'s weight), from
-        one pass over the touches."""
-        weights, lumped = self.weights, self.lumped
-        channels = [OTHER if lumped and t.channel in lumped else t.channel for t in touches]
+        `data_driven` makes them (the touches of a channel the model has no weight for, a
+        lumped one or one first seen since the fit, take `OTHER`'s weight, or none when the
+        model lumped nothing), from one pass over the touches."""
+        weights = self.weights
+        channels = [t.channel if t.channel in weights else OTHER for t in touches]
         per_channel = Counter(channels)
         raw = [weights.get(c, 0.0) / per_channel[c] for c in channels]
         if math.fsum(raw) <= 0.0:
@@ -374,12 +380,14 @@ class DataDrivenModel:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form: per channel (by weight, largest first) the weight and the
-        removal effect with their intervals."""
+        removal effect with their intervals; the first `LUMPED_SHOWN` lumped channels (by
+        name) and how many there are."""
         order = sorted(self.weights, key=lambda c: (-self.weights[c], c))
         return {
             "version": self.version, "paths": self.paths, "conversions": self.conversions,
             "conversion_probability": self.conversion_probability,
-            "draws": self.draws, "level": self.level, "lumped": list(self.lumped),
+            "draws": self.draws, "level": self.level,
+            "lumped": list(self.lumped[:LUMPED_SHOWN]), "lumped_count": len(self.lumped),
             "channels": [
                 {"channel": c, "weight": self.weights[c],
                  "weight_low": self.weight_intervals[c][0],

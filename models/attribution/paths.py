@@ -19,7 +19,7 @@ what a batch recomputation of the same events must equal.
 >>> paths.add(["social", "paid", "email"], converted=True)
 >>> report = paths.report(top=1)
 >>> [(n["step"], n["channel"], n["value"]) for n in report["nodes"] if n["step"] is not None]
-[(0, 'other', 2), (0, 'email', 1), (1, 'paid', 2), (2, 'email', 1)]
+[(0, '(other)', 2), (0, 'email', 1), (1, 'paid', 2), (2, 'email', 1)]
 >>> for row in report["flow"]:
 ...     print(row)
 {'step': 0, 'inflow': 3, 'onward': 2, 'conversions': 0, 'drop_offs': 1}
@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from models.attribution.funnel import FunnelTotals
-from models.attribution.markov import CONVERSION, NULL, START, TransitionCounts
+from models.attribution.markov import CONVERSION, NULL, OTHER, START, TransitionCounts
 
 __all__ = [
     "CONVERTED",
@@ -51,8 +51,6 @@ CONVERTED = "(conversion)"
 """The terminal of the paths that converted."""
 DROP_OFF = "(drop-off)"
 """The terminal of the null paths."""
-OTHER = "other"
-"""The node of a step's channels beyond its top ones."""
 MORE = "(more)"
 """The last step's channel of a path longer than `max_steps`: its remaining channels."""
 MAX_STEPS = 8

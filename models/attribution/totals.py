@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.attribution.markov import OTHER
 from models.attribution.rules import MODELS
 from schemas.units import DAY_MS
 
@@ -45,8 +46,6 @@ __all__ = ["DATA_DRIVEN", "OTHER", "UNATTRIBUTED", "AttributionTotals"]
 DATA_DRIVEN = "data_driven"
 """The model name of the data-driven credits (a record's `data_driven` object)."""
 
-OTHER = "other"
-"""The channel label of the channels beyond a gauge's top ones."""
 UNATTRIBUTED = "(none)"
 """The channel label of the conversions without a touch (gauges)."""
 

@@ -141,11 +141,11 @@ def test_gauges_come_from_the_learners_worker_with_bounded_channels() -> None:
     pipeline.learner.on_assigned(0, _EmptyTable())
     gauges = _gauges(pipeline)
     # The two channels credited most over all models, the third one as other.
-    assert {channel for _name, _model, channel in gauges} == {"email", "paid", "other",
+    assert {channel for _name, _model, channel in gauges} == {"email", "paid", "(other)",
                                                                "(none)"}
     assert gauges[("scorestream_attributed_value", "last_click", "email")] == 90.0
     assert gauges[("scorestream_attributed_value", "first_click", "paid")] == 90.0
-    assert gauges[("scorestream_attributed_value", "linear", "other")] == 30.0
+    assert gauges[("scorestream_attributed_value", "linear", "(other)")] == 30.0
     assert gauges[("scorestream_attributed_conversions", "linear", "(none)")] == 1.0
 
 

@@ -200,6 +200,9 @@ def test_touch_channels_and_campaigns() -> None:
     assert touch_of(session("w1", 1, "paid", campaign="winter"), cfg) == Touch(
         "paid", "winter", at(1), False)
     assert touch_of(session("w2", 1, None), cfg).channel == "web"  # no channel: its source
+    # the name of the reports' lump is kept in quotes; a channel named "other" is a channel
+    assert touch_of(session("w3", 1, "(other)"), cfg).channel == '"(other)"'
+    assert touch_of(session("w4", 1, "other"), cfg).channel == "other"
     clicked = touch_of(ev("e1", "clicked", 2, campaign_id="jan", url="/sale"), cfg)
     assert (clicked.channel, clicked.campaign) == ("email", "jan")
     opened = [ev("e2", "opened", 1, campaign_id="jan"), order("o1", 2)]

@@ -285,7 +285,7 @@ def test_channels_beyond_the_most_visited_are_solved_as_one() -> None:
                                           (["A"], True), (["B", "y"], True)])
     model = fit(counts, draws=10, max_channels=2)
     # visits: A 3, y 2, B 1, x 1: A and y are kept, B and x solved as one
-    assert model.lumped == ("B", "x") and sorted(model.weights) == ["A", "other", "y"]
+    assert model.lumped == ("B", "x") and sorted(model.weights) == ["(other)", "A", "y"]
     lumped = counts.lumped(["A", "y"])
     assert lumped.count(START, OTHER) == 1 and lumped.count("A", OTHER) == 1
     assert lumped.count(OTHER, "y") == 1 and lumped.count(OTHER, CONVERSION) == 1
@@ -295,3 +295,28 @@ def test_channels_beyond_the_most_visited_are_solved_as_one() -> None:
     assert math.fsum(credited) == pytest.approx(10.0)
     assert credited == data_driven([Touch(OTHER, None, at(1)), Touch("A", None, at(2))], buy,
                                    model.weights)
+
+
+def test_a_channel_first_seen_after_the_fit_takes_the_lumped_weight() -> None:
+    paths = [(["A", "x"], True), (["A", "y"], False), (["A"], True), (["B", "y"], True)]
+    lumping = fit(TransitionCounts.from_paths(paths), draws=0, max_channels=2)
+    buy = Conversion("o-1", "C1", at(9), 10.0, "EUR")
+    new = [Touch("new", None, at(1)), Touch("A", None, at(2))]
+    assert lumping.credit(new, buy) == data_driven(
+        [Touch(OTHER, None, at(1)), Touch("A", None, at(2))], buy, lumping.weights)
+    assert lumping.credit(new, buy)[0] > 0.0
+    # A model that lumped nothing has no weight for it: the known channel takes all.
+    whole = fit(TransitionCounts.from_paths(paths), draws=0)
+    assert OTHER not in whole.weights
+    assert whole.credit(new, buy) == [0.0, 10.0]
+    # Only unknown channels: no weight for any, so the split is linear.
+    assert whole.credit([Touch("new", None, at(1)), Touch("newer", None, at(2))], buy) == [
+        5.0, 5.0]
+
+
+def test_the_description_names_at_most_a_hundred_lumped_channels() -> None:
+    paths = [([f"c{i:03d}", "A"], i % 2 == 0) for i in range(150)]
+    model = fit(TransitionCounts.from_paths(paths), draws=0, max_channels=1)
+    described = model.to_dict()
+    assert len(model.lumped) == 150 and described["lumped_count"] == 150
+    assert described["lumped"] == [f"c{i:03d}" for i in range(100)]

@@ -58,14 +58,14 @@ def test_a_hand_counted_sankey() -> None:
     named = {n["id"]: (n["step"], n.get("channel") or n["terminal"]) for n in report["nodes"]}
     # step 0: email 2, paid 1, social 1 -> top 2 are email and paid (name breaks the tie)
     assert [(named[n["id"]], n["value"]) for n in report["nodes"]] == [
-        ((0, "email"), 2), ((0, "other"), 1), ((0, "paid"), 1),
+        ((0, "email"), 2), ((0, "(other)"), 1), ((0, "paid"), 1),
         ((1, "paid"), 2), ((1, "email"), 1), ((2, MORE), 1),
         ((None, "conversion"), 2), ((None, "drop-off"), 2)]
     links = {(named[link["source"]], named[link["target"]]): link["value"]
              for link in report["links"]}
     assert links == {
         ((0, "email"), (1, "paid")): 1, ((0, "email"), (None, "drop-off")): 1,
-        ((0, "other"), (1, "paid")): 1, ((0, "paid"), (1, "email")): 1,
+        ((0, "(other)"), (1, "paid")): 1, ((0, "paid"), (1, "email")): 1,
         ((1, "paid"), (None, "conversion")): 1, ((1, "paid"), (2, MORE)): 1,
         ((1, "email"), (None, "drop-off")): 1, ((2, MORE), (None, "conversion")): 1}
     assert report["flow"] == [
