@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from streams.settings import TOPIC_ROLES
 from tests.kit import ROOT
@@ -48,22 +48,31 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0,
                settle: float = 1.0) -> list[Message]:
     """Read a topic from the start until `expected` records arrived and the reader has reached
     the end of every partition (then `settle` seconds more, to catch extras), or the timeout
-    passes; returns what was read. The end is judged only once the reader has its partitions,
+    passes; returns what was read. The end is judged only once the reader has its partitions
+    (every partition of the topic, assigned as soon as the topic exists: no group to join),
     so a check that nothing arrived (`expected=0`) cannot conclude before it could read."""
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": f"test-reader-{os.getpid()}-{time.monotonic_ns()}",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
+        # The end of a partition is asked of the broker on the connection that fetches, and
+        # waits behind a pending fetch: a short fetch wait keeps each question short.
+        "fetch.wait.max.ms": 50,
     })
-    consumer.subscribe([topic])
     messages: list[Message] = []
     deadline = time.monotonic() + timeout
     settle_until: float | None = None
+    assigned = False
     try:
         while time.monotonic() < deadline:
             if settle_until is not None and time.monotonic() >= settle_until:
                 break
+            if not assigned:
+                assigned = _assign_all(consumer, topic)
+                if not assigned:
+                    time.sleep(0.2)
+                    continue
             for msg in consumer.consume(num_messages=1000, timeout=0.2):
                 if msg.error() is None:
                     messages.append(msg)
@@ -72,6 +81,15 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0,
     finally:
         consumer.close()
     return messages
+
+
+def _assign_all(consumer: Consumer, topic: str) -> bool:
+    """Assign every partition of `topic` from its start; False while the topic is unknown."""
+    found = consumer.list_topics(topic, timeout=5).topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        return False
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(found.partitions)])
+    return True
 
 
 def _at_end(consumer: Consumer) -> bool:
