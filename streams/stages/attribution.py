@@ -44,8 +44,10 @@ from models.attribution.totals import AttributionTotals
 
 __all__ = ["FIT_SPACING", "AttributionReader"]
 
-FIT_SPACING = 10.0
-"""A fit is due at the soonest this many times the last fit's duration after it."""
+FIT_SPACING = 50.0
+"""A fit is due at the soonest this many times the last fit's duration after it: a fit holds
+the interpreter, and so stalls the scoring thread beside it, at most a fiftieth of the
+time."""
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +168,9 @@ class AttributionReader:
         A fit costs a good part of a second with the default draws (and holds the
         interpreter meanwhile), so it is never due while the reader still catches up with
         the topic (one fit once it has), nor sooner after the last one than `FIT_SPACING`
-        times that fit's duration: fitting takes at most about a tenth of the reader's time
-        however fast paths close."""
+        times that fit's duration: fitting takes at most about a fiftieth of the reader's time
+        (and of the scoring thread's, which waits for the interpreter meanwhile) however
+        fast paths close."""
         now = time.monotonic()
         if not self._unfitted or not (
                 force or self._unfitted >= self.refit_paths

@@ -274,7 +274,8 @@ def test_channels_named_like_the_journeys_own_states_stay_channels() -> None:
     assert model is not None and set(model.weights) == {f'"{name}"' for name in names}
 
 
-def test_the_reader_fits_once_caught_up_and_never_more_than_a_tenth_of_its_time() -> None:
+def test_the_reader_fits_once_caught_up_and_never_more_than_a_fiftieth_of_its_time(
+) -> None:
     models: list[DataDrivenModel] = []
     reader = AttributionReader({"bootstrap.servers": "127.0.0.1:9"}, "attributions", "g",
                                refit_paths=1, refit_s=3600.0, draws=20,
@@ -286,7 +287,12 @@ def test_the_reader_fits_once_caught_up_and_never_more_than_a_tenth_of_its_time(
     assert reader.refit() is None and models == []
     reader._behind = set()  # caught up: due
     assert reader.refit() is not None and len(models) == 1
-    reader.fit_seconds = 60.0  # as if that fit had taken a minute: the next not for 10
+    reader.fit_seconds = 1.0  # as if that fit had taken a second: the next not for 50
     reader.offer(records[0])
     assert reader.refit() is None
-    assert reader.refit(force=True) is not None and len(models) == 2
+    reader._fitted_at -= 49.0
+    assert reader.refit() is None
+    reader._fitted_at -= 1.5
+    assert reader.refit() is not None and len(models) == 2
+    reader.offer(records[0])
+    assert reader.refit() is None and reader.refit(force=True) is not None and len(models) == 3
