@@ -430,6 +430,7 @@ class BatchProcessor:
         # fetch waits until no transaction is pending on the offsets, and comes before the
         # restore, so the state restored is never older than the offsets.
         starts = self._committed(partitions)
+        self._claim([tp for tp in starts if tp.offset == OFFSET_BEGINNING])
         self._restore(wanted)
         if starts:
             consumer.incremental_assign(starts)
@@ -438,6 +439,44 @@ class BatchProcessor:
         # Ready once the group has given this consumer its share (possibly none) and its state
         # is restored: what /readyz reports.
         self.ready.set()
+
+    def _claim(self, unclaimed: list[TopicPartition]) -> None:
+        """Commit the start of partitions that no transaction has committed offsets for yet,
+        naming this stage's producer, before any batch of them.
+
+        A fence finds a crashed owner's producer by the committed offsets' metadata
+        (streams/runtime/fencing.py). Without a claim, a worker killed inside its first
+        transaction on a partition would be named nowhere: the next owner could not fence
+        it, and its offset fetch and restore would wait out the transaction timeout. The
+        claim commits each partition's beginning, where reading starts anyway, so it never
+        runs ahead of processed state. A failed claim is logged: only a takeover after a
+        crash in the first transaction waits longer."""
+        consumer, producer = self._consumer, self._producer
+        if not unclaimed or consumer is None or producer is None:
+            return
+        cfg = self.config
+        try:
+            offsets = []
+            for tp in unclaimed:
+                low, _high = consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=10)
+                offsets.append(TopicPartition(tp.topic, tp.partition, max(low, 0),
+                                              metadata=self._transactional_id))
+            producer.begin_transaction()
+            self._in_transaction = True
+            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+            producer.commit_transaction(30)
+            self._in_transaction = False
+        except KafkaException as err:
+            log.warning("%s: could not claim %s (%s); a takeover after a crash inside their "
+                        "first transaction waits for the transaction timeout", cfg.name,
+                        [(tp.topic, tp.partition) for tp in unclaimed], err)
+            if self._in_transaction:
+                try:
+                    producer.abort_transaction(30)
+                    self._in_transaction = False
+                except KafkaException as abort_err:
+                    log.warning("%s: aborting the claim failed too (%s)", cfg.name, abort_err)
 
     def _committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """The committed offsets of `partitions` (their beginning where none is), asked until

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.runtime.fencing import fence_departed, transactional_id
@@ -137,6 +137,60 @@ def test_a_departed_owners_open_transaction_is_aborted_when_its_partitions_are_a
         crashed.commit_transaction(30)
     assert second.handled == RECORDS  # started at "one"'s committed offset
     assert setup.copied() == _expected(2 * RECORDS)
+
+
+@pytest.mark.integration
+def test_an_owner_killed_in_its_first_transaction_is_fenced_too(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    """A partition no transaction has committed offsets for yet is claimed on assignment (its
+    beginning committed under the owner's transactional id), so an owner that dies inside its
+    very first transaction is named by the offsets, fenced, and the next owner does not
+    wait out that transaction (here 5 minutes) before it can read its offsets."""
+    setup = _Setup(kafka_bootstrap, unique_name, tmp_path)
+    one = BatchProcessor(setup.config("one"), _Copying(setup.output))
+    one.start()
+    try:
+        assert one.ready.wait(60), one.error
+    finally:
+        one.stop()
+    assert one.error is None
+    # Nothing was read, but the partition's start is committed, naming "one"'s producer.
+    lookup = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": setup.group,
+                       "isolation.level": "read_uncommitted"})
+    try:
+        [claimed] = lookup.committed([TopicPartition(setup.source, 0)], 30)
+        # "one" dies inside its first transaction: records out, offsets pending, never ended.
+        crashed = Producer({"bootstrap.servers": kafka_bootstrap,
+                            "transactional.id": transactional_id(setup.config("one")),
+                            "transaction.timeout.ms": 300_000})
+        crashed.init_transactions(30)
+        crashed.begin_transaction()
+        crashed.produce(setup.output, key=b"zombie", value=b"never committed", partition=0)
+        crashed.send_offsets_to_transaction([TopicPartition(setup.source, 0, 1)],
+                                            lookup.consumer_group_metadata(), 30)
+        assert crashed.flush(30) == 0
+    finally:
+        lookup.close()
+    assert setup.open_transaction()
+
+    second = _Copying(setup.output)
+    two = BatchProcessor(setup.config("two"), second)
+    two.start()
+    try:
+        # Unfenced, "two" would wait in its offset fetch until the broker aborts the
+        # transaction, 5 minutes on.
+        assert two.ready.wait(60), two.error or "not ready: the crashed transaction held it"
+        assert not setup.open_transaction()
+        setup.send(RECORDS)
+        _run(two, second, RECORDS - 1)
+    finally:
+        two.stop()
+    with pytest.raises(KafkaException, match="fenced"):
+        crashed.commit_transaction(30)
+    assert second.handled == RECORDS
+    assert setup.copied() == _expected(RECORDS)
+    assert (claimed.offset, claimed.metadata) == (0, transactional_id(setup.config("one")))
 
 
 @pytest.mark.integration
