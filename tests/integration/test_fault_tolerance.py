@@ -367,6 +367,12 @@ def test_kill_9_inside_an_ingest_transaction_aborts_it_and_loses_nothing(
         assert b.stop() == 0, _logs(b)
     # The new worker fenced the dead ingest producer: its open transaction was aborted then.
     assert _fenced([b], "ingest", a), _logs(a, b)
+    if victim == "process group":
+        # Every stage of the dead worker is named by its partitions' committed offsets, even
+        # one that had not finished a batch yet (claimed on assignment), and so fenced: none
+        # of its open transactions is left to time out.
+        assert all(_fenced([b], stage, a) for stage in ("identity", "customer-state")), _logs(
+            a, b)
 
     # The open transaction's first record is on the topic but was never committed: aborted.
     written = read_all(kafka_bootstrap, topics["customer_events"], committed=False)
