@@ -2,8 +2,10 @@
 broker to time out the transaction a crashed worker left open.
 
 Each stage's producer has a transactional id of its own worker (`transactional_id`), and each
-transaction commits the input offsets with that id as their metadata. When partitions are
-assigned, their committed offsets therefore name the producer that last processed them. If
+transaction commits the input offsets with that id as their metadata; a partition that has
+no committed offsets yet is claimed on assignment (`BatchProcessor._claim`: its beginning
+committed under that id) before any batch of it. When partitions are assigned, their committed
+offsets therefore name the producer that last processed them. If
 that producer's worker has left the stage's consumer group (it crashed, or was cut off as a
 zombie), `fence_departed` starts a producer with the same transactional id: the broker bumps
 its epoch and aborts the transaction it had open at once, instead of after
