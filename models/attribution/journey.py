@@ -41,6 +41,7 @@ from typing import Any
 from models.attribution.markov import CONVERSION, NULL, OTHER, START, DataDrivenModel
 from models.attribution.paths import DROP_OFF, MORE
 from models.attribution.rules import MODELS, all_shares
+from models.attribution.totals import UNATTRIBUTED
 from models.attribution.touches import Conversion, Touch
 from models.config import AttributionConfig, ScoringConfig
 
@@ -67,9 +68,10 @@ def _id_hash(conversion_id: str) -> int:
                           "big")
 
 
-RESERVED_CHANNELS = frozenset({START, CONVERSION, NULL, DROP_OFF, MORE, OTHER})
-"""Names of the journeys' own states and Sankey nodes: a channel sent under one of them is
-kept in quotes (`"(null)"`), so that it stays a channel."""
+RESERVED_CHANNELS = frozenset({START, CONVERSION, NULL, DROP_OFF, MORE, OTHER, UNATTRIBUTED})
+"""Names of the journeys' own states, Sankey nodes and report rows (`(other)`, the channels
+lumped together; `(none)`, the conversions without a touch): a channel sent under one of them
+is kept in quotes (`"(null)"`), so that it stays a channel."""
 
 
 def touch_of(event: Mapping[str, Any], config: AttributionConfig) -> Touch:

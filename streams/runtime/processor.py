@@ -458,25 +458,48 @@ class BatchProcessor:
         try:
             offsets = []
             for tp in unclaimed:
-                low, _high = consumer.get_watermark_offsets(
+                marks = consumer.get_watermark_offsets(
                     TopicPartition(tp.topic, tp.partition), timeout=10)
-                offsets.append(TopicPartition(tp.topic, tp.partition, max(low, 0),
+                if marks is None:
+                    raise KafkaException(KafkaError(KafkaError._TIMED_OUT,
+                                                    "the partition's beginning is unknown"))
+                offsets.append(TopicPartition(tp.topic, tp.partition, max(marks[0], 0),
                                               metadata=self._transactional_id))
+            self.committing = "claiming partitions"
+            self._committing_since = time.monotonic()
             producer.begin_transaction()
             self._in_transaction = True
-            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
-            producer.commit_transaction(30)
+            metadata = consumer.consumer_group_metadata()
+            _retrying(lambda: producer.send_offsets_to_transaction(offsets, metadata, 30))
+            _retrying(lambda: producer.commit_transaction(60))
             self._in_transaction = False
         except KafkaException as err:
             log.warning("%s: could not claim %s (%s); a takeover after a crash inside their "
                         "first transaction waits for the transaction timeout", cfg.name,
                         [(tp.topic, tp.partition) for tp in unclaimed], err)
             if self._in_transaction:
-                try:
-                    producer.abort_transaction(30)
-                    self._in_transaction = False
-                except KafkaException as abort_err:
-                    log.warning("%s: aborting the claim failed too (%s)", cfg.name, abort_err)
+                self._end_claim(err.args[0])
+        finally:
+            self.committing = ""
+            self._committing_since = None
+
+    def _end_claim(self, error: KafkaError) -> None:
+        """End a failed claim's transaction: abort it, or, when the producer cannot go on or
+        the abort fails, start a new producer (which fences the old one, and the broker
+        aborts its transaction). A claim writes no state: nothing to rebuild."""
+        producer = self._producer
+        assert producer is not None
+        if not _unusable(error):
+            try:
+                producer.abort_transaction(60)
+                self._in_transaction = False
+                return
+            except KafkaException as abort_err:
+                log.warning("%s: aborting the claim failed too (%s); starting a new producer",
+                            self.config.name, abort_err)
+        producer.purge()
+        self._in_transaction = False
+        self._producer = self._new_producer()
 
     def _committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """The committed offsets of `partitions` (their beginning where none is), asked until

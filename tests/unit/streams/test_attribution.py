@@ -294,5 +294,6 @@ def test_the_reader_fits_once_caught_up_and_never_more_than_a_fiftieth_of_its_ti
     assert reader.refit() is None
     reader._fitted_at -= 1.5
     assert reader.refit() is not None and len(models) == 2
+    reader.fit_seconds = 1.0  # the real fit took milliseconds: the next not for 50 s again
     reader.offer(records[0])
     assert reader.refit() is None and reader.refit(force=True) is not None and len(models) == 3

@@ -202,6 +202,7 @@ def test_touch_channels_and_campaigns() -> None:
     assert touch_of(session("w2", 1, None), cfg).channel == "web"  # no channel: its source
     # the name of the reports' lump is kept in quotes; a channel named "other" is a channel
     assert touch_of(session("w3", 1, "(other)"), cfg).channel == '"(other)"'
+    assert touch_of(session("w5", 1, "(none)"), cfg).channel == '"(none)"'  # the gauges' own
     assert touch_of(session("w4", 1, "other"), cfg).channel == "other"
     clicked = touch_of(ev("e1", "clicked", 2, campaign_id="jan", url="/sale"), cfg)
     assert (clicked.channel, clicked.campaign) == ("email", "jan")
