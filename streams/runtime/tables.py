@@ -23,6 +23,8 @@ __all__ = ["Table", "restore"]
 
 log = logging.getLogger(__name__)
 
+RESTORE_POLL_S = 0.1
+"""Longest wait of one read of a restore: a read returns early only with 10,000 records."""
 RESTORE_WAIT_LOG_S = 10.0
 """A restore still waiting for its changelog's end says so this often."""
 RESTORE_WAIT_BEYOND_TRANSACTION_S = 60.0
@@ -78,7 +80,11 @@ def restore(cfg: ProcessorConfig, partitions: list[int], stop: threading.Event
     stores = {p: open_store(cfg.store_url, cfg.data_dir, cfg.name, p) for p in partitions}
     reader = Consumer({**cfg.client, "group.id": f"{cfg.group_id}-restore",
                        "enable.auto.commit": False, "isolation.level": "read_committed",
-                       "enable.partition.eof": True})
+                       "enable.partition.eof": True,
+                       # The end of a partition is known only once a fetch comes back empty:
+                       # a short fetch wait, and short consume calls, end a small restore in
+                       # a tenth of a second instead of a second or two.
+                       "fetch.wait.max.ms": 50})
     try:
         reader.assign([TopicPartition(cfg.changelog_topic, p, OFFSET_BEGINNING)
                        for p in ends])
@@ -94,7 +100,7 @@ def restore(cfg: ProcessorConfig, partitions: list[int], stop: threading.Event
                     f"offset, end) {_waiting(stalled, ends)} held back by an open "
                     f"transaction for {time.monotonic() - began:.0f} s, longer than any "
                     f"transaction may last")
-            for msg in reader.consume(10_000, 1.0):
+            for msg in reader.consume(10_000, RESTORE_POLL_S):
                 p = msg.partition() or 0
                 err = msg.error()
                 if err is not None:
