@@ -78,6 +78,23 @@ class _Setup:
         """The committed output's values, in order."""
         return [msg.value() for msg in read_all(self.bootstrap, self.output)]
 
+    def crashed(self, client_id: str, timeout_ms: int,
+                group: Consumer | None = None) -> Producer:
+        """A transaction of `client_id`'s producer left open, as by a worker killed inside it:
+        a record written to the output and, with a consumer of the group, the source's offset
+        1 pending."""
+        producer = Producer({"bootstrap.servers": self.bootstrap,
+                             "transactional.id": transactional_id(self.config(client_id)),
+                             "transaction.timeout.ms": timeout_ms})
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        producer.produce(self.output, key=b"zombie", value=b"never committed", partition=0)
+        if group is not None:
+            producer.send_offsets_to_transaction([TopicPartition(self.source, 0, 1)],
+                                                 group.consumer_group_metadata(), 30)
+        assert producer.flush(30) == 0
+        return producer
+
     def open_transaction(self) -> bool:
         """An open transaction holds the output (its last stable offset behind its end)."""
         return (stable_offsets(self.bootstrap, [self.output])
@@ -112,13 +129,7 @@ def test_a_departed_owners_open_transaction_is_aborted_when_its_partitions_are_a
         one.stop()
     # "one" crashes with a transaction open: its producer (same transactional id) begins one,
     # writes, and is never heard of again. The broker would keep it for 60 s.
-    crashed = Producer({"bootstrap.servers": kafka_bootstrap,
-                        "transactional.id": transactional_id(setup.config("one")),
-                        "transaction.timeout.ms": 60_000})
-    crashed.init_transactions(30)
-    crashed.begin_transaction()
-    crashed.produce(setup.output, key=b"zombie", value=b"never committed", partition=0)
-    assert crashed.flush(30) == 0
+    crashed = setup.crashed("one", 60_000)
     assert setup.open_transaction()
 
     second = _Copying(setup.output)
@@ -161,15 +172,7 @@ def test_an_owner_killed_in_its_first_transaction_is_fenced_too(
     try:
         [claimed] = lookup.committed([TopicPartition(setup.source, 0)], 30)
         # "one" dies inside its first transaction: records out, offsets pending, never ended.
-        crashed = Producer({"bootstrap.servers": kafka_bootstrap,
-                            "transactional.id": transactional_id(setup.config("one")),
-                            "transaction.timeout.ms": 300_000})
-        crashed.init_transactions(30)
-        crashed.begin_transaction()
-        crashed.produce(setup.output, key=b"zombie", value=b"never committed", partition=0)
-        crashed.send_offsets_to_transaction([TopicPartition(setup.source, 0, 1)],
-                                            lookup.consumer_group_metadata(), 30)
-        assert crashed.flush(30) == 0
+        crashed = setup.crashed("one", 300_000, lookup)
     finally:
         lookup.close()
     assert setup.open_transaction()
