@@ -94,7 +94,31 @@ def _scaled(value: float, weights: Sequence[float], total: float) -> list[float]
 
 def _time_order(touches: Sequence[Touch]) -> list[int]:
     """Indices of `touches` from the earliest to the latest (stable for equal times)."""
-    return sorted(range(len(touches)), key=lambda i: touches[i].at_ms)
+    return sorted(range(len(touches)), key=[t.at_ms for t in touches].__getitem__)
+
+
+def _last_paid(touches: Sequence[Touch], order: Sequence[int]) -> int:
+    """The index of the last touch that is not direct (the last touch if every one is), given
+    the touches' time order."""
+    return next((i for i in reversed(order) if not touches[i].direct), order[-1])
+
+
+def _decay_weights(touches: Sequence[Touch], conversion: Conversion,
+                   half_life_ms: int) -> list[float]:
+    """Time decay's weights, 2^(-age / half_life) with the age in calendar days (see
+    `time_decay`), relative to the youngest touch: no underflow to all-zero."""
+    day = conversion.at_ms // DAY_MS
+    ages = [max(0, day - t.at_ms // DAY_MS) for t in touches]
+    youngest = min(ages)
+    return [2.0 ** (-(age - youngest) * DAY_MS / half_life_ms) for age in ages]
+
+
+def _end_weights(n: int, order: Sequence[int], end_share: float) -> list[float]:
+    """Position-based weights of `n` > 2 touches: `end_share` to the first and the last in
+    `order`, the rest evenly between."""
+    weights = [(1.0 - 2.0 * end_share) / (n - 2)] * n
+    weights[order[0]] = weights[order[-1]] = end_share
+    return weights
 
 
 def _all_to(touches: Sequence[Touch], conversion: Conversion, index: int) -> list[float]:
@@ -110,9 +134,7 @@ def last_click(touches: Sequence[Touch], conversion: Conversion) -> list[float]:
     """
     if not touches:
         return []
-    order = _time_order(touches)
-    chosen = next((i for i in reversed(order) if not touches[i].direct), order[-1])
-    return _all_to(touches, conversion, chosen)
+    return _all_to(touches, conversion, _last_paid(touches, _time_order(touches)))
 
 
 def first_click(touches: Sequence[Touch], conversion: Conversion) -> list[float]:
@@ -165,11 +187,7 @@ def time_decay(
         raise ValueError(f"half_life_ms must be > 0, not {half_life_ms}")
     if not touches:
         return []
-    day = conversion.at_ms // DAY_MS
-    ages = [max(0, day - t.at_ms // DAY_MS) for t in touches]
-    youngest = min(ages)  # weights relative to the youngest touch: no underflow to all-zero
-    weights = [2.0 ** (-(age - youngest) * DAY_MS / half_life_ms) for age in ages]
-    return split(conversion.value, weights)
+    return split(conversion.value, _decay_weights(touches, conversion, half_life_ms))
 
 
 def position_based(
@@ -189,10 +207,7 @@ def position_based(
     n = len(touches)
     if n <= 2:
         return split(conversion.value, [1.0] * n)
-    order = _time_order(touches)
-    weights = [(1.0 - 2.0 * end_share) / (n - 2)] * n
-    weights[order[0]] = weights[order[-1]] = end_share
-    return split(conversion.value, weights)
+    return split(conversion.value, _end_weights(n, _time_order(touches), end_share))
 
 
 def all_models(
@@ -240,20 +255,12 @@ def all_shares(
         raise ValueError(f"half_life_ms must be > 0, not {half_life_ms}")
     if not 0.0 <= end_share <= 0.5:
         raise ValueError(f"end_share must be within [0, 0.5], not {end_share}")
-    at = [t.at_ms for t in touches]
-    order = sorted(range(n), key=at.__getitem__)  # what `_time_order` gives
-    last = next((i for i in reversed(order) if not touches[i].direct), order[-1])
+    order = _time_order(touches)
+    last = _last_paid(touches, order)
     ones = [1.0] * n
     value = conversion.value
-    day = conversion.at_ms // DAY_MS
-    ages = [max(0, day - a // DAY_MS) for a in at]
-    youngest = min(ages)
-    decay = [2.0 ** (-(age - youngest) * DAY_MS / half_life_ms) for age in ages]
-    if n <= 2:
-        ends = ones
-    else:
-        ends = [(1.0 - 2.0 * end_share) / (n - 2)] * n
-        ends[order[0]] = ends[order[-1]] = end_share
+    decay = _decay_weights(touches, conversion, half_life_ms)
+    ends = ones if n <= 2 else _end_weights(n, order, end_share)
     shares = {
         "last_click": _one_hot(n, last, 1.0),
         "first_click": _one_hot(n, order[0], 1.0),
