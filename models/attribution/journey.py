@@ -300,19 +300,21 @@ class Journey:
     @property
     def touches(self) -> list[Touch]:
         """The touches kept, in time order."""
+        return list(self._made(0, len(self._flat) // 4))
+
+    def _made(self, lo: int, hi: int) -> tuple[Touch, ...]:
+        """The kept touches from the `lo`-th to before the `hi`-th, made into objects."""
         f = self._flat
-        return [Touch(f[i + 1], f[i + 2], f[i], bool(f[i + 3])) for i in range(0, len(f), 4)]
+        return tuple(Touch(f[i + 1], f[i + 2], f[i], bool(f[i + 3]))
+                     for i in range(lo * 4, hi * 4, 4))
 
     def _within(self, since: int, until: int) -> tuple[Touch, ...]:
         """The touches kept from `since` to `until` (both included), in time order: what
         `select_touches` picks from `touches`, without making the others."""
         if since > until:
             raise ValueError(f"lookback must be >= 0, not {until - since} ms")
-        f = self._flat
-        times = f[0::4]
-        lo, hi = bisect_left(times, since), bisect_right(times, until)
-        return tuple(Touch(f[i + 1], f[i + 2], f[i], bool(f[i + 3]))
-                     for i in range(lo * 4, hi * 4, 4))
+        times = self._flat[0::4]
+        return self._made(bisect_left(times, since), bisect_right(times, until))
 
     def add(self, touch: Touch, config: AttributionConfig) -> None:
         """Keep one more touch (a late one goes where its time puts it, after its equals)."""
