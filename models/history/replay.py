@@ -272,17 +272,18 @@ class _Run:
         self.risk.replace(self.risks.get(cid), at_risk)
         self.risks[cid] = at_risk
         prev = out.previous_scorecard
-        if prev is not None and prev.tier != sc.tier:
-            self.tier_changes.append(
-                {"customer_id": cid, "event_time": sc.as_of, "from": prev.tier, "to": sc.tier}
-            )
+        for card, _trigger in out.points:
+            if prev is not None and prev.tier != card.tier:
+                self.tier_changes.append({"customer_id": cid, "event_time": card.as_of,
+                                          "from": prev.tier, "to": card.tier})
+            prev = card
         self._alert(sc, out)
 
     def _alert(self, sc: Scorecard, out: BatchOutcome) -> None:
         """The alerts the live engine would raise; emitted_at is the event time (reproducible)."""
         alerts = self.rules.on_outcome(out, self.engine.bundle.tiers.at_risk_from, self.budget,
                                        len(self.states))
-        self.alerts.extend(a.to_record(emitted_at=sc.as_of) for a in alerts)
+        self.alerts.extend(a.to_record(emitted_at=a.event_time) for a in alerts)
 
     def publish(self) -> None:
         pop = len(self.learner.population)

@@ -42,10 +42,10 @@ carries the same id, and consumers can drop it.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import operator
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -111,7 +111,7 @@ class AlertMemory:
     """Per-customer alert state: which threshold alerts are armed, when each type last fired.
 
     >>> m = AlertMemory(disarmed={"churn_risk"}, last_fired={"churn_risk": 5},
-    ...                 episodes={"churn_risk": 2})
+    ...                 episodes={"churn_risk": 2}, window={"churn_risk": [1, 5]})
     >>> AlertMemory.from_dict(m.to_dict()) == m
     True
     """
@@ -122,6 +122,10 @@ class AlertMemory:
     """Lowest churn probability since the last churn alert (the reference of a rise)."""
     episodes: dict[str, int] = field(default_factory=dict)
     """Alerts fired so far per type (the episode number in each alert's id)."""
+    window: dict[str, list[int]] = field(default_factory=dict)
+    """When each type fired within the alert budget's window, oldest first: what this customer
+    spent of its partition's budget, so a worker that takes the partition over rebuilds the
+    budget as committed (`AlertBudget.spend`) instead of starting it afresh."""
 
     def to_dict(self) -> dict[str, Any]:
         """Compact JSON-friendly form for the customer state (empty parts left out)."""
@@ -134,6 +138,8 @@ class AlertMemory:
             out["l"] = self.low
         if self.episodes:
             out["n"] = dict(sorted(self.episodes.items()))
+        if self.window:
+            out["w"] = dict(sorted(self.window.items()))
         return out
 
     @classmethod
@@ -141,9 +147,17 @@ class AlertMemory:
         """Inverse of `to_dict` (None gives a fresh memory)."""
         if not d:
             return cls()
-        disarmed, fired, episodes = d.get("d"), d.get("f"), d.get("n")
+        disarmed, fired, episodes, window = d.get("d"), d.get("f"), d.get("n"), d.get("w")
         return cls(set(disarmed) if disarmed else set(), dict(fired) if fired else {},
-                   d.get("l"), dict(episodes) if episodes else {})
+                   d.get("l"), dict(episodes) if episodes else {},
+                   {kind: list(times) for kind, times in window.items()} if window else {})
+
+    def fired(self, kind: str, at: int, window_ms: int) -> None:
+        """Record a `kind` alert fired at `at`, forgetting fire times out of the window."""
+        self.last_fired[kind] = at
+        kept = [t for t in self.window.get(kind, ()) if t > at - window_ms]
+        kept.append(at)
+        self.window[kind] = kept
 
 
 class AlertBudget:
@@ -155,6 +169,13 @@ class AlertBudget:
     [True, True, False, False]
     >>> b.allow("churn_risk", 31 * DAY_MS, customers=100), b.allow("vip_upgrade", 0, 100)
     (True, True)
+
+    Rebuilt from what the customers' alert memories recorded, it allows what it did before:
+
+    >>> again = AlertBudget(share=0.02, window_ms=30 * DAY_MS)
+    >>> again.spend("churn_risk", [1 * DAY_MS]); again.spend("churn_risk", [0])
+    >>> again.allow("churn_risk", 2 * DAY_MS, customers=100), again.fired["churn_risk"]
+    (False, [0, 86400000])
     """
 
     __slots__ = ("fired", "share", "window_ms")
@@ -162,19 +183,26 @@ class AlertBudget:
     def __init__(self, share: float, window_ms: int) -> None:
         self.share = share
         self.window_ms = window_ms
-        self.fired: dict[str, deque[int]] = {}
+        self.fired: dict[str, list[int]] = {}
+        """Per alert type, the event times of the alerts counted, in time order."""
 
     def allow(self, kind: str, at: int, customers: int) -> bool:
         """Whether one more `kind` alert fits at event time `at`; if so, it is counted."""
         times = self.fired.get(kind)
         if times is None:
-            times = self.fired[kind] = deque()
-        while times and times[0] <= at - self.window_ms:
-            times.popleft()
+            times = self.fired[kind] = []
+        if times and times[0] <= at - self.window_ms:
+            del times[:bisect.bisect_right(times, at - self.window_ms)]
         if len(times) >= max(1.0, self.share * customers):
             return False
-        times.append(at)
+        bisect.insort(times, at)
         return True
+
+    def spend(self, kind: str, times: Iterable[int]) -> None:
+        """Count alerts fired before (a customer's `AlertMemory.window`, on assignment)."""
+        fired = self.fired.setdefault(kind, [])
+        for at in times:
+            bisect.insort(fired, at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +314,7 @@ class AlertRules:
                 if rearm:
                     memory.disarmed.discard(kind)
                 return False
-            memory.last_fired[kind] = current.as_of
+            memory.fired(kind, current.as_of, cfg.budget_window_ms)
             episode = memory.episodes[kind] = memory.episodes.get(kind, 0) + 1
             alerts.append(Alert(kind, severity, current.customer_id, reason, current,
                                 current.as_of, trigger_event_id, episode, customer_since))
@@ -354,12 +382,22 @@ class AlertRules:
 
     def on_outcome(self, out: BatchOutcome, at_risk_from: float | None = None,
                    budget: AlertBudget | None = None, customers: int = 0) -> list[Alert]:
-        """Alerts for one engine outcome, keeping the customer's AlertMemory in its state."""
+        """Alerts for one engine outcome, keeping the customer's AlertMemory in its state.
+
+        The rules see each scorecard of the outcome's timeline in turn (`BatchOutcome.points`),
+        each as the move from the one before, so the alerts do not depend on how the
+        customer's events were batched."""
         if out.scorecard is None or out.state is None:
             return []
         memory = AlertMemory.from_dict(out.state.alerts)
-        alerts = self.evaluate(out.previous_scorecard, out.scorecard, memory, out.last_event_id,
-                               at_risk_from, budget, customers, out.state.first_ms or 0)
+        since = out.state.first_ms or 0
+        previous = out.previous_scorecard
+        points = out.points or ((out.scorecard, out.last_event_id),)
+        alerts: list[Alert] = []
+        for card, trigger in points:
+            alerts += self.evaluate(previous, card, memory, trigger, at_risk_from, budget,
+                                    customers, since)
+            previous = card
         out.state.alerts = memory.to_dict()
         return alerts
 

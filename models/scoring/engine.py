@@ -1,8 +1,11 @@
 """The scoring engine shared by the scoring stage and replay: apply, resolve, score.
 
-Per customer and batch: apply all the customer's events once, resolve labels that became due,
-score once as of the batch's event time, and take new feature snapshots (one pending per model
-horizon) from the very features that were just scored. The engine holds no customer state of
+Per customer and batch, the engine walks the customer's timeline in event-time order: each
+label that comes due before the next event is resolved as of its due time, each event is
+applied and scored as of its own time, and a model with no pending label takes a new feature
+snapshot from the very features just scored. Each of these scorecards is a point the alert
+rules see (`BatchOutcome.points`), so what a customer's scorecards, labels and alerts are
+depends on its events, never on how they were batched. The engine holds no customer state of
 its own: state goes in and comes out, so any worker that owns the partition can continue.
 """
 
@@ -101,6 +104,10 @@ class BatchOutcome:
     next_due: int | None = None
     last_event_id: str | None = None
     attributions: list[Attribution | ClosedJourney | GoalReached] = field(default_factory=list)
+    points: list[tuple[Scorecard, str | None]] = field(default_factory=list)
+    """The customer's timeline in this batch: a scorecard after each event applied (with its
+    event id) and at each due time resolved (None), in event-time order; `scorecard` is the
+    last. The alert rules walk them all, so batching never hides a crossing."""
 
 
 class ScoringEngine:
@@ -153,10 +160,14 @@ class ScoringEngine:
         watermark_ms: int,
         customer_id: str | None = None,
     ) -> BatchOutcome:
-        """Apply one customer's events, resolve due labels, score once, snapshot if none pending.
+        """Apply one customer's events in event-time order, scoring after each, and resolve
+        the labels that fall due before each event and by the watermark at their own times.
 
-        A `customer_erased` event drops the state and everything in it (pending snapshots
-        included); the batch's other events for that customer are dropped with it.
+        Every scorecard is as of the customer's own time (its event, or the due time it was
+        scored at), never the batch's: what a customer's scorecards and alerts are depends
+        on its events alone, not on how they were batched with other customers' or with each
+        other. A `customer_erased` event drops the state and everything in it (pending
+        snapshots included); the batch's other events for that customer are dropped with it.
         """
         cid = customer_id or (state.customer_id if state else events[0]["customer_id"])
         prev = _previous(state) if state is not None else None
@@ -176,32 +187,30 @@ class ScoringEngine:
         attributions: list[Attribution | ClosedJourney | GoalReached] = []
         funnel = attribution is not None and bool(attribution.funnel)
         examples: list[TrainingExample] = []
+        points: list[tuple[Scorecard, str | None]] = []
         for e in sorted(fresh, key=_event_order) if len(fresh) > 1 else fresh:
+            at = e["occurred_at"]
+            if state.pending:  # labels due before this event are resolved as of their time
+                self._resolve_until(state, at - 1, examples, points)
             answer = (self._nps_example(state, e) if e["event_type"] == "survey_answered"
                       else None)
-            if state.apply(e):
-                applied += 1
-                if answer is not None:
-                    examples.append(answer)
-                if attribution is not None:
-                    kind = attribution.kinds.get((e["source"], e["event_type"]))
-                    if kind is not None:
-                        self._journey(state, e, kind, attribution, attributions)
-                    if funnel and e["event_type"] == "goal_completed":
-                        self._goal(state, e, attribution, attributions)
-        dups = len(events) - applied
-        last_ms = state.last_ms
-        as_of = last_ms if last_ms is not None and last_ms > watermark_ms else watermark_ms
-        active = activity(state, as_of)
-        resolved = self._resolve(state, as_of, active)
-        if resolved:
-            examples.extend(resolved)
-        if not applied and not examples:
-            return BatchOutcome(
-                cid, state, None, prev, [], 0, dups, False, state.next_due(), last_id
-            )
-        scorecard, feats, summary, upsell = self._score(state, as_of, active)
-        if applied:
+            if not state.apply(e):
+                continue
+            applied += 1
+            if answer is not None:
+                examples.append(answer)
+            if attribution is not None:
+                kind = attribution.kinds.get((e["source"], e["event_type"]))
+                if kind is not None:
+                    self._journey(state, e, kind, attribution, attributions)
+                if funnel and e["event_type"] == "goal_completed":
+                    self._goal(state, e, attribution, attributions)
+            as_of = state.last_ms if state.last_ms is not None and state.last_ms > at else at
+            active = activity(state, as_of)
+            resolved = self._resolve(state, as_of, active)
+            if resolved:
+                examples.extend(resolved)
+            scorecard, feats, summary, upsell = self._score(state, as_of, active)
             shared: dict[str, tuple[float, ...]] = {}
             for model in MODEL_NAMES:
                 if model not in state.pending:
@@ -209,47 +218,73 @@ class ScoringEngine:
                                         examples, shared)
             if upsell is not None and UPSELL not in state.pending:
                 self._upsell_snapshot(state, as_of, upsell, scorecard)
-        state.last, state.card = scorecard.to_row(), scorecard
+            state.card = scorecard
+            points.append((scorecard, e["event_id"]))
+        if state.pending:
+            self._resolve_until(state, watermark_ms, examples, points)
+        dups = len(events) - applied
+        if not points:
+            return BatchOutcome(
+                cid, state, None, prev, examples, 0, dups, False, state.next_due(), last_id
+            )
+        scorecard = points[-1][0]
+        state.last = scorecard.to_row()
         return BatchOutcome(
             cid, state, scorecard, prev, examples, applied, dups, False, state.next_due(), last_id,
-            attributions,
+            attributions, points,
         )
 
     def resolve_due(self, state: CustomerState, watermark_ms: int) -> BatchOutcome:
-        """Resolve labels due by the watermark for a customer with no new events, and rescore.
-
-        A model whose customer is still active (interacted within its horizon) gets a fresh
-        snapshot right away, so active customers keep producing one example per horizon while
-        silent ones stop after their churn is recorded.
-        """
+        """Resolve the labels due by the watermark of a customer with no new events, each as
+        of its due time, rescoring at each (`_resolve_until`)."""
         prev = _previous(state)
-        last_ms = state.last_ms
-        as_of = last_ms if last_ms is not None and last_ms > watermark_ms else watermark_ms
-        resolved = [m for m, p in state.pending.items() if p.is_due(as_of)]
-        active = activity(state, as_of)
-        examples = self._resolve(state, as_of, active)
-        if not examples:
-            return BatchOutcome(state.customer_id, state, None, prev, [], next_due=state.next_due())
-        scorecard, feats, summary, upsell = self._score(state, as_of, active)
-        last_int = state.last_interaction_ms
-        shared: dict[str, tuple[float, ...]] = {}
-        for model in resolved:
-            # Churn keeps taking snapshots of a silent customer for a year of silence, so
-            # that it learns (and is judged) on customers as they are when they are scored,
-            # long quiet ones included, not only right after they were active.
-            follow = SILENT_SNAPSHOT_MS if model == CHURN else self._horizon[model]
-            recent = last_int is not None and as_of - last_int < follow
-            if model not in state.pending and recent:
-                if model == UPSELL:
-                    if upsell is not None:
-                        self._upsell_snapshot(state, as_of, upsell, scorecard)
-                    continue
-                self._take_snapshot(state, model, as_of, feats, summary, active, scorecard,
-                                    examples, shared)
-        state.last, state.card = scorecard.to_row(), scorecard
-        return BatchOutcome(
-            state.customer_id, state, scorecard, prev, examples, next_due=state.next_due()
-        )
+        examples: list[TrainingExample] = []
+        points: list[tuple[Scorecard, str | None]] = []
+        self._resolve_until(state, watermark_ms, examples, points)
+        if not points:
+            return BatchOutcome(state.customer_id, state, None, prev, examples,
+                                next_due=state.next_due())
+        scorecard = points[-1][0]
+        state.last = scorecard.to_row()
+        return BatchOutcome(state.customer_id, state, scorecard, prev, examples,
+                            next_due=state.next_due(), points=points)
+
+    def _resolve_until(self, state: CustomerState, until_ms: int,
+                       examples: list[TrainingExample],
+                       points: list[tuple[Scorecard, str | None]]) -> None:
+        """Resolve every label due by `until_ms`, in due-time order, each as of its due time:
+        rescore there (a point of the customer's timeline, for the alert rules) and take a
+        fresh snapshot for a model whose customer is still active (interacted within its
+        horizon), so active customers keep producing one example per horizon while silent
+        ones stop after their churn is recorded."""
+        while True:
+            due_at = state.next_due()
+            if due_at is None or due_at > until_ms:
+                return
+            last_ms = state.last_ms
+            as_of = last_ms if last_ms is not None and last_ms > due_at else due_at
+            resolved = [m for m, p in state.pending.items() if p.is_due(as_of)]
+            active = activity(state, as_of)
+            found = self._resolve(state, as_of, active)
+            examples.extend(found)
+            scorecard, feats, summary, upsell = self._score(state, as_of, active)
+            last_int = state.last_interaction_ms
+            shared: dict[str, tuple[float, ...]] = {}
+            for model in resolved:
+                # Churn keeps taking snapshots of a silent customer for a year of silence, so
+                # that it learns (and is judged) on customers as they are when they are
+                # scored, long quiet ones included, not only right after they were active.
+                follow = SILENT_SNAPSHOT_MS if model == CHURN else self._horizon[model]
+                recent = last_int is not None and as_of - last_int < follow
+                if model not in state.pending and recent:
+                    if model == UPSELL:
+                        if upsell is not None:
+                            self._upsell_snapshot(state, as_of, upsell, scorecard)
+                        continue
+                    self._take_snapshot(state, model, as_of, feats, summary, active, scorecard,
+                                        examples, shared)
+            state.card = scorecard
+            points.append((scorecard, None))
 
     def score(self, state: CustomerState, as_of_ms: int) -> Scorecard:
         """The scorecard as of `as_of_ms` without changing anything (API reads, final dumps),

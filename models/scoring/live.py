@@ -130,7 +130,7 @@ class ScoringPartition:
     """
 
     budget: AlertBudget
-    """Alerts fired in the budget's window (derived: starts afresh when assigned)."""
+    """Alerts fired in the budget's window (rebuilt from the customers' alert memories)."""
     due: DueIndex = field(default_factory=DueIndex)
     """When each customer's delayed labels come due."""
     watermark: int = 0
@@ -154,6 +154,10 @@ class ScoringPartition:
                 part.watermark = max(part.watermark, state.last_ms)
             if state.last:
                 part.replace(None, Scorecard.from_row(state.last))
+            window = state.alerts.get("w") if state.alerts else None
+            if window:
+                for kind, times in window.items():
+                    budget.spend(kind, times)
         part.due.rebuild(items)
         return part
 

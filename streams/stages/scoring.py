@@ -2,10 +2,11 @@
 training examples out.
 
 Runs on the transactional `BatchProcessor`. Per batch and partition it groups the records by
-customer, so each customer is updated, scored, written to the changelog and emitted at most
-once per batch (coalescing), then resolves the delayed labels that the partition's event-time
-watermark made due for customers who sent nothing. The pure work is `ScoringEngine` and
-`AlertRules` from models/; this module only decodes, looks up and emits.
+customer; each customer's events are applied and scored one by one in event-time order (the
+alert rules see each scorecard), and its state is written to the changelog and its score
+change emitted once per batch. Then it resolves, at their due times, the delayed labels that
+the partition's event-time watermark passed for customers who sent nothing. The pure work is
+`ScoringEngine` and `AlertRules` from models/; this module only decodes, looks up and emits.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ class ScoringHandler(StageHandler):
     # -- processing ------------------------------------------------------------------------
 
     def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
-        """Coalesce the batch per customer, score each once, then resolve due labels."""
+        """Group the batch per customer, score each customer's events, then resolve due
+        labels."""
         by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
         messages_of: dict[str, list[Message]] = defaultdict(list)
         part = self._partition(partition)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from models.learning.prediction import Factor
 from models.scoring.alerts import Alert, AlertConfig, AlertMemory, AlertRules
 from models.scoring.engine import BatchOutcome
+from models.scoring.live import ScoringPartition
 from models.scoring.scorecard import Scorecard
 from models.scoring.state import CustomerState
 from schemas.registry import validator
@@ -132,6 +133,35 @@ def test_the_budget_holds_back_alerts_beyond_its_share() -> None:
     later = rules.evaluate(card(0.1), card(0.9, t=32 * DAY_MS), AlertMemory(), None,
                            budget=budget, customers=200)
     assert [a.alert_type for a in later] == ["churn_risk"]
+
+
+def test_a_partition_taken_over_remembers_the_budget_its_customers_spent() -> None:
+    """The budget is rebuilt from the alert memories in the committed states, so a worker
+    that takes a partition over does not fire a second window's worth of alerts."""
+    rules = AlertRules(AlertConfig(cooldown_ms=0, budget_share=0.02))
+    budget, states = rules.budget(), []
+    for k in range(200):
+        state = CustomerState(f"C{k}")
+        state.alerts = {}
+        outcome = BatchOutcome(f"C{k}", state, card(0.9, t=(1 + k % 2) * DAY_MS), card(0.1))
+        rules.on_outcome(outcome, budget=budget, customers=200)
+        states.append(state)
+    assert sum(bool(s.alerts and s.alerts.get("w")) for s in states) == 4
+    again = ScoringPartition.rebuild(states, rules.budget())
+    assert again.budget.fired == budget.fired
+    assert not again.budget.allow("churn_risk", 3 * DAY_MS, customers=200)
+    # The window moves on: the first day's two alerts leave it, two more fit.
+    assert [again.budget.allow("churn_risk", 31 * DAY_MS, 200) for _ in range(3)] == [
+        True, True, False]
+
+
+def test_a_memory_keeps_only_the_fire_times_inside_the_budget_window() -> None:
+    memory = AlertMemory()
+    for day in (0, 10, 29, 45):
+        memory.fired("churn_risk", day * DAY_MS, 30 * DAY_MS)
+    assert memory.window == {"churn_risk": [29 * DAY_MS, 45 * DAY_MS]}
+    assert memory.last_fired == {"churn_risk": 45 * DAY_MS}
+    assert AlertMemory.from_dict(memory.to_dict()) == memory
 
 
 def test_score_changes_report_a_slow_drift_once_it_adds_up() -> None:

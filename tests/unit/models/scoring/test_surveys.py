@@ -66,8 +66,8 @@ def test_a_csat_answer_counts_like_a_support_rating() -> None:
 def _card(events: list[dict], day: float) -> dict:
     engine = ScoringEngine(ScoringConfig(), ModelBundle.initial())
     out = engine.apply_batch(None, events, at(day))
-    assert out.scorecard is not None
-    return out.scorecard.to_dict()
+    assert out.state is not None
+    return engine.score(out.state, at(day)).to_dict()  # as an API read on `day` shows it
 
 
 def test_the_scorecard_shows_each_latest_answer_and_its_age() -> None:
