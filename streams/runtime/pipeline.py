@@ -75,10 +75,14 @@ class ScoringPipeline:
                             changelog_topic=settings.changelog_topic("customer-state"),
                             **common),  # type: ignore[arg-type]
             self.handler, on_batch=self._observe("scoring"))
+        # Co-partitioned: a customer's records on every source topic (keyed by its id, the
+        # same partition on each) reach one ingest, which merges them in event-time order
+        # (streams/runtime/alignment.py). Split between workers, each source would reach the
+        # scoring stage at its own pace, months apart in a backfill.
         ingest = ProcessorConfig(
             name="ingest", group_id=f"{settings.app_id}-ingest",
             input_topics=tuple(settings.source_topics.values()), changelog_topic=None,
-            **common)  # type: ignore[arg-type]
+            co_partitioned=True, **common)  # type: ignore[arg-type]
         ingestion = ingestion_config(settings, self.engine.config)
         self.ingest: Stage = (
             IngestProcess(settings, ingest, ingestion, self.metrics, self._observe("ingest"))

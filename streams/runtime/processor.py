@@ -79,6 +79,9 @@ class BatchProcessor:
         self._in_transaction = False
         self._lag_checked = 0.0
         self._start: dict[tuple[str, int], int] = {}
+        self._end: dict[tuple[str, int], int] = {}
+        """Each partition's end offset asked of the broker once it was assigned (`_caught_up`):
+        the client's cached end of a partition it had before can be far behind."""
         self._committing_since: float | None = None
         self.committing = ""
         """The transactional step in progress (for the stall report), or ""."""
@@ -128,7 +131,8 @@ class BatchProcessor:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
-                "partition.assignment.strategy": "cooperative-sticky",
+                "partition.assignment.strategy": (
+                    "range" if cfg.co_partitioned else "cooperative-sticky"),
                 # A fetch waits (at most fetch.wait.max.ms) for 64 KiB instead of answering as
                 # soon as one record is there: less CPU per event for the broker and the
                 # ingest process under load, up to 50 ms more per stage at low rates (see
@@ -246,8 +250,24 @@ class BatchProcessor:
                     self._start[(tp.topic, tp.partition)] = max(tp.offset, 0)
             except KafkaException as err:  # not caught up as far as we know; ask again later
                 log.warning("%s: committed offsets unavailable (%s)", self.config.name, err)
+        ends = self._end
         for tp in positions:
+            key = (tp.topic, tp.partition)
+            if key not in ends:  # once per assignment (a broker round trip)
+                try:
+                    marks = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                except KafkaException as err:
+                    log.warning("%s: end of %s[%d] unavailable (%s)", self.config.name,
+                                tp.topic, tp.partition, err)
+                    continue  # not caught up as far as we know
+                if marks is None:
+                    continue
+                ends[key] = marks[1]
             low, high = consumer.get_watermark_offsets(tp, cached=True)
+            # A partition assigned again can keep the end the client cached when it last
+            # had it, until a new fetch answers: caught up by that, it would let the others
+            # run ahead of records it has not fetched yet.
+            high = max(high, ends[key])
             # Nothing consumed yet: it starts at its committed offset, or at the start.
             offset = tp.offset if tp.offset >= 0 else self._start.get((tp.topic, tp.partition))
             if offset is not None and high >= 0 and high - max(offset, low) <= 1:
@@ -433,7 +453,10 @@ class BatchProcessor:
         self._claim([tp for tp in starts if tp.offset == OFFSET_BEGINNING])
         self._restore(wanted)
         if starts:
-            consumer.incremental_assign(starts)
+            if self.config.co_partitioned:  # eager: the whole assignment, every time
+                consumer.assign(starts)
+            else:
+                consumer.incremental_assign(starts)
         log.info("%s: restored %d keys for partitions %s in %.2fs", self.config.name,
                  len(self.table), wanted, time.perf_counter() - began)
         # Ready once the group has given this consumer its share (possibly none) and its state
@@ -545,6 +568,7 @@ class BatchProcessor:
         if (topic, partition) in self.lag:  # a new dict: scrapes read the old one meanwhile
             self.lag = {tp: n for tp, n in self.lag.items() if tp != (topic, partition)}
         self._start.pop((topic, partition), None)
+        self._end.pop((topic, partition), None)
         self.handler.release_input(topic, partition)
         if (topic, partition) in self._paused:
             self._paused.discard((topic, partition))

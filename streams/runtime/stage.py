@@ -53,6 +53,11 @@ class ProcessorConfig:
     client_id: str = "scorestream"
     consumer_overrides: dict[str, str | int | float | bool] = field(default_factory=dict)
     """Extra consumer settings of this stage (librdkafka names)."""
+    co_partitioned: bool = False
+    """Partition k of every input topic goes to the same member (librdkafka's range assignor),
+    so one member reads all of a key's records whichever topic they came on. An eager
+    protocol: each rebalance revokes every partition and assigns the new shares whole (the
+    cooperative-sticky default moves only what changes, but splits topics freely)."""
     session_timeout_ms: int = 10_000
     """How long the group waits for a silent member (a crashed worker) before moving its
     partitions to the others."""
