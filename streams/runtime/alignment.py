@@ -14,7 +14,8 @@ event time next, as long as no partition that may still deliver something earlie
 Kafka Streams picks records the same way inside a task. A partition with nothing held
 constrains the others only while it still has records to read (a caught-up partition, live or
 quiet, holds nobody back, so live streams never wait) and only for `wait_s` seconds after it
-last delivered (`max.task.idle.ms` in Kafka Streams): then the others go on without it. While
+last delivered or had nothing to read (`max.task.idle.ms` in Kafka Streams): then the others
+go on without it. While
 it constrains them, records up to `max_skew_ms` past the newest record it delivered may go
 out, so a backfill does not stop and start at every fetch.
 
@@ -80,7 +81,8 @@ class Aligner:
     held: dict[Partition, deque[Held]] = field(default_factory=dict)
     newest: dict[Partition, int] = field(default_factory=dict)
     delivered_at: dict[Partition, float] = field(default_factory=dict)
-    """When each partition last delivered a record (or was assigned), monotonic seconds."""
+    """When each partition last delivered a record, was assigned or was seen with nothing to
+    read, monotonic seconds."""
     paused: set[Partition] = field(default_factory=set)
     count: int = 0
     """Records held in all partitions."""
@@ -136,6 +138,12 @@ class Aligner:
         for tp in self._fresh:
             self.delivered_at[tp] = now
         self._fresh.clear()
+        # A partition's wait counts from when it last delivered or had nothing to read: one
+        # that was quiet (caught up) when a producer's next burst reached the others holds
+        # them back until its own share of the burst arrives, as a slow one would.
+        for tp in caught_up:
+            if tp in self.delivered_at:
+                self.delivered_at[tp] = now
         out: list[Record] = []
         moved: set[Partition] = set()
         released = 0

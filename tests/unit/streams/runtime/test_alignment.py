@@ -74,7 +74,30 @@ def test_a_new_partition_holds_everything_until_it_delivers_or_the_wait_ends() -
     assert a.release(now=1.0, caught_up=set()) == []
     assert a.release(now=1.0, caught_up={WEB}) != []  # an empty partition is caught up
     a.add(CRM, held(1, 99_999))
-    assert a.release(now=6.0, caught_up=set()) != []  # web never delivered: stop waiting
+    # Web had nothing to read at 1.0; with records to read since, it holds the others back
+    # for 5 s from then, and not a moment longer.
+    assert a.release(now=6.0, caught_up=set()) == []
+    assert a.release(now=6.1, caught_up=set()) != []
+
+
+def test_a_partition_that_was_quiet_holds_back_the_others_burst_until_its_own_arrives() -> None:
+    """A producer writes a backlog in bursts: between them, every partition is caught up.
+    When the next burst reaches web's fetch first, crm (quiet for longer than the wait, but
+    with records to read now) holds web's burst back until its own share arrives; released
+    in time order, nothing of crm's comes out behind web's."""
+    a = Aligner(max_skew_ms=1000, wait_s=5.0)
+    a.assigned([WEB, CRM], now=0.0)
+    a.add(WEB, held(0, 10))
+    a.add(CRM, held(0, 20))
+    assert len(a.release(now=0.1, caught_up=set())) == 2
+    for now in (1.0, 10.0, 30.0):  # quiet: both read to their ends
+        assert a.release(now=now, caught_up={WEB, CRM}) == []
+    a.add(WEB, held(1, 100_000))
+    a.add(WEB, held(2, 200_000))
+    assert a.release(now=30.5, caught_up={WEB}) == []  # crm's burst is not fetched yet
+    a.add(CRM, held(1, 150_000))
+    out = a.release(now=31.0, caught_up={WEB, CRM})
+    assert [r[2] for r in out] == [b"1@100000", b"1@150000", b"2@200000"]
 
 
 def test_forgetting_a_partition_drops_what_it_held() -> None:
