@@ -14,6 +14,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +25,9 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from models.config import ScoringConfig
 from models.history.generate import generate, iter_lines, without_extras
-from models.history.replay import ingest, sort_raw
+from models.history.replay import ingest, replay, sort_raw
 from models.ingest.routing import Ingestion
+from models.scoring.alerts import AlertConfig
 from models.scoring.engine import ScoringEngine
 from models.scoring.state import CustomerState
 from streams.runtime.partitioning import partition_for
@@ -51,6 +53,13 @@ class Stream:
     dead: list[dict[str, Any]]
     watermarks: dict[int, int] = field(default_factory=dict)
     """Per partition of customer-events: the highest event time of its customers."""
+    canonical: list[dict[str, Any]] = field(default_factory=list)
+    """The accepted canonical events in event-time order (what the reference folded)."""
+    detoured: set[str] = field(default_factory=set)
+    """Customers with alias-only events: those reach the scoring stage through the identity
+    stage, in a backfill months of event time behind the customer's other events."""
+    alerts: Counter[tuple[str, str, str]] | None = None
+    """`expected_alerts`, once computed."""
 
     @property
     def customers(self) -> list[str]:
@@ -72,17 +81,28 @@ def make_stream(customers: int, seed: int, days: int) -> Stream:
     """Generate a history and fold it, as one process would, into the reference states.
 
     Without the generator's categories, plan upgrades and NPS answers: the fault scenarios
-    keep the stream their alert expectations were made on (churn alerts crossed at the same
-    events however batches fall); the upsell and advocacy paths have tests of their own."""
+    keep the stream their alert expectations were made on; the upsell and advocacy paths have
+    tests of their own. Every other customer is known by its id on every event (its email
+    provider passes the id, the site knows it from the first visit), so half the customers
+    have no alias-only event (`Stream.detoured` names the others)."""
     raw = without_extras(generate(customers, seed=seed, days=days)[0])
+    detoured = set()
+    for k, event in enumerate(raw):
+        if event.get("customer_id"):
+            continue
+        customer = "C" + event["event_id"].split("-C", 1)[1].split("-", 1)[0]
+        if int(customer[1:]) % 2:
+            detoured.add(customer)
+        else:
+            raw[k] = {**event, "customer_id": customer}
     records = []
     for event in raw:
         key = event.get("customer_id") or event.get("email") or event.get("anonymous_id")
         records.append((event["source"], str(key).encode(), orjson.dumps(event)))
     dead: list[dict[str, Any]] = []
     ingestion = Ingestion(ingestion_config(worker_settings()))
-    events = ingest(sort_raw(iter_lines(raw)), ingestion, dead)
-    return Stream(records, fold(events), dead, {})
+    events = list(ingest(sort_raw(iter_lines(raw)), ingestion, dead))
+    return Stream(records, fold(events), dead, {}, events, detoured)
 
 
 def fold(events: Iterable[dict[str, Any]]) -> dict[str, CustomerState]:
@@ -152,11 +172,36 @@ def live_card(body: dict[str, Any]) -> dict[str, Any]:
     return {**{k: body[k] for k in DETERMINISTIC_FIELDS}, "ltv_historic": body["ltv"]["historic"]}
 
 
+def expected_alerts(stream: Stream) -> Counter[tuple[str, str, str]]:
+    """The alerts a worker must commit for the stream's customers without alias-only events,
+    counted per (customer, alert type, alert id), when it scores with frozen models (the
+    initial bundle) and with no alert budget to share (`alerting_script.ALERT_ENV`): what the
+    replay raises for the same events, up to each partition's watermark (labels due after it
+    are resolved by neither). Alert ids follow the customer's alert episodes, so equal ids
+    mean equal counts too.
+
+    A detoured customer's alias-only events reach scoring after its other events, by as much
+    event time as the identity stage runs behind ingest (months, when a backfill goes in
+    seconds), so its labels may come due before they arrive and it is left out."""
+    if stream.alerts is None:
+        result = replay(stream.canonical, ScoringConfig(), publish=False,
+                        alert_config=AlertConfig(budget_share=1.0))
+        stream.alerts = Counter(
+            (a["customer_id"], a["alert_type"], a["alert_id"]) for a in result.alerts
+            if a["customer_id"] not in stream.detoured
+            and a["event_time"] <= stream.watermarks[partition_for(
+                a["customer_id"].encode(), PARTITIONS)])
+    return stream.alerts
+
+
 def produce_records(bootstrap: str, topics: dict[str, str],
                     records: Iterable[tuple[str, bytes | None, bytes | None]]) -> int:
     """Produce (source, key, value) records to their source topics; wait for every ack."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
                          "enable.idempotence": True,  # retries keep each partition's order
+                         # Kafka's default (the Java client's): a customer's records are on
+                         # the same partition of every source topic and of customer-events.
+                         "partitioner": "murmur2_random",
                          "message.max.bytes": 4_000_000})
     failures: list[str] = []
 

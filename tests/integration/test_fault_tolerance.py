@@ -3,8 +3,9 @@ an empty disk, poison records, SIGTERM, and memory per customer.
 
 Every scenario runs a generated history through real `scorestream worker` processes and
 compares the outcome with a single-process reference of the same events (fault_tools.py): the
-committed customer states in the changelog and each customer's scorecard through the API, in
-everything that does not depend on when the learner published which model bundle.
+committed customer states in the changelog, each customer's scorecard through the API, in
+everything that does not depend on when the learner published which model bundle, and, where
+the workers score with frozen models, every committed alert.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from tests.integration.fault_tools import (
     committed_offsets,
     converge,
     differences,
+    expected_alerts,
     expected_card,
     fold,
     group_members,
@@ -100,12 +102,22 @@ def _scoring_members(bootstrap: str, app_id: str) -> list[tuple[str, list[int]]]
 
 def _exact_and_no_alert_twice(bootstrap: str, app_id: str, topics: dict[str, str],
                               stream: Stream) -> Counter[str]:
-    """The committed customer states equal the reference and no alert id is committed twice;
-    the committed alert ids, counted."""
+    """The committed customer states equal the reference, no alert id is committed twice, and
+    the workers (frozen models, no alert budget: `ALERT_ENV`) committed exactly the
+    reference's alerts for every customer without alias-only events: per customer and type,
+    none lost, none repeated, each with the reference's id. The committed alert ids,
+    counted."""
     states = changelog_states(bootstrap, f"{app_id}-customer-state-changelog")
     assert state_differences(states, stream) == []
-    alerts = _alert_ids(bootstrap, topics["alerts"], committed=True)
+    records = [orjson.loads(m.value()) for m in read_all(bootstrap, topics["alerts"])]
+    alerts = Counter(a["alert_id"] for a in records)
     assert [a for a, count in alerts.items() if count > 1] == []
+    got = Counter((a["customer_id"], a["alert_type"], a["alert_id"]) for a in records
+                  if a["customer_id"] not in stream.detoured)
+    expected = expected_alerts(stream)
+    assert got == expected, (
+        f"{sum(expected.values())} alerts expected, {sum(got.values())} committed; "
+        f"missing {sorted(expected - got)[:10]}, extra {sorted(got - expected)[:10]}")
     return alerts
 
 
@@ -144,9 +156,12 @@ def test_reference_agrees_with_the_replay(stream: Stream) -> None:
 def test_two_workers_split_partitions_and_match_the_replay(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream
 ) -> None:
-    # Frozen models: scoring keeps the initial bundle, so whole scorecards can be compared.
-    env_a = _env(kafka_bootstrap, unique_name, tmp_path, "a", SCORESTREAM_MODEL_FROZEN="true")
-    env_b = _env(kafka_bootstrap, unique_name, tmp_path, "b", SCORESTREAM_MODEL_FROZEN="true")
+    # Frozen models: scoring keeps the initial bundle, so whole scorecards and the alerts can
+    # be compared.
+    env_a = _env(kafka_bootstrap, unique_name, tmp_path, "a", **ALERT_ENV,
+                 SCORESTREAM_MODEL_FROZEN="true")
+    env_b = _env(kafka_bootstrap, unique_name, tmp_path, "b", **ALERT_ENV,
+                 SCORESTREAM_MODEL_FROZEN="true")
     app_id = env_a["SCORESTREAM_APP_ID"]
     topics = topic_names(unique_name)
     with running_worker(env_a, tmp_path / "a.log") as a, \
@@ -172,10 +187,10 @@ def test_two_workers_split_partitions_and_match_the_replay(
             assert ": fenced " not in text and "cannot go on" not in text, _logs(worker)
         assert a.stop() == 0 and b.stop() == 0, _logs(a, b)
 
-    states = changelog_states(kafka_bootstrap, f"{app_id}-customer-state-changelog")
-    assert state_differences(states, stream) == []
+    alerts = _exact_and_no_alert_twice(kafka_bootstrap, app_id, topics, stream)
     print(f"two workers: converged {took:.1f}s after the last record was produced; "
-          f"events scored per worker {processed}")
+          f"events scored per worker {processed}; alerts {sum(alerts.values())}, those of "
+          f"customers without alias-only events exactly the reference's")
 
 
 @pytest.mark.integration
@@ -186,12 +201,11 @@ def test_kill_9_at_three_points_loses_nothing_and_duplicates_no_alert(
     """Three times: send a third of the stream and kill -9 a worker while it scores; a fresh
     worker joins after the first two kills. The others take over the dead worker's partitions
     and restore them from the changelogs; its open transactions are aborted, never
-    half-applied, so every event (alias-only ones through the identity stage too) counts once
-    and no alert is committed twice."""
+    half-applied, so every event (alias-only ones through the identity stage too) counts once,
+    no alert is committed twice, and the alerts are exactly the reference's."""
     topics = topic_names(unique_name)
-    # Alert thresholds at the untrained model's churn prior: every customer scored before the
-    # learner's first bundle raises churn_risk, so the stream surely raises alerts to count.
-    # Frozen models: scoring keeps the initial bundle, so whole scorecards can be compared.
+    # Frozen models and no alert budget: scoring keeps the initial bundle, so whole
+    # scorecards and every alert can be compared with the reference.
     envs = {tag: _env(kafka_bootstrap, unique_name, tmp_path, tag, **ALERT_ENV,
                       SCORESTREAM_MODEL_FROZEN="true")
             for tag in "abcd"}
@@ -313,7 +327,8 @@ def test_kill_9_inside_an_ingest_transaction_aborts_it_and_loses_nothing(
     child stops with an error instead of scoring without input; a fresh worker takes over
     and every event counts once, no alert twice."""
     topics = topic_names(unique_name)
-    envs = {tag: _env(kafka_bootstrap, unique_name, tmp_path, tag, **ALERT_ENV)
+    envs = {tag: _env(kafka_bootstrap, unique_name, tmp_path, tag, **ALERT_ENV,
+                      SCORESTREAM_MODEL_FROZEN="true")
             for tag in "ab"}
     app_id = envs["a"]["SCORESTREAM_APP_ID"]
     chunks = [stream.records[i:i + 500] for i in range(0, len(stream.records), 500)]
@@ -432,8 +447,10 @@ def test_broker_restart_mid_stream_recovers_without_help(
     data three seconds later: the same two processes carry on and the result is exact."""
     bootstrap = (own_broker / "bootstrap").read_text().strip()
     topics = topic_names(unique_name)
-    env_a = _env(bootstrap, unique_name, tmp_path, "a")
-    env_b = _env(bootstrap, unique_name, tmp_path, "b")
+    env_a = _env(bootstrap, unique_name, tmp_path, "a", **ALERT_ENV,
+                 SCORESTREAM_MODEL_FROZEN="true")
+    env_b = _env(bootstrap, unique_name, tmp_path, "b", **ALERT_ENV,
+                 SCORESTREAM_MODEL_FROZEN="true")
     half = len(stream.records) // 2
     with running_worker(env_a, tmp_path / "a.log") as a, \
             running_worker(env_b, tmp_path / "b.log") as b:
