@@ -177,6 +177,8 @@ class ScoringEngine:
                 return BatchOutcome(cid, None, None, prev, erased=True, last_event_id=last_id)
         if state is None:
             state = CustomerState(cid, self.config)
+        elif state.card is None:
+            state.card = prev  # its time is where the timeline goes on from
         applied = 0
         # Redelivered releases first, in arrival order (their positions follow it).
         if len(events) == 1:  # most batches of a live stream: one event per customer
@@ -205,7 +207,7 @@ class ScoringEngine:
                     self._journey(state, e, kind, attribution, attributions)
                 if funnel and e["event_type"] == "goal_completed":
                     self._goal(state, e, attribution, attributions)
-            as_of = state.last_ms if state.last_ms is not None and state.last_ms > at else at
+            as_of = _timeline_time(state, at)  # a late event is scored as of now, not then
             active = activity(state, as_of)
             resolved = self._resolve(state, as_of, active)
             if resolved:
@@ -238,6 +240,8 @@ class ScoringEngine:
         """Resolve the labels due by the watermark of a customer with no new events, each as
         of its due time, rescoring at each (`_resolve_until`)."""
         prev = _previous(state)
+        if state.card is None:
+            state.card = prev
         examples: list[TrainingExample] = []
         points: list[tuple[Scorecard, str | None]] = []
         self._resolve_until(state, watermark_ms, examples, points)
@@ -257,12 +261,13 @@ class ScoringEngine:
         fresh snapshot for a model whose customer is still active (interacted within its
         horizon), so active customers keep producing one example per horizon while silent
         ones stop after their churn is recorded."""
+        before = None
         while True:
             due_at = state.next_due()
-            if due_at is None or due_at > until_ms:
-                return
-            last_ms = state.last_ms
-            as_of = last_ms if last_ms is not None and last_ms > due_at else due_at
+            if due_at is None or due_at > until_ms or (before is not None and due_at <= before):
+                return  # (the last: a horizon of zero would come due again at once)
+            before = due_at
+            as_of = _timeline_time(state, due_at)
             resolved = [m for m, p in state.pending.items() if p.is_due(as_of)]
             active = activity(state, as_of)
             found = self._resolve(state, as_of, active)
@@ -336,7 +341,7 @@ class ScoringEngine:
     ) -> tuple[Scorecard, dict[str, float], dict[str, float] | None, dict[str, float] | None]:
         """The scorecard, the features it was scored from, the RFM summary and the upsell
         features (None: nothing to upsell from); `active` is the state's `activity` as of
-        `as_of` (computed once per batch by the caller).
+        `as_of` (computed once per point by the caller).
 
         P(promoter) only when the scorecard is `read` (`score`): it moves slowly, nothing
         fires on it, and on every event it would cost a sixth of the scoring."""
@@ -528,6 +533,18 @@ def _rounded(x: float, digits: int) -> float:
     the rest of a scorecard field; zero (either sign) rounds to itself.
     """
     return round(x, digits) if x else x
+
+
+def _timeline_time(state: CustomerState, at: int) -> int:
+    """The time a point of the customer's timeline at `at` is scored as of: never before its
+    last event or its last scorecard (a late event, or a label resolved late, is scored as of
+    the customer's present, not back in its past)."""
+    last_ms, card = state.last_ms, state.card
+    if last_ms is not None and last_ms > at:
+        at = last_ms
+    if card is not None and card.as_of > at:
+        at = card.as_of
+    return at
 
 
 def _previous_tier(state: CustomerState) -> str | None:

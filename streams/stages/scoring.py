@@ -323,9 +323,15 @@ class ScoringHandler(StageHandler):
         log.error("scoring: customer %r: %s; trying its %d events one by one",
                   customer_id, error, len(events))
         dead = duplicates = 0
-        for event, msg in zip(events, messages, strict=True):
+        # In event-time order, each resolving labels only up to its own time (the last up to
+        # the batch's watermark), as the whole batch would have: the timeline stays the same.
+        pairs = sorted(zip(events, messages, strict=True),
+                       key=lambda pair: (int(pair[0]["occurred_at"]), str(pair[0].get("event_id"))))
+        for k, (event, msg) in enumerate(pairs):
+            until = (watermark if k == len(pairs) - 1
+                     else min(watermark, int(event["occurred_at"])))
             try:
-                duplicates += self._score(partition, customer_id, [event], watermark, table, out)
+                duplicates += self._score(partition, customer_id, [event], until, table, out)
             except CoreError as err:
                 self.live.discard(customer_id)
                 out.count(self.metrics.processing_errors.labels("scoring"))

@@ -1,6 +1,6 @@
 """A customer's scorecards, labels and alerts depend on its own events, not on batching.
 
-The scoring stage coalesces a customer's events per batch, and batches fall differently
+The scoring stage takes a customer's events in batches, and batches fall differently
 after a crash, a takeover, a restart or in a replay. The engine walks each customer's timeline
 (each event, each due label at its due time) whatever the batch holds, so the same history
 gives the same alerts (with the same ids), the same training examples and the same states
@@ -18,7 +18,7 @@ import pytest
 from models.history.generate import generate, iter_lines
 from models.history.replay import ReplayResult, ingest, replay, sort_raw
 from models.learning.bundle import ModelBundle
-from models.scoring.alerts import AlertConfig
+from models.scoring.alerts import AlertConfig, AlertRules
 from models.scoring.engine import ScoringEngine
 from models.scoring.tiers import TierThresholds
 from tests.kit import DAY_MS, at, ev
@@ -105,4 +105,20 @@ def test_each_event_of_a_batch_is_a_point_the_alert_rules_see() -> None:
     together = engine.apply_batch(start.state, [cancel, back], watermark_ms=at(11))
     probabilities = [card.churn_probability for card, _trigger in together.points]
     assert [trigger for _card, trigger in together.points] == ["c", "r"]
-    assert probabilities[0] > probabilities[1]
+    assert probabilities[0] >= AlertConfig().churn_risk_on > probabilities[1]
+    alerts = AlertRules(OPEN_BUDGET).on_outcome(together)
+    assert [(a.alert_type, a.trigger_event_id) for a in alerts] == [("churn_risk", "c")]
+
+
+def test_a_late_event_is_scored_as_of_the_customers_present_not_back_in_its_past() -> None:
+    """Labels resolved to day 181, then an event of day 50 arrives late (released by the
+    identity stage, say): its scorecard is not dated back to day 50."""
+    engine = ScoringEngine(bundle=_bundle())
+    first = engine.apply_batch(None, [ev("a", "page_view", 1)], watermark_ms=at(1))
+    assert first.state is not None
+    silent = engine.resolve_due(first.state, watermark_ms=at(200))
+    assert silent.scorecard is not None
+    times = [card.as_of for card, _trigger in silent.points]
+    assert times == sorted(times) and times[-1] >= at(181)
+    late = engine.apply_batch(silent.state, [ev("b", "page_view", 50)], watermark_ms=at(200))
+    assert [card.as_of for card, _trigger in late.points] == [times[-1]]
