@@ -148,6 +148,7 @@ class ScoringPartition:
         """The partition's derived state from its stored customer states."""
         part = cls(budget)
         items = []
+        spent: dict[str, list[int]] = {}
         for state in states:
             items.append((state.customer_id, list(state.due_times())))
             if state.last_ms is not None:
@@ -157,7 +158,10 @@ class ScoringPartition:
             window = state.alerts.get("w") if state.alerts else None
             if window:
                 for kind, times in window.items():
-                    budget.spend(kind, times)
+                    spent.setdefault(kind, []).extend(times)
+        since = part.watermark - budget.window_ms  # older fire times count for nothing now
+        for kind, times in spent.items():
+            budget.spend(kind, [t for t in times if t > since])
         part.due.rebuild(items)
         return part
 
