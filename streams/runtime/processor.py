@@ -254,15 +254,13 @@ class BatchProcessor:
         for tp in positions:
             key = (tp.topic, tp.partition)
             if key not in ends:  # once per assignment (a broker round trip)
+                marks = None
                 try:
-                    marks = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-                except KafkaException as err:
+                    marks = consumer.get_watermark_offsets(tp, timeout=1, cached=False)
+                except KafkaException as err:  # asked once: the cached end serves instead
                     log.warning("%s: end of %s[%d] unavailable (%s)", self.config.name,
                                 tp.topic, tp.partition, err)
-                    continue  # not caught up as far as we know
-                if marks is None:
-                    continue
-                ends[key] = marks[1]
+                ends[key] = marks[1] if marks is not None else -1
             low, high = consumer.get_watermark_offsets(tp, cached=True)
             # A partition assigned again can keep the end the client cached when it last
             # had it, until a new fetch answers: caught up by that, it would let the others
