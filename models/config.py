@@ -244,6 +244,9 @@ class ScoringConfig:
     advocacy_min_labels: int = 100
     #: Share of customers (by stable hash of id) whose examples are never learned: honest AUC.
     holdout_fraction: float = 0.1
+    #: Score a customer after each of its events (True), or once per batch, after the last
+    #: (False: a backfill runs faster, but which alerts fire then depends on the batches).
+    score_every_event: bool = True
     #: Tier cut points as fractions of customers below: Basic | Standard | Premium | VIP.
     tier_cuts: tuple[float, float, float] = (0.10, 0.70, 0.90)
     #: Churn probability used before the model has learned anything.

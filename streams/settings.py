@@ -395,6 +395,7 @@ class Settings:
     max_event_bytes: int = 65536
     max_amount: float = 1e9
     allowed_lateness_days: float = 400.0
+    score_every_event: bool = True
     api_token: Secret = Secret()
     group_session_timeout_s: float = 10.0
     transaction_timeout_s: float = 60.0
@@ -431,7 +432,8 @@ class Settings:
 
     def scoring_config(self) -> ScoringConfig:
         """The scoring core's configuration: its defaults, with attribution as set here."""
-        return ScoringConfig(attribution=self.attribution.config())
+        return ScoringConfig(attribution=self.attribution.config(),
+                             score_every_event=self.score_every_event)
 
     def changelog_topic(self, table: str) -> str:
         """The compacted changelog topic of one of the app's tables."""

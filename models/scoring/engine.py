@@ -190,6 +190,9 @@ class ScoringEngine:
         funnel = attribution is not None and bool(attribution.funnel)
         examples: list[TrainingExample] = []
         points: list[tuple[Scorecard, str | None]] = []
+        every = self.config.score_every_event
+        unscored: tuple[int, str] | None = None
+        """(time, id) of the last event applied but not scored yet (scoring once per batch)."""
         for e in sorted(fresh, key=_event_order) if len(fresh) > 1 else fresh:
             at = e["occurred_at"]
             if state.pending:  # labels due before this event are resolved as of their time
@@ -207,21 +210,12 @@ class ScoringEngine:
                     self._journey(state, e, kind, attribution, attributions)
                 if funnel and e["event_type"] == "goal_completed":
                     self._goal(state, e, attribution, attributions)
-            as_of = _timeline_time(state, at)  # a late event is scored as of now, not then
-            active = activity(state, as_of)
-            resolved = self._resolve(state, as_of, active)
-            if resolved:
-                examples.extend(resolved)
-            scorecard, feats, summary, upsell = self._score(state, as_of, active)
-            shared: dict[str, tuple[float, ...]] = {}
-            for model in MODEL_NAMES:
-                if model not in state.pending:
-                    self._take_snapshot(state, model, as_of, feats, summary, active, scorecard,
-                                        examples, shared)
-            if upsell is not None and UPSELL not in state.pending:
-                self._upsell_snapshot(state, as_of, upsell, scorecard)
-            state.card = scorecard
-            points.append((scorecard, e["event_id"]))
+            if every:
+                self._event_point(state, at, e["event_id"], examples, points)
+            else:
+                unscored = (at, e["event_id"])
+        if unscored is not None:
+            self._event_point(state, unscored[0], unscored[1], examples, points)
         if state.pending:
             self._resolve_until(state, watermark_ms, examples, points)
         dups = len(events) - applied
@@ -252,6 +246,27 @@ class ScoringEngine:
         state.last = scorecard.to_row()
         return BatchOutcome(state.customer_id, state, scorecard, prev, examples,
                             next_due=state.next_due(), points=points)
+
+    def _event_point(self, state: CustomerState, at: int, event_id: str,
+                     examples: list[TrainingExample],
+                     points: list[tuple[Scorecard, str | None]]) -> None:
+        """Score the customer after its event at `at` (a point of its timeline), resolving
+        the labels that event decided, and snapshot each model that has no pending label."""
+        as_of = _timeline_time(state, at)  # a late event is scored as of now, not then
+        active = activity(state, as_of)
+        resolved = self._resolve(state, as_of, active)
+        if resolved:
+            examples.extend(resolved)
+        scorecard, feats, summary, upsell = self._score(state, as_of, active)
+        shared: dict[str, tuple[float, ...]] = {}
+        for model in MODEL_NAMES:
+            if model not in state.pending:
+                self._take_snapshot(state, model, as_of, feats, summary, active, scorecard,
+                                    examples, shared)
+        if upsell is not None and UPSELL not in state.pending:
+            self._upsell_snapshot(state, as_of, upsell, scorecard)
+        state.card = scorecard
+        points.append((scorecard, event_id))
 
     def _resolve_until(self, state: CustomerState, until_ms: int,
                        examples: list[TrainingExample],

@@ -122,3 +122,23 @@ def test_a_late_event_is_scored_as_of_the_customers_present_not_back_in_its_past
     assert times == sorted(times) and times[-1] >= at(181)
     late = engine.apply_batch(silent.state, [ev("b", "page_view", 50)], watermark_ms=at(200))
     assert [card.as_of for card, _trigger in late.points] == [times[-1]]
+
+
+def test_scoring_once_per_batch_scores_after_the_last_event_only() -> None:
+    """`score_every_event=False` (SCORESTREAM_SCORE_EVERY_EVENT=false): one point per batch,
+    after the customer's last event."""
+    from models.config import ScoringConfig
+    from streams.settings import Settings
+
+    config = Settings.from_env({"SCORESTREAM_SCORE_EVERY_EVENT": "false"}).scoring_config()
+    assert not config.score_every_event and ScoringConfig().score_every_event
+    events = [ev("a", "page_view", 1), ev("b", "page_view", 2), ev("c", "page_view", 45)]
+    once = ScoringEngine(config, _bundle()).apply_batch(None, events, watermark_ms=at(45))
+    every = ScoringEngine(bundle=_bundle()).apply_batch(None, events, watermark_ms=at(45))
+    assert [(card.as_of, trigger) for card, trigger in every.points] == [
+        (at(1), "a"), (at(2), "b"), (at(31), None), (at(45), "c")]
+    # Scored after each event, the customer's first engagement label (taken on day 1) came
+    # due on day 31; scored once, its first snapshot is taken after c.
+    assert [(card.as_of, trigger) for card, trigger in once.points] == [(at(45), "c")]
+    assert once.scorecard is not None and every.scorecard is not None
+    assert once.scorecard.interactions_12m == every.scorecard.interactions_12m == 3
