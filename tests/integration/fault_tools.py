@@ -136,11 +136,13 @@ the workers apply them in whatever order alignment and the identity detour give)
 Not compared, each for a reason that makes it differ between two correct runs:
 - "s", the dedupe window: the last 32 event ids in the order applied, so beyond 32 events it
   depends on the order (compared as a set below that: `seen_matches`);
-- "pl", pending label snapshots: taken when the customer is scored, with the features and
-  predictions of that moment (the partition's watermark and the model bundle then loaded);
-- "last", the last scorecard, "rp", the baseline last reported, and "al", the alert memory:
-  what scoring produced, which depends on the bundle the learner had published by then and
-  on the watermark at the batch that scored the customer;
+- "pl", pending label snapshots, "last", the last scorecard, and "al", the alert memory: what
+  scoring produced, which depends on the model bundle loaded then and, for a customer with
+  alias-only events, on when the identity stage released them; the reference folds events
+  without scoring them (the alert memories' outcome, the alerts, is compared with a replay's:
+  `expected_alerts`);
+- "rp", the baseline last reported: score changes are reported once per batch, so it depends
+  on how the events were batched;
 - "ip", identity positions: offsets of the identity topic, which aborted transactions and
   retries move;
 - "j", attribution touches: absent with attribution off (as here).
