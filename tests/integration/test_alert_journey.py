@@ -132,11 +132,12 @@ def test_journey_emits_exactly_the_reference_changes_and_alerts(
     rules = AlertRules(Settings().alert_config())
     expected_changes, expected_alerts = _reference(ModelBundle.restore(bundle.snapshot()), rules)
     # The story: VIP after the fourth order (the third takes its value past the cut, but not
-    # by the tiers' margin); at risk from the first ticket, as a VIP; and, after half a year of
-    # silence, out of the high-value tiers.
+    # by the tiers' margin); at risk from the first ticket, as a VIP; and, three months into
+    # its silence, out of the high-value tiers: rescored when a label comes due on day 250,
+    # not only at its next event (day 330).
     assert [(kind, (at - BASE) // DAY_MS) for _, kind, at, _ in expected_alerts] == [
         ("vip_upgrade", 65), ("high_value_at_risk", 130),
-        ("tier_downgrade", 330)]
+        ("tier_downgrade", 250)]
 
     topics = topic_names(unique_name)
     produce(kafka_bootstrap, topics["model_snapshots"], [(b"bundle", bundle.snapshot())])
