@@ -277,9 +277,9 @@ class _Run:
                 self.tier_changes.append({"customer_id": cid, "event_time": card.as_of,
                                           "from": prev.tier, "to": card.tier})
             prev = card
-        self._alert(sc, out)
+        self._alert(out)
 
-    def _alert(self, sc: Scorecard, out: BatchOutcome) -> None:
+    def _alert(self, out: BatchOutcome) -> None:
         """The alerts the live engine would raise; emitted_at is the event time (reproducible)."""
         alerts = self.rules.on_outcome(out, self.engine.bundle.tiers.at_risk_from, self.budget,
                                        len(self.states))

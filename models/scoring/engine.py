@@ -177,8 +177,6 @@ class ScoringEngine:
                 return BatchOutcome(cid, None, None, prev, erased=True, last_event_id=last_id)
         if state is None:
             state = CustomerState(cid, self.config)
-        elif state.card is None:
-            state.card = prev  # its time is where the timeline goes on from
         applied = 0
         # Redelivered releases first, in arrival order (their positions follow it).
         if len(events) == 1:  # most batches of a live stream: one event per customer
@@ -234,8 +232,6 @@ class ScoringEngine:
         """Resolve the labels due by the watermark of a customer with no new events, each as
         of its due time, rescoring at each (`_resolve_until`)."""
         prev = _previous(state)
-        if state.card is None:
-            state.card = prev
         examples: list[TrainingExample] = []
         points: list[tuple[Scorecard, str | None]] = []
         self._resolve_until(state, watermark_ms, examples, points)
@@ -575,11 +571,14 @@ _TIER_FIELD = 14
 
 
 def _previous(state: CustomerState) -> Scorecard | None:
-    """The last scorecard computed for this customer (kept as an object on live states)."""
+    """The last scorecard computed for this customer, kept as an object on the state (its time
+    is where the customer's timeline goes on from: `_timeline_time`)."""
     if not state.last:
         return None
     card = state.card
-    return card if card is not None else Scorecard.from_row(state.last)
+    if card is None:
+        card = state.card = Scorecard.from_row(state.last)
+    return card
 
 
 def _event_order(e: dict[str, Any]) -> tuple[int, str]:
