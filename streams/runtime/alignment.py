@@ -15,9 +15,8 @@ Kafka Streams picks records the same way inside a task. A partition with nothing
 constrains the others only while it still has records to read (a caught-up partition, live or
 quiet, holds nobody back, so live streams never wait) and only for `wait_s` seconds after it
 last delivered or had nothing to read (`max.task.idle.ms` in Kafka Streams): then the others
-go on without it. While
-it constrains them, records up to `max_skew_ms` past the newest record it delivered may go
-out, so a backfill does not stop and start at every fetch.
+go on without it. While it constrains them, records up to `max_skew_ms` past the newest record
+it delivered may go out, so a backfill does not stop and start at every fetch.
 
 Offsets are committed only up to the first record still held, so a crash re-reads held
 records, never loses them. The buffers are bounded: once more than `max_held` records are held
