@@ -39,6 +39,8 @@ Partition = tuple[str, int]
 Record = tuple[str, bytes | None, bytes | None, int | None]
 """An output record as `Output.send` takes it: topic, key, value, partition."""
 
+_NONE: frozenset[Partition] = frozenset()
+
 _UNKNOWN = -(1 << 62)
 """The limit while a partition that has not delivered yet is still awaited: nothing goes."""
 
@@ -120,7 +122,8 @@ class Aligner:
         if t is not None and t > self.newest.get(tp, t - 1):
             self.newest[tp] = t
 
-    def _constraint(self, tp: Partition, now: float, caught_up: set[Partition]) -> int | None:
+    def _constraint(self, tp: Partition, now: float,
+                    caught_up: set[Partition] | frozenset[Partition]) -> int | None:
         """How far an empty partition lets the others go (None: no limit from it)."""
         if tp in caught_up or now - self.delivered_at.get(tp, now) > self.wait_s:
             return None
@@ -179,6 +182,27 @@ class Aligner:
         for tp in moved:
             queue = self.held[tp]
             self._moved[tp] = queue[0].offset if queue else self._next[tp]
+        return out
+
+    def binding(self, now: float, caught_up: set[Partition]) -> set[Partition]:
+        """The partitions of `caught_up` that would hold held records back if they still had
+        records to read: the ones whose being caught up must be confirmed with the broker
+        before `release` relies on it (the others' records were read after the end the
+        client knows of them, so it may be stale)."""
+        newest = sorted(((self.newest[tp], tp) for tp, queue in self.held.items()
+                         if queue and tp in self.newest), reverse=True)[:2]
+        if not newest:
+            return set()
+        out = set()
+        for tp in caught_up:
+            if tp not in self.held:
+                continue
+            bound = self._constraint(tp, now, _NONE)
+            if bound is None:
+                continue
+            ahead = newest[0] if newest[0][1] != tp else newest[1] if len(newest) > 1 else None
+            if ahead is not None and ahead[0] > bound:
+                out.add(tp)
         return out
 
     def bound(self, now: float, caught_up: set[Partition]) -> int | None:

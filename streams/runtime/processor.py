@@ -26,17 +26,19 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
+    IsolationLevel,
     KafkaError,
     KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streams.runtime.fencing import fence_departed, transactional_id
 from streams.runtime.stage import Output, ProcessorConfig, StageHandler, Stopped
@@ -45,6 +47,10 @@ from streams.runtime.tables import RESTORE_WAIT_BEYOND_TRANSACTION_S, Table, res
 __all__ = ["BatchProcessor"]
 
 log = logging.getLogger(__name__)
+
+END_ASK_TIMEOUT_S = 1.0
+"""How long `_broker_ends` waits for the broker: a partition whose end is not known in time
+does not count as caught up (it holds the others back until it answers or idles)."""
 
 PRODUCER_IDLE_CLOSE_MS = 10_000
 """Transactional producers close connections idle this long (see BatchProcessor._run)."""
@@ -80,8 +86,11 @@ class BatchProcessor:
         self._lag_checked = 0.0
         self._start: dict[tuple[str, int], int] = {}
         self._end: dict[tuple[str, int], int] = {}
-        """Each partition's end offset asked of the broker once it was assigned (`_caught_up`):
-        the client's cached end of a partition it had before can be far behind."""
+        """Each partition's end offset as the broker last answered it (`_caught_up`): asked
+        once it was assigned, since the client's cached end of a partition it had before can
+        be far behind, and again when a caught-up partition must be confirmed."""
+        self._admin: AdminClient | None = None
+        """Asks partition ends of the broker (`_broker_ends`), made at the first question."""
         self._committing_since: float | None = None
         self.committing = ""
         """The transactional step in progress (for the stall report), or ""."""
@@ -234,9 +243,15 @@ class BatchProcessor:
             done = time.perf_counter()
             self.on_batch(len(messages), done - began, done - committing)
 
-    def _caught_up(self) -> set[tuple[str, int]]:
-        """Owned partitions with nothing left to read (as of the latest fetch responses; a
-        transaction marker at the end counts as nothing)."""
+    def _caught_up(self, confirm: Collection[tuple[str, int]] = ()) -> set[tuple[str, int]]:
+        """Owned partitions with nothing left to read (a transaction marker at the end counts
+        as nothing): as of the latest fetch responses, and for the partitions in `confirm`,
+        as the broker answers now.
+
+        A partition's cached end is only as new as the last fetch response that carried it:
+        paused partitions are not fetched, and after a broker outage the partitions come back
+        one by one. A stage that lets other partitions run ahead of one because it is caught
+        up asks the broker (`confirm`) after those partitions' records were read."""
         consumer = self._consumer
         if consumer is None:
             return set()
@@ -251,6 +266,7 @@ class BatchProcessor:
             except KafkaException as err:  # not caught up as far as we know; ask again later
                 log.warning("%s: committed offsets unavailable (%s)", self.config.name, err)
         ends = self._end
+        reached: dict[tuple[str, int], int] = {}
         for tp in positions:
             key = (tp.topic, tp.partition)
             if key not in ends:  # once per assignment (a broker round trip)
@@ -269,8 +285,40 @@ class BatchProcessor:
             # Nothing consumed yet: it starts at its committed offset, or at the start.
             offset = tp.offset if tp.offset >= 0 else self._start.get((tp.topic, tp.partition))
             if offset is not None and high >= 0 and high - max(offset, low) <= 1:
-                done.add((tp.topic, tp.partition))
+                done.add(key)
+                reached[key] = max(offset, low)
+        asked = [key for key in confirm if key in done]
+        if asked:
+            latest = self._broker_ends(asked)
+            for key in asked:
+                end = latest.get(key, -1)
+                ends[key] = max(ends[key], end)
+                if end < 0 or end - reached[key] > 1:  # unknown, or records it has not read
+                    done.discard(key)
         return done
+
+    def _broker_ends(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Each partition's end for a read_committed reader (its last stable offset), asked of
+        the broker in one request on a client of its own: the consumer's connection would
+        answer only after its pending fetch. Partitions it could not learn are left out."""
+        if self._admin is None:
+            self._admin = AdminClient({**self.config.client,
+                                       "client.id": f"{self.config.client_id}-ends"})
+        try:
+            futures = self._admin.list_offsets(
+                {TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions},
+                isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=END_ASK_TIMEOUT_S)
+        except KafkaException as err:
+            log.warning("%s: partition ends unavailable (%s)", self.config.name, err)
+            return {}
+        ends = {}
+        for tp, future in futures.items():
+            try:
+                ends[(tp.topic, tp.partition)] = future.result().offset
+            except KafkaException as err:
+                log.warning("%s: end of %s[%d] unavailable (%s)", self.config.name,
+                            tp.topic, tp.partition, err)
+        return ends
 
     def _flow(self) -> None:
         """Pause and resume input partitions as the handler asks (event-time alignment)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,11 +25,18 @@ from schemas.errors import ScorestreamError
 if TYPE_CHECKING:
     from streams.runtime.tables import Table
 
-__all__ = ["Counting", "Output", "ProcessorConfig", "Stage", "StageHandler", "Stopped",
+__all__ = ["CaughtUp", "Counting", "Output", "ProcessorConfig", "Stage", "StageHandler", "Stopped",
            "dead_letter"]
 
 InputPartition = tuple[str, int]
 """An input partition: (topic, partition)."""
+
+
+class CaughtUp(Protocol):
+    """Which owned input partitions have nothing left to read: as of the client's latest
+    fetch responses, and for those in `confirm` as the broker answers now (a round trip)."""
+
+    def __call__(self, confirm: Collection[InputPartition] = ()) -> set[InputPartition]: ...
 
 
 class Stopped(ScorestreamError, RuntimeError):
@@ -144,7 +151,7 @@ class StageHandler(ABC):
         return None
 
     def finish(self, table: Table, out: Output,
-               caught_up: Callable[[], set[InputPartition]]) -> None:
+               caught_up: CaughtUp) -> None:
         """Before the batch commits, after every partition was handled; `caught_up()` says
         which input partitions have nothing left to read. Default: nothing."""
         return None

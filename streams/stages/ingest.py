@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 import orjson
 from confluent_kafka import Message
@@ -31,7 +30,7 @@ from models.ingest.routing import Ingestion, IngestionConfig, Routed, tick_messa
 from schemas.decode import Origin, Reason
 from streams.metrics import Metrics
 from streams.runtime.alignment import Aligner, Held, Record
-from streams.runtime.stage import Counting, Output, StageHandler, dead_letter
+from streams.runtime.stage import CaughtUp, Counting, Output, StageHandler, dead_letter
 from streams.runtime.tables import Table
 from streams.settings import Settings
 
@@ -106,11 +105,19 @@ class IngestHandler(StageHandler):
             self.aligner.forget((topic, partition))
 
     def finish(self, table: Table, out: Output,
-               caught_up: Callable[[], set[tuple[str, int]]]) -> None:
+               caught_up: CaughtUp) -> None:
         """After a batch: send what the slowest partition with a backlog allows
-        (`caught_up()`: the partitions with nothing left to read)."""
+        (`caught_up()`: the partitions with nothing left to read). A caught-up partition
+        that would hold records back otherwise is confirmed caught up with the broker first:
+        records produced to it before the others' were may not have reached the client's
+        view of its end yet."""
         if self.aligner is not None:
-            out.records.extend(self.aligner.release(time.monotonic(), caught_up()))
+            now = time.monotonic()
+            done = caught_up()
+            binding = self.aligner.binding(now, done)
+            if binding:
+                done = caught_up(binding)
+            out.records.extend(self.aligner.release(now, done))
             for counter, amount in self.aligner.take_counts():
                 out.count(counter, amount)
 

@@ -3,6 +3,7 @@ order, for records of several source partitions."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import cast
 
 import orjson
@@ -26,7 +27,7 @@ def _batch(handler: IngestHandler, topic: str, values: list[bytes], caught_up: s
     messages = [FakeMessage(v, n, key=None, topic=topic) for n, v in enumerate(values)]
     table = Table("ingest", "memory://", None)  # type: ignore[arg-type]
     handler.handle(0, cast("list[Message]", messages), table, out)
-    handler.finish(table, out, lambda: caught_up)
+    handler.finish(table, out, lambda confirm=(): caught_up)
     return [(topic, orjson.loads(value)) for topic, _key, value, _p in out.records
             if value is not None and b'"tick"' not in value]
 
@@ -52,6 +53,48 @@ def test_an_alias_only_event_waits_its_turn_behind_the_link_that_resolves_it() -
     assert stamps == [T0 + DAY_MS, T0 + 3 * DAY_MS]
 
 
+def test_a_partition_caught_up_by_the_clients_stale_end_is_asked_of_the_broker() -> None:
+    """The client's view of the email partition's end is from before the producer wrote a
+    day-2 email, which the broker has: the crm partition's day-3 record must wait for it. A
+    caught-up partition that holds nobody back is not asked about."""
+    handler = IngestHandler(SETTINGS, Metrics())
+    handler.pace_inputs([(EMAIL, 0), (CRM, 0)])
+    email = raw_ev("e-1", "opened", source="email", occurred_at=T0 + DAY_MS,
+                   customer_id="C1", payload={})
+    assert [m["event_id"] for _t, m in _batch(handler, EMAIL, [email], caught_up=set())
+            if "event_id" in m] == []  # crm has not delivered yet
+    asked: list[set[tuple[str, int]]] = []
+    behind = {(EMAIL, 0)}  # the broker has a record the client has not fetched
+
+    def caught_up(confirm: Collection[tuple[str, int]] = ()) -> set[tuple[str, int]]:
+        asked.append(set(confirm))
+        return {(EMAIL, 0), (CRM, 0)} - (behind & set(confirm))
+
+    def batch(topic: str, values: list[bytes]) -> list[str]:
+        out = Output()
+        messages = [FakeMessage(v, n, key=None, topic=topic) for n, v in enumerate(values)]
+        table = Table("ingest", "memory://", None)  # type: ignore[arg-type]
+        handler.handle(0, cast("list[Message]", messages), table, out)
+        handler.finish(table, out, caught_up)
+        return [orjson.loads(v)["event_id"] for _t, _k, v, _p in out.records
+                if v is not None and b'"event_id"' in v]
+
+    crm = raw_ev("c-1", "payment_late", source="crm", occurred_at=T0 + 3 * DAY_MS,
+                 customer_id="C1", payload={})
+    # the day-1 email goes (crm's day 3 is after it); crm's record waits for email's day 2
+    assert batch(CRM, [crm]) == ["e-1"]
+    assert asked[-1] == {(EMAIL, 0)}
+    late = raw_ev("e-2", "clicked", source="email", occurred_at=T0 + 2 * DAY_MS,
+                  customer_id="C1", payload={})
+    behind.clear()  # fetched now: the email partition is caught up, by the broker too
+    assert batch(EMAIL, [late]) == ["e-2", "c-1"]
+    asked.clear()
+    out = Output()
+    handler.finish(Table("ingest", "memory://", None), out,  # type: ignore[arg-type]
+                   caught_up)
+    assert out.records == [] and asked == [set()]  # nothing held: nobody to confirm
+
+
 def _consumed(metrics: Metrics, source: str) -> float:
     return float(metrics.events_consumed.labels(source)._value.get())
 
@@ -72,7 +115,7 @@ def test_a_held_record_counts_when_it_goes_out_once_however_often_it_is_read() -
         out = Output()
         messages = [FakeMessage(v, n, key=None, topic=EMAIL) for n, v in enumerate(values)]
         handler.handle(0, cast("list[Message]", messages), table, out)
-        handler.finish(table, out, lambda: caught_up)
+        handler.finish(table, out, lambda confirm=(): caught_up)
         out.tally()  # the batch commits
         return out
 
