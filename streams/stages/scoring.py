@@ -142,8 +142,8 @@ class ScoringHandler(StageHandler):
             # An event the identity stage released is exempt: its delay behind the watermark
             # is the identity detour's (in a backfill, ingest runs far ahead of it), not the
             # source's, and the identity stage bounds how long it holds an event.
-            if (occurred_at < watermark - self.allowed_lateness_ms
-                    and "identity_position" not in event):
+            detoured = "identity_position" in event
+            if occurred_at < watermark - self.allowed_lateness_ms and not detoured:
                 dead += 1
                 self._dead_letter(msg, out, Reason.TOO_LATE,
                                   f"event time is {(watermark - occurred_at) // DAY_MS} days "
@@ -152,7 +152,13 @@ class ScoringHandler(StageHandler):
                 continue
             by_customer[customer_id].append(event)
             messages_of[customer_id].append(msg)
-            if occurred_at > watermark:
+            # Only ingest's own records move the clock. This partition's records from ingest
+            # come from one worker, which merges the sources in event-time order; the identity
+            # stage's come from every ingest worker, and one that reads further ahead than
+            # this partition's would run the clock past events ingest has still to send
+            # here: labels would resolve before them (docs/operations.md, "How alerts are
+            # decided").
+            if occurred_at > watermark and not detoured:
                 watermark = occurred_at
             ingested_at = event.get("ingested_at", 0)
             if (ingested_at and isinstance(ingested_at, int)

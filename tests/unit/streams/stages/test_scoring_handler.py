@@ -99,6 +99,22 @@ def test_an_event_released_by_identity_resolution_is_never_too_late() -> None:
     assert card is not None and card.ltv_historic == 20.0
 
 
+def test_an_event_released_by_identity_resolution_does_not_move_the_clock() -> None:
+    """The identity stage forwards the events of every ingest worker: one released ahead of
+    this partition's ingest must not run the clock past events ingest still sends here,
+    which would then be too late, and labels resolved before them."""
+    handler, table = setup(lateness_days=30)
+    feed(handler, table, [event(1, "A", 10, "order_placed")])
+    ahead = orjson.dumps({**ev("e2", "order_placed", 100, customer_id="B", ingested_at=1),
+                          "identity_position": [0, 7, 3]})
+    feed(handler, table, [ahead])
+    assert handler.scorecard(table, 0, "A").as_of == at(10)  # as of the partition's clock
+    assert handler.scorecard(table, 0, "B").as_of == at(100)  # as of its own last event
+    out = feed(handler, table, [event(3, "A", 50, "order_placed")])
+    assert sent(out, "dead") == []
+    assert handler.scorecard(table, 0, "A").ltv_historic == 20.0
+
+
 def test_undecodable_customer_event_is_dead_lettered_not_raised() -> None:
     handler, table = setup()
     out = feed(handler, table, [b"\xff not json", event(1, "A", 0)])
