@@ -362,6 +362,26 @@ def read_all(bootstrap: str, topic: str, *, committed: bool = True,
         consumer.close()
 
 
+def out_of_order(bootstrap: str, topic: str, stream: Stream) -> str:
+    """How many committed customer-events records of customers without alias-only events
+    reached their partition behind an event time it had already seen (scoring had resolved
+    labels up to there without them), and by how much at most: what makes alerts differ."""
+    newest: dict[int, int] = {}
+    late, worst = 0, 0
+    for msg in read_all(bootstrap, topic):
+        event = orjson.loads(msg.value())
+        t = event.get("occurred_at")
+        if not isinstance(t, int):
+            continue
+        p = msg.partition() or 0
+        seen = newest.get(p, t)
+        if t < seen and event.get("customer_id") not in stream.detoured:
+            late += 1
+            worst = max(worst, seen - t)
+        newest[p] = max(seen, t)
+    return f"{late} events behind their partition's clock, by up to {worst / 3_600_000:.1f} h"
+
+
 def changelog_states(bootstrap: str, topic: str) -> dict[str, CustomerState]:
     """The committed customer states of a state changelog (last value per key)."""
     latest: dict[bytes, bytes | None] = {}

@@ -52,6 +52,7 @@ from tests.integration.fault_tools import (
     make_stream,
     metric,
     open_transactions,
+    out_of_order,
     produce_records,
     read_all,
     stable_offsets,
@@ -114,18 +115,22 @@ def _exact_and_no_alert_twice(bootstrap: str, app_id: str, topics: dict[str, str
     return alerts
 
 
-def _agreement(alerts: list[dict[str, Any]], stream: Stream) -> str:
-    """How the committed `alerts` of the customers without alias-only events compare with the
-    replay's (workers with frozen models and no alert budget: `ALERT_ENV`). Reported, not
-    asserted: they are equal when ingest released each customer's events in event-time
-    order, which its alignment does not guarantee while a producer writes the sources in
-    bursts (docs/operations.md, "How alerts are decided")."""
+def _agreement(alerts: list[dict[str, Any]], stream: Stream, bootstrap: str,
+               topics: dict[str, str]) -> str:
+    """The committed `alerts` of the customers without alias-only events, per (customer,
+    type, alert id), must be the replay's (workers with frozen models and no alert budget:
+    `ALERT_ENV`): none lost, none repeated, none more. Returns how they compare."""
     got = Counter((a["customer_id"], a["alert_type"], a["alert_id"]) for a in alerts
                   if a["customer_id"] not in stream.detoured)
     expected = expected_alerts(stream)
-    return (f"alerts of customers without alias-only events: {sum((got & expected).values())} "
+    text = (f"alerts of customers without alias-only events: {sum((got & expected).values())} "
             f"of the reference's {sum(expected.values())} committed, "
             f"{sum((got - expected).values())} more")
+    if got != expected:
+        late = out_of_order(bootstrap, topics["customer_events"], stream)
+        raise AssertionError(f"{text} ({late}); missing {sorted(expected - got)[:10]}, "
+                             f"more {sorted(got - expected)[:10]}")
+    return text
 
 
 def _alert_types(bootstrap: str, topic: str) -> dict[str, str]:
@@ -198,7 +203,7 @@ def test_two_workers_split_partitions_and_match_the_replay(
     alerts = _exact_and_no_alert_twice(kafka_bootstrap, app_id, topics, stream)
     print(f"two workers: converged {took:.1f}s after the last record was produced; "
           f"events scored per worker {processed}; alerts {len(alerts)}; "
-          f"{_agreement(alerts, stream)}")
+          f"{_agreement(alerts, stream, kafka_bootstrap, topics)}")
 
 
 @pytest.mark.integration
@@ -261,7 +266,7 @@ def test_kill_9_at_three_points_loses_nothing_and_duplicates_no_alert(
     print(f"kill -9: partitions owned again {takeovers}s after each kill; alerts committed "
           f"{sum(committed.values())} (all distinct); alerts in aborted transactions "
           f"{sum(everything.values()) - sum(committed.values())}; "
-          f"{_agreement(alerts, stream)}")
+          f"{_agreement(alerts, stream, kafka_bootstrap, topics)}")
 
 
 def _fenced(workers: list[WorkerProcess], stage: str, victim: WorkerProcess) -> bool:
@@ -411,7 +416,7 @@ def test_kill_9_inside_an_ingest_transaction_aborts_it_and_loses_nothing(
     print(f"kill -9 of the {victim} inside a transaction (first offsets {caught}): a new "
           f"worker owned every partition {took_over:.1f}s after the kill; "
           f"{len(written) - len(committed)} customer events aborted, none lost; "
-          f"{_agreement(alerts, stream)}")
+          f"{_agreement(alerts, stream, kafka_bootstrap, topics)}")
 
 
 def _wait_scored(worker: WorkerProcess, above: float, others: list[WorkerProcess]) -> None:
