@@ -52,6 +52,9 @@ END_ASK_TIMEOUT_S = 1.0
 """How long `_broker_ends` waits for the broker: a partition whose end is not known in time
 does not count as caught up (it holds the others back until it answers or idles)."""
 
+END_WARN_EVERY_S = 10.0
+"""`_broker_ends` logs a failure to learn partition ends at most this often."""
+
 PRODUCER_IDLE_CLOSE_MS = 10_000
 """Transactional producers close connections idle this long (see BatchProcessor._run)."""
 PRODUCER_METADATA_MAX_AGE_MS = 3_000
@@ -91,6 +94,7 @@ class BatchProcessor:
         be far behind, and again when a caught-up partition must be confirmed."""
         self._admin: AdminClient | None = None
         """Asks partition ends of the broker (`_broker_ends`), made at the first question."""
+        self._ends_warned = -END_WARN_EVERY_S
         self._committing_since: float | None = None
         self.committing = ""
         """The transactional step in progress (for the stall report), or ""."""
@@ -304,20 +308,29 @@ class BatchProcessor:
         if self._admin is None:
             self._admin = AdminClient({**self.config.client,
                                        "client.id": f"{self.config.client_id}-ends"})
+        ends: dict[tuple[str, int], int] = {}
+        failed: list[str] = []
         try:
             futures = self._admin.list_offsets(
                 {TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions},
                 isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=END_ASK_TIMEOUT_S)
+            for tp, future in futures.items():
+                try:
+                    ends[(tp.topic, tp.partition)] = future.result().offset
+                except KafkaException as err:
+                    failed.append(f"{tp.topic}[{tp.partition}]: {err.args[0].str()}")
         except KafkaException as err:
-            log.warning("%s: partition ends unavailable (%s)", self.config.name, err)
-            return {}
-        ends = {}
-        for tp, future in futures.items():
-            try:
-                ends[(tp.topic, tp.partition)] = future.result().offset
-            except KafkaException as err:
-                log.warning("%s: end of %s[%d] unavailable (%s)", self.config.name,
-                            tp.topic, tp.partition, err)
+            failed.append(err.args[0].str())
+        if failed:
+            # After a broker restart the client can keep asking with a leader epoch the broker
+            # has fenced (librdkafka issue #4620): the next question goes on a new client.
+            self._admin = None
+            now = time.monotonic()
+            if now - self._ends_warned >= END_WARN_EVERY_S:
+                self._ends_warned = now
+                log.warning("%s: partition ends unavailable (%s); such a partition holds the "
+                            "others back until it answers or idles", self.config.name,
+                            "; ".join(failed[:4]))
         return ends
 
     def _flow(self) -> None:
