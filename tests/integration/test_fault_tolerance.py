@@ -463,8 +463,11 @@ def test_broker_restart_mid_stream_recovers_without_help(
     data three seconds later: the same two processes carry on and the result is exact."""
     bootstrap = (own_broker / "bootstrap").read_text().strip()
     topics = topic_names(unique_name)
-    env_a = _env(bootstrap, unique_name, tmp_path, "a")
-    env_b = _env(bootstrap, unique_name, tmp_path, "b")
+    # Frozen models and no alert budget, so the alerts can be compared with a replay's.
+    env_a = _env(bootstrap, unique_name, tmp_path, "a", **ALERT_ENV,
+                 SCORESTREAM_MODEL_FROZEN="true")
+    env_b = _env(bootstrap, unique_name, tmp_path, "b", **ALERT_ENV,
+                 SCORESTREAM_MODEL_FROZEN="true")
     half = len(stream.records) // 2
     with running_worker(env_a, tmp_path / "a.log") as a, \
             running_worker(env_b, tmp_path / "b.log") as b:
@@ -488,9 +491,9 @@ def test_broker_restart_mid_stream_recovers_without_help(
         assert (a.process.pid, b.process.pid) == pids
         assert a.stop() == 0 and b.stop() == 0, _logs(a, b)
 
-    _exact_and_no_alert_twice(bootstrap, env_a["SCORESTREAM_APP_ID"], topics, stream)
+    alerts = _exact_and_no_alert_twice(bootstrap, env_a["SCORESTREAM_APP_ID"], topics, stream)
     print(f"broker restart: down {downtime:.1f}s; exact again {took:.1f}s after the rest of the "
-          f"stream was produced")
+          f"stream was produced; {_agreement(alerts, stream, bootstrap, topics)}")
 
 
 def _restored(worker: WorkerProcess) -> tuple[int, float]:
