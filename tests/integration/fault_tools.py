@@ -121,10 +121,33 @@ def fold(events: Iterable[dict[str, Any]]) -> dict[str, CustomerState]:
 
 def with_watermarks(stream: Stream) -> Stream:
     """Fill in each customer-events partition's expected watermark."""
-    for cid, state in stream.states.items():
-        p = partition_for(cid.encode(), PARTITIONS)
-        stream.watermarks[p] = max(stream.watermarks.get(p, 0), state.last_ms or 0)
+    stream.watermarks.update(direct_watermarks(
+        (orjson.loads(value) for _source, _key, value in stream.records), stream.canonical,
+        PARTITIONS))
     return stream
+
+
+def direct_watermarks(raw: Iterable[dict[str, Any]], events: Iterable[dict[str, Any]],
+                      partitions: int) -> dict[int, int]:
+    """Each customer-events partition's watermark as the scoring stage keeps it: the latest
+    event time of the accepted `events` whose source record (in `raw`) named the customer.
+    Ingest sends those itself; the others reach scoring through the identity stage, whose
+    releases do not move a partition's clock."""
+    direct = {(r.get("source"), r.get("event_id")) for r in raw if r.get("customer_id")}
+    marks: dict[int, int] = {}
+    for event in events:
+        if (event["source"], event["event_id"]) in direct:
+            p = partition_for(event["customer_id"].encode(), partitions)
+            marks[p] = max(marks.get(p, 0), event["occurred_at"])
+    return marks
+
+
+def served_as_of(stream: Stream, customer: str) -> int:
+    """The time a customer's scorecard is served as of once everything is scored: its
+    partition's watermark, or its own last event when that is later (an event the identity
+    stage released)."""
+    return max(stream.watermarks.get(partition_for(customer.encode(), PARTITIONS), 0),
+               stream.states[customer].last_ms or 0)
 
 
 COMPARED = ("v", "c", "n", "f", "l", "li", "md", "d", "p", "o", "sub", "un", "cx", "ad",
@@ -279,15 +302,16 @@ def card_differences(stream: Stream, web_url: str) -> list[str]:
 
 def _compare_cards(stream: Stream, web_url: str,
                    differ: Callable[[str, dict[str, Any], int], str | None]) -> list[str]:
-    """Each customer's scorecard through the API, as of its partition's expected watermark,
-    given to `differ`; the customers it finds wrong (or not served), each with why."""
+    """Each customer's scorecard through the API, as of the time it is served as of
+    (`served_as_of`), given to `differ`; the customers it finds wrong (or not served), each
+    with why."""
     wrong = []
     for cid in stream.customers:
         status, body = get_json(f"{web_url}/customers/{cid}/scorecard")
         if status != 200:
             wrong.append(f"{cid}: HTTP {status}")
             continue
-        found = differ(cid, body, stream.watermarks[partition_for(cid.encode(), PARTITIONS)])
+        found = differ(cid, body, served_as_of(stream, cid))
         if found is not None:
             wrong.append(f"{cid}: {found}")
     return wrong

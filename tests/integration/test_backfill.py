@@ -50,7 +50,13 @@ from streams.runtime.partitioning import partition_for
 from streams.settings import Settings
 from streams.stages.ingest import ingestion_config
 from tests.integration.alerting_script import metric_value, wait_until
-from tests.integration.fault_tools import changelog_states, get_json, metric, read_all
+from tests.integration.fault_tools import (
+    changelog_states,
+    direct_watermarks,
+    get_json,
+    metric,
+    read_all,
+)
 from tests.integration.kafka_tools import free_port, running_worker, topic_names, worker_env
 from tests.kit import DAY_MS, ROOT
 
@@ -188,15 +194,14 @@ def test_a_backfill_through_load_and_one_worker_ends_as_the_replay(
         assert metric(worker.web_url, "scorestream_events_processed_total") == len(events)
         wait_until(lambda: "published model bundle" in worker.log_path.read_text(),
                    30, "the learner's first bundle", worker.log_tail)
-        # The live scorecards: as of each partition's watermark, with the initial models.
-        watermarks: dict[int, int] = {}
-        for cid, state in expected.states.items():
-            p = partition_for(cid.encode(), PARTITIONS)
-            watermarks[p] = max(watermarks.get(p, 0), state.last_ms or 0)
+        # The live scorecards: as of each partition's watermark (or the customer's own last
+        # event, when the identity stage released it later), with the initial models.
+        watermarks = direct_watermarks(records, events, PARTITIONS)
         wrong = []
         for cid, state in sorted(expected.states.items()):
             status, body = get_json(f"{worker.web_url}/customers/{cid}/scorecard")
-            as_of = watermarks[partition_for(cid.encode(), PARTITIONS)]
+            as_of = max(watermarks.get(partition_for(cid.encode(), PARTITIONS), 0),
+                        state.last_ms or 0)
             want = orjson.loads(orjson.dumps(_scored(engine, state, as_of)))
             if status != 200 or _card(body) != want:
                 wrong.append(f"{cid}: HTTP {status}, {_differ(_card(body), want)}")
