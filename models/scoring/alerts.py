@@ -94,8 +94,8 @@ class AlertConfig:
     customer who has looked this risky all along)."""
     budget_share: float = 0.02
     """Alert budget: each alert type fires for at most this share of the customers per
-    `budget_window_ms` of event time; the value-at-risk cut (`TierThresholds.at_risk_from`)
-    is set so that this share lies above it."""
+    `budget_window_ms` of event time (1: no limit); the value-at-risk cut
+    (`TierThresholds.at_risk_from`) is set so that this share lies above it."""
     budget_window_ms: int = 30 * DAY_MS
     upsell_on: float = 0.5
     """upsell_opportunity fires when the upsell probability rises to this or above, for a
@@ -176,6 +176,13 @@ class AlertBudget:
     >>> again.spend("churn_risk", [1 * DAY_MS]); again.spend("churn_risk", [0])
     >>> again.allow("churn_risk", 2 * DAY_MS, customers=100), again.fired["churn_risk"]
     (False, [0, 86400000])
+
+    A share of 1 (every customer) sets no limit: a customer re-armed within the window, or
+    more alerts than the partition knew customers early in a backfill, are not held back.
+
+    >>> whole = AlertBudget(share=1.0, window_ms=30 * DAY_MS)
+    >>> [whole.allow("churn_risk", t * DAY_MS, customers=1) for t in range(3)]
+    [True, True, True]
     """
 
     __slots__ = ("fired", "share", "window_ms")
@@ -188,6 +195,8 @@ class AlertBudget:
 
     def allow(self, kind: str, at: int, customers: int) -> bool:
         """Whether one more `kind` alert fits at event time `at`; if so, it is counted."""
+        if self.share >= 1.0:
+            return True
         times = self.fired.get(kind)
         if times is None:
             times = self.fired[kind] = []
