@@ -27,7 +27,8 @@ ALERT_ENV = {
     "SCORESTREAM_ALERT_BUDGET_SHARE": "1.0",
     "SCORESTREAM_MODEL_PUBLISH_INTERVAL_S": "3600",
 }
-"""Worker settings of the script: no alert budget to share, no model published meanwhile."""
+"""Worker settings of the script: no alert budget (a share of 1 sets no limit), no model
+published meanwhile."""
 
 TIERS = TierThresholds(standard_from=50.0, premium_from=500.0, vip_from=2000.0,
                        version="tiers-downstream")

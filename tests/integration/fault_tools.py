@@ -60,6 +60,8 @@ class Stream:
     stage, in a backfill months of event time behind the customer's other events."""
     alerts: Counter[tuple[str, str, str]] | None = None
     """`expected_alerts`, once computed."""
+    scored: dict[str, dict[str, Any]] | None = None
+    """`expected_scored`, once computed."""
 
     @property
     def customers(self) -> list[str]:
@@ -162,8 +164,8 @@ Not compared, each for a reason that makes it differ between two correct runs:
 - "pl", pending label snapshots, "last", the last scorecard, and "al", the alert memory: what
   scoring produced, which depends on the model bundle loaded then and, for a customer with
   alias-only events, on when the identity stage released them; the reference folds events
-  without scoring them (the alert memories' outcome, the alerts, is compared with a replay's:
-  `expected_alerts`);
+  without scoring them. With frozen models they are compared with a replay's for the
+  customers without alias-only events (`SCORED`), and so are the alerts (`expected_alerts`);
 - "rp", the baseline last reported: score changes are reported once per batch, so it depends
   on how the events were batched;
 - "ip", identity positions: offsets of the identity topic, which aborted transactions and
@@ -217,6 +219,48 @@ def expected_alerts(stream: Stream) -> Counter[tuple[str, str, str]]:
             and a["event_time"] <= stream.watermarks[partition_for(
                 a["customer_id"].encode(), PARTITIONS)])
     return stream.alerts
+
+
+SCORED = ("pl", "last", "al")
+"""The state fields scoring makes (pending label snapshots, the last scorecard, the alert
+memory): compared with a replay's for the customers without alias-only events, when the
+workers score with frozen models and no alert budget (`scored_differences`)."""
+
+
+def expected_scored(stream: Stream) -> dict[str, dict[str, Any]]:
+    """The `SCORED` fields of each customer without alias-only events, as a replay of its
+    partition's events up to the partition's watermark leaves them (frozen models, no alert
+    budget): what a partition's scoring stage has made once it has scored everything."""
+    if stream.scored is None:
+        by_partition: dict[int, list[dict[str, Any]]] = {}
+        for event in stream.canonical:
+            if event["customer_id"] not in stream.detoured:
+                p = partition_for(event["customer_id"].encode(), PARTITIONS)
+                by_partition.setdefault(p, []).append(event)
+        stream.scored = {}
+        for p, events in by_partition.items():
+            result = replay(events, ScoringConfig(), publish=False,
+                            as_of_ms=stream.watermarks[p],
+                            alert_config=AlertConfig(budget_share=1.0))
+            for cid, state in result.states.items():
+                d = state.to_dict()
+                stream.scored[cid] = {k: d.get(k) for k in SCORED}
+    return stream.scored
+
+
+def scored_differences(live: dict[str, CustomerState], stream: Stream) -> list[str]:
+    """Customers without alias-only events whose committed `SCORED` fields differ from the
+    replay's, each with the fields that differ."""
+    wrong = []
+    for cid, want in expected_scored(stream).items():
+        state = live.get(cid)
+        got = {k: state.to_dict().get(k) for k in SCORED} if state is not None else None
+        if got is None:
+            wrong.append(f"{cid}: missing")
+        elif got != want:
+            wrong.append(f"{cid}: " + "; ".join(f"{k} {got[k]} vs {want[k]}"[:400]
+                                                for k in SCORED if got[k] != want[k]))
+    return wrong
 
 
 def produce_records(bootstrap: str, topics: dict[str, str],
