@@ -432,8 +432,9 @@ def read_all(bootstrap: str, topic: str, *, committed: bool = True,
 
 def out_of_order(bootstrap: str, topic: str, stream: Stream) -> str:
     """How many committed customer-events records of customers without alias-only events
-    reached their partition behind an event time it had already seen (scoring had resolved
-    labels up to there without them), and by how much at most: what makes alerts differ."""
+    reached their partition behind its clock (scoring had resolved labels up to there without
+    them), and by how much at most: what makes alerts differ. The clock is the latest event
+    time of ingest's own records; the identity stage's releases do not move it."""
     newest: dict[int, int] = {}
     late, worst = 0, 0
     for msg in read_all(bootstrap, topic):
@@ -442,11 +443,12 @@ def out_of_order(bootstrap: str, topic: str, stream: Stream) -> str:
         if not isinstance(t, int):
             continue
         p = msg.partition() or 0
-        seen = newest.get(p, t)
+        seen = newest.get(p, 0)
         if t < seen and event.get("customer_id") not in stream.detoured:
             late += 1
             worst = max(worst, seen - t)
-        newest[p] = max(seen, t)
+        if "identity_position" not in event:
+            newest[p] = max(seen, t)
     return f"{late} events behind their partition's clock, by up to {worst / 3_600_000:.1f} h"
 
 

@@ -129,12 +129,11 @@ def _agreement(alerts: list[dict[str, Any]], stream: Stream, bootstrap: str,
     got = Counter((a["customer_id"], a["alert_type"], a["alert_id"]) for a in alerts
                   if a["customer_id"] not in stream.detoured)
     expected = expected_alerts(stream)
+    late = out_of_order(bootstrap, topics["customer_events"], stream)
     text = (f"alerts of customers without alias-only events: {sum((got & expected).values())} "
             f"of the reference's {sum(expected.values())} committed, "
-            f"{sum((got - expected).values())} more")
-    if got != expected:
-        late = out_of_order(bootstrap, topics["customer_events"], stream)
-        raise AssertionError(f"{text} ({late}); missing {sorted(expected - got)[:10]}, "
+            f"{sum((got - expected).values())} more ({late})")
+    assert got == expected, (f"{text}; missing {sorted(expected - got)[:10]}, "
                              f"more {sorted(got - expected)[:10]}")
     return text
 
