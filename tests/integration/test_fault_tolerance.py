@@ -5,8 +5,9 @@ Every scenario runs a generated history through real `scorestream worker` proces
 compares the outcome with a single-process reference of the same events (fault_tools.py): the
 committed customer states in the changelog and each customer's scorecard through the API, in
 everything that does not depend on when the learner published which model bundle. Where the
-workers score with frozen models, the committed alerts are compared with a replay's and the
-agreement reported.
+workers score with frozen models and no alert budget, the committed alerts and what scoring
+made of each state (pending labels, last scorecard, alert memory) must equal a replay's, for
+the customers without alias-only events.
 """
 
 from __future__ import annotations
