@@ -151,8 +151,12 @@ class ScoringPartition:
         spent: dict[str, list[int]] = {}
         for state in states:
             items.append((state.customer_id, list(state.due_times())))
-            if state.last_ms is not None:
-                part.watermark = max(part.watermark, state.last_ms)
+            # The clock each state was written at: a customer's own last event can be later
+            # (the identity stage's releases do not move the clock). States written before the
+            # clock was kept give their last event.
+            clock = state.clock if state.clock is not None else state.last_ms
+            if clock is not None:
+                part.watermark = max(part.watermark, clock)
             if state.last:
                 part.replace(None, Scorecard.from_row(state.last))
             window = state.alerts.get("w") if state.alerts else None

@@ -131,6 +131,7 @@ class CustomerState:
         "cancelled_ms",
         "card",
         "categories",
+        "clock",
         "config",
         "customer_id",
         "days",
@@ -171,6 +172,10 @@ class CustomerState:
         self.n_events = 0
         self.first_ms: int | None = None
         self.last_ms: int | None = None
+        self.clock: int | None = None
+        """The partition's event-time watermark when the scoring stage last wrote this state
+        (it rebuilds the partition's clock from them on assignment; None: never written by
+        it, or written before it was kept)."""
         self.last_interaction_ms: int | None = None
         self.profile: dict[str, list[int]] = {}  # field -> [updated_at, known 0/1]
         self.days: dict[int, tuple[int, ...]] = {}  # utc day -> slot counters
@@ -727,6 +732,8 @@ class CustomerState:
             out["rp"] = self.reported
         if self.released:
             out["ip"] = {str(p): at for p, at in self.released.items()}
+        if self.clock is not None:
+            out["pw"] = self.clock
         if self.journey:
             out["j"] = self.journey.to_list()
             progress = self.journey.progress()
@@ -795,6 +802,7 @@ class CustomerState:
         s.last = last
         s.alerts = d.get("al")
         s.reported = d.get("rp")
+        s.clock = d.get("pw")
         if "ip" in d:
             s.released = {int(p): list(at) for p, at in d["ip"].items()}
         if "j" in d:  # states written before attribution have none

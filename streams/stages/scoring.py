@@ -393,6 +393,7 @@ class ScoringHandler(StageHandler):
             alerts = self.rules.on_outcome(outcome, self.engine.bundle.tiers.at_risk_from,
                                            part.budget, max(part.aggregates.customers, 1))
             changed = self.rules.score_changes(outcome)
+            outcome.state.clock = part.watermark
             snapshot = outcome.state.snapshot()
             dumps = orjson.dumps
             examples = [(example.model, dumps(example.to_dict()))

@@ -115,6 +115,24 @@ def test_an_event_released_by_identity_resolution_does_not_move_the_clock() -> N
     assert handler.scorecard(table, 0, "A").ltv_historic == 20.0
 
 
+def test_a_partition_taken_over_keeps_its_clock_not_an_identity_release_ahead_of_it() -> None:
+    """The next owner rebuilds the partition's clock from the states as they were written, not
+    from the customers' own last events: one the identity stage released ahead of the clock
+    would run it past events ingest still sends, and resolve labels before them."""
+    handler, table = setup(lateness_days=30)
+    feed(handler, table, [event(1, "A", 10, "order_placed")])
+    ahead = orjson.dumps({**ev("e2", "order_placed", 100, customer_id="B", ingested_at=1),
+                          "identity_position": [0, 7, 3]})
+    feed(handler, table, [ahead])
+    successor = ScoringHandler(ScoringEngine(), AlertRules(), SCORING_TOPICS,
+                               allowed_lateness_ms=30 * DAY_MS)
+    successor.on_assigned(0, table)  # restored from what the first owner wrote
+    assert successor.scorecard(table, 0, "A").as_of == at(10)
+    out = feed(successor, table, [event(3, "A", 50, "order_placed")])
+    assert sent(out, "dead") == []
+    assert successor.scorecard(table, 0, "A").ltv_historic == 20.0
+
+
 def test_undecodable_customer_event_is_dead_lettered_not_raised() -> None:
     handler, table = setup()
     out = feed(handler, table, [b"\xff not json", event(1, "A", 0)])
