@@ -170,6 +170,7 @@ Not compared, each for a reason that makes it differ between two correct runs:
   on how the events were batched;
 - "ip", identity positions: offsets of the identity topic, which aborted transactions and
   retries move;
+- "pw", the partition's clock when the state was last written: that depends on the batch;
 - "j", attribution touches: absent with attribution off (as here).
 """
 
