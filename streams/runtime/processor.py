@@ -52,6 +52,13 @@ END_ASK_TIMEOUT_S = 1.0
 """How long `_broker_ends` waits for the broker: a partition whose end is not known in time
 does not count as caught up (it holds the others back until it answers or idles)."""
 
+END_RETRY_S = 5.0
+"""A partition whose end the broker did not give is not asked again for this long."""
+
+_STALE_LEADER = frozenset({KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
+                           KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
+"""Answers to a question for partition ends after which the next one goes on a new client."""
+
 END_WARN_EVERY_S = 10.0
 """`_broker_ends` logs a failure to learn partition ends at most this often."""
 
@@ -95,6 +102,9 @@ class BatchProcessor:
         self._admin: AdminClient | None = None
         """Asks partition ends of the broker (`_broker_ends`), made at the first question."""
         self._ends_warned = -END_WARN_EVERY_S
+        self._unanswered: dict[tuple[str, int], float] = {}
+        """Partitions whose end the broker did not give, and until when they are not asked
+        again (monotonic seconds)."""
         self._committing_since: float | None = None
         self.committing = ""
         """The transactional step in progress (for the stall report), or ""."""
@@ -271,6 +281,7 @@ class BatchProcessor:
                 log.warning("%s: committed offsets unavailable (%s)", self.config.name, err)
         ends = self._end
         reached: dict[tuple[str, int], int] = {}
+        known: dict[tuple[str, int], int] = {}
         for tp in positions:
             key = (tp.topic, tp.partition)
             if key not in ends:  # once per assignment (a broker round trip)
@@ -281,23 +292,41 @@ class BatchProcessor:
                     log.warning("%s: end of %s[%d] unavailable (%s)", self.config.name,
                                 tp.topic, tp.partition, err)
                 ends[key] = marks[1] if marks is not None else -1
-            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            low, cached = consumer.get_watermark_offsets(tp, cached=True)
             # A partition assigned again can keep the end the client cached when it last
             # had it, until a new fetch answers: caught up by that, it would let the others
             # run ahead of records it has not fetched yet.
-            high = max(high, ends[key])
+            high = max(cached, ends[key])
             # Nothing consumed yet: it starts at its committed offset, or at the start.
             offset = tp.offset if tp.offset >= 0 else self._start.get((tp.topic, tp.partition))
-            if offset is not None and high >= 0 and high - max(offset, low) <= 1:
+            if offset is None or high < 0:
+                continue
+            # One offset short of the end is a transaction marker, if the client has seen
+            # that end; an end only the broker told of may be one more record.
+            short = high - max(offset, low)
+            if short <= 0 or (short == 1 and ends[key] <= cached):
                 done.add(key)
-                reached[key] = max(offset, low)
+                reached[key], known[key] = max(offset, low), high
+        now = time.monotonic()
+        unanswered = self._unanswered
+        for key in [key for key, until in unanswered.items() if until <= now]:
+            del unanswered[key]
+        # A partition the broker did not answer for lately is not caught up, and is not asked
+        # again until END_RETRY_S has passed: it holds the others back until it idles.
+        done.difference_update(unanswered)
         asked = [key for key in confirm if key in done]
         if asked:
             latest = self._broker_ends(asked)
             for key in asked:
                 end = latest.get(key, -1)
+                if end < 0:
+                    unanswered[key] = now + END_RETRY_S
+                    done.discard(key)
+                    continue
                 ends[key] = max(ends[key], end)
-                if end < 0 or end - reached[key] > 1:  # unknown, or records it has not read
+                # Past the end the client knows (a marker at the end aside, which the next
+                # fetch shows), or more than a marker past what was read: records to read.
+                if end > known[key] or end - reached[key] > 1:
                     done.discard(key)
         return done
 
@@ -319,12 +348,14 @@ class BatchProcessor:
                     ends[(tp.topic, tp.partition)] = future.result().offset
                 except KafkaException as err:
                     failed.append(f"{tp.topic}[{tp.partition}]: {err.args[0].str()}")
+                    if err.args[0].code() in _STALE_LEADER:
+                        # After a broker restart the client was seen asking with a leader
+                        # epoch the broker had fenced, again and again: a new client asks
+                        # with fresh metadata.
+                        self._admin = None
         except KafkaException as err:
             failed.append(err.args[0].str())
         if failed:
-            # After a broker restart the client can keep asking with a leader epoch the broker
-            # has fenced (librdkafka issue #4620): the next question goes on a new client.
-            self._admin = None
             now = time.monotonic()
             if now - self._ends_warned >= END_WARN_EVERY_S:
                 self._ends_warned = now
@@ -628,6 +659,7 @@ class BatchProcessor:
             self.lag = {tp: n for tp, n in self.lag.items() if tp != (topic, partition)}
         self._start.pop((topic, partition), None)
         self._end.pop((topic, partition), None)
+        self._unanswered.pop((topic, partition), None)
         self.handler.release_input(topic, partition)
         if (topic, partition) in self._paused:
             self._paused.discard((topic, partition))
