@@ -134,7 +134,8 @@ class ScoringPartition:
     due: DueIndex = field(default_factory=DueIndex)
     """When each customer's delayed labels come due."""
     watermark: int = 0
-    """The highest event time seen on the partition."""
+    """The partition's clock: the highest event time of the records ingest sent it (the
+    identity stage's releases do not move it)."""
     values: ValueHistogram = field(default_factory=ValueHistogram)
     """The customers' predicted 12-month values (the learner cuts the tiers from them)."""
     risks: ValueHistogram = field(default_factory=ValueHistogram)

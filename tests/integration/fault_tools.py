@@ -52,7 +52,8 @@ class Stream:
     states: dict[str, CustomerState]
     dead: list[dict[str, Any]]
     watermarks: dict[int, int] = field(default_factory=dict)
-    """Per partition of customer-events: the highest event time of its customers."""
+    """Per partition of customer-events: its clock once everything is scored
+    (`direct_watermarks`)."""
     canonical: list[dict[str, Any]] = field(default_factory=list)
     """The accepted canonical events in event-time order (what the reference folded)."""
     detoured: set[str] = field(default_factory=set)

@@ -113,12 +113,12 @@ def _exact_and_no_alert_twice(bootstrap: str, app_id: str, topics: dict[str, str
     id is committed twice. Returns the committed alerts."""
     states = changelog_states(bootstrap, f"{app_id}-customer-state-changelog")
     assert state_differences(states, stream) == []
-    scored = scored_differences(states, stream)
-    assert scored == [], (f"{len(scored)} customers differ, e.g. {scored[:3]} "
-                          f"({out_of_order(bootstrap, topics['customer_events'], stream)})")
     alerts = [orjson.loads(m.value()) for m in read_all(bootstrap, topics["alerts"])]
     ids = Counter(a["alert_id"] for a in alerts)
     assert [a for a, count in ids.items() if count > 1] == []
+    scored = scored_differences(states, stream)
+    assert scored == [], (f"{len(scored)} customers differ, e.g. {scored[:3]} "
+                          f"({out_of_order(bootstrap, topics['customer_events'], stream)})")
     return alerts
 
 
