@@ -176,10 +176,10 @@ Not compared, each for a reason that makes it differ between two correct runs:
 """
 
 
-def projection(state: CustomerState) -> dict[str, Any]:
-    """The fields of a state compared with the reference (`COMPARED`)."""
+def projection(state: CustomerState, fields: tuple[str, ...] = COMPARED) -> dict[str, Any]:
+    """The `fields` of a state (by default those compared with the reference: `COMPARED`)."""
     d = state.to_dict()
-    return {k: d.get(k) for k in COMPARED}
+    return {k: d.get(k) for k in fields}
 
 
 def seen_matches(live: CustomerState, reference: CustomerState) -> bool:
@@ -213,13 +213,8 @@ def expected_alerts(stream: Stream) -> Counter[tuple[str, str, str]]:
     event time as the identity stage runs behind ingest (months, when a backfill goes in
     seconds), so its labels may come due before they arrive and it is left out."""
     if stream.alerts is None:
-        result = replay(stream.canonical, ScoringConfig(), publish=False,
-                        alert_config=AlertConfig(budget_share=1.0))
-        stream.alerts = Counter(
-            (a["customer_id"], a["alert_type"], a["alert_id"]) for a in result.alerts
-            if a["customer_id"] not in stream.detoured
-            and a["event_time"] <= stream.watermarks[partition_for(
-                a["customer_id"].encode(), PARTITIONS)])
+        _replay_partitions(stream)
+    assert stream.alerts is not None
     return stream.alerts
 
 
@@ -234,20 +229,28 @@ def expected_scored(stream: Stream) -> dict[str, dict[str, Any]]:
     partition's events up to the partition's watermark leaves them (frozen models, no alert
     budget): what a partition's scoring stage has made once it has scored everything."""
     if stream.scored is None:
-        by_partition: dict[int, list[dict[str, Any]]] = {}
-        for event in stream.canonical:
-            if event["customer_id"] not in stream.detoured:
-                p = partition_for(event["customer_id"].encode(), PARTITIONS)
-                by_partition.setdefault(p, []).append(event)
-        stream.scored = {}
-        for p, events in by_partition.items():
-            result = replay(events, ScoringConfig(), publish=False,
-                            as_of_ms=stream.watermarks[p],
-                            alert_config=AlertConfig(budget_share=1.0))
-            for cid, state in result.states.items():
-                d = state.to_dict()
-                stream.scored[cid] = {k: d.get(k) for k in SCORED}
+        _replay_partitions(stream)
+    assert stream.scored is not None
     return stream.scored
+
+
+def _replay_partitions(stream: Stream) -> None:
+    """Replay each partition's events of the customers without alias-only events up to the
+    partition's watermark (frozen models, no alert budget; customers of different partitions
+    share nothing then): fills `stream.alerts` and `stream.scored`."""
+    by_partition: dict[int, list[dict[str, Any]]] = {}
+    for event in stream.canonical:
+        if event["customer_id"] not in stream.detoured:
+            p = partition_for(event["customer_id"].encode(), PARTITIONS)
+            by_partition.setdefault(p, []).append(event)
+    stream.alerts, stream.scored = Counter(), {}
+    for p, events in by_partition.items():
+        result = replay(events, ScoringConfig(), publish=False, as_of_ms=stream.watermarks[p],
+                        alert_config=AlertConfig(budget_share=1.0))
+        stream.alerts.update((a["customer_id"], a["alert_type"], a["alert_id"])
+                             for a in result.alerts)
+        for cid, state in result.states.items():
+            stream.scored[cid] = projection(state, SCORED)
 
 
 def scored_differences(live: dict[str, CustomerState], stream: Stream) -> list[str]:
@@ -256,7 +259,7 @@ def scored_differences(live: dict[str, CustomerState], stream: Stream) -> list[s
     wrong = []
     for cid, want in expected_scored(stream).items():
         state = live.get(cid)
-        got = {k: state.to_dict().get(k) for k in SCORED} if state is not None else None
+        got = projection(state, SCORED) if state is not None else None
         if got is None:
             wrong.append(f"{cid}: missing")
         elif got != want:
