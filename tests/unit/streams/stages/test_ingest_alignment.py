@@ -10,7 +10,7 @@ import orjson
 from confluent_kafka import Message
 
 from streams.metrics import Metrics
-from streams.runtime.stage import Output
+from streams.runtime.stage import CaughtUp, Output
 from streams.runtime.tables import Table
 from streams.settings import Settings
 from streams.stages.ingest import IngestHandler
@@ -20,14 +20,18 @@ SETTINGS = Settings()
 EMAIL, CRM = SETTINGS.topics["email"], SETTINGS.topics["crm"]
 
 
-def _batch(handler: IngestHandler, topic: str, values: list[bytes], caught_up: set[
-        tuple[str, int]]) -> list[tuple[str, dict[str, object]]]:
-    """One batch of partition 0 of `topic`; the (topic, message) pairs sent, in order."""
+def _batch(handler: IngestHandler, topic: str, values: list[bytes],
+           caught_up: set[tuple[str, int]] | CaughtUp) -> list[tuple[str, dict[str, object]]]:
+    """One batch of partition 0 of `topic`; the (topic, message) pairs sent, in order.
+    `caught_up`: the partitions read to their end, or what the processor would answer."""
     out = Output()
     messages = [FakeMessage(v, n, key=None, topic=topic) for n, v in enumerate(values)]
     table = Table("ingest", "memory://", None)  # type: ignore[arg-type]
     handler.handle(0, cast("list[Message]", messages), table, out)
-    handler.finish(table, out, lambda confirm=(): caught_up)
+    if isinstance(caught_up, set):
+        done = caught_up
+        caught_up = lambda confirm=(): done  # noqa: E731
+    handler.finish(table, out, caught_up)
     return [(topic, orjson.loads(value)) for topic, _key, value, _p in out.records
             if value is not None and b'"tick"' not in value]
 
@@ -70,14 +74,9 @@ def test_a_partition_caught_up_by_the_clients_stale_end_is_asked_of_the_broker()
         asked.append(set(confirm))
         return {(EMAIL, 0), (CRM, 0)} - (behind & set(confirm))
 
-    def batch(topic: str, values: list[bytes]) -> list[str]:
-        out = Output()
-        messages = [FakeMessage(v, n, key=None, topic=topic) for n, v in enumerate(values)]
-        table = Table("ingest", "memory://", None)  # type: ignore[arg-type]
-        handler.handle(0, cast("list[Message]", messages), table, out)
-        handler.finish(table, out, caught_up)
-        return [orjson.loads(v)["event_id"] for _t, _k, v, _p in out.records
-                if v is not None and b'"event_id"' in v]
+    def batch(topic: str, values: list[bytes]) -> list[object]:
+        return [m["event_id"] for _t, m in _batch(handler, topic, values, caught_up)
+                if "event_id" in m]
 
     crm = raw_ev("c-1", "payment_late", source="crm", occurred_at=T0 + 3 * DAY_MS,
                  customer_id="C1", payload={})
