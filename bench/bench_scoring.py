@@ -5,7 +5,7 @@ Usage:
                                   [--live 0,10000] [--repeat 2] [--models initial|trained]
                                   [--attribution on|off|off,on] [--touches 0.0]
                                   [--data-driven] [--history stories|journeys]
-                                  [--paired | --instructions]
+                                  [--merge] [--paired | --instructions]
 
 Builds the records first (page views and one order in ten for `--customers` customers in a
 steady round, as `bench_latency.py` sends them, and each order names a product category, so
@@ -25,6 +25,10 @@ With `--history PROFILE`, the records are instead a generated history's canonica
 profile, in event-time order, as the ingest stage writes them), fed in batches of
 `--batch-events`: real multi-channel journeys, where a conversion has up to the lookback's
 touches to attribute.
+
+With `--merge`, the handler runs the identity merge (`SCORESTREAM_IDENTITY_MERGE`): every
+event is held until the identity partitions' ticks, which arrive once per second of traffic
+(as ingest sends them), let it go; the ticks are in the figures too.
 
 With `--paired`, attribution off and on are compared in one process, fed the same batches in
 turn (alternating which goes first), so that a noisy neighbour slows both alike: the
@@ -55,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.attribution.markov import DataDrivenModel, TransitionCounts, fit
 from models.config import AttributionConfig, ScoringConfig
+from models.ingest.routing import MERGE_TICK_KEY, merge_tick_message
 from models.learning.bundle import ModelBundle
 from models.scoring.alerts import AlertRules
 from models.scoring.engine import ScoringEngine
@@ -170,12 +175,19 @@ class Pass:
 
     def __init__(self, records: list[tuple[bytes, bytes]], live: int, partitions: int,
                  bundle: ModelBundle | None = None, attribution: bool = False,
-                 model: DataDrivenModel | None = None) -> None:
+                 model: DataDrivenModel | None = None, merge_every: int = 0) -> None:
         config = ScoringConfig(attribution=AttributionConfig(enabled=attribution))
         engine = ScoringEngine(config, bundle)
         engine.data_driven = model
         self.handler = ScoringHandler(engine, AlertRules(), TOPICS,
-                                      live_states=live, live_states_bytes=256 << 20)
+                                      live_states=live, live_states_bytes=256 << 20,
+                                      merge_partitions=partitions if merge_every else 0)
+        self.partitions = partitions
+        self.merge_every = merge_every
+        """With the identity merge: every this many records, each identity partition ticks
+        each customer-events partition up to the last record's time (0: no merge)."""
+        self.times = ([orjson.loads(value)["occurred_at"] for _key, value in records]
+                      if merge_every else [])
         self.table = Table("customer-state", "memory://", Path("."))
         for p in range(partitions):
             self.table.stores[p] = MemoryStore()
@@ -188,6 +200,11 @@ class Pass:
         groups: dict[int, list[Record]] = defaultdict(list)
         for i in range(lo, hi):
             groups[self.by_partition[i]].append(Record(*self.records[i]))
+        every = self.merge_every
+        if every and lo // every != hi // every:  # a second of traffic: the ticks arrive
+            for p in range(self.partitions):
+                groups[p] += [Record(MERGE_TICK_KEY, orjson.dumps(
+                    merge_tick_message(q, self.times[hi - 1]))) for q in range(self.partitions)]
         table, handler = self.table, self.handler
         for p, messages in groups.items():
             out = Output()
@@ -199,9 +216,9 @@ class Pass:
 
 def run(records: list[tuple[bytes, bytes]], live: int, batch: int, partitions: int,
         bundle: ModelBundle | None = None, attribution: bool = False,
-        model: DataDrivenModel | None = None) -> Figures:
+        model: DataDrivenModel | None = None, merge_every: int = 0) -> Figures:
     """Feed every record in batches; time the second half."""
-    one = Pass(records, live, partitions, bundle, attribution, model)
+    one = Pass(records, live, partitions, bundle, attribution, model, merge_every)
     handler = one.handler
     gc_spent = [0.0, 0.0]
 
@@ -311,6 +328,9 @@ def main() -> int:
     parser.add_argument("--paired", action="store_true",
                         help="attribution off and on fed the same batches in turn, in one "
                              "process (CPU per event of each and their ratio, per pass)")
+    parser.add_argument("--merge", action="store_true",
+                        help="with the identity merge: every event held until the identity "
+                             "partitions' ticks, which arrive once per second of traffic")
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions per event under callgrind instead of timing "
                              "(each configuration once, in its own process)")
@@ -348,7 +368,8 @@ def main() -> int:
     else:
         batch = max(1, int(args.rate * args.batch_ms / 1000))
         print(f"{len(records):,} events, {args.customers:,} customers in a round, batches of "
-              f"{batch} over {args.partitions} partitions; second half timed")
+              f"{batch} over {args.partitions} partitions; second half timed"
+              + ("; identity merge on" if args.merge else ""))
     if args.paired:
         print(f"{'live states':>12} {'off us/event':>13} {'on us/event':>12} {'on/off':>8}")
         for _ in range(args.repeat):
@@ -361,7 +382,8 @@ def main() -> int:
     for _ in range(args.repeat):
         for live in (int(v) for v in args.live.split(",")):
             for attribution in flags:
-                f = run(records, live, batch, args.partitions, bundle, attribution, model)
+                f = run(records, live, batch, args.partitions, bundle, attribution, model,
+                        args.rate if args.merge else 0)
                 if os.environ.get(UNDER_CALLGRIND) == "1":
                     print(f"timed events: {len(records) - len(records) // 2}")
                 print(f"{f.live:>12,} {'on' if f.attribution else 'off':>12} "

@@ -209,6 +209,15 @@ class IdentitySettings:
 
     max_held: int = 10_000
     max_hold_ms: int = DAY_MS
+    merge: bool = False
+    """Scoring merges the events the identity stage releases with the customers' other
+    events in event-time order (`SCORESTREAM_IDENTITY_MERGE`): a customer's alerts and labels
+    then do not depend on how far the identity stage runs behind ingest, at the price of
+    holding every event until the identity stage has passed its time (about a second more
+    latency live). Needs source alignment."""
+    merge_max_held: int = 200_000
+    """With `merge`: events a worker's scoring stage holds at most; past it the oldest go
+    out without waiting (`SCORESTREAM_IDENTITY_MERGE_MAX_HELD`)."""
 
 
 @dataclass(frozen=True)
@@ -507,6 +516,11 @@ class Settings:
         if not 0 < self.max_amount <= MAX_AMOUNT:
             raise SettingsError(
                 f"SCORESTREAM_MAX_AMOUNT must be within 0..{MAX_AMOUNT:.0e} (the contract's bound)")
+        if identity.merge and not self.align_sources:
+            raise SettingsError("SCORESTREAM_IDENTITY_MERGE needs SCORESTREAM_ALIGN_SOURCES: "
+                                "the merge relies on ingest releasing in event-time order")
+        if identity.merge_max_held < 1:
+            raise SettingsError("SCORESTREAM_IDENTITY_MERGE_MAX_HELD must be >= 1")
         if identity.max_held < 0 or identity.max_hold_ms < 0:
             raise SettingsError(
                 "SCORESTREAM_IDENTITY_MAX_HELD and SCORESTREAM_IDENTITY_MAX_HOLD_MS must be >= 0"

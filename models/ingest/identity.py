@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import orjson
@@ -99,6 +99,14 @@ class Link:
     customer_id: str
     linked_at: int
     event_id: str | None = None
+    since: int | None = None
+    """The earliest event time of a link of the alias to this customer (it has been theirs
+    since; None: `linked_at`)."""
+
+    @property
+    def first(self) -> int:
+        """Since when (event time) the alias has been this customer's."""
+        return self.linked_at if self.since is None else min(self.since, self.linked_at)
 
     @property
     def key(self) -> str:
@@ -117,6 +125,7 @@ class Link:
             "customer_id": self.customer_id,
             "linked_at": self.linked_at,
             "event_id": self.event_id,
+            **({"since": self.since} if self.since is not None else {}),
         }
 
     @classmethod
@@ -128,6 +137,7 @@ class Link:
             customer_id=record["customer_id"],
             linked_at=int(record["linked_at"]),
             event_id=record.get("event_id"),
+            since=int(record["since"]) if record.get("since") is not None else None,
         )
 
 
@@ -217,10 +227,15 @@ class IdentityResolver:
 
     def resolve(self, aliases: Iterable[tuple[str, str]]) -> str | None:
         """Customer id of the first linked alias among (kind, alias) pairs, or None."""
+        link = self.resolve_link(aliases)
+        return None if link is None else link.customer_id
+
+    def resolve_link(self, aliases: Iterable[tuple[str, str]]) -> Link | None:
+        """The link of the first linked alias among (kind, alias) pairs, or None."""
         for kind, alias in aliases:
-            customer_id = self.lookup(kind, alias)
-            if customer_id is not None:
-                return customer_id
+            link = self._links.get(alias_key(kind, alias))
+            if link is not None:
+                return link
         return None
 
     def link(
@@ -236,7 +251,15 @@ class IdentityResolver:
         new = Link(alias_kind, alias, customer_id, event_time, event_id)
         key = new.key
         current = self._links.get(key)
-        if current is None or new.supersedes(current):
+        if current is not None and current.customer_id == customer_id:
+            # The same customer again (or an earlier link of it, arriving late): it has been
+            # theirs since the earliest of the two.
+            first = min(current.first, event_time)
+            if new.supersedes(current):
+                self._store(key, replace(new, since=first))
+            elif first < current.first:
+                self._store(key, replace(current, since=first))
+        elif current is None or new.supersedes(current):
             self._store(key, new)
         return [Release(self._links[key].customer_id, held) for held in self._take_waiting(key)]
 

@@ -75,6 +75,7 @@ from schemas.units import DAY_MS, HOUR_MS
 
 __all__ = [
     "IDENTITY_OPS",
+    "MERGE_TICK_KEY",
     "IdentityCounters",
     "IdentityMessageError",
     "IdentityPartition",
@@ -87,6 +88,7 @@ __all__ = [
     "event_message",
     "held_key",
     "link_message",
+    "merge_tick_message",
     "tick_message",
 ]
 
@@ -231,7 +233,8 @@ class Ingestion:
 
         customer_id = decoded.customer_id
         if customer_id is None:
-            customer_id = self.resolver.resolve(decoded.aliases())
+            link = self.resolver.resolve_link(decoded.aliases())
+            customer_id = None if link is None else link.customer_id
             if customer_id is None:
                 item = {
                     "event": decoded.to_record(),
@@ -241,7 +244,9 @@ class Ingestion:
                 result.held = True
                 self._dead_evictions(result, evicted, now_ms)
                 return self._finish(result, now_ms)
-            result.accepted.append(decoded.to_canonical(customer_id, now_ms))
+            assert link is not None
+            result.accepted.append(_linked(decoded.to_canonical(customer_id, now_ms),
+                                           link.first))
             return self._finish(result, now_ms)
 
         # Released events were consumed earlier, so they go out before the linking event.
@@ -250,7 +255,8 @@ class Ingestion:
                 kind, alias, customer_id, event_time=decoded.occurred_at, event_id=decoded.event_id
             ):
                 event = DecodedEvent.from_record(release.event.item["event"])
-                result.accepted.append(event.to_canonical(release.customer_id, now_ms))
+                result.accepted.append(_linked(event.to_canonical(release.customer_id, now_ms),
+                                               decoded.occurred_at))
         result.accepted.append(decoded.to_canonical(customer_id, now_ms))
         if decoded.event_type == "customer_erased":
             forgotten = self.resolver.forget(customer_id, decoded.aliases())
@@ -478,10 +484,33 @@ def link_message(
     }
 
 
-def tick_message(watermark: int) -> dict[str, Any]:
+def tick_message(watermark: int, marks: Mapping[tuple[str, int], int] | None = None,
+                 idle: Iterable[tuple[str, int]] = (),
+                 waiting: Iterable[tuple[str, int]] = ()) -> dict[str, Any]:
     """Identity-topic message that only advances a partition's event-time clock (so events held
-    on a quiet partition still age out)."""
-    return {"op": "tick", "watermark": watermark}
+    on a quiet partition still age out). With the identity merge (`MergeTicks`), per source
+    partition (topic, partition) of the sender: `marks`, the event time up to which its
+    records have all gone out before this tick; `idle`, those of them with nothing left to
+    read for a while (they hold nobody back); `waiting`, those it cannot say yet (not idle)."""
+    message: dict[str, Any] = {"op": "tick", "watermark": watermark}
+    if marks is not None:
+        message["inputs"] = sorted([topic, partition, mark]
+                                   for (topic, partition), mark in marks.items())
+        message["idle"] = sorted([topic, partition] for topic, partition in idle)
+        message["waiting"] = sorted([topic, partition] for topic, partition in waiting)
+    return message
+
+
+MERGE_TICK_KEY = b"\x00identity-tick"
+"""Key of the identity stage's ticks on customer-events (`merge_tick_message`): no customer
+id starts with a NUL byte, and scoring looks at the value only under this key."""
+
+
+def merge_tick_message(identity_partition: int, watermark: int) -> dict[str, Any]:
+    """Customer-events message of the identity stage's merge: partition `identity_partition`
+    of the identity topic has released, before it, every event it will release that ingest
+    sent at or before `watermark` (but the events a link released late)."""
+    return {"op": "tick", "identity_partition": identity_partition, "watermark": watermark}
 
 
 def held_key(alias: str, source: str, event_id: str) -> str:
@@ -655,10 +684,13 @@ class IdentityPartition:
             result.duplicate = True
             self.counters.duplicates += 1
             return
-        customer_id = self.resolver.lookup(*alias)
-        if customer_id is not None:
-            result.accepted.append(_released(event.to_canonical(customer_id, now_ms),
-                                             self._position(offset, offset)))
+        link = self.resolver.resolve_link([alias])
+        if link is not None:
+            # Linked at a later time than the event's own (its link overtook it on the way
+            # here): the event is the customer's from the link on, as if it had waited.
+            result.accepted.append(_released(
+                _linked(event.to_canonical(link.customer_id, now_ms), link.first),
+                self._position(offset, offset)))
             self.counters.resolved += 1
             return
         item = {"event": message["event"], "origin": message["origin"], "held_key": key,
@@ -692,8 +724,9 @@ class IdentityPartition:
         releases.sort(key=lambda release: release[1].item.get("offset") or 0)
         for customer_id, held in releases:
             event = DecodedEvent.from_record(held.item["event"])
-            result.accepted.append(_released(event.to_canonical(customer_id, now_ms),
-                                             self._position(offset, held.item.get("offset"))))
+            result.accepted.append(_released(
+                _linked(event.to_canonical(customer_id, now_ms), int(message["event_time"])),
+                self._position(offset, held.item.get("offset"))))
             self._unhold(held, result)
         self.counters.released += len(releases)
 
@@ -710,6 +743,15 @@ class IdentityPartition:
         if key in self._held_keys:
             self._held_keys.discard(key)
             result.held_changes.append((key, None))
+
+
+def _linked(record: dict[str, Any], link_time: int) -> dict[str, Any]:
+    """An alias-only event resolved by a link made after it (in event time), whether it waited
+    for the link or the link overtook it: it is the customer's from the link's time on
+    (`linked_at`, where the scoring core places it: `engine.timeline_time`)."""
+    if link_time > record["occurred_at"]:
+        record["linked_at"] = link_time
+    return record
 
 
 def _released(record: dict[str, Any], position: list[int] | None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ its own: state goes in and comes out, so any worker that owns the partition can 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +62,9 @@ __all__ = [
     "VALUE_POPULATION",
     "BatchOutcome",
     "ScoringEngine",
+    "event_order",
     "is_holdout",
+    "timeline_time",
 ]
 
 #: Training-example kind carrying a customer's current RFM summary for the population fit.
@@ -159,6 +162,7 @@ class ScoringEngine:
         events: list[dict[str, Any]],
         watermark_ms: int,
         customer_id: str | None = None,
+        held_before: Mapping[int, list[list[int]]] | None = None,
     ) -> BatchOutcome:
         """Apply one customer's events in event-time order, scoring after each, and resolve
         the labels that fall due before each event and by the watermark at their own times.
@@ -178,11 +182,14 @@ class ScoringEngine:
         if state is None:
             state = CustomerState(cid, self.config)
         applied = 0
-        # Redelivered releases first, in arrival order (their positions follow it).
+        # Redelivered releases first, in arrival order (their positions follow it), or in the
+        # identity merge's order with `held_before` (per index in `events`, the positions of
+        # the same identity partition's releases still held before it: CustomerState.first_release).
+        held_before = held_before or {}
         if len(events) == 1:  # most batches of a live stream: one event per customer
-            fresh = events if state.first_release(events[0]) else []
+            fresh = events if state.first_release(events[0], held_before.get(0)) else []
         else:
-            fresh = [e for e in events if state.first_release(e)]
+            fresh = [e for k, e in enumerate(events) if state.first_release(e, held_before.get(k))]
         attribution = self._attribution
         attributions: list[Attribution | ClosedJourney | GoalReached] = []
         funnel = attribution is not None and bool(attribution.funnel)
@@ -191,8 +198,8 @@ class ScoringEngine:
         every = self.config.score_every_event
         unscored: tuple[int, str] | None = None
         """(time, id) of the last event applied but not scored yet (scoring once per batch)."""
-        for e in sorted(fresh, key=_event_order) if len(fresh) > 1 else fresh:
-            at = e["occurred_at"]
+        for e in sorted(fresh, key=event_order) if len(fresh) > 1 else fresh:
+            at = timeline_time(e)
             if state.pending:  # labels due before this event are resolved as of their time
                 self._resolve_until(state, at - 1, examples, points)
             answer = (self._nps_example(state, e) if e["event_type"] == "survey_answered"
@@ -581,8 +588,31 @@ def _previous(state: CustomerState) -> Scorecard | None:
     return card
 
 
-def _event_order(e: dict[str, Any]) -> tuple[int, str]:
-    return e["occurred_at"], e["event_id"]
+def timeline_time(e: dict[str, Any]) -> int:
+    """Where an event sits on its customer's timeline: its own time, or for an alias-only
+    event held until a link named its customer, the link's time (`linked_at`): it became
+    the customer's then, and scoring it there is what every run agrees on (a replay and
+    workers that release it at different moments)."""
+    linked = e.get("linked_at")
+    at: int = e["occurred_at"]
+    return linked if linked is not None and linked > at else at
+
+
+def event_order(e: dict[str, Any]) -> tuple[int, int, int, str]:
+    """The order a customer's events are applied in: by `timeline_time`, an event released by
+    its link before the linking event and others of the same time, then by own time and id.
+
+    >>> first = {"event_id": "w-1", "occurred_at": 100, "linked_at": 300}
+    >>> link = {"event_id": "w-3", "occurred_at": 300}
+    >>> between = {"event_id": "c-2", "occurred_at": 200}
+    >>> [e["event_id"] for e in sorted([link, first, between], key=event_order)]
+    ['c-2', 'w-1', 'w-3']
+    """
+    at: int = e["occurred_at"]
+    linked = e.get("linked_at")
+    if linked is not None and linked > at:
+        return linked, 0, at, e["event_id"]
+    return at, 1, at, e["event_id"]
 
 
 def _surveys(answers: dict[str, list[int]]) -> tuple[tuple[str, int, int], ...]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from models.scoring.aggregates import Aggregates
 from models.scoring.alerts import AlertBudget
 from models.scoring.labels import DueIndex
+from models.scoring.merge import Merge
 from models.scoring.scorecard import Scorecard
 from models.scoring.state import CustomerState
 from models.scoring.tiers import ValueHistogram
@@ -143,6 +144,8 @@ class ScoringPartition:
     aggregates: Aggregates = field(default_factory=Aggregates)
     histogram_sent: float = 0.0
     """When the histograms were last sent to the learner (monotonic seconds)."""
+    merge: Merge | None = None
+    """The events held for the identity merge (`SCORESTREAM_IDENTITY_MERGE`), else None."""
 
     @classmethod
     def rebuild(cls, states: Iterable[CustomerState], budget: AlertBudget) -> ScoringPartition:

@@ -146,6 +146,7 @@ class CustomerState:
         "last_order_ms",
         "ltv_cents",
         "max_day",
+        "merged",
         "n_events",
         "n_orders",
         "n_refunds",
@@ -154,6 +155,7 @@ class CustomerState:
         "pending",
         "plan",
         "profile",
+        "release_gaps",
         "released",
         "reported",
         "seen",
@@ -169,6 +171,12 @@ class CustomerState:
         # identity partition -> [offset, own offset] of the last alias-only event released
         # from it to this customer (see models.ingest.routing.IdentityPartition._position)
         self.released: dict[int, list[int]] = {}
+        # identity partition -> positions below `released` not applied yet: releases that came
+        # before the last one applied but sit later on the timeline (still held by the merge)
+        self.release_gaps: dict[int, list[list[int]]] = {}
+        # with the identity merge: [time, offset] of the last event the merge let out to this
+        # customer (its order: models.scoring.merge), and the highest offset applied
+        self.merged: list[int] | None = None
         self.n_events = 0
         self.first_ms: int | None = None
         self.last_ms: int | None = None
@@ -233,22 +241,59 @@ class CustomerState:
 
     # -- applying events -------------------------------------------------------------------
 
-    def first_release(self, event: dict[str, Any]) -> bool:
+    def first_release(self, event: dict[str, Any], before: list[list[int]] | None = None) -> bool:
         """False for an alias-only event the identity stage released again (after a crash or
         a handover), however long ago it was first applied; True for every other event.
 
         Release positions increase in the order the identity stage released the events, so
-        call this in the order they arrived on the topic, before any reordering.
+        call this in the order they arrived on the topic, or, with the identity merge, in
+        the order it lets them out: `before` then names the positions of the same identity
+        partition's releases of this customer that came before this one and are still held
+        (they sit later on the timeline); they stay first releases once this one is applied.
         """
         position = event.get("identity_position")
         if position is None:
             return True
+        partition = position[0]
         at = position[1:]
-        last = self.released.get(position[0])
+        last = self.released.get(partition)
         if last is not None and at <= last:
-            return False
-        self.released[position[0]] = at
+            gaps = self.release_gaps.get(partition)
+            if gaps is None or at not in gaps:
+                return False
+            gaps.remove(at)
+            if not gaps:
+                del self.release_gaps[partition]
+            return True
+        self.released[partition] = at
+        if before:
+            gaps = self.release_gaps.setdefault(partition, [])
+            for p in before:
+                held = p[1:]
+                if (last is None or held > last) and held not in gaps:
+                    gaps.append(held)
         return True
+
+    def merged_before(self, time: int, offset: int) -> bool:
+        """With the identity merge: whether the event at `offset` (at `time` on the timeline)
+        was let out to this state already, read again after a handover (offsets are committed
+        only up to the first event held). The merge lets a partition's events out in (time,
+        offset) order, so every one read before and still held then sits after the last let
+        out; and every one read before has an offset at most the highest applied."""
+        merged = self.merged
+        return (merged is not None and offset <= merged[2]
+                and (time, offset) <= (merged[0], merged[1]))
+
+    def merge_out(self, time: int, offset: int) -> None:
+        """The merge let out the event at `offset` (at `time`) to this state."""
+        merged = self.merged
+        if merged is None:
+            self.merged = [time, offset, offset]
+            return
+        if (time, offset) > (merged[0], merged[1]):
+            merged[0], merged[1] = time, offset
+        if offset > merged[2]:
+            merged[2] = offset
 
     def apply(self, event: dict[str, Any]) -> bool:
         """Fold one canonical customer event into the state; False for a redelivery
@@ -732,6 +777,10 @@ class CustomerState:
             out["rp"] = self.reported
         if self.released:
             out["ip"] = {str(p): at for p, at in self.released.items()}
+        if self.release_gaps:
+            out["ig"] = {str(p): gaps for p, gaps in self.release_gaps.items()}
+        if self.merged is not None:
+            out["mg"] = self.merged
         if self.clock is not None:
             out["pw"] = self.clock
         if self.journey:
@@ -805,6 +854,10 @@ class CustomerState:
         s.clock = d.get("pw")
         if "ip" in d:
             s.released = {int(p): list(at) for p, at in d["ip"].items()}
+        if "ig" in d:
+            s.release_gaps = {int(p): [list(at) for at in gaps] for p, gaps in d["ig"].items()}
+        if "mg" in d:
+            s.merged = list(d["mg"])
         if "j" in d:  # states written before attribution have none
             s.journey = Journey.from_list(d["j"], d.get("jp"))
         return s

@@ -216,6 +216,39 @@ class Aligner:
                     limit = bound
         return limit
 
+    def progress(self, caught_up: set[Partition], trusted: bool = True) -> dict[Partition, int]:
+        """How far each partition has gone out, after `release`: the event time up to which
+        its records have all gone out. A partition with held records: up to its first one;
+        one with nothing left to read: up to `released_time` when `trusted` (it held nobody
+        back, so a record that reaches it later and is older went out late, here too), else
+        as one with more to read; one that has delivered: up to its newest record. A
+        partition that has not delivered since it was assigned is left out: its first
+        records may be older than anything here. Assumes a partition's records come in
+        event-time order.
+
+        >>> a = Aligner(max_skew_ms=0, wait_s=5.0)
+        >>> a.assigned([("crm", 0), ("web", 0), ("email", 0)], now=0.0)
+        >>> out = [("out", None, b"x", None)]
+        >>> a.add(("web", 0), Held(0, 2_000, out)); a.add(("web", 0), Held(1, 9_000, out))
+        >>> a.add(("crm", 0), Held(0, 5_000, out))
+        >>> len(a.release(now=0.1, caught_up={("email", 0)}))  # crm has more to read
+        2
+        >>> a.assigned([("support", 0)], now=0.2)  # has not delivered yet
+        >>> a.progress({("email", 0)})  # web's 9000 waits
+        {('crm', 0): 5000, ('web', 0): 8999, ('email', 0): 5000}
+        >>> a.progress({("email", 0)}, trusted=False)  # email's records may be on their way
+        {('crm', 0): 5000, ('web', 0): 8999}
+        """
+        marks: dict[Partition, int] = {}
+        for tp, queue in self.held.items():
+            if queue and queue[0].event_time is not None:
+                marks[tp] = queue[0].event_time - 1
+            elif not queue and trusted and tp in caught_up:
+                marks[tp] = max(self.released_time, self.newest.get(tp, 0))
+            elif not queue and tp in self.newest:
+                marks[tp] = self.newest[tp]
+        return marks
+
     def _release(self, item: Held, out: list[Record]) -> None:
         """One held record goes out: its outputs to `out`, its counts to the running sums."""
         out.extend(item.records)

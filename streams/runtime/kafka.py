@@ -172,7 +172,10 @@ def check_partitions(settings: Settings, timeout: float = 30.0) -> None:
     `SCORESTREAM_PARTITIONS`: customers would be routed to, and looked up in, the wrong
     partitions (and a scorecard request would answer 404 for a known customer)."""
     _admin, described = _connect(settings, timeout)
-    wrong = [f"{name} has {len(meta.partitions)}" for name in co_partitioned(settings)
+    names = co_partitioned(settings)
+    if settings.identity.merge:  # the identity merge waits for every source partition
+        names += list(settings.source_topics.values())
+    wrong = [f"{name} has {len(meta.partitions)}" for name in names
              if (meta := described.get(name)) is not None and meta.error is None
              and len(meta.partitions) != settings.partitions]
     if wrong:

@@ -29,7 +29,7 @@ from streams.runtime.stores import StoreClosed
 from streams.settings import Settings
 from streams.stages.attribution import AttributionReader
 from streams.stages.erasure import ErasureConfirmations
-from streams.stages.identity import IdentityHandler
+from streams.stages.identity import IdentityHandler, MergeTicks
 from streams.stages.ingest import IngestHandler, ingestion_config
 from streams.stages.ingest_process import IngestProcess
 from streams.stages.learner import BundleWatcher, LearnerHandler
@@ -66,7 +66,9 @@ class ScoringPipeline:
                           attributions=topics["attributions"]),
             self.metrics, allowed_lateness_ms=int(settings.allowed_lateness_days * DAY_MS),
             live_states=settings.live_states, live_states_bytes=settings.live_states_mb << 20,
-            histogram_interval_s=settings.model.share_interval_s)
+            histogram_interval_s=settings.model.share_interval_s,
+            merge_partitions=settings.partitions if settings.identity.merge else 0,
+            merge_max_held=settings.identity.merge_max_held)
         self.handler.erasures = ErasureConfirmations(
             topics["erasure_confirmations"], topics["training_examples"], self.metrics)
         self.scoring = BatchProcessor(
@@ -94,7 +96,10 @@ class ScoringPipeline:
                             input_topics=(topics["identity"],),
                             changelog_topic=settings.changelog_topic("identity"),
                             **common),  # type: ignore[arg-type]
-            IdentityHandler(ingestion, topics, self.metrics),
+            IdentityHandler(ingestion, topics, self.metrics, merge=MergeTicks(
+                {(topic, p) for topic in settings.source_topics.values()
+                 for p in range(settings.partitions)}, settings.partitions)
+                if settings.identity.merge else None),
             on_batch=self._observe("identity"))
         self.learner = LearnerHandler(self.engine.config, topics["model_snapshots"],
                                       publish_every=settings.model.publish_every,

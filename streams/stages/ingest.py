@@ -41,6 +41,14 @@ log = logging.getLogger(__name__)
 TICK_INTERVAL_S = 1.0
 """Wall-clock interval of the watermark ticks to the identity partitions."""
 
+IDLE_AFTER_S = 2.0
+"""With the identity merge: how long a source partition with nothing left to read is not
+taken for done after this worker's sources came to life or were assigned (its records may
+still be on their way from the producer: `max.task.idle.ms` in Kafka Streams), and how long
+all of them must have had nothing to read before the ticks call them idle (they then hold
+nobody back: the end of a backfill goes out)."""
+
+
 
 def ingestion_config(settings: Settings, scoring: ScoringConfig | None = None) -> IngestionConfig:
     """Ingestion bounds from the worker's settings; currencies from the scoring core's rates.
@@ -74,6 +82,12 @@ class IngestHandler(StageHandler):
         self.dead_letters = settings.topics["dead_letters"]
         self._ticked_watermark = 0
         self._ticked_at = 0.0
+        self._ticked_progress: tuple[dict[tuple[str, int], int], set[tuple[str, int]]] | None = (
+            None)
+        self._quiet_since: float | None = time.monotonic()
+        """Since when every source partition has had nothing left to read (monotonic s)."""
+        self._busy_since = time.monotonic()
+        """Since when the sources have had records to read after a quiet spell."""
         self._children: dict[tuple[str, ...], Counting] = {}
         self.aligner = Aligner(int(settings.max_source_skew_s * 1000),
                                wait_s=settings.source_idle_s,
@@ -97,7 +111,9 @@ class IngestHandler(StageHandler):
         """New source partitions hold the others back until they deliver (or the aligner's
         `wait_s` passes)."""
         if self.aligner is not None:
-            self.aligner.assigned(inputs, time.monotonic())
+            now = time.monotonic()
+            self.aligner.assigned(inputs, now)
+            self._busy_since = now  # the new partitions' records may be on their way
 
     def release_input(self, topic: str, partition: int) -> None:
         """A source partition left (or will be re-read): drop the records it held."""
@@ -110,16 +126,19 @@ class IngestHandler(StageHandler):
         (`caught_up()`: the partitions with nothing left to read). A caught-up partition
         that would hold records back otherwise is confirmed caught up with the broker first:
         records produced to it before the others' were may not have reached the client's
-        view of its end yet."""
+        view of its end yet. Then the identity partitions' tick, after what went out."""
         if self.aligner is not None:
             now = time.monotonic()
             done = caught_up()
-            binding = self.aligner.binding(now, done)
+            # With the identity merge every caught-up partition binds: its tick says it has
+            # gone out up to the release (`_tick`), which must not rest on a stale end.
+            binding = done if self.settings.identity.merge else self.aligner.binding(now, done)
             if binding:
                 done = caught_up(binding)
             out.records.extend(self.aligner.release(now, done))
             for counter, amount in self.aligner.take_counts():
                 out.count(counter, amount)
+            self._tick(out, done)
 
     def positions(self) -> dict[tuple[str, int], int] | None:
         """Offsets to commit: up to the first record still held, per partition that moved
@@ -173,7 +192,8 @@ class IngestHandler(StageHandler):
                     batch[counter] = batch.get(counter, 0) + amount
         for counter, amount in batch.items():
             out.count(counter, amount)
-        self._tick(out)
+        if aligner is None:  # else after the release (`finish`)
+            self._tick(out)
 
     def _record_counts(self, source: str, routed: Routed, quarantined: bool
                        ) -> list[tuple[Counting, float]]:
@@ -211,16 +231,45 @@ class IngestHandler(StageHandler):
         return routed
 
     def idle(self, table: Table, out: Output) -> None:
-        """Keep the identity partitions' clocks moving while sources are quiet."""
-        self._tick(out)
+        """Keep the identity partitions' clocks moving while sources are quiet (with
+        alignment, `finish` does)."""
+        if self.aligner is None:
+            self._tick(out)
 
-    def _tick(self, out: Output) -> None:
+    def _tick(self, out: Output, caught_up: set[tuple[str, int]] | None = None) -> None:
+        """Tick every identity partition: once a second when the watermark moved; with the
+        identity merge, also in the batch whose release moved a source partition on (so no
+        progress is lost to a rebalance before the next interval), and every second
+        regardless (an identity partition taken over learns from it)."""
         aligner = self.aligner
         watermark = aligner.released_time if aligner is not None else self.ingestion.watermark
         now = time.monotonic()
-        if watermark <= self._ticked_watermark or now - self._ticked_at < TICK_INTERVAL_S:
+        marks: dict[tuple[str, int], int] | None = None
+        idle: set[tuple[str, int]] = set()
+        waiting: set[tuple[str, int]] = set()
+        if self.settings.identity.merge and aligner is not None:
+            # How far each source partition has gone out, before this tick. One with nothing
+            # left to read is taken to be as far as the release only once the sources have
+            # been busy for IDLE_AFTER_S; once all of them have had nothing to read that
+            # long, they are idle: they hold nobody back (the end of a backfill).
+            done = caught_up or set()
+            if aligner.count or set(aligner.held) - done:
+                if self._quiet_since is not None:
+                    self._busy_since = now
+                    self._quiet_since = None
+            elif self._quiet_since is None:
+                self._quiet_since = now
+            quiet = self._quiet_since is not None and now - self._quiet_since >= IDLE_AFTER_S
+            marks = aligner.progress(done, quiet or now - self._busy_since >= IDLE_AFTER_S)
+            if quiet:
+                idle = set(marks)
+            waiting = set(aligner.held) - set(marks)
+            if (marks, idle) == self._ticked_progress and now - self._ticked_at < TICK_INTERVAL_S:
+                return
+            self._ticked_progress = (marks, idle)
+        elif now - self._ticked_at < TICK_INTERVAL_S or watermark <= self._ticked_watermark:
             return
-        tick = orjson.dumps(tick_message(watermark))
+        tick = orjson.dumps(tick_message(watermark, marks, idle, waiting))
         for partition in range(self.settings.partitions):
             out.send(self.identity, None, tick, partition)
         self._ticked_watermark, self._ticked_at = watermark, now

@@ -15,16 +15,19 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from confluent_kafka import Message
 
+from models.ingest.routing import MERGE_TICK_KEY
 from models.scoring.aggregates import WHOLE_BASE, Aggregates, Segment
 from models.scoring.alerts import AlertRules
-from models.scoring.engine import BatchOutcome, ScoringEngine
+from models.scoring.engine import BatchOutcome, ScoringEngine, event_order, timeline_time
 from models.scoring.live import LiveStates, ScoringPartition
+from models.scoring.merge import Merge
 from models.scoring.scorecard import Scorecard
 from models.scoring.state import CustomerState
 from schemas.decode import Reason
@@ -56,6 +59,11 @@ class AggregatesRequest:
     result: dict[int, tuple[Aggregates, int]] | None = None
 
 
+def _of_customer(customer_id: str) -> Callable[[tuple[dict[str, Any], Message]], bool]:
+    """Whether a held (event, record) is the customer's."""
+    return lambda item: item[0]["customer_id"] == customer_id
+
+
 class CoreError(ScorestreamError):
     """The pure scoring core (state, engine, alert rules, serialisation) raised on one
     customer's data; the store and Kafka are not involved."""
@@ -78,8 +86,18 @@ class ScoringHandler(StageHandler):
     def __init__(self, engine: ScoringEngine, rules: AlertRules, topics: ScoringTopics,
                  metrics: Metrics | None = None, histogram_interval_s: float = 10.0,
                  allowed_lateness_ms: int = 400 * DAY_MS,
-                 live_states: int = 0, live_states_bytes: int = 0) -> None:
+                 live_states: int = 0, live_states_bytes: int = 0,
+                 merge_partitions: int = 0, merge_max_held: int = 200_000) -> None:
         self.engine = engine
+        self.merge_partitions = merge_partitions
+        """With the identity merge: how many identity partitions tick (0: no merge)."""
+        self.merge_max_held = merge_max_held
+        self._moved: dict[int, str] = {}
+        """Partitions read since the last `positions` (with the merge), and their topic."""
+        self._merge_warned = -1e9
+        self._held_before: dict[int, list[list[int]]] = {}
+        """With the identity merge, per event let out (by id) in this batch: the positions of
+        its identity partition's releases of the customer still held before it."""
         self.live = LiveStates(live_states, live_states_bytes)
         self.allowed_lateness_ms = allowed_lateness_ms
         self.metrics = metrics or Metrics()
@@ -115,41 +133,136 @@ class ScoringHandler(StageHandler):
         self._oldest_ingest, self._watermarks = 0, []
         self.partitions.pop(partition, None)
         self.live.drop_partition(partition)
+        self._moved.pop(partition, None)
 
     # -- processing ------------------------------------------------------------------------
 
     def handle(self, partition: int, messages: list[Message], table: Table, out: Output) -> None:
         """Group the batch per customer, score each customer's events, then resolve due
-        labels."""
-        by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        messages_of: dict[str, list[Message]] = defaultdict(list)
+        labels. With the identity merge, the batch's events join the partition's held ones
+        and those the identity stage's ticks let out are scored (`models/scoring/merge.py`)."""
         part = self._partition(partition)
-        watermark = part.watermark
-        oldest_ingest = self._oldest_ingest  # over the whole batch, all its partitions
-        dead = 0
+        merge = self._merge(part)
+        arrived: list[tuple[dict[str, Any], Message]] = []
         for msg in messages:
+            if msg.key() == MERGE_TICK_KEY and self._merge_tick(msg, merge):
+                continue
             try:
                 event = orjson.loads(msg.value() or b"")
                 customer_id = event["customer_id"]
                 occurred_at = int(event["occurred_at"])
                 if not isinstance(customer_id, str):
                     raise TypeError(f"customer_id is {type(customer_id).__name__}, not a string")
+                if not isinstance(event.get("linked_at", 0), int):
+                    raise TypeError("linked_at is not an integer")
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
                 self._dead_letter(msg, out, Reason.SCHEMA_VIOLATION,
                                   f"undecodable customer event: {err}")
-                dead += 1
                 continue
             # An event the identity stage released is exempt: its delay behind the watermark
             # is the identity detour's (in a backfill, ingest runs far ahead of it), not the
             # source's, and the identity stage bounds how long it holds an event.
             detoured = "identity_position" in event
-            if occurred_at < watermark - self.allowed_lateness_ms and not detoured:
-                dead += 1
+            if occurred_at < part.watermark - self.allowed_lateness_ms and not detoured:
                 self._dead_letter(msg, out, Reason.TOO_LATE,
-                                  f"event time is {(watermark - occurred_at) // DAY_MS} days "
+                                  f"event time is {(part.watermark - occurred_at) // DAY_MS} days "
                                   f"behind the partition's watermark (allowed lateness "
                                   f"{self.allowed_lateness_ms // DAY_MS} days)")
                 continue
+            arrived.append((event, msg))
+        if merge is not None:
+            self._moved[partition] = messages[-1].topic() or ""
+            merge.next_offset = (messages[-1].offset() or 0) + 1
+            ready = self._hold(partition, merge, arrived)
+        else:
+            ready = arrived
+        try:
+            self._score_ready(partition, part, ready, table, out)
+        finally:
+            self._held_before.clear()
+
+    # -- the identity merge (SCORESTREAM_IDENTITY_MERGE) -------------------------------------
+
+    def _merge(self, part: ScoringPartition) -> Merge | None:
+        """The partition's merge (None without the identity merge)."""
+        if not self.merge_partitions:
+            return None
+        if part.merge is None:
+            part.merge = Merge(self.merge_partitions)
+        return part.merge
+
+    @staticmethod
+    def _merge_tick(msg: Message, merge: Merge | None) -> bool:
+        """A record under the merge ticks' key: True when it is one (taken in when merging,
+        skipped otherwise: a worker without the merge next to workers with it)."""
+        try:
+            tick = orjson.loads(msg.value() or b"")
+            if not isinstance(tick, dict) or tick.get("op") != "tick":
+                return False
+            identity_partition, watermark = int(tick["identity_partition"]), int(tick["watermark"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return False
+        if merge is not None:
+            merge.tick(identity_partition, watermark)
+        return True
+
+    def _hold(self, partition: int, merge: Merge, arrived: list[tuple[dict[str, Any], Message]]
+              ) -> list[tuple[dict[str, Any], Message]]:
+        """The arrived events join the held ones; what may go now, in order. An erasure goes
+        at once, with the customer's held events before it (it erases them as well)."""
+        early: list[tuple[dict[str, Any], Message]] = []
+        for event, msg in arrived:
+            if event.get("event_type") == "customer_erased":
+                early += merge.take(_of_customer(event["customer_id"]))
+                early.append((event, msg))
+                continue
+            position = event.get("identity_position")
+            lane = (position[0] if isinstance(position, list) and position else None,
+                    event["customer_id"])
+            merge.add(lane, timeline_time(event), msg.offset() or 0, (event, msg),
+                      position if lane[0] is not None else None)
+        forced = merge.forced
+        ready = early
+        for item, before in merge.release(self.merge_max_held):
+            ready.append(item)
+            if before:
+                self._held_before[id(item[0])] = before
+        if merge.forced > forced:
+            now = time.monotonic()
+            if now - self._merge_warned >= 60:
+                self._merge_warned = now
+                log.warning("scoring partition %d holds more than %d events waiting for the "
+                            "identity stage (its ticks say %s); %d went out without waiting "
+                            "(SCORESTREAM_IDENTITY_MERGE_MAX_HELD)", partition,
+                            self.merge_max_held, merge.marks, merge.forced)
+        return ready
+
+    def positions(self) -> dict[tuple[str, int], int] | None:
+        """With the identity merge: per partition that moved, the offset of its first held
+        event (the next to read when none is). None without: past every record."""
+        if not self.merge_partitions:
+            return None
+        moved, self._moved = self._moved, {}
+        out = {}
+        for partition, topic in moved.items():
+            part = self.partitions.get(partition)
+            if part is None or part.merge is None or part.merge.next_offset is None:
+                continue
+            held = part.merge.position()
+            out[(topic, partition)] = held if held is not None else part.merge.next_offset
+        return out
+
+    def _score_ready(self, partition: int, part: ScoringPartition,
+                     ready: list[tuple[dict[str, Any], Message]], table: Table,
+                     out: Output) -> None:
+        """Score the events that may go (in order), and resolve the labels come due."""
+        by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        messages_of: dict[str, list[Message]] = defaultdict(list)
+        watermark = part.watermark
+        merged = part.merge is not None
+        oldest_ingest = self._oldest_ingest  # over the whole batch, all its partitions
+        for event, msg in ready:
+            customer_id = event["customer_id"]
             by_customer[customer_id].append(event)
             messages_of[customer_id].append(msg)
             # Only ingest's own records move the clock. This partition's records from ingest
@@ -157,19 +270,21 @@ class ScoringHandler(StageHandler):
             # stage's come from every ingest worker, and one that reads further ahead than
             # this partition's would run the clock past events ingest has still to send
             # here: labels would resolve before them (docs/operations.md, "How alerts are
-            # decided").
-            if occurred_at > watermark and not detoured:
-                watermark = occurred_at
+            # decided"). With the identity merge they come in order too, and move it.
+            at = timeline_time(event)
+            if at > watermark and (merged or "identity_position" not in event):
+                watermark = at
             ingested_at = event.get("ingested_at", 0)
             if (ingested_at and isinstance(ingested_at, int)
                     and (not oldest_ingest or ingested_at < oldest_ingest)):
                 oldest_ingest = ingested_at
         part.watermark = watermark
         self._changes = 0
-        duplicates = failed = 0
+        duplicates = failed = dead = 0
         for customer_id, events in by_customer.items():
             try:
-                duplicates += self._score(partition, customer_id, events, watermark, table, out)
+                duplicates += self._score(partition, customer_id, events, watermark, table, out,
+                                          messages_of[customer_id] if merged else None)
             except CoreError as err:  # one customer's content must never stop the worker
                 failed += 1
                 if failed > SYSTEMIC_FAILURES and failed * 2 > len(by_customer):
@@ -184,8 +299,8 @@ class ScoringHandler(StageHandler):
                 duplicates += duplicates_now
         self._oldest_ingest = oldest_ingest
         self._watermarks.append(watermark)
-        # Scored work only: dead letters and redeliveries are counted as such.
-        out.count(self.metrics.events_processed, len(messages) - dead - duplicates)
+        # Scored work only: dead letters, redeliveries and held events are not.
+        out.count(self.metrics.events_processed, len(ready) - dead - duplicates)
         if duplicates:
             out.count(self.metrics.duplicates.labels("customer-events"), duplicates)
         self._resolve_due(partition, watermark, table, out, skip=by_customer.keys())
@@ -284,21 +399,43 @@ class ScoringHandler(StageHandler):
     # -- internals -------------------------------------------------------------------------
 
     def _score(self, partition: int, customer_id: str, events: list[dict[str, Any]],
-               watermark: int, table: Table, out: Output) -> int:
+               watermark: int, table: Table, out: Output,
+               records: list[Message] | None = None) -> int:
         """Apply, score and emit one customer's events of the batch; returns how many of them
         were redeliveries of events the state already holds. Raises `CoreError` when the pure
         core fails on them (the store and the outputs are then untouched); anything else
-        (the store, Kafka) propagates and stops the stage."""
+        (the store, Kafka) propagates and stops the stage. `records`: with the identity
+        merge, the events' records (their offsets tell one read again after a handover:
+        `CustomerState.merged_before`)."""
         state = self._load(table, partition, customer_id)
+        keys: list[tuple[int, int]] = []
+        again = 0
+        if records is not None:
+            keys = [(timeline_time(e), m.offset() or 0)
+                    for e, m in zip(events, records, strict=True)]
+            if state is not None and state.merged is not None:
+                fresh = [k for k, key in enumerate(keys) if not state.merged_before(*key)]
+                again = len(events) - len(fresh)
+                if again:  # (none left: the engine still resolves the labels come due)
+                    events, keys = [events[k] for k in fresh], [keys[k] for k in fresh]
         try:
             due = state.next_due() if state is not None else None
-            outcome = self.engine.apply_batch(state, events, watermark, customer_id)
+            held = self._held_before
+            if held:
+                outcome = self.engine.apply_batch(
+                    state, events, watermark, customer_id,
+                    held_before={k: held[id(e)] for k, e in enumerate(events) if id(e) in held})
+            else:
+                outcome = self.engine.apply_batch(state, events, watermark, customer_id)
+            if outcome.state is not None:
+                for key in keys:
+                    outcome.state.merge_out(*key)
         except Exception as err:
             raise CoreError(f"{type(err).__name__}: {err}") from err
         self._emit(partition, outcome, table, out, due)
         if outcome.erased and self.erasures is not None:
             self.erasures.confirm(customer_id, events, state is not None, out)
-        return outcome.duplicates
+        return again + outcome.duplicates
 
     def _load(self, table: Table, partition: int, customer_id: str) -> CustomerState | None:
         """The customer's live state, else restored from the store (None: unknown). A store
@@ -332,12 +469,14 @@ class ScoringHandler(StageHandler):
         # In event-time order, each resolving labels only up to its own time (the last up to
         # the batch's watermark), as the whole batch would have: the timeline stays the same.
         pairs = sorted(zip(events, messages, strict=True),
-                       key=lambda pair: (int(pair[0]["occurred_at"]), str(pair[0].get("event_id"))))
+                       key=lambda pair: (*event_order({**pair[0], "event_id": ""}),
+                                         str(pair[0].get("event_id"))))
         for k, (event, msg) in enumerate(pairs):
             until = (watermark if k == len(pairs) - 1
-                     else min(watermark, int(event["occurred_at"])))
+                     else min(watermark, timeline_time(event)))
             try:
-                duplicates += self._score(partition, customer_id, [event], until, table, out)
+                duplicates += self._score(partition, customer_id, [event], until, table, out,
+                                          [msg] if self.merge_partitions else None)
             except CoreError as err:
                 self.live.discard(customer_id)
                 out.count(self.metrics.processing_errors.labels("scoring"))

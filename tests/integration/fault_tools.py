@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -59,10 +59,10 @@ class Stream:
     detoured: set[str] = field(default_factory=set)
     """Customers with alias-only events: those reach the scoring stage through the identity
     stage, in a backfill months of event time behind the customer's other events."""
-    alerts: Counter[tuple[str, str, str]] | None = None
-    """`expected_alerts`, once computed."""
-    scored: dict[str, dict[str, Any]] | None = None
-    """`expected_scored`, once computed."""
+    replays: dict[bool, tuple[Counter[tuple[str, str, str]], dict[str, dict[str, Any]]]] = (
+        field(default_factory=dict))
+    """`expected_alerts` and `expected_scored`, once computed, without (False) and with
+    (True) the detoured customers."""
 
     @property
     def customers(self) -> list[str]:
@@ -145,6 +145,17 @@ def direct_watermarks(raw: Iterable[dict[str, Any]], events: Iterable[dict[str, 
     return marks
 
 
+def merged(stream: Stream) -> Stream:
+    """The stream as workers with the identity merge score it: every event, alias-only ones
+    too, moves its partition's clock (they come in event-time order), so the watermarks are
+    the latest event time of each partition's events."""
+    marks: dict[int, int] = {}
+    for event in stream.canonical:
+        p = partition_for(event["customer_id"].encode(), PARTITIONS)
+        marks[p] = max(marks.get(p, 0), event["occurred_at"])
+    return replace(stream, watermarks=marks, replays={})
+
+
 def served_as_of(stream: Stream, customer: str) -> int:
     """The time a customer's scorecard is served as of once everything is scored: its
     partition's watermark, or its own last event when that is later (an event the identity
@@ -169,8 +180,8 @@ Not compared, each for a reason that makes it differ between two correct runs:
   customers without alias-only events (`SCORED`), and so are the alerts (`expected_alerts`);
 - "rp", the baseline last reported: score changes are reported once per batch, so it depends
   on how the events were batched;
-- "ip", identity positions: offsets of the identity topic, which aborted transactions and
-  retries move;
+- "ip" and "ig", identity positions: offsets of the identity topic, which aborted
+  transactions and retries move;
 - "pw", the partition's clock when the state was last written: that depends on the batch;
 - "j", attribution touches: absent with attribution off (as here).
 """
@@ -201,7 +212,7 @@ def live_card(body: dict[str, Any]) -> dict[str, Any]:
     return {**{k: body[k] for k in DETERMINISTIC_FIELDS}, "ltv_historic": body["ltv"]["historic"]}
 
 
-def expected_alerts(stream: Stream) -> Counter[tuple[str, str, str]]:
+def expected_alerts(stream: Stream, everyone: bool = False) -> Counter[tuple[str, str, str]]:
     """The alerts a worker must commit for the stream's customers without alias-only events,
     counted per (customer, alert type, alert id), when it scores with frozen models (the
     initial bundle) and with no alert budget to share (`alerting_script.ALERT_ENV`): what the
@@ -211,11 +222,10 @@ def expected_alerts(stream: Stream) -> Counter[tuple[str, str, str]]:
 
     A detoured customer's alias-only events reach scoring after its other events, by as much
     event time as the identity stage runs behind ingest (months, when a backfill goes in
-    seconds), so its labels may come due before they arrive and it is left out."""
-    if stream.alerts is None:
-        _replay_partitions(stream)
-    assert stream.alerts is not None
-    return stream.alerts
+    seconds), so its labels may come due before they arrive and it is left out; with
+    `everyone` (workers with `SCORESTREAM_IDENTITY_MERGE`, which scores them in event-time
+    order) it is not."""
+    return _replay_partitions(stream, everyone)[0]
 
 
 SCORED = ("pl", "last", "al")
@@ -224,40 +234,46 @@ memory): compared with a replay's for the customers without alias-only events, w
 workers score with frozen models and no alert budget (`scored_differences`)."""
 
 
-def expected_scored(stream: Stream) -> dict[str, dict[str, Any]]:
-    """The `SCORED` fields of each customer without alias-only events, as a replay of its
-    partition's events up to the partition's watermark leaves them (frozen models, no alert
-    budget): what a partition's scoring stage has made once it has scored everything."""
-    if stream.scored is None:
-        _replay_partitions(stream)
-    assert stream.scored is not None
-    return stream.scored
+def expected_scored(stream: Stream, everyone: bool = False) -> dict[str, dict[str, Any]]:
+    """The `SCORED` fields of each customer without alias-only events (with `everyone`, of
+    every customer), as a replay of its partition's events up to the partition's watermark
+    leaves them (frozen models, no alert budget): what a partition's scoring stage has made
+    once it has scored everything."""
+    return _replay_partitions(stream, everyone)[1]
 
 
-def _replay_partitions(stream: Stream) -> None:
-    """Replay each partition's events of the customers without alias-only events up to the
-    partition's watermark (frozen models, no alert budget; customers of different partitions
-    share nothing then): fills `stream.alerts` and `stream.scored`."""
+def _replay_partitions(stream: Stream, everyone: bool
+                       ) -> tuple[Counter[tuple[str, str, str]], dict[str, dict[str, Any]]]:
+    """Replay each partition's events (of the customers without alias-only events, or of
+    `everyone`) up to the partition's watermark (frozen models, no alert budget; customers of
+    different partitions share nothing then): the alerts and the `SCORED` fields."""
+    done = stream.replays.get(everyone)
+    if done is not None:
+        return done
     by_partition: dict[int, list[dict[str, Any]]] = {}
     for event in stream.canonical:
-        if event["customer_id"] not in stream.detoured:
+        if everyone or event["customer_id"] not in stream.detoured:
             p = partition_for(event["customer_id"].encode(), PARTITIONS)
             by_partition.setdefault(p, []).append(event)
-    stream.alerts, stream.scored = Counter(), {}
+    alerts: Counter[tuple[str, str, str]] = Counter()
+    scored: dict[str, dict[str, Any]] = {}
     for p, events in by_partition.items():
         result = replay(events, ScoringConfig(), publish=False, as_of_ms=stream.watermarks[p],
                         alert_config=AlertConfig(budget_share=1.0))
-        stream.alerts.update((a["customer_id"], a["alert_type"], a["alert_id"])
-                             for a in result.alerts)
+        alerts.update((a["customer_id"], a["alert_type"], a["alert_id"])
+                      for a in result.alerts)
         for cid, state in result.states.items():
-            stream.scored[cid] = projection(state, SCORED)
+            scored[cid] = projection(state, SCORED)
+    stream.replays[everyone] = alerts, scored
+    return alerts, scored
 
 
-def scored_differences(live: dict[str, CustomerState], stream: Stream) -> list[str]:
-    """Customers without alias-only events whose committed `SCORED` fields differ from the
-    replay's, each with the fields that differ."""
+def scored_differences(live: dict[str, CustomerState], stream: Stream,
+                       everyone: bool = False) -> list[str]:
+    """Customers without alias-only events (with `everyone`, all) whose committed `SCORED`
+    fields differ from the replay's, each with the fields that differ."""
     wrong = []
-    for cid, want in expected_scored(stream).items():
+    for cid, want in expected_scored(stream, everyone).items():
         state = live.get(cid)
         got = projection(state, SCORED) if state is not None else None
         if got is None:

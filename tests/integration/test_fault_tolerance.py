@@ -51,6 +51,7 @@ from tests.integration.fault_tools import (
     group_members,
     latest_offsets,
     make_stream,
+    merged,
     metric,
     open_transactions,
     out_of_order,
@@ -106,32 +107,36 @@ def _scoring_members(bootstrap: str, app_id: str) -> list[tuple[str, list[int]]]
 
 
 def _exact_and_no_alert_twice(bootstrap: str, app_id: str, topics: dict[str, str],
-                              stream: Stream) -> list[dict[str, Any]]:
+                              stream: Stream, everyone: bool = False) -> list[dict[str, Any]]:
     """The committed customer states equal the reference, and what scoring made of them (the
     pending labels, the last scorecard, the alert memory) a replay's for the customers without
-    alias-only events (workers with frozen models and no alert budget: `ALERT_ENV`); no alert
-    id is committed twice. Returns the committed alerts."""
+    alias-only events (with `everyone`, for all: workers with the identity merge), the workers
+    scoring with frozen models and no alert budget (`ALERT_ENV`); no alert id is committed
+    twice. Returns the committed alerts."""
     states = changelog_states(bootstrap, f"{app_id}-customer-state-changelog")
     assert state_differences(states, stream) == []
     alerts = [orjson.loads(m.value()) for m in read_all(bootstrap, topics["alerts"])]
     ids = Counter(a["alert_id"] for a in alerts)
     assert [a for a, count in ids.items() if count > 1] == []
-    scored = scored_differences(states, stream)
+    scored = scored_differences(states, stream, everyone)
     assert scored == [], (f"{len(scored)} customers differ, e.g. {scored[:3]} "
                           f"({out_of_order(bootstrap, topics['customer_events'], stream)})")
     return alerts
 
 
 def _agreement(alerts: list[dict[str, Any]], stream: Stream, bootstrap: str,
-               topics: dict[str, str]) -> str:
-    """The committed `alerts` of the customers without alias-only events, per (customer,
-    type, alert id), must be the replay's (workers with frozen models and no alert budget:
-    `ALERT_ENV`): none lost, none repeated, none more. Returns how they compare."""
+               topics: dict[str, str], everyone: bool = False) -> str:
+    """The committed `alerts` of the customers without alias-only events (with `everyone`, of
+    all customers: workers with the identity merge), per (customer, type, alert id), must be
+    the replay's (workers with frozen models and no alert budget: `ALERT_ENV`): none lost,
+    none repeated, none more. Returns how they compare."""
     got = Counter((a["customer_id"], a["alert_type"], a["alert_id"]) for a in alerts
-                  if a["customer_id"] not in stream.detoured)
-    expected = expected_alerts(stream)
-    late = out_of_order(bootstrap, topics["customer_events"], stream)
-    text = (f"alerts of customers without alias-only events: {sum((got & expected).values())} "
+                  if everyone or a["customer_id"] not in stream.detoured)
+    expected = expected_alerts(stream, everyone)
+    late = ("scored in event-time order by the identity merge" if everyone
+            else out_of_order(bootstrap, topics["customer_events"], stream))
+    whose = "all customers" if everyone else "customers without alias-only events"
+    text = (f"alerts of {whose}: {sum((got & expected).values())} "
             f"of the reference's {sum(expected.values())} committed, "
             f"{sum((got - expected).values())} more ({late})")
     assert got == expected, (f"{text}; missing {sorted(expected - got)[:10]}, "
@@ -214,19 +219,30 @@ def test_two_workers_split_partitions_and_match_the_replay(
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.parametrize("merge", [False, True], ids=["default", "identity_merge"])
 def test_kill_9_at_three_points_loses_nothing_and_duplicates_no_alert(
-    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream, merge: bool
 ) -> None:
     """Three times: send a third of the stream and kill -9 a worker while it scores; a fresh
     worker joins after the first two kills. The others take over the dead worker's partitions
     and restore them from the changelogs; its open transactions are aborted, never
     half-applied, so every event (alias-only ones through the identity stage too) counts once
-    and no alert is committed twice."""
+    and no alert is committed twice.
+
+    With the identity merge (`SCORESTREAM_IDENTITY_MERGE`) scoring holds each event until
+    every identity partition has passed its time, so a customer's alias-only events are
+    scored in event-time order with its others however far the identity stage runs behind:
+    then the alerts and what scoring made of every state, detoured customers' too, are a
+    replay's (held events are read again after a kill, not lost, and what went out is not
+    scored twice)."""
+    if merge:
+        stream = merged(stream)  # alias-only events move the partitions' clocks too
     topics = topic_names(unique_name)
     # Frozen models and no alert budget: scoring keeps the initial bundle, so whole
     # scorecards can be compared with the reference, and the alerts with a replay's.
     envs = {tag: _env(kafka_bootstrap, unique_name, tmp_path, tag, **ALERT_ENV,
-                      SCORESTREAM_MODEL_FROZEN="true")
+                      SCORESTREAM_MODEL_FROZEN="true",
+                      **({"SCORESTREAM_IDENTITY_MERGE": "true"} if merge else {}))
             for tag in "abcd"}
     app_id = envs["a"]["SCORESTREAM_APP_ID"]
     size = len(stream.records)
@@ -254,13 +270,15 @@ def test_kill_9_at_three_points_loses_nothing_and_duplicates_no_alert(
         converge(stream, live[0].web_url, 240, lambda: _logs(*live))
         assert card_differences(stream, live[0].web_url) == []
         for worker in live:
+            text = worker.log_path.read_text(errors="replace")
+            assert "went out without waiting" not in text, _logs(worker)
             assert worker.stop() == 0, _logs(worker)
     # A survivor fenced each victim's scoring producer when it took the partitions over, so a
     # transaction the victim left open was aborted at once, not at the transaction timeout.
     for victim in victims:
         assert _fenced(victims + live, "customer-state", victim), _logs(*victims, *live)
 
-    alerts = _exact_and_no_alert_twice(kafka_bootstrap, app_id, topics, stream)
+    alerts = _exact_and_no_alert_twice(kafka_bootstrap, app_id, topics, stream, merge)
     committed = Counter(a["alert_id"] for a in alerts)
     everything = _written_alert_ids(kafka_bootstrap, topics["alerts"])
     assert committed, "the stream raises alerts"
@@ -269,10 +287,11 @@ def test_kill_9_at_three_points_loses_nothing_and_duplicates_no_alert(
     kinds = _alert_types(kafka_bootstrap, topics["alerts"])
     lost = [kinds[a] for a in set(everything) - set(committed)]
     assert lost == [], lost
-    print(f"kill -9: partitions owned again {takeovers}s after each kill; alerts committed "
+    print(f"kill -9{' (identity merge)' if merge else ''}: partitions owned again "
+          f"{takeovers}s after each kill; alerts committed "
           f"{sum(committed.values())} (all distinct); alerts in aborted transactions "
           f"{sum(everything.values()) - sum(committed.values())}; "
-          f"{_agreement(alerts, stream, kafka_bootstrap, topics)}")
+          f"{_agreement(alerts, stream, kafka_bootstrap, topics, merge)}")
 
 
 def _fenced(workers: list[WorkerProcess], stage: str, victim: WorkerProcess) -> bool:

@@ -222,3 +222,21 @@ def test_clear_links_keeps_held_events() -> None:
     last = resolver.last_held
     assert last is not None and last.item == {"event_id": "e-1"}
     assert IdentityResolver().last_held is None
+
+
+def test_a_link_remembers_since_when_the_alias_has_been_the_customers() -> None:
+    """Linked again to the same customer later, or an earlier link arriving late: the alias
+    has been the customer's since the earliest (what places an overtaken event); linked to
+    another customer, since that link."""
+    r = IdentityResolver()
+    r.link("anonymous_id", "a-1", "C1", event_time=100)
+    r.link("anonymous_id", "a-1", "C1", event_time=300)
+    first = r.resolve_link([("anonymous_id", "a-1")])
+    assert first is not None and (first.linked_at, first.first) == (300, 100)
+    r.link("anonymous_id", "a-1", "C1", event_time=50)  # an earlier one, arriving late
+    again = r.resolve_link([("anonymous_id", "a-1")])
+    assert again is not None and (again.linked_at, again.first) == (300, 50)
+    assert Link.from_record(again.to_record()) == again
+    r.link("anonymous_id", "a-1", "C2", event_time=400)
+    other = r.resolve_link([("anonymous_id", "a-1")])
+    assert other is not None and (other.customer_id, other.first) == ("C2", 400)

@@ -129,3 +129,23 @@ def test_without_positions_the_replay_would_count_twice() -> None:
     for event in events:
         event.pop("identity_position", None)
     assert _counted(events) > 4  # the id window catches only the latest
+
+
+def test_an_event_resolved_by_a_later_link_is_placed_at_the_link() -> None:
+    """An alias-only event that waited for its link, or reached the identity stage after a
+    link made later than itself, is the customer's from the link's time on (`linked_at`);
+    one whose link was made before it is not marked. The single-process path agrees."""
+    records = [
+        raw_ev("w-1", "page_view", occurred_at=T0, anonymous_id="a-9"),  # waits for its link
+        raw_ev("w-2", "login", occurred_at=T0 + 60_000, customer_id="C9", anonymous_id="a-9"),
+        raw_ev("w-0", "page_view", occurred_at=T0 - 60_000, anonymous_id="a-9"),  # overtaken
+        raw_ev("w-3", "page_view", occurred_at=T0 + 120_000, anonymous_id="a-9"),
+    ]
+    released = IdentityLog(records).handle(IdentityPartition(0), 0)
+    marked = {e["event_id"]: e.get("linked_at") for e in released}
+    assert marked == {"w-1": T0 + 60_000, "w-0": T0 + 60_000, "w-3": None}
+    single = Ingestion()
+    accepted = []
+    for offset, value in enumerate(records):
+        accepted += single.process(Origin("web", 0, offset, None, value), "web", NOW).accepted
+    assert {e["event_id"]: e.get("linked_at") for e in accepted} == {**marked, "w-2": None}

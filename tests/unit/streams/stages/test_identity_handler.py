@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import orjson
 
-from models.ingest.routing import Ingestion, IngestionConfig
+from models.ingest.routing import MERGE_TICK_KEY, Ingestion, IngestionConfig, tick_message
 from schemas.decode import Origin
 from streams.runtime.tables import Table
-from streams.stages.identity import HELD, INDEX, LINK, IdentityHandler, TableView
+from streams.stages.identity import HELD, INDEX, LINK, IdentityHandler, MergeTicks, TableView
 from tests.kit import T0, assign, feed, raw_ev, recording, sent
 
 TOPICS = {"customer_events": "customer-events", "dead_letters": "dead-letters",
@@ -90,3 +90,28 @@ def test_deleting_an_absent_record_writes_no_tombstone() -> None:
     assert out.writes == [(0, LINK + b"email:b@example.com", b'{"customer_id":"C1"}'),
                           (0, LINK + b"email:b@example.com", None)]
     assert len(links) == 0
+
+
+def test_with_the_merge_a_partition_ticks_every_customer_partition_after_its_releases() -> None:
+    """Once every source partition has been heard of, the slowest one's time goes to every
+    customer-events partition, after the releases of the same batch (which it covers)."""
+    handler = IdentityHandler(IngestionConfig(), TOPICS,
+                              merge=MergeTicks({("web", 0), ("crm", 0)}, customer_partitions=2))
+    table = assign(handler, "identity")
+    [visit] = identity_messages(VISIT)
+    web_only = orjson.dumps(tick_message(T0, {("web", 0): T0}))
+    out = feed(handler, table, [visit, (None, web_only)], topic=TOPICS["identity"])
+    assert out.records == []  # crm not heard of yet: no clock to pass on
+    [login] = [m for m in identity_messages(LOGIN) if m[0] == b"anonymous_id:a-1"]
+    both = orjson.dumps(tick_message(T0, {("web", 0): T0, ("crm", 0): T0 - 5},
+                                     idle=[("web", 0)]))
+    out = feed(handler, table, [login, (None, both)], first_offset=2, topic=TOPICS["identity"])
+    to_scoring = [(k, p, orjson.loads(v)) for topic, k, v, p in out.records
+                  if topic == "customer-events"]
+    assert [k for k, _p, _v in to_scoring] == [b"C42", MERGE_TICK_KEY, MERGE_TICK_KEY]
+    assert [(p, v) for _k, p, v in to_scoring[1:]] == [
+        (target, {"op": "tick", "identity_partition": 0, "watermark": T0 - 5})
+        for target in (0, 1)]
+    # Unmoved, the next batch sends none (they repeat only every few seconds).
+    out = feed(handler, table, [(None, both)], first_offset=4, topic=TOPICS["identity"])
+    assert [r for r in out.records if r[0] == "customer-events"] == []

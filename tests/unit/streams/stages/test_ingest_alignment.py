@@ -4,6 +4,7 @@ order, for records of several source partitions."""
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 from typing import cast
 
 import orjson
@@ -12,8 +13,8 @@ from confluent_kafka import Message
 from streams.metrics import Metrics
 from streams.runtime.stage import CaughtUp, Output
 from streams.runtime.tables import Table
-from streams.settings import Settings
-from streams.stages.ingest import IngestHandler
+from streams.settings import IdentitySettings, Settings
+from streams.stages.ingest import IDLE_AFTER_S, IngestHandler
 from tests.kit import DAY_MS, T0, FakeMessage, raw_ev
 
 SETTINGS = Settings()
@@ -131,3 +132,50 @@ def test_a_held_record_counts_when_it_goes_out_once_however_often_it_is_read() -
     assert _consumed(metrics, "email") == 4
     assert metrics.events_ingested.labels("email", "opened")._value.get() == 3
     assert metrics.dead_letters.labels("invalid_json")._value.get() == 1
+
+
+def test_with_the_identity_merge_a_tick_says_how_far_each_source_partition_has_gone() -> None:
+    """After the batch's release, every identity partition gets a tick naming, per source
+    partition, the time up to which its records have gone out before it: a partition that
+    has not delivered yet is not named, one with nothing left to read is as far as the
+    release, and once all have had nothing to read for a while they are idle."""
+    handler = IngestHandler(replace(SETTINGS, identity=IdentitySettings(merge=True)), Metrics())
+    handler.pace_inputs([(EMAIL, 0), (CRM, 0)])
+
+    def ticks(topic: str, values: list[bytes], caught_up: set[tuple[str, int]]
+              ) -> list[tuple[int | None, dict[str, object]]]:
+        out = Output()
+        messages = [FakeMessage(v, n, key=None, topic=topic) for n, v in enumerate(values)]
+        table = Table("ingest", "memory://", None)  # type: ignore[arg-type]
+        if messages:
+            handler.handle(0, cast("list[Message]", messages), table, out)
+        else:
+            handler.idle(table, out)
+        handler.finish(table, out, lambda confirm=(): caught_up)
+        sent = [(p, orjson.loads(v)) for _t, _k, v, p in out.records if v is not None]
+        assert all(m.get("op") == "tick" for _p, m in sent[len(sent) - SETTINGS.partitions:])
+        return [(p, m) for p, m in sent if m.get("op") == "tick"]
+
+    email = raw_ev("e-1", "opened", source="email", occurred_at=T0 + DAY_MS,
+                   customer_id="C1", payload={})
+    first = ticks(EMAIL, [email], caught_up=set())  # crm has not delivered: e-1 waits
+    assert [p for p, _m in first] == list(range(SETTINGS.partitions))
+    assert first[0][1]["inputs"] == [[EMAIL, 0, T0 + DAY_MS - 1]]
+    assert first[0][1]["idle"] == []
+    assert ticks(EMAIL, [], caught_up=set()) == []  # nothing moved, within the interval
+    crm = raw_ev("c-1", "payment_late", source="crm", occurred_at=T0 + 3 * DAY_MS,
+                 customer_id="C1", payload={})
+    both = {(EMAIL, 0), (CRM, 0)}
+    [(_p, tick), *_] = ticks(CRM, [crm], caught_up=both)  # moved: a tick at once
+    # Just busy: a partition with nothing left to read may still have records on their way,
+    # so it is only as far as its own newest record.
+    assert tick["inputs"] == [[CRM, 0, T0 + 3 * DAY_MS], [EMAIL, 0, T0 + DAY_MS]]
+    assert tick["idle"] == []
+    handler._busy_since -= IDLE_AFTER_S  # busy for a while: as far as the release
+    [(_p, tick), *_] = ticks(CRM, [], caught_up=both)
+    assert tick["inputs"] == [[CRM, 0, T0 + 3 * DAY_MS], [EMAIL, 0, T0 + 3 * DAY_MS]]
+    assert tick["idle"] == []
+    assert handler._quiet_since is not None
+    handler._quiet_since -= IDLE_AFTER_S  # nothing to read for a while
+    [(_p, tick), *_] = ticks(CRM, [], caught_up=both)
+    assert tick["idle"] == [[CRM, 0], [EMAIL, 0]]

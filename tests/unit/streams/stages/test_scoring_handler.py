@@ -9,8 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
+from models.ingest.routing import MERGE_TICK_KEY, merge_tick_message
 from models.scoring.alerts import AlertRules
 from models.scoring.engine import ScoringEngine
+from models.scoring.state import event_hash
 from streams.runtime.stores import MemoryStore, StoreClosed, open_store
 from streams.runtime.tables import Table
 from streams.stages.scoring import ScoringHandler
@@ -347,3 +349,160 @@ def test_attributions_are_emitted_with_the_batch_once_per_conversion() -> None:
         enabled=False))), AlertRules(), SCORING_TOPICS)
     off_table = assign(off, "customer-state")
     assert sent(feed(off, off_table, [(b"A", touch), (b"A", buy)]), "attributions") == []
+
+
+# -- the identity merge (SCORESTREAM_IDENTITY_MERGE) ---------------------------------------
+
+def merge_tick(identity_partition: int, day: float) -> tuple[bytes, bytes]:
+    """The identity stage's tick: `identity_partition` has released everything up to `day`."""
+    return MERGE_TICK_KEY, orjson.dumps(merge_tick_message(identity_partition, at(day)))
+
+
+def released(n: int, customer: str, day: float, identity_partition: int, position: int,
+             kind: str = "order_placed") -> bytes:
+    """Alias-only event e<n> as identity partition `identity_partition` released it."""
+    return orjson.dumps({**ev(f"e{n}", kind, day, customer_id=customer, ingested_at=1),
+                         "identity_position": [identity_partition, position, position]})
+
+
+def merging(identity_partitions: int = 2, max_held: int = 1000, lateness_days: int = 30
+            ) -> tuple[ScoringHandler, Table]:
+    handler = ScoringHandler(ScoringEngine(), AlertRules(), SCORING_TOPICS,
+                             allowed_lateness_ms=lateness_days * DAY_MS,
+                             merge_partitions=identity_partitions, merge_max_held=max_held)
+    return handler, assign(handler, "customer-state")
+
+
+def test_the_merge_scores_an_alias_only_event_before_the_later_events_that_overtook_it() -> None:
+    """Ingest's events of day 20 and 40 arrive before the identity stage releases the
+    customer's alias-only order of day 30; scored in arrival order the day-30 order would
+    come after day 40. Held until both identity partitions have passed their times, the
+    three go out in event-time order, and the committed offset stays at the first held."""
+    handler, table = merging()
+    out = feed(handler, table, [event(1, "A", 20, "order_placed"),
+                                event(2, "A", 40, "order_placed"), merge_tick(0, 35)])
+    assert sent(out, "score-changes") == []  # partition 1 has not ticked: nothing may go
+    assert handler.positions() == {("customer-events", 0): 0}
+    out = feed(handler, table, [merge_tick(1, 25)], first_offset=3)
+    assert [c["trigger_event_id"] for c in sent(out, "score-changes")] == ["e1"]
+    assert handler.positions() == {("customer-events", 0): 1}
+    out = feed(handler, table, [released(3, "A", 30, 1, 7), merge_tick(1, 50), merge_tick(0, 50)],
+               first_offset=4)
+    state = handler._load(table, 0, "A")
+    assert state is not None and state.n_events == 3
+    changes = sent(out, "score-changes")
+    assert [c["trigger_event_id"] for c in changes] == ["e2"]  # the batch's last, day 40
+    assert handler.positions() == {("customer-events", 0): 7}
+    assert sent(out, "dead") == []
+    # Ticks are not events: 3 scored in all, none counted twice.
+    assert handler.scorecard(table, 0, "A").ltv_historic == 30.0
+
+
+def test_the_merge_scores_one_identity_partitions_releases_in_event_time_order() -> None:
+    """An identity partition releases a customer's day-30 event before its day-10 one (they
+    came from two ingest workers, one ahead of the other), and ingest sent its day-20 event:
+    the three are applied day 10, 20, 30, and the earlier release of the later event is not
+    taken for a redelivery once the later release has been applied."""
+    handler, table = merging(identity_partitions=1)
+    feed(handler, table, [event(1, "A", 20, "order_placed"), released(2, "A", 30, 0, 5),
+                          released(3, "A", 10, 0, 6), merge_tick(0, 40)])
+    state = handler._load(table, 0, "A")
+    assert state is not None and state.n_events == 3
+    assert state.seen == [event_hash("e3"), event_hash("e1"), event_hash("e2")]
+    # Read again after a crash (nothing committed past them): recognised, not applied twice.
+    out = feed(handler, table, [event(1, "A", 20, "order_placed"), released(2, "A", 30, 0, 5),
+                                released(3, "A", 10, 0, 6), merge_tick(0, 40)])
+    assert handler._load(table, 0, "A").n_events == 3
+    assert sent(out, "score-changes") == []
+
+
+def test_a_release_held_behind_a_later_one_is_still_first_after_a_crash() -> None:
+    """The day-10 release went out and was committed while the identity partition's earlier
+    release of day 30 still waited: read again (its offset was not committed past), the
+    day-30 one is applied once, the day-10 one not again."""
+    handler, table = merging(identity_partitions=1)
+    feed(handler, table, [released(1, "A", 30, 0, 5), released(2, "A", 10, 0, 6),
+                          merge_tick(0, 20)])
+    assert handler._load(table, 0, "A").n_events == 1
+    assert handler.positions() == {("customer-events", 0): 0}
+    handler.on_revoked(0)  # a new owner: the live state and the held events are gone
+    handler.on_assigned(0, table)
+    feed(handler, table, [released(1, "A", 30, 0, 5), released(2, "A", 10, 0, 6),
+                          merge_tick(0, 40)])
+    state = handler._load(table, 0, "A")
+    assert state.n_events == 2 and state.release_gaps == {}
+    assert state.seen == [event_hash("e2"), event_hash("e1")]
+
+
+def test_events_let_out_behind_a_held_one_are_not_applied_again_after_a_handover() -> None:
+    """An alias-only event of day 50 waits while 40 later-read events of days 1-40 go out;
+    the committed offset stays at the held one. A new owner reads all 41 again: the 40 are
+    redeliveries (more than the dedupe window of event ids holds), the held one is new."""
+    handler, table = merging(identity_partitions=1, lateness_days=400)
+    records = [released(0, "A", 50, 0, 5),
+               *[event(n, "A", n, "order_placed") for n in range(1, 41)], merge_tick(0, 40)]
+    feed(handler, table, records)
+    assert handler._load(table, 0, "A").n_events == 40
+    assert handler.positions() == {("customer-events", 0): 0}
+    handler.on_revoked(0)
+    handler.on_assigned(0, table)
+    out = feed(handler, table, [*records[:-1], merge_tick(0, 60)])
+    state = handler._load(table, 0, "A")
+    assert state.n_events == 41 and handler.scorecard(table, 0, "A").ltv_historic == 410.0
+    assert handler.metrics.duplicates.labels("customer-events")._value.get() == 40
+    assert [c["trigger_event_id"] for c in sent(out, "score-changes")] == ["e0"]
+
+
+def test_a_customer_whose_events_are_all_read_again_still_has_its_labels_resolved() -> None:
+    """After a handover a batch holds only redeliveries of customer A's order of day 1, and
+    the release of B's day-100 event moves the clock past the day-91 due time of A's churn
+    label: A's labels are resolved as if its events had been new."""
+    handler, table = merging(identity_partitions=1, lateness_days=400)
+    records = [released(0, "B", 100, 0, 5), event(1, "A", 1, "order_placed"), merge_tick(0, 50)]
+    feed(handler, table, records)
+    due = handler._load(table, 0, "A").next_due()
+    assert due is not None and at(1) < due < at(100)
+    handler.on_revoked(0)
+    handler.on_assigned(0, table)
+    feed(handler, table, [*records[:-1], merge_tick(0, 200)])
+    state = handler._load(table, 0, "A")
+    assert state.n_events == 1
+    assert state.next_due() is None or state.next_due() > at(100)
+
+
+def test_an_erasure_goes_at_once_and_takes_the_customers_held_events_with_it() -> None:
+    handler, table = merging()
+    feed(handler, table, [event(1, "A", 20, "order_placed"), event(2, "B", 20, "order_placed")])
+    erased = orjson.dumps(ev("x1", "customer_erased", 400, customer_id="A", ingested_at=1))
+    feed(handler, table, [erased], first_offset=2)
+    assert handler.scorecard(table, 0, "A") is None
+    assert handler.scorecard(table, 0, "B") is None  # still held
+    assert handler.positions() == {("customer-events", 0): 1}
+
+
+def test_past_its_bound_the_merge_lets_the_oldest_out_without_waiting() -> None:
+    handler, table = merging(max_held=2)
+    out = feed(handler, table, [event(n, "A", n, "order_placed") for n in range(1, 5)])
+    assert [c["trigger_event_id"] for c in sent(out, "score-changes")] == ["e2"]
+    assert handler.partitions[0].merge is not None and handler.partitions[0].merge.forced == 2
+
+
+def test_a_worker_without_the_merge_skips_its_ticks() -> None:
+    handler, table = setup()
+    out = feed(handler, table, [merge_tick(0, 10), event(1, "A", 5)])
+    assert sent(out, "dead") == []
+    assert handler.positions() is None
+    assert handler.scorecard(table, 0, "A") is not None
+
+
+def test_one_customers_release_waiting_its_time_holds_back_no_other_customer() -> None:
+    """An identity partition releases customer X's day-30 event before customer Y's day-10
+    one (they came from different ingest workers): when the ticks pass day 25, Y's day-10
+    release and its day-20 event go out in order, and only X's waits."""
+    handler, table = merging(identity_partitions=1)
+    feed(handler, table, [released(1, "X", 30, 0, 5), released(2, "Y", 10, 0, 6),
+                          event(3, "Y", 20, "order_placed"), merge_tick(0, 25)])
+    y, x = handler._load(table, 0, "Y"), handler._load(table, 0, "X")
+    assert y is not None and y.n_events == 2
+    assert x is None
+    assert handler.positions() == {("customer-events", 0): 0}  # X's release is still held
