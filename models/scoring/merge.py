@@ -23,9 +23,9 @@ positions still held before it from the same identity partition (`release`'s `be
 `CustomerState.first_release`).
 
 Offsets are committed only up to the first event still held; after a crash the events read
-again that had gone out are recognised as redeliveries: events go out in (time, offset)
-order, so one read again at or before the last that went out to its customer, and at an
-offset it had applied, had gone out (`CustomerState.merged_before`).
+again that had gone out are recognised as redeliveries: each state keeps the highest offset
+applied to it and the offsets of its events still held below it (`held_offsets`,
+`CustomerState.merged_before`).
 
 >>> m = Merge(identity_partitions=2)
 >>> m.add((None, "C1"), 10, 0, "direct@10")
@@ -94,6 +94,8 @@ class Merge:
     """Per customer and identity partition, the seqs of its held releases in arrival order."""
     _offsets: list[tuple[int, int]] = field(default_factory=list)
     """Min-heap of the held events' (offset, seq), released ones removed lazily."""
+    _customers: dict[str, set[int]] = field(default_factory=dict)
+    """Per customer, the offsets of its held events."""
     _seq: int = 0
 
     def tick(self, identity_partition: int, watermark: int) -> None:
@@ -118,6 +120,7 @@ class Merge:
         heapq.heappush(self._offsets, (offset, seq))
         if lane[0] is not None:
             self._lanes.setdefault(lane, []).append(seq)
+        self._customers.setdefault(lane[1], set()).add(offset)
         self.count += 1
 
     def release(self, max_held: int | None = None) -> list[tuple[Any, list[list[int]]]]:
@@ -135,6 +138,7 @@ class Merge:
                     break
                 self.forced += 1
             held = self._held.pop(heapq.heappop(order)[2])
+            self._unheld(held)
             self.count -= 1
             out.append((held.item, self._leave_lane(held)))
         return out
@@ -159,11 +163,22 @@ class Merge:
             return []
         for held in taken:
             self._leave_lane(held, positions=False)
+            self._unheld(held)
             del self._held[held.seq]
         self._order = [entry for entry in self._order if entry[2] in self._held]
         heapq.heapify(self._order)
         self.count -= len(taken)
         return [held.item for held in sorted(taken, key=lambda h: h.offset)]
+
+    def _unheld(self, held: _Held) -> None:
+        offsets = self._customers[held.lane[1]]
+        offsets.discard(held.offset)
+        if not offsets:
+            del self._customers[held.lane[1]]
+
+    def held_offsets(self, customer: str) -> set[int]:
+        """The offsets of the customer's events still held."""
+        return self._customers.get(customer, set())
 
     def position(self) -> int | None:
         """The offset of the first event still held (None: none is)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_right, insort
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from operator import add, sub
 from typing import Any
 
@@ -174,9 +174,8 @@ class CustomerState:
         # identity partition -> positions below `released` not applied yet: releases that came
         # before the last one applied but sit later on the timeline (still held by the merge)
         self.release_gaps: dict[int, list[list[int]]] = {}
-        # with the identity merge: [time, offset] of the last event the merge let out to this
-        # customer (its order: models.scoring.merge), and the highest offset applied
-        self.merged: list[int] | None = None
+        # with the identity merge: [highest offset applied, [offsets below it still held]]
+        self.merged: list[Any] | None = None
         self.n_events = 0
         self.first_ms: int | None = None
         self.last_ms: int | None = None
@@ -274,26 +273,24 @@ class CustomerState:
                     gaps.append(held)
         return True
 
-    def merged_before(self, time: int, offset: int) -> bool:
-        """With the identity merge: whether the event at `offset` (at `time` on the timeline)
-        was let out to this state already, read again after a handover (offsets are committed
-        only up to the first event held). The merge lets a partition's events out in (time,
-        offset) order, so every one read before and still held then sits after the last let
-        out; and every one read before has an offset at most the highest applied."""
+    def merged_before(self, offset: int) -> bool:
+        """With the identity merge: whether the event at `offset` of the customer's partition
+        was applied already, read again after a handover (offsets are committed only up to
+        the first event held): at or below the highest offset applied, and not one of the
+        customer's events still held then."""
         merged = self.merged
-        return (merged is not None and offset <= merged[2]
-                and (time, offset) <= (merged[0], merged[1]))
+        return merged is not None and offset <= merged[0] and offset not in merged[1]
 
-    def merge_out(self, time: int, offset: int) -> None:
-        """The merge let out the event at `offset` (at `time`) to this state."""
+    def merge_out(self, offset: int, held: Iterable[int], read_to: int) -> None:
+        """The merge let out events up to `offset` to this state; `held`, the offsets of the
+        customer's events it still holds, and `read_to`, the offset after the last record it
+        read (held events recorded before, further on, stay recorded until read again)."""
         merged = self.merged
-        if merged is None:
-            self.merged = [time, offset, offset]
-            return
-        if (time, offset) > (merged[0], merged[1]):
-            merged[0], merged[1] = time, offset
-        if offset > merged[2]:
-            merged[2] = offset
+        top = offset if merged is None else max(merged[0], offset)
+        gaps = {o for o in held if o < top}
+        if merged is not None:
+            gaps.update(o for o in merged[1] if o >= read_to)
+        self.merged = [top, sorted(gaps)]
 
     def apply(self, event: dict[str, Any]) -> bool:
         """Fold one canonical customer event into the state; False for a redelivery

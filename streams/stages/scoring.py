@@ -150,7 +150,9 @@ class ScoringHandler(StageHandler):
             try:
                 event = orjson.loads(msg.value() or b"")
                 customer_id = event["customer_id"]
-                occurred_at = int(event["occurred_at"])
+                occurred_at = event["occurred_at"]
+                if not isinstance(occurred_at, int) or isinstance(occurred_at, bool):
+                    raise TypeError("occurred_at is not an integer (epoch ms)")
                 if not isinstance(customer_id, str):
                     raise TypeError(f"customer_id is {type(customer_id).__name__}, not a string")
                 if not isinstance(event.get("linked_at", 0), int):
@@ -400,24 +402,23 @@ class ScoringHandler(StageHandler):
 
     def _score(self, partition: int, customer_id: str, events: list[dict[str, Any]],
                watermark: int, table: Table, out: Output,
-               records: list[Message] | None = None) -> int:
+               records: list[Message] | None = None, checked: bool = False) -> int:
         """Apply, score and emit one customer's events of the batch; returns how many of them
         were redeliveries of events the state already holds. Raises `CoreError` when the pure
         core fails on them (the store and the outputs are then untouched); anything else
         (the store, Kafka) propagates and stops the stage. `records`: with the identity
-        merge, the events' records (their offsets tell one read again after a handover:
-        `CustomerState.merged_before`)."""
+        merge, the events' records, whose offsets tell one read again after a handover
+        (`CustomerState.merged_before`; `checked`: already told)."""
         state = self._load(table, partition, customer_id)
-        keys: list[tuple[int, int]] = []
+        offsets: list[int] = []
         again = 0
         if records is not None:
-            keys = [(timeline_time(e), m.offset() or 0)
-                    for e, m in zip(events, records, strict=True)]
-            if state is not None and state.merged is not None:
-                fresh = [k for k, key in enumerate(keys) if not state.merged_before(*key)]
+            offsets = [m.offset() or 0 for m in records]
+            if state is not None and state.merged is not None and not checked:
+                fresh = [k for k, offset in enumerate(offsets) if not state.merged_before(offset)]
                 again = len(events) - len(fresh)
                 if again:  # (none left: the engine still resolves the labels come due)
-                    events, keys = [events[k] for k in fresh], [keys[k] for k in fresh]
+                    events, offsets = [events[k] for k in fresh], [offsets[k] for k in fresh]
         try:
             due = state.next_due() if state is not None else None
             held = self._held_before
@@ -427,9 +428,10 @@ class ScoringHandler(StageHandler):
                     held_before={k: held[id(e)] for k, e in enumerate(events) if id(e) in held})
             else:
                 outcome = self.engine.apply_batch(state, events, watermark, customer_id)
-            if outcome.state is not None:
-                for key in keys:
-                    outcome.state.merge_out(*key)
+            merge = self.partitions[partition].merge if offsets else None
+            if merge is not None and outcome.state is not None:
+                outcome.state.merge_out(max(offsets), merge.held_offsets(customer_id),
+                                        merge.next_offset or 0)
         except Exception as err:
             raise CoreError(f"{type(err).__name__}: {err}") from err
         self._emit(partition, outcome, table, out, due)
@@ -471,12 +473,19 @@ class ScoringHandler(StageHandler):
         pairs = sorted(zip(events, messages, strict=True),
                        key=lambda pair: (*event_order({**pair[0], "event_id": ""}),
                                          str(pair[0].get("event_id"))))
+        merged = bool(self.merge_partitions) and self._partition(partition).merge is not None
+        if merged:  # redeliveries told once, against the state before the batch
+            stored = self._load(table, partition, customer_id)
+            if stored is not None and stored.merged is not None:
+                kept = [pair for pair in pairs if not stored.merged_before(pair[1].offset() or 0)]
+                duplicates += len(pairs) - len(kept)
+                pairs = kept
         for k, (event, msg) in enumerate(pairs):
             until = (watermark if k == len(pairs) - 1
                      else min(watermark, timeline_time(event)))
             try:
                 duplicates += self._score(partition, customer_id, [event], until, table, out,
-                                          [msg] if self.merge_partitions else None)
+                                          [msg] if merged else None, checked=True)
             except CoreError as err:
                 self.live.discard(customer_id)
                 out.count(self.metrics.processing_errors.labels("scoring"))

@@ -181,7 +181,7 @@ Not compared, each for a reason that makes it differ between two correct runs:
 - "rp", the baseline last reported: score changes are reported once per batch, so it depends
   on how the events were batched;
 - "ip" and "ig", identity positions: offsets of the identity topic, which aborted
-  transactions and retries move;
+  transactions and retries move; "mg" (with the identity merge), offsets of customer-events;
 - "pw", the partition's clock when the state was last written: that depends on the batch;
 - "j", attribution touches: absent with attribution off (as here).
 """

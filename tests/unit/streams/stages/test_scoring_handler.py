@@ -470,6 +470,75 @@ def test_a_customer_whose_events_are_all_read_again_still_has_its_labels_resolve
     assert state.next_due() is None or state.next_due() > at(100)
 
 
+def test_a_late_event_applied_past_a_held_one_does_not_hide_it() -> None:
+    """Past the bound X (day 300) is let out without waiting; E (day 200) is then held, and
+    F (day 50, behind the ticks) goes at once at a later offset. E is still applied when the
+    ticks pass it: the state keeps E's offset as held, not as applied."""
+    handler, table = merging(identity_partitions=1, max_held=2, lateness_days=400)
+    feed(handler, table, [merge_tick(0, 100)])
+    feed(handler, table, [event(1, "C", 300, "order_placed"), event(2, "D", 400, "order_placed"),
+                          event(3, "D", 500, "order_placed")], first_offset=1)
+    erased = orjson.dumps(ev("x", "customer_erased", 600, customer_id="D", ingested_at=1))
+    feed(handler, table, [erased, event(5, "C", 200, "order_placed"),
+                          released(6, "C", 50, 0, 9)], first_offset=4)
+    assert handler._load(table, 0, "C").merged == [6, [5]]
+    feed(handler, table, [merge_tick(0, 250)], first_offset=7)
+    assert handler._load(table, 0, "C").n_events == 3
+
+
+def test_events_tried_one_by_one_after_a_core_error_are_all_applied() -> None:
+    """The core raises on e9, so C's events are tried one by one in timeline order: the
+    alias-only event linked at day 300 (read after the linking event) goes first, and the
+    linking event, at a lower offset, is not taken for one applied before."""
+    poisoned = ScoringEngine()
+    apply_batch = poisoned.apply_batch
+
+    def picky(state: Any, events: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+        outcome = apply_batch(state, events, *args, **kwargs)
+        if any(e["event_id"] == "e9" for e in events):
+            raise OverflowError("cannot convert float infinity to integer")
+        return outcome
+
+    poisoned.apply_batch = picky  # type: ignore[method-assign]
+    handler = ScoringHandler(poisoned, AlertRules(), SCORING_TOPICS,
+                             allowed_lateness_ms=400 * DAY_MS, merge_partitions=1)
+    table = assign(handler, "customer-state")
+    linked = orjson.dumps({**ev("e2", "order_placed", 100, customer_id="C", ingested_at=1),
+                           "linked_at": at(300), "identity_position": [0, 5, 5]})
+    out = feed(handler, table, [event(1, "C", 300, "order_placed"), linked,
+                                event(9, "C", 301, "order_placed"), merge_tick(0, 400)])
+    assert handler._load(table, 0, "C").n_events == 2
+    assert [d["reason"] for d in sent(out, "dead")] == ["processing_error"]
+
+
+def test_a_customer_event_whose_time_is_not_an_integer_is_dead_lettered() -> None:
+    handler, table = setup()
+    bad = orjson.dumps({**ev("e1", "order_placed", 10, customer_id="C", ingested_at=1),
+                        "occurred_at": str(at(10))})
+    out = feed(handler, table, [bad])
+    assert [d["reason"] for d in sent(out, "dead")] == ["schema_violation"]
+    assert handler.scorecard(table, 0, "C") is None
+
+
+def test_an_erasure_read_again_does_not_erase_what_came_after_it() -> None:
+    """C's erasure went out at once and C's day-20 event after it was applied, while D's
+    event held the committed offset back. A new owner reads all of it again in one batch:
+    the erasure is a redelivery, and C keeps its day-20 event."""
+    handler, table = merging(identity_partitions=1)
+    erased = orjson.dumps(ev("x", "customer_erased", 30, customer_id="C", ingested_at=1))
+    records = [merge_tick(0, 5), event(1, "D", 500), event(2, "C", 10), erased,
+               event(3, "C", 20, "order_placed"), merge_tick(0, 50)]
+    feed(handler, table, records[:3])
+    feed(handler, table, records[3:4], first_offset=3)
+    feed(handler, table, records[4:], first_offset=4)
+    assert handler.positions() == {("customer-events", 0): 1}
+    handler.on_revoked(0)
+    handler.on_assigned(0, table)
+    feed(handler, table, records[1:], first_offset=1)
+    state = handler._load(table, 0, "C")
+    assert state is not None and state.n_events == 1
+
+
 def test_an_erasure_goes_at_once_and_takes_the_customers_held_events_with_it() -> None:
     handler, table = merging()
     feed(handler, table, [event(1, "A", 20, "order_placed"), event(2, "B", 20, "order_placed")])
