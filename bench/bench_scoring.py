@@ -80,10 +80,10 @@ TOPICS = ScoringTopics("score-changes", "alerts", "training-examples", "dead-let
 class Record:
     """The few confluent_kafka.Message methods the handler reads."""
 
-    __slots__ = ("_key", "_value")
+    __slots__ = ("_key", "_offset", "_value")
 
-    def __init__(self, key: bytes, value: bytes) -> None:
-        self._key, self._value = key, value
+    def __init__(self, key: bytes, value: bytes, offset: int = 0) -> None:
+        self._key, self._value, self._offset = key, value, offset
 
     def value(self) -> bytes:
         return self._value
@@ -98,7 +98,7 @@ class Record:
         return 0
 
     def offset(self) -> int:
-        return 0
+        return self._offset
 
 
 CHANNELS = ("direct", "organic", "paid", "social", "email")
@@ -199,12 +199,15 @@ class Pass:
         """Score records[lo:hi] as one batch of the worker."""
         groups: dict[int, list[Record]] = defaultdict(list)
         for i in range(lo, hi):
-            groups[self.by_partition[i]].append(Record(*self.records[i]))
+            # Offsets increase per partition as on the topic (the merge tells a redelivery by
+            # them): a record's is twice its index, a tick's the odd one after the batch's last.
+            groups[self.by_partition[i]].append(Record(*self.records[i], 2 * i))
         every = self.merge_every
         if every and lo // every != hi // every:  # a second of traffic: the ticks arrive
             for p in range(self.partitions):
                 groups[p] += [Record(MERGE_TICK_KEY, orjson.dumps(
-                    merge_tick_message(q, self.times[hi - 1]))) for q in range(self.partitions)]
+                    merge_tick_message(q, self.times[hi - 1])), 2 * hi - 1)
+                    for q in range(self.partitions)]
         table, handler = self.table, self.handler
         for p, messages in groups.items():
             out = Output()
