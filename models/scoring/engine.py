@@ -609,10 +609,8 @@ def event_order(e: dict[str, Any]) -> tuple[int, int, int, str]:
     ['c-2', 'w-1', 'w-3']
     """
     at: int = e["occurred_at"]
-    linked = e.get("linked_at")
-    if linked is not None and linked > at:
-        return linked, 0, at, e["event_id"]
-    return at, 1, at, e["event_id"]
+    placed = timeline_time(e)
+    return placed, 0 if placed > at else 1, at, e["event_id"]
 
 
 def _surveys(answers: dict[str, list[int]]) -> tuple[tuple[str, int, int], ...]:

@@ -473,7 +473,7 @@ class ScoringHandler(StageHandler):
         pairs = sorted(zip(events, messages, strict=True),
                        key=lambda pair: (*event_order({**pair[0], "event_id": ""}),
                                          str(pair[0].get("event_id"))))
-        merged = bool(self.merge_partitions) and self._partition(partition).merge is not None
+        merged = self._partition(partition).merge is not None
         if merged:  # redeliveries told once, against the state before the batch
             stored = self._load(table, partition, customer_id)
             if stored is not None and stored.merged is not None:
